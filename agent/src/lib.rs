@@ -1,1 +1,197 @@
+//! Lindi's edge sensor agent: read-only sensors, a durable spool, and a shipper that delivers
+//! batches to the collector over QUIC with mutual TLS.
+//!
+//! Overview: sensors ([`sensors`]) send events into one bounded channel; the [`batcher`]
+//! closes batches and appends them to the [`spool`]; the [`shipper`] sends spooled batches and
+//! deletes each only after the collector's ack. [`enroll`] makes the agent's identity
+//! ([`identity`]) from a one-time token. [`config`] parses and validates `agent.toml`.
+//! [`Agent::start`] wires them together.
+//!
+//! The agent writes only inside its state directory.
 
+pub mod batcher;
+pub mod config;
+pub mod enroll;
+pub mod identity;
+pub mod sensors;
+pub mod shipper;
+pub mod spool;
+pub mod transport;
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use lindi_shared::protocol::WindowConfig;
+use lindi_shared::{ALPN_AGENT_V1, tls};
+use thiserror::Error;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::AgentSettings;
+use crate::identity::{Identity, IdentityError};
+use crate::sensors::{EventIds, EventSink, SensorStats};
+use crate::shipper::{Shipper, ShipperSettings, ShipperStats};
+use crate::spool::{Spool, SpoolConfig, SpoolError};
+use crate::transport::{TransportError, TransportSettings};
+
+#[derive(Debug, Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// A running agent.
+pub struct Agent {
+    stop: watch::Sender<bool>,
+    sensor_tasks: Vec<JoinHandle<()>>,
+    batcher: JoinHandle<()>,
+    shipper: JoinHandle<()>,
+    pub spool: Arc<Mutex<Spool>>,
+    pub shipper_stats: Arc<ShipperStats>,
+    pub agent_id: String,
+}
+
+impl Agent {
+    /// Load the identity, open the spool and start every task.
+    pub fn start(settings: &AgentSettings) -> Result<Agent, AgentError> {
+        let identity = Identity::load(&settings.state_dir)?;
+        let agent_id = identity.enrollment.agent_id.clone();
+        let spool_config = SpoolConfig {
+            fsync: settings.spool_fsync,
+            ..SpoolConfig::with_max_bytes(settings.spool_max_bytes)
+        };
+        let (spool, report) = Spool::open(&settings.state_dir.join("spool"), spool_config)?;
+        if report.corrupt_records > 0 {
+            tracing::warn!(
+                "spool: cut {} torn or corrupt records (counted as lost)",
+                report.corrupt_records
+            );
+        }
+        tracing::info!(
+            "agent {agent_id}: spool has {} batches ({} events) waiting",
+            report.pending_batches,
+            report.pending_events
+        );
+        let spool = Arc::new(Mutex::new(spool));
+        let wake = Arc::new(Notify::new());
+        let (stop, stop_rx) = watch::channel(false);
+        let (tx, rx) = mpsc::channel(settings.queue_capacity);
+        let ids = Arc::new(EventIds::new());
+        let host = enroll::host_name();
+
+        let mut sensor_tasks = vec![];
+        let mut all_stats = vec![];
+        let sink = |name: &'static str, all: &mut Vec<Arc<SensorStats>>| {
+            let stats = SensorStats::new(name);
+            all.push(stats.clone());
+            EventSink::new(tx.clone(), stats, ids.clone(), &agent_id, &host)
+        };
+        if let Some(interval) = settings.process {
+            let s = sink("process", &mut all_stats);
+            sensor_tasks.push(tokio::spawn(sensors::process::run(
+                s,
+                interval,
+                stop_rx.clone(),
+            )));
+        }
+        if let Some((total, rate)) = settings.synthetic {
+            let s = sink("synthetic", &mut all_stats);
+            sensor_tasks.push(tokio::spawn(sensors::synthetic::run(
+                s,
+                total,
+                rate,
+                stop_rx.clone(),
+            )));
+        }
+        let health_sink = sink("health", &mut all_stats);
+        let sources = sensors::health::HealthSources {
+            spool: spool.clone(),
+            sensors: all_stats,
+            started: Instant::now(),
+        };
+        sensor_tasks.push(tokio::spawn(sensors::health::run(
+            health_sink,
+            sources,
+            settings.health_interval,
+            stop_rx.clone(),
+        )));
+        drop(tx);
+
+        let batcher = tokio::spawn(batcher::run(
+            rx,
+            spool.clone(),
+            wake.clone(),
+            batcher::BatcherSettings {
+                agent_id: agent_id.clone(),
+                max_events: settings.batch_max_events as usize,
+                flush_interval: settings.flush_interval,
+                zstd_level: settings.zstd_level,
+            },
+        ));
+
+        let addr = settings
+            .collector_addr
+            .clone()
+            .unwrap_or_else(|| identity.enrollment.collector_addr.clone());
+        let remote = transport::resolve(&addr)?;
+        let tls_config = tls::client_config(
+            &identity.ca_pem,
+            &identity.cert_pem,
+            &identity.key_pem,
+            ALPN_AGENT_V1,
+        )
+        .map_err(|e| TransportError::Tls(e.to_string()))?;
+        let endpoint = transport::client_endpoint(
+            tls_config,
+            &TransportSettings {
+                keep_alive: settings.keep_alive,
+                idle_timeout: settings.idle_timeout,
+            },
+            remote,
+        )?;
+        let shipper_stats = Arc::new(ShipperStats::default());
+        let shipper = Shipper {
+            settings: ShipperSettings {
+                agent_id: agent_id.clone(),
+                host_name: host.clone(),
+                remote,
+                window: WindowConfig {
+                    max_in_flight: settings.max_in_flight,
+                    ack_timeout: settings.ack_timeout,
+                    ..WindowConfig::default()
+                },
+                reconnect_base: settings.reconnect_base,
+                reconnect_max: settings.reconnect_max,
+            },
+            endpoint,
+            spool: spool.clone(),
+            wake,
+            stats: shipper_stats.clone(),
+        };
+        let shipper = tokio::spawn(shipper.run(stop_rx));
+        Ok(Agent {
+            stop,
+            sensor_tasks,
+            batcher,
+            shipper,
+            spool,
+            shipper_stats,
+            agent_id,
+        })
+    }
+
+    /// Stop the sensors, spool what they made, and close the connection. Nothing accepted
+    /// into the channel is lost: it is in the spool for the next start.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.sensor_tasks {
+            let _ = t.await;
+        }
+        let _ = self.batcher.await;
+        let _ = self.shipper.await;
+    }
+}

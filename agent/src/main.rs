@@ -1,1 +1,141 @@
-fn main() {}
+//! `lindi-agent`: enroll with a collector, run the sensors and ship, or check a config.
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use lindi_agent::config::AgentConfig;
+use lindi_agent::{Agent, enroll};
+
+/// Lindi edge sensor agent: watches processes (and, as sensors land, packets and files) and
+/// ships events to a Lindi collector over QUIC with mutual TLS. Read-only: it writes only its
+/// state directory.
+#[derive(Parser)]
+#[command(name = "lindi-agent", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Enroll with a collector using a one-time token from `lindi-collector token create`.
+    /// The key pair is made here; only a CSR leaves this host.
+    Enroll {
+        /// The enrollment token (`lindi1.…`).
+        #[arg(long, env = "LINDI_TOKEN")]
+        token: String,
+        /// State directory [default: state_dir from --config, else /var/lib/lindi].
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Config file (for state_dir and collector_addr).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Dial this host:port instead of the address in the token.
+        #[arg(long)]
+        collector: Option<String>,
+        /// Enroll again even if already enrolled (discards the unsent spool).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the enrolled agent until SIGINT or SIGTERM.
+    Run {
+        /// State directory [default: state_dir from --config, else /var/lib/lindi].
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Config file (TOML; see packaging/agent.toml). Without it, every default applies.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Parse and validate a config file, print the settings, and exit non-zero on errors.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<AgentConfig> {
+    Ok(match path {
+        Some(p) => AgentConfig::load(p)?,
+        None => AgentConfig::default(),
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LINDI_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async_main(cli))
+}
+
+async fn async_main(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Enroll {
+            token,
+            state_dir,
+            config,
+            collector,
+            force,
+        } => {
+            let cfg = load_config(config.as_ref())?;
+            let settings = cfg.validate(state_dir.as_deref())?;
+            let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
+            let addr = collector.or(settings.collector_addr.clone());
+            let e =
+                enroll::enroll(&token, &settings.state_dir, addr.as_deref(), force, now).await?;
+            println!(
+                "enrolled as agent {} in constituency {}{} with collector {}",
+                e.agent_id,
+                e.constituency,
+                if e.group.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (group {})", e.group)
+                },
+                e.collector_addr
+            );
+            println!(
+                "identity in {}",
+                lindi_agent::identity::identity_dir(&settings.state_dir).display()
+            );
+            Ok(())
+        }
+        Command::Run { state_dir, config } => {
+            let cfg = load_config(config.as_ref())?;
+            let settings = cfg.validate(state_dir.as_deref())?;
+            let agent = Agent::start(&settings)?;
+            eprintln!(
+                "lindi-agent {} running as agent {}",
+                lindi_shared::VERSION,
+                agent.agent_id
+            );
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            eprintln!("stopping: spooling what the sensors made");
+            agent.shutdown().await;
+            Ok(())
+        }
+        Command::CheckConfig { config } => {
+            let cfg = AgentConfig::load(&config)?;
+            let settings = cfg.validate(None)?;
+            println!("{} is valid: {settings:#?}", config.display());
+            Ok(())
+        }
+    }
+}

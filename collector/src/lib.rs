@@ -1,1 +1,173 @@
+//! Lindi's collector: enrollment and ingest over QUIC with mutual TLS, the embedded store, and
+//! the HTTP API the `lindi` CLI speaks to.
+//!
+//! Overview: [`config`] parses and validates `collector.toml`; [`authority`] owns the CA and
+//! server certificate; [`enrollment`] issues one-time tokens and signs agent CSRs; [`ingest`]
+//! is the QUIC server that stores batches exactly once in the [`store`]; [`api`] serves status,
+//! agents and event search. [`start`] runs ingest and the API together.
 
+pub mod api;
+pub mod authority;
+pub mod bench;
+pub mod config;
+pub mod enrollment;
+pub mod ingest;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use thiserror::Error;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::authority::{Authority, AuthorityError};
+use crate::config::{CONFIG_FILE_NAME, CollectorConfig, CollectorSettings};
+use crate::ingest::{Ingest, IngestError, IngestSettings};
+use crate::store::{SqliteStore, Store, StoreError};
+
+#[derive(Debug, Error)]
+pub enum CollectorError {
+    #[error(transparent)]
+    Authority(#[from] AuthorityError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error("cannot listen on {addr} for the HTTP API: {source}")]
+    HttpBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+pub fn now_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The store file inside a data directory.
+pub fn store_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("lindi.db")
+}
+
+pub fn open_store(settings: &CollectorSettings) -> Result<Arc<SqliteStore>, StoreError> {
+    Ok(Arc::new(SqliteStore::open(
+        &store_path(&settings.data_dir),
+        settings.synchronous,
+    )?))
+}
+
+/// Initialise a data directory: CA, server certificate, empty store, and `collector.toml`
+/// holding `config` (so `run --data-dir` finds the same addresses).
+pub fn init(config: &CollectorConfig) -> Result<Authority, CollectorError> {
+    let settings = config.validate().map_err(|e| CollectorError::Io {
+        path: "config".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let dir = &settings.data_dir;
+    let authority = Authority::create(dir, &settings.name, &settings.server_names, now_s())?;
+    open_store(&settings)?;
+    let path = dir.join(CONFIG_FILE_NAME);
+    let text = format!(
+        "# Written by `lindi-collector init`; see packaging/collector.toml for every field.\n{}",
+        toml::to_string(config).expect("config serializes")
+    );
+    std::fs::write(&path, text).map_err(|source| CollectorError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(authority)
+}
+
+/// A running collector: ingest and API.
+pub struct RunningCollector {
+    pub quic_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub store: Arc<SqliteStore>,
+    pub ingest: Arc<Ingest>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningCollector {
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Start ingest and the API from validated settings.
+pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, CollectorError> {
+    let authority = Authority::load(&settings.data_dir)?;
+    let store = open_store(settings)?;
+    let ingest = Ingest::new(
+        store.clone() as Arc<dyn Store>,
+        authority,
+        IngestSettings {
+            listen_addr: settings.listen_addr,
+            max_connections: settings.max_connections,
+            max_frame_bytes: settings.max_frame_bytes,
+            max_streams_per_connection: settings.max_streams_per_connection,
+            limits: settings.limits.clone(),
+            agent_cert_validity_days: settings.agent_cert_validity_days,
+        },
+    );
+    let endpoint = ingest.bind()?;
+    let quic_addr = endpoint.local_addr().map_err(|source| CollectorError::Io {
+        path: "QUIC endpoint".into(),
+        source,
+    })?;
+    let listener = tokio::net::TcpListener::bind(settings.http_listen_addr)
+        .await
+        .map_err(|source| CollectorError::HttpBind {
+            addr: settings.http_listen_addr,
+            source,
+        })?;
+    let http_addr = listener.local_addr().map_err(|source| CollectorError::Io {
+        path: "HTTP listener".into(),
+        source,
+    })?;
+    let (stop, stop_rx) = watch::channel(false);
+    let api_state = Arc::new(api::ApiState {
+        store: store.clone() as Arc<dyn Store>,
+        stats: ingest.stats.clone(),
+        quic_addr,
+    });
+    let mut api_stop = stop_rx.clone();
+    let http = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = api_stop.changed().await;
+        };
+        if let Err(e) = axum::serve(listener, api::router(api_state))
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!("HTTP API stopped: {e}");
+        }
+    });
+    let quic = tokio::spawn(ingest.clone().serve(endpoint, stop_rx));
+    Ok(RunningCollector {
+        quic_addr,
+        http_addr,
+        store,
+        ingest,
+        stop,
+        tasks: vec![quic, http],
+    })
+}

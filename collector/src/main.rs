@@ -1,1 +1,315 @@
-fn main() {}
+//! `lindi-collector`: initialise a collector, run it, issue enrollment tokens, manage agents,
+//! and the all-in-one demo.
+
+mod demo;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use lindi_collector::authority::Authority;
+use lindi_collector::config::{CollectorConfig, CollectorSettings};
+use lindi_collector::store::{SqliteStore, Store};
+use lindi_collector::{enrollment, now_s};
+
+/// Lindi collector: enrolls agents, receives their batches over QUIC with mutual TLS, stores
+/// them exactly once, and serves them to the `lindi` CLI.
+#[derive(Parser)]
+#[command(name = "lindi-collector", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Which collector: a data directory (with its collector.toml) or a config file.
+#[derive(Args, Clone)]
+struct Location {
+    /// Data directory made by `init` [default: data_dir from --config, else /var/lib/lindi-collector].
+    #[arg(long, env = "LINDI_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Config file (TOML; see packaging/collector.toml).
+    #[arg(long, conflicts_with = "data_dir")]
+    config: Option<PathBuf>,
+}
+
+impl Location {
+    fn config(&self) -> anyhow::Result<CollectorConfig> {
+        Ok(match (&self.data_dir, &self.config) {
+            (Some(dir), _) => CollectorConfig::for_data_dir(dir)?,
+            (None, Some(file)) => CollectorConfig::load(file)?,
+            (None, None) => CollectorConfig::for_data_dir(std::path::Path::new(
+                lindi_collector::config::DEFAULT_DATA_DIR,
+            ))?,
+        })
+    }
+
+    fn settings(&self) -> anyhow::Result<CollectorSettings> {
+        Ok(self.config()?.validate()?)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make a data directory: a CA, a server certificate, an empty store and collector.toml.
+    Init {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// QUIC listen address for agents [default: 127.0.0.1:4700].
+        #[arg(long)]
+        listen: Option<String>,
+        /// host:port agents dial, written into tokens [default: the listen address].
+        #[arg(long)]
+        advertise: Option<String>,
+        /// HTTP API listen address (loopback only) [default: 127.0.0.1:8470].
+        #[arg(long)]
+        http_listen: Option<String>,
+        /// Extra DNS names or IP addresses for the server certificate (repeatable).
+        #[arg(long = "server-name")]
+        server_names: Vec<String>,
+        /// This collector's name [default: lindi].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Run the collector until SIGINT or SIGTERM.
+    Run {
+        #[command(flatten)]
+        location: Location,
+    },
+    /// Enrollment tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Enrolled agents.
+    Agents {
+        #[command(subcommand)]
+        command: AgentsCommand,
+    },
+    /// Parse and validate a config file; exit non-zero on errors.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run a collector and an enrolled local agent together on this machine.
+    Demo {
+        /// Data directory for the demo collector and agent.
+        #[arg(long, default_value = "lindi-demo")]
+        data_dir: PathBuf,
+    },
+    /// Benchmark helper: insert N synthetic events into a fresh store with the events schema,
+    /// in batches, and print events/s (the limit the ship benchmark compares against).
+    BenchStore {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 2000)]
+        batch_events: usize,
+        /// Directory for the throwaway database [default: a temporary directory].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// `full` or `normal`, as the collector's store.synchronous.
+        #[arg(long, default_value = "full")]
+        synchronous: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a one-time enrollment token bound to a constituency.
+    Create {
+        #[command(flatten)]
+        location: Location,
+        #[arg(long)]
+        constituency: String,
+        #[arg(long, default_value = "")]
+        group: String,
+        /// Lifetime in seconds [default: token_ttl_secs from the config, 86400].
+        #[arg(long)]
+        ttl_secs: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentsCommand {
+    /// List enrolled agents.
+    List {
+        #[command(flatten)]
+        location: Location,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an agent: its connections are closed and it can no longer connect.
+    Revoke {
+        #[command(flatten)]
+        location: Location,
+        agent_id: String,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LINDI_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async_main(cli))
+}
+
+fn open_store(settings: &CollectorSettings) -> anyhow::Result<Arc<SqliteStore>> {
+    if !Authority::exists(&settings.data_dir) {
+        bail!(
+            "{} is not initialised; run `lindi-collector init --data-dir {}` first",
+            settings.data_dir.display(),
+            settings.data_dir.display()
+        );
+    }
+    Ok(lindi_collector::open_store(settings)?)
+}
+
+async fn async_main(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Init {
+            data_dir,
+            listen,
+            advertise,
+            http_listen,
+            server_names,
+            name,
+        } => {
+            let mut config = CollectorConfig {
+                data_dir: Some(data_dir.clone()),
+                advertise_addr: advertise,
+                ..Default::default()
+            };
+            if let Some(l) = listen {
+                config.listen_addr = l;
+            }
+            if let Some(h) = http_listen {
+                config.http_listen_addr = h;
+            }
+            if let Some(n) = name {
+                config.name = n;
+            }
+            config.server_names.extend(server_names);
+            let authority = lindi_collector::init(&config)?;
+            println!("initialised collector in {}", data_dir.display());
+            println!("CA fingerprint (SHA-256): {}", authority.ca_fingerprint);
+            println!(
+                "next: lindi-collector run --data-dir {0}   and   lindi-collector token create --data-dir {0} --constituency NAME",
+                data_dir.display()
+            );
+        }
+        Command::Run { location } => {
+            let settings = location.settings()?;
+            let running = lindi_collector::start(&settings).await?;
+            println!("lindi-collector {} running", lindi_shared::VERSION);
+            println!("  data directory: {}", settings.data_dir.display());
+            println!("  QUIC (agents):  {}", running.quic_addr);
+            println!("  HTTP API:       {}", running.http_url());
+            use std::io::Write;
+            std::io::stdout().flush()?;
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            running.shutdown().await;
+        }
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    location,
+                    constituency,
+                    group,
+                    ttl_secs,
+                },
+        } => {
+            let settings = location.settings()?;
+            let store = open_store(&settings)?;
+            let authority = Authority::load(&settings.data_dir)?;
+            let token = enrollment::create_token(
+                store.as_ref(),
+                &authority,
+                &settings.advertise_addr,
+                &constituency,
+                &group,
+                ttl_secs.unwrap_or(settings.token_ttl_secs),
+                now_s(),
+            )?;
+            println!("{}", token.encode());
+        }
+        Command::Agents {
+            command: AgentsCommand::List { location, json },
+        } => {
+            let settings = location.settings()?;
+            let agents = open_store(&settings)?.agents()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&agents)?);
+            } else {
+                println!(
+                    "{:<20} {:<16} {:<10} {:<20} {:<8} {:>12} {:>8}",
+                    "AGENT", "CONSTITUENCY", "GROUP", "HOST", "STATE", "LOST_EVENTS", "VERSION"
+                );
+                for a in agents {
+                    println!(
+                        "{:<20} {:<16} {:<10} {:<20} {:<8} {:>12} {:>8}",
+                        a.agent_id,
+                        a.constituency,
+                        a.group,
+                        a.host_name,
+                        if a.revoked_at_s.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        },
+                        a.spool_dropped_events,
+                        a.agent_version
+                    );
+                }
+            }
+        }
+        Command::Agents {
+            command: AgentsCommand::Revoke { location, agent_id },
+        } => {
+            let settings = location.settings()?;
+            open_store(&settings)?.revoke_agent(&agent_id, now_s())?;
+            println!(
+                "agent {agent_id} revoked; a running collector closes its connections within seconds"
+            );
+        }
+        Command::CheckConfig { config } => {
+            let settings = CollectorConfig::load(&config)?.validate()?;
+            println!("{} is valid: {settings:#?}", config.display());
+        }
+        Command::Demo { data_dir } => demo::run(&data_dir).await?,
+        Command::BenchStore {
+            events,
+            batch_events,
+            dir,
+            synchronous,
+        } => {
+            let sync = match synchronous.as_str() {
+                "full" => lindi_collector::store::Synchronous::Full,
+                "normal" => lindi_collector::store::Synchronous::Normal,
+                other => bail!("--synchronous must be full or normal, not {other:?}"),
+            };
+            let report = lindi_collector::bench::plain_insert(
+                events,
+                batch_events.max(1),
+                dir.as_deref(),
+                sync,
+            )?;
+            println!("{}", serde_json::to_string(&report)?);
+        }
+    }
+    Ok(())
+}

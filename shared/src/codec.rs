@@ -255,6 +255,19 @@ pub fn encode_frame<M: Message>(msg: &M) -> Vec<u8> {
     out
 }
 
+/// A [`crate::proto::ClientFrame`] frame holding an already encoded [`Batch`] (as the agent's
+/// spool stores it), without decoding and re-encoding the batch.
+pub fn batch_frame_from_encoded(batch: &[u8]) -> Vec<u8> {
+    // ClientFrame field 2 (batch), wire type 2 (length-delimited): key 0x12.
+    let inner_len = 1 + prost::encoding::encoded_len_varint(batch.len() as u64) + batch.len();
+    let mut out = Vec::with_capacity(FRAME_HEADER_LEN + inner_len);
+    out.extend_from_slice(&(inner_len as u32).to_be_bytes());
+    out.push(0x12);
+    prost::encoding::encode_varint(batch.len() as u64, &mut out);
+    out.extend_from_slice(batch);
+    out
+}
+
 /// Read a frame's length from its header and check it against `limit` before reading the body.
 pub fn frame_len(header: [u8; FRAME_HEADER_LEN], limit: u64) -> Result<usize, FrameError> {
     let len = u32::from_be_bytes(header) as u64;
@@ -267,6 +280,40 @@ pub fn frame_len(header: [u8; FRAME_HEADER_LEN], limit: u64) -> Result<usize, Fr
 /// Decode a frame body.
 pub fn decode_frame<M: Message + Default>(body: &[u8]) -> Result<M, FrameError> {
     M::decode(body).map_err(|e| FrameError::Decode(e.to_string()))
+}
+
+/// Why a frame could not be read from a stream.
+#[derive(Debug, Error)]
+pub enum ReadFrameError {
+    #[error("stream ended before a frame")]
+    Closed,
+    #[error("stream read failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
+/// Read one frame from any async byte stream (a QUIC stream in the shells), refusing a length
+/// over `limit` before reading the body. A clean end of stream before the header is
+/// [`ReadFrameError::Closed`].
+pub async fn read_frame<M, R>(stream: &mut R, limit: u64) -> Result<M, ReadFrameError>
+where
+    M: Message + Default,
+    R: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    match stream.read_exact(&mut header).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(ReadFrameError::Closed);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let len = frame_len(header, limit)?;
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await?;
+    Ok(decode_frame(&body)?)
 }
 
 #[cfg(test)]
@@ -415,6 +462,13 @@ mod tests {
             decode_batch(&b, &BatchLimits::default()).unwrap()[0].agent_id,
             "a"
         );
+    }
+
+    #[test]
+    fn batch_frame_from_encoded_equals_the_frame_of_the_batch() {
+        let b = encode_batch("a", 9, &events(300, "a"), 3, Default::default()).unwrap();
+        let direct = encode_frame(&ClientFrame::new(client_frame::Msg::Batch(b.clone())));
+        assert_eq!(batch_frame_from_encoded(&b.encode_to_vec()), direct);
     }
 
     #[test]

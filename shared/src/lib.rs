@@ -9,6 +9,7 @@
 //! - [`protocol`]: the shipper's state machine (in-flight window, per-batch acks, retries) and
 //!   reconnect backoff. Time is passed in; nothing here reads a clock.
 //! - [`pki`]: the collector's CA, server and agent certificates, CSRs, fingerprints.
+//! - [`tls`]: rustls configurations (TLS 1.3 only, ring provider) for both ends.
 //! - [`token`]: one-time enrollment tokens.
 //! - [`duration`]: human durations such as `10m` for command lines.
 //!
@@ -26,6 +27,8 @@ pub mod duration;
 pub mod pki;
 pub mod proto;
 pub mod protocol;
+pub mod synthetic;
+pub mod tls;
 pub mod token;
 
 /// ALPN protocol name of the agent-collector protocol, version 1.

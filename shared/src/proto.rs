@@ -392,9 +392,6 @@ pub struct HelloAck {
     pub max_batch_bytes: u64,
     #[prost(uint32, tag = "3")]
     pub max_events_per_batch: u32,
-    /// Last sequence stored for this agent (0: none), so it need not resend older batches.
-    #[prost(uint64, tag = "4")]
-    pub last_stored_sequence: u64,
 }
 
 /// A periodic heartbeat on the control stream (in addition to health events in batches).

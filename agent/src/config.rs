@@ -1,0 +1,334 @@
+//! The agent's configuration: TOML parsed into [`AgentConfig`] (raw, every field documented,
+//! unknown fields refused), then validated into [`AgentSettings`] (typed, ready to run).
+//!
+//! Every field has a default, so an empty file (or none) is a valid configuration.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path} is invalid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config field {field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+}
+
+/// `agent.toml` as written.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// The agent's state directory: identity, spool, sensor state. It writes nowhere else.
+    /// Default `/var/lib/lindi`. `--state-dir` overrides it.
+    pub state_dir: Option<PathBuf>,
+    /// Dial this collector address (host:port) instead of the one in the enrollment token.
+    pub collector_addr: Option<String>,
+    pub spool: SpoolSection,
+    pub shipper: ShipperSection,
+    pub health: HealthSection,
+    pub sensors: SensorsSection,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolSection {
+    /// Most bytes the spool keeps on disk; when full, the oldest batches are dropped and
+    /// counted. Default 268435456 (256 MiB).
+    pub max_bytes: u64,
+    /// fsync every batch as it is spooled. Turning it off is faster and risks losing the last
+    /// batches on power loss. Default true.
+    pub fsync: bool,
+}
+
+impl Default for SpoolSection {
+    fn default() -> Self {
+        SpoolSection {
+            max_bytes: 256 << 20,
+            fsync: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShipperSection {
+    /// Most events in one batch. Default 2000.
+    pub batch_max_events: u32,
+    /// A partial batch is closed after this long. Default 1000 ms.
+    pub flush_interval_ms: u64,
+    /// Most batches sent and not yet acknowledged. Default 8.
+    pub max_in_flight_batches: usize,
+    /// Resend a batch whose ack has not come in this long. Default 30000 ms.
+    pub ack_timeout_ms: u64,
+    /// First reconnect delay ceiling; doubles up to `reconnect_max_ms`, with jitter. Default 500.
+    pub reconnect_base_ms: u64,
+    /// Longest reconnect delay. Default 30000 ms.
+    pub reconnect_max_ms: u64,
+    /// QUIC keep-alive interval. Default 5000 ms.
+    pub keep_alive_interval_ms: u64,
+    /// The connection is considered dead after this long without any packet. Default 30000 ms.
+    pub idle_timeout_ms: u64,
+    /// zstd level for batches (1 fastest .. 19 smallest). Default 3.
+    pub zstd_level: i32,
+    /// Capacity of the channel from the sensors to the batcher, events; when full, sensors
+    /// that cannot wait drop and count. Default 65536.
+    pub queue_capacity_events: usize,
+}
+
+impl Default for ShipperSection {
+    fn default() -> Self {
+        ShipperSection {
+            batch_max_events: 2000,
+            flush_interval_ms: 1000,
+            max_in_flight_batches: 8,
+            ack_timeout_ms: 30_000,
+            reconnect_base_ms: 500,
+            reconnect_max_ms: 30_000,
+            keep_alive_interval_ms: 5000,
+            idle_timeout_ms: 30_000,
+            zstd_level: 3,
+            queue_capacity_events: 65_536,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthSection {
+    /// How often the agent reports its own health as an event. Default 30000 ms.
+    pub interval_ms: u64,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        HealthSection {
+            interval_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SensorsSection {
+    pub process: ProcessSensorSection,
+    pub synthetic: SyntheticSensorSection,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessSensorSection {
+    /// Report running, new and exited processes. Default true.
+    pub enabled: bool,
+    /// How often the process table is polled. Default 1000 ms.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for ProcessSensorSection {
+    fn default() -> Self {
+        ProcessSensorSection {
+            enabled: true,
+            poll_interval_ms: 1000,
+        }
+    }
+}
+
+/// A load generator for tests and benchmarks: numbered process-like events with sensor name
+/// `synthetic`. Off unless `events_total` is above zero.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyntheticSensorSection {
+    /// How many events to make, then stop. Default 0 (off).
+    pub events_total: u64,
+    /// Events per second; 0 is as fast as the pipeline takes them. Default 0.
+    pub events_per_sec: u64,
+}
+
+/// Validated settings, ready to build the running agent from.
+#[derive(Clone, Debug)]
+pub struct AgentSettings {
+    pub state_dir: PathBuf,
+    pub collector_addr: Option<String>,
+    pub spool_max_bytes: u64,
+    pub spool_fsync: bool,
+    pub batch_max_events: u32,
+    pub flush_interval: Duration,
+    pub max_in_flight: usize,
+    pub ack_timeout: Duration,
+    pub reconnect_base: Duration,
+    pub reconnect_max: Duration,
+    pub keep_alive: Duration,
+    pub idle_timeout: Duration,
+    pub zstd_level: i32,
+    pub queue_capacity: usize,
+    pub health_interval: Duration,
+    pub process: Option<Duration>,
+    pub synthetic: Option<(u64, u64)>,
+}
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/lindi";
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Check every field and produce settings; `state_dir` from the command line wins.
+    pub fn validate(&self, state_dir: Option<&Path>) -> Result<AgentSettings, ConfigError> {
+        let invalid = |field: &'static str, message: &str| ConfigError::Invalid {
+            field,
+            message: message.to_string(),
+        };
+        let s = &self.shipper;
+        if self.spool.max_bytes < 1 << 20 {
+            return Err(invalid(
+                "spool.max_bytes",
+                "must be at least 1048576 (1 MiB)",
+            ));
+        }
+        if s.batch_max_events == 0 || s.batch_max_events > 100_000 {
+            return Err(invalid("shipper.batch_max_events", "must be 1..=100000"));
+        }
+        if s.max_in_flight_batches == 0 || s.max_in_flight_batches > 1024 {
+            return Err(invalid("shipper.max_in_flight_batches", "must be 1..=1024"));
+        }
+        if !(1..=19).contains(&s.zstd_level) {
+            return Err(invalid("shipper.zstd_level", "must be 1..=19"));
+        }
+        if s.flush_interval_ms == 0 {
+            return Err(invalid("shipper.flush_interval_ms", "must be above 0"));
+        }
+        if s.reconnect_base_ms == 0 || s.reconnect_max_ms < s.reconnect_base_ms {
+            return Err(invalid(
+                "shipper.reconnect_max_ms",
+                "reconnect_base_ms must be above 0 and reconnect_max_ms at least as large",
+            ));
+        }
+        if s.keep_alive_interval_ms == 0 || s.idle_timeout_ms <= s.keep_alive_interval_ms {
+            return Err(invalid(
+                "shipper.idle_timeout_ms",
+                "must be larger than keep_alive_interval_ms (both above 0)",
+            ));
+        }
+        if s.queue_capacity_events < s.batch_max_events as usize {
+            return Err(invalid(
+                "shipper.queue_capacity_events",
+                "must be at least batch_max_events",
+            ));
+        }
+        if self.health.interval_ms < 100 {
+            return Err(invalid("health.interval_ms", "must be at least 100"));
+        }
+        if self.sensors.process.enabled && self.sensors.process.poll_interval_ms < 50 {
+            return Err(invalid(
+                "sensors.process.poll_interval_ms",
+                "must be at least 50",
+            ));
+        }
+        if let Some(addr) = &self.collector_addr
+            && !addr.contains(':')
+        {
+            return Err(invalid("collector_addr", "must be host:port"));
+        }
+        let ms = Duration::from_millis;
+        Ok(AgentSettings {
+            state_dir: state_dir
+                .map(Path::to_path_buf)
+                .or_else(|| self.state_dir.clone())
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            collector_addr: self.collector_addr.clone(),
+            spool_max_bytes: self.spool.max_bytes,
+            spool_fsync: self.spool.fsync,
+            batch_max_events: s.batch_max_events,
+            flush_interval: ms(s.flush_interval_ms),
+            max_in_flight: s.max_in_flight_batches,
+            ack_timeout: ms(s.ack_timeout_ms),
+            reconnect_base: ms(s.reconnect_base_ms),
+            reconnect_max: ms(s.reconnect_max_ms),
+            keep_alive: ms(s.keep_alive_interval_ms),
+            idle_timeout: ms(s.idle_timeout_ms),
+            zstd_level: s.zstd_level,
+            queue_capacity: s.queue_capacity_events,
+            health_interval: ms(self.health.interval_ms),
+            process: self
+                .sensors
+                .process
+                .enabled
+                .then(|| ms(self.sensors.process.poll_interval_ms)),
+            synthetic: (self.sensors.synthetic.events_total > 0).then_some((
+                self.sensors.synthetic.events_total,
+                self.sensors.synthetic.events_per_sec,
+            )),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_valid_with_defaults() {
+        let c = AgentConfig::parse("", Path::new("x")).unwrap();
+        let s = c.validate(None).unwrap();
+        assert_eq!(s.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert_eq!(s.spool_max_bytes, 256 << 20);
+        assert!(s.process.is_some());
+        assert!(s.synthetic.is_none());
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_refused() {
+        let e = AgentConfig::parse("spool_max = 5", Path::new("a.toml")).unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+        let e = AgentConfig::parse("[spool]\nmax_byte = 5", Path::new("a.toml")).unwrap_err();
+        assert!(e.to_string().contains("max_byte"), "{e}");
+        let c = AgentConfig::parse("[shipper]\nzstd_level = 40", Path::new("a.toml")).unwrap();
+        assert!(
+            c.validate(None)
+                .unwrap_err()
+                .to_string()
+                .contains("zstd_level")
+        );
+        let c = AgentConfig::parse("[spool]\nmax_bytes = 10", Path::new("a.toml")).unwrap();
+        assert!(c.validate(None).is_err());
+    }
+
+    #[test]
+    fn command_line_state_dir_wins() {
+        let c = AgentConfig::parse("state_dir = \"/a\"", Path::new("x")).unwrap();
+        assert_eq!(
+            c.validate(Some(Path::new("/b"))).unwrap().state_dir,
+            PathBuf::from("/b")
+        );
+        assert_eq!(c.validate(None).unwrap().state_dir, PathBuf::from("/a"));
+    }
+
+    #[test]
+    fn packaged_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/agent.toml");
+        let c = AgentConfig::load(&path).unwrap();
+        c.validate(None).unwrap();
+    }
+}

@@ -1,0 +1,311 @@
+//! The shipper: sends spooled batches to the collector over QUIC with mutual TLS and deletes
+//! each from the spool only after the collector's ack.
+//!
+//! One connection at a time. On connect it sends a hello on the control stream (with the
+//! spool's loss counters) and waits for the collector's answer; then it keeps up to
+//! `max_in_flight` batches in flight, each on its own bidirectional stream carrying one batch
+//! frame up and one ack frame down. The [`ShipWindow`] decides what goes next (resends first)
+//! and when; a lost connection puts everything in flight back, and the shipper reconnects with
+//! exponential backoff and jitter. Delivery is at least once; the collector deduplicates.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lindi_shared::codec::{ReadFrameError, batch_frame_from_encoded, read_frame};
+use lindi_shared::proto::{
+    AckStatus, BatchAck, ClientFrame, Hello, ServerFrame, client_frame, server_frame,
+};
+use lindi_shared::protocol::{AckOutcome, Backoff, ShipWindow, WindowConfig};
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::spool::Spool;
+use crate::transport::{self, MAX_SERVER_FRAME_BYTES, TransportError};
+
+/// Counters the shipper keeps, for health and tests.
+#[derive(Debug, Default)]
+pub struct ShipperStats {
+    pub connected: AtomicBool,
+    pub connects: AtomicU64,
+    pub batches_sent: AtomicU64,
+    pub batches_acked: AtomicU64,
+    pub batches_rejected: AtomicU64,
+}
+
+pub struct ShipperSettings {
+    pub agent_id: String,
+    pub host_name: String,
+    pub remote: SocketAddr,
+    pub window: WindowConfig,
+    pub reconnect_base: Duration,
+    pub reconnect_max: Duration,
+}
+
+pub struct Shipper {
+    pub settings: ShipperSettings,
+    pub endpoint: quinn::Endpoint,
+    pub spool: Arc<Mutex<Spool>>,
+    pub wake: Arc<Notify>,
+    pub stats: Arc<ShipperStats>,
+}
+
+type AckResult = (u64, Result<ServerFrame, TransportError>);
+
+fn jitter() -> f64 {
+    lindi_shared::token::random_bytes::<4>()
+        .map(|b| u32::from_le_bytes(b) as f64 / (u32::MAX as f64 + 1.0))
+        .unwrap_or(0.5)
+}
+
+impl Shipper {
+    /// Ship until `stop` turns true.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Backoff::new(self.settings.reconnect_base, self.settings.reconnect_max);
+        let mut window = ShipWindow::new(self.settings.window.clone());
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let result = self.session(&mut window, &mut backoff, &mut stop).await;
+            self.stats.connected.store(false, Ordering::Relaxed);
+            window.on_connection_lost(Instant::now());
+            match result {
+                Ok(()) => return,
+                Err(e) => {
+                    let delay = backoff.next_delay(jitter());
+                    tracing::warn!(
+                        "collector {}: {e}; retrying in {} ms",
+                        self.settings.remote,
+                        delay.as_millis()
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    fn hello(&self) -> ClientFrame {
+        let loss = self.spool.lock().unwrap_or_else(|p| p.into_inner()).loss();
+        ClientFrame::new(client_frame::Msg::Hello(Hello {
+            agent_id: self.settings.agent_id.clone(),
+            agent_version: lindi_shared::VERSION.into(),
+            capabilities: vec!["batch-zstd".into(), "health".into(), "process-poll".into()],
+            host_name: self.settings.host_name.clone(),
+            spool_dropped_events_total: loss.dropped_events,
+            spool_dropped_batches_total: loss.dropped_batches,
+        }))
+    }
+
+    /// One connection's life. `Ok` only when asked to stop.
+    async fn session(
+        &self,
+        window: &mut ShipWindow,
+        backoff: &mut Backoff,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), TransportError> {
+        let conn = transport::connect(&self.endpoint, self.settings.remote).await?;
+        let (mut ctl_send, mut ctl_recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| TransportError::Stream(e.to_string()))?;
+        transport::write_frame(&mut ctl_send, &self.hello()).await?;
+        match read_frame::<ServerFrame, _>(&mut ctl_recv, MAX_SERVER_FRAME_BYTES)
+            .await?
+            .msg
+        {
+            Some(server_frame::Msg::HelloAck(ack)) => {
+                tracing::info!(
+                    "connected to collector {} (version {})",
+                    self.settings.remote,
+                    ack.collector_version
+                );
+            }
+            Some(server_frame::Msg::Error(e)) => {
+                return Err(TransportError::Refused {
+                    code: e.code,
+                    message: e.message,
+                });
+            }
+            other => return Err(TransportError::Unexpected(format!("{other:?}"))),
+        }
+        backoff.reset();
+        self.stats.connected.store(true, Ordering::Relaxed);
+        self.stats.connects.fetch_add(1, Ordering::Relaxed);
+
+        let capacity = window.config().max_in_flight * 2 + 2;
+        let (ack_tx, mut ack_rx) = mpsc::channel::<AckResult>(capacity);
+        // Highest sequence sent as new in this session; resends come from the window.
+        let mut cursor = 0u64;
+        loop {
+            self.fill_window(window, &conn, &ack_tx, &mut cursor)?;
+            let deadline = window.next_deadline().map(tokio::time::Instant::from_std);
+            tokio::select! {
+                Some((sequence, result)) = ack_rx.recv() => {
+                    self.on_ack(window, sequence, result)?;
+                }
+                _ = self.wake.notified() => {}
+                _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
+                    let overdue = window.poll_timeouts(Instant::now());
+                    if !overdue.is_empty() {
+                        tracing::warn!("no ack for batches {overdue:?} in time; resending");
+                    }
+                }
+                reason = conn.closed() => {
+                    return Err(TransportError::Stream(format!("connection closed: {reason}")));
+                }
+                _ = stop.changed() => {
+                    conn.close(0u32.into(), b"agent stopping");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Send resends and new batches while the window has room.
+    fn fill_window(
+        &self,
+        window: &mut ShipWindow,
+        conn: &quinn::Connection,
+        ack_tx: &mpsc::Sender<AckResult>,
+        cursor: &mut u64,
+    ) -> Result<(), TransportError> {
+        while window.has_room() {
+            let now = Instant::now();
+            let sequence = match window.take_due_resend(now) {
+                Some(s) => s,
+                None => {
+                    let spool = self.spool.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut next = spool.next_pending_after(*cursor);
+                    while let Some(s) = next {
+                        if !window.owns(s) {
+                            break;
+                        }
+                        next = spool.next_pending_after(s);
+                    }
+                    match next {
+                        Some(s) => {
+                            *cursor = s;
+                            s
+                        }
+                        None => return Ok(()),
+                    }
+                }
+            };
+            let bytes = {
+                let spool = self.spool.lock().unwrap_or_else(|p| p.into_inner());
+                spool.read(sequence)
+            };
+            let bytes = match bytes {
+                Ok(Some(b)) => b,
+                Ok(None) => {
+                    // Dropped from a full spool meanwhile (and counted there).
+                    window.forget(sequence);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!("cannot read batch {sequence} from the spool: {e}");
+                    window.forget(sequence);
+                    continue;
+                }
+            };
+            window.on_sent(sequence, now);
+            self.stats.batches_sent.fetch_add(1, Ordering::Relaxed);
+            let frame = batch_frame_from_encoded(&bytes);
+            let conn = conn.clone();
+            let tx = ack_tx.clone();
+            tokio::spawn(async move {
+                let result = send_batch(&conn, &frame).await;
+                let _ = tx.send((sequence, result)).await;
+            });
+        }
+        Ok(())
+    }
+
+    fn on_ack(
+        &self,
+        window: &mut ShipWindow,
+        sequence: u64,
+        result: Result<ServerFrame, TransportError>,
+    ) -> Result<(), TransportError> {
+        let now = Instant::now();
+        let ack = match result.map(|f| f.msg) {
+            Ok(Some(server_frame::Msg::BatchAck(ack))) if ack.sequence == sequence => ack,
+            Ok(Some(server_frame::Msg::Error(e))) => {
+                // A refusal of the agent itself (revoked, unknown): the whole session ends.
+                return Err(TransportError::Refused {
+                    code: e.code,
+                    message: e.message,
+                });
+            }
+            Ok(other) => {
+                tracing::warn!("unexpected reply for batch {sequence}: {other:?}");
+                retry_ack(sequence)
+            }
+            Err(TransportError::Read(ReadFrameError::Closed)) | Err(_) => retry_ack(sequence),
+        };
+        let delivered = matches!(
+            AckStatus::try_from(ack.status),
+            Ok(AckStatus::Stored | AckStatus::Duplicate)
+        );
+        match window.on_ack(&ack, now) {
+            AckOutcome::Delivered { sequence, .. } => self.spool_ack(sequence),
+            AckOutcome::Rejected {
+                sequence,
+                code,
+                message,
+            } => {
+                self.stats.batches_rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    "collector refused batch {sequence} for good ({code}): {message}; counted as lost"
+                );
+                let mut spool = self.spool.lock().unwrap_or_else(|p| p.into_inner());
+                if let Err(e) = spool.reject(sequence) {
+                    tracing::error!("spool: {e}");
+                }
+            }
+            AckOutcome::RetryAt { sequence, at } => {
+                tracing::debug!("batch {sequence} to be resent in {:?}", at - now);
+            }
+            AckOutcome::NotInFlight { sequence } if delivered => {
+                // A late ack after a timeout resend: the batch is stored all the same.
+                window.forget(sequence);
+                self.spool_ack(sequence);
+            }
+            AckOutcome::NotInFlight { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn spool_ack(&self, sequence: u64) {
+        self.stats.batches_acked.fetch_add(1, Ordering::Relaxed);
+        let mut spool = self.spool.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = spool.ack(sequence) {
+            tracing::error!("spool: {e}");
+        }
+    }
+}
+
+fn retry_ack(sequence: u64) -> BatchAck {
+    BatchAck {
+        sequence,
+        status: AckStatus::Retry as i32,
+        ..Default::default()
+    }
+}
+
+async fn send_batch(conn: &quinn::Connection, frame: &[u8]) -> Result<ServerFrame, TransportError> {
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| TransportError::Stream(e.to_string()))?;
+    send.write_all(frame)
+        .await
+        .map_err(|e| TransportError::Stream(e.to_string()))?;
+    send.finish()
+        .map_err(|e| TransportError::Stream(e.to_string()))?;
+    Ok(read_frame(&mut recv, MAX_SERVER_FRAME_BYTES).await?)
+}

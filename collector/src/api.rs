@@ -1,0 +1,190 @@
+//! The collector's HTTP API (read-only for now, bound to loopback): status, agents and event
+//! search. Errors are JSON `{"error": {"code": "...", "message": "..."}}` with a 4xx status;
+//! bad input never yields a 500. The responder-interface issue adds authentication and writes.
+//!
+//! - `GET /healthz`
+//! - `GET /api/v1/status`
+//! - `GET /api/v1/agents`
+//! - `GET /api/v1/events?agent=ID&kind=KIND&since=10m&until_ns=N&limit=N`
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use lindi_shared::duration::parse_duration;
+use lindi_shared::proto::EVENT_KIND_NAMES;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::ingest::IngestStats;
+use crate::store::{EventQuery, Store};
+
+/// Most events one query returns.
+pub const MAX_EVENTS_PER_QUERY: u32 = 10_000;
+
+pub struct ApiState {
+    pub store: Arc<dyn Store>,
+    pub stats: Arc<IngestStats>,
+    pub quic_addr: SocketAddr,
+}
+
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/agents", get(agents))
+        .route("/api/v1/events", get(events))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+        .with_state(state)
+}
+
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    fn internal(e: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": {"code": self.code, "message": self.message}})),
+        )
+            .into_response()
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)
+}
+
+async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let store = s.store.clone();
+    let events = blocking(move || store.count_events())
+        .await?
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({
+        "version": lindi_shared::VERSION,
+        "quic_addr": s.quic_addr.to_string(),
+        "events_stored_total": events,
+        "ingest": &*s.stats,
+    })))
+}
+
+async fn agents(State(s): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let store = s.store.clone();
+    let agents = blocking(move || store.agents())
+        .await?
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({ "agents": agents })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsParams {
+    agent: Option<String>,
+    kind: Option<String>,
+    /// A duration back from now (`10m`, `2h`).
+    since: Option<String>,
+    since_ns: Option<i64>,
+    until_ns: Option<i64>,
+    limit: Option<u32>,
+}
+
+async fn events(
+    State(s): State<Arc<ApiState>>,
+    params: Result<Query<EventsParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError::bad("bad_query", e.body_text()))?;
+    if let Some(k) = &p.kind
+        && !EVENT_KIND_NAMES.contains(&k.as_str())
+    {
+        return Err(ApiError::bad(
+            "bad_kind",
+            format!(
+                "unknown kind {k:?}; kinds are {}",
+                EVENT_KIND_NAMES.join(", ")
+            ),
+        ));
+    }
+    let now_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0);
+    let since_ns = match (&p.since, p.since_ns) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad(
+                "bad_query",
+                "give since or since_ns, not both",
+            ));
+        }
+        (Some(d), None) => {
+            let d = parse_duration(d).map_err(|e| ApiError::bad("bad_since", e))?;
+            Some(now_ns.saturating_sub(d.as_nanos().min(i64::MAX as u128) as i64))
+        }
+        (None, s) => s,
+    };
+    let limit = p.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_EVENTS_PER_QUERY {
+        return Err(ApiError::bad(
+            "bad_limit",
+            format!("limit must be 1..={MAX_EVENTS_PER_QUERY}"),
+        ));
+    }
+    let q = EventQuery {
+        agent_id: p.agent,
+        kind: p.kind,
+        since_ns,
+        until_ns: p.until_ns,
+        limit,
+    };
+    let store = s.store.clone();
+    let rows = blocking(move || store.query_events(&q))
+        .await?
+        .map_err(ApiError::internal)?;
+    let items: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|r| {
+            let mut v = r.event.to_json();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("constituency".into(), r.constituency.into());
+                o.insert("batch_seq".into(), r.batch_seq.into());
+            }
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "count": items.len(), "events": items })))
+}

@@ -1,0 +1,286 @@
+//! The collector's configuration: TOML parsed into [`CollectorConfig`] (raw, every field
+//! documented, unknown fields refused), then validated into [`CollectorSettings`].
+//!
+//! `lindi-collector init` writes `DATA_DIR/collector.toml`; `run --data-dir DIR` reads it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use lindi_shared::codec::BatchLimits;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::store::Synchronous;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path} is invalid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config field {field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+}
+
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/lindi-collector";
+pub const CONFIG_FILE_NAME: &str = "collector.toml";
+
+/// `collector.toml` as written.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorConfig {
+    /// Where the CA, the server certificate and the store live. Default
+    /// `/var/lib/lindi-collector`; `--data-dir` overrides it.
+    pub data_dir: Option<PathBuf>,
+    /// A name for this collector (in its CA's name). Default `lindi`.
+    pub name: String,
+    /// UDP address the QUIC listener binds (agents connect here). Default `127.0.0.1:4700`;
+    /// use `0.0.0.0:4700` or `[::]:4700` to accept agents from other hosts.
+    pub listen_addr: String,
+    /// host:port written into enrollment tokens, where agents dial. Default: `listen_addr`.
+    pub advertise_addr: Option<String>,
+    /// DNS names and IP addresses the server certificate names, besides `lindi-collector`.
+    /// Default `["localhost", "127.0.0.1", "::1"]`. Used by `init` only.
+    pub server_names: Vec<String>,
+    /// TCP address of the read-only HTTP API. It has no authentication yet, so it must be a
+    /// loopback address. Default `127.0.0.1:8470`.
+    pub http_listen_addr: String,
+    /// Enrollment tokens expire after this many seconds unless `--ttl-secs` says otherwise.
+    /// Default 86400 (one day).
+    pub token_ttl_secs: u64,
+    /// Agent certificates are valid this many days. Default 825.
+    pub agent_cert_validity_days: i64,
+    /// Most agent connections at once. Default 10000.
+    pub max_connections: usize,
+    pub ingest: IngestSection,
+    pub store: StoreSection,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        CollectorConfig {
+            data_dir: None,
+            name: "lindi".into(),
+            listen_addr: "127.0.0.1:4700".into(),
+            advertise_addr: None,
+            server_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            http_listen_addr: "127.0.0.1:8470".into(),
+            token_ttl_secs: 86_400,
+            agent_cert_validity_days: 825,
+            max_connections: 10_000,
+            ingest: IngestSection::default(),
+            store: StoreSection::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSection {
+    /// Largest frame read from an agent stream (a whole encoded batch), bytes. Default
+    /// 16777216 (16 MiB).
+    pub max_frame_bytes: u64,
+    /// Largest compressed batch body, bytes. Default 8388608 (8 MiB).
+    pub max_compressed_bytes: u64,
+    /// Largest batch body after decompression, bytes; more is refused as a bomb. Default
+    /// 67108864 (64 MiB).
+    pub max_decompressed_bytes: u64,
+    /// Most events in one batch. Default 100000.
+    pub max_events_per_batch: u32,
+    /// Most streams an agent may have open at once. Default 64.
+    pub max_streams_per_connection: u32,
+}
+
+impl Default for IngestSection {
+    fn default() -> Self {
+        let l = BatchLimits::default();
+        IngestSection {
+            max_frame_bytes: 16 << 20,
+            max_compressed_bytes: l.max_compressed_bytes,
+            max_decompressed_bytes: l.max_decompressed_bytes,
+            max_events_per_batch: l.max_events,
+            max_streams_per_connection: 64,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// `full` (fsync every commit: an acked batch survives power loss) or `normal` (survives a
+    /// collector crash only). Default `full`.
+    pub synchronous: Synchronous,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            synchronous: Synchronous::Full,
+        }
+    }
+}
+
+/// Validated settings.
+#[derive(Clone, Debug)]
+pub struct CollectorSettings {
+    pub data_dir: PathBuf,
+    pub name: String,
+    pub listen_addr: SocketAddr,
+    pub advertise_addr: String,
+    pub server_names: Vec<String>,
+    pub http_listen_addr: SocketAddr,
+    pub token_ttl_secs: u64,
+    pub agent_cert_validity_days: i64,
+    pub max_connections: usize,
+    pub max_frame_bytes: u64,
+    pub max_streams_per_connection: u32,
+    pub limits: BatchLimits,
+    pub synchronous: Synchronous,
+}
+
+impl CollectorConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The config of a data directory: its `collector.toml` if there is one, else defaults.
+    pub fn for_data_dir(dir: &Path) -> Result<Self, ConfigError> {
+        let path = dir.join(CONFIG_FILE_NAME);
+        let mut c = if path.exists() {
+            Self::load(&path)?
+        } else {
+            Self::default()
+        };
+        c.data_dir = Some(dir.to_path_buf());
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> Result<CollectorSettings, ConfigError> {
+        let invalid =
+            |field: &'static str, message: String| ConfigError::Invalid { field, message };
+        let listen_addr: SocketAddr = self
+            .listen_addr
+            .parse()
+            .map_err(|e| invalid("listen_addr", format!("{:?}: {e}", self.listen_addr)))?;
+        let http_listen_addr: SocketAddr = self.http_listen_addr.parse().map_err(|e| {
+            invalid(
+                "http_listen_addr",
+                format!("{:?}: {e}", self.http_listen_addr),
+            )
+        })?;
+        if !http_listen_addr.ip().is_loopback() {
+            return Err(invalid(
+                "http_listen_addr",
+                "the API has no authentication yet, so it may only listen on loopback".into(),
+            ));
+        }
+        let advertise_addr = match &self.advertise_addr {
+            Some(a) if !a.contains(':') => {
+                return Err(invalid("advertise_addr", "must be host:port".into()));
+            }
+            Some(a) => a.clone(),
+            None if listen_addr.ip().is_unspecified() => {
+                return Err(invalid(
+                    "advertise_addr",
+                    "listen_addr is a wildcard address; set advertise_addr to where agents can reach this collector".into(),
+                ));
+            }
+            None => listen_addr.to_string(),
+        };
+        let i = &self.ingest;
+        if i.max_frame_bytes < i.max_compressed_bytes {
+            return Err(invalid(
+                "ingest.max_frame_bytes",
+                "must be at least ingest.max_compressed_bytes".into(),
+            ));
+        }
+        if i.max_events_per_batch == 0
+            || i.max_decompressed_bytes == 0
+            || i.max_compressed_bytes == 0
+        {
+            return Err(invalid("ingest", "limits must be above 0".into()));
+        }
+        if self.token_ttl_secs == 0 || self.agent_cert_validity_days <= 0 {
+            return Err(invalid(
+                "token_ttl_secs",
+                "token_ttl_secs and agent_cert_validity_days must be above 0".into(),
+            ));
+        }
+        if self.name.is_empty() {
+            return Err(invalid("name", "must not be empty".into()));
+        }
+        Ok(CollectorSettings {
+            data_dir: self
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            name: self.name.clone(),
+            listen_addr,
+            advertise_addr,
+            server_names: self.server_names.clone(),
+            http_listen_addr,
+            token_ttl_secs: self.token_ttl_secs,
+            agent_cert_validity_days: self.agent_cert_validity_days,
+            max_connections: self.max_connections.max(1),
+            max_frame_bytes: i.max_frame_bytes,
+            max_streams_per_connection: i.max_streams_per_connection.max(2),
+            limits: BatchLimits {
+                max_compressed_bytes: i.max_compressed_bytes,
+                max_decompressed_bytes: i.max_decompressed_bytes,
+                max_events: i.max_events_per_batch,
+            },
+            synchronous: self.store.synchronous,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_unknown_fields_fail() {
+        let s = CollectorConfig::default().validate().unwrap();
+        assert_eq!(s.advertise_addr, "127.0.0.1:4700");
+        let e = toml::from_str::<CollectorConfig>("listen = 1").unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn api_stays_on_loopback_and_wildcards_need_an_advertised_address() {
+        let c = CollectorConfig {
+            http_listen_addr: "0.0.0.0:8470".into(),
+            ..Default::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("loopback"));
+        let c = CollectorConfig {
+            listen_addr: "0.0.0.0:4700".into(),
+            ..Default::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("advertise_addr")
+        );
+    }
+
+    #[test]
+    fn packaged_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/collector.toml");
+        CollectorConfig::load(&path).unwrap().validate().unwrap();
+    }
+}

@@ -1,0 +1,488 @@
+//! Ingest: the collector's QUIC server. It verifies agent certificates, decodes frames and
+//! batches within limits, stores each batch in one transaction and acknowledges it after the
+//! commit.
+//!
+//! Constraints:
+//! 1. A connection without a client certificate may only enroll. A certificate must chain to
+//!    this collector's CA (TLS refuses others), name an enrolled agent, be the certificate
+//!    issued to it, and the agent must not be revoked; otherwise the connection is closed with
+//!    a stable code (`unknown_agent`, `certificate_replaced`, `revoked`).
+//! 2. Every read has a limit: frames by `max_frame_bytes`, batches by [`BatchLimits`], streams
+//!    per connection by the QUIC transport, connections by `max_connections`.
+//! 3. A bad frame or batch is answered on its own stream (an `Error` frame, or a `Rejected`
+//!    ack with a code) and counted; it never affects another stream, agent or the store.
+//! 4. Revoking an agent closes its live connections within [`REVOCATION_POLL`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lindi_shared::codec::{
+    BatchLimits, FrameError, ReadFrameError, decode_batch, encode_frame, read_frame,
+};
+use lindi_shared::proto::{
+    AckStatus, Batch, BatchAck, ClientFrame, HelloAck, ServerFrame, client_frame, server_frame,
+};
+use lindi_shared::{ALPN_AGENT_V1, pki, tls};
+use serde::Serialize;
+use thiserror::Error;
+use tokio::sync::watch;
+
+use crate::authority::Authority;
+use crate::enrollment;
+use crate::store::{AgentRecord, BatchMeta, BatchOutcome, Store};
+
+/// How often live connections are checked against the revocation list.
+pub const REVOCATION_POLL: Duration = Duration::from_secs(2);
+/// How long a stream may take to deliver its frame.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Error)]
+pub enum IngestError {
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Counters of what ingest did, served by the API.
+#[derive(Debug, Default, Serialize)]
+pub struct IngestStats {
+    pub connections_accepted: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub batches_stored: AtomicU64,
+    pub batches_duplicate: AtomicU64,
+    pub batches_rejected: AtomicU64,
+    pub batches_retry: AtomicU64,
+    pub events_stored: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub frames_refused: AtomicU64,
+    pub enrollments: AtomicU64,
+    pub enrollments_refused: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Settings ingest needs.
+#[derive(Clone, Debug)]
+pub struct IngestSettings {
+    pub listen_addr: SocketAddr,
+    pub max_connections: usize,
+    pub max_frame_bytes: u64,
+    pub max_streams_per_connection: u32,
+    pub limits: BatchLimits,
+    pub agent_cert_validity_days: i64,
+}
+
+/// Who is on the other end of a connection.
+#[derive(Clone, Debug)]
+enum Peer {
+    Agent(Arc<AgentRecord>),
+    /// No certificate: may enroll, nothing else.
+    Anonymous,
+}
+
+pub struct Ingest {
+    store: Arc<dyn Store>,
+    authority: Authority,
+    settings: IngestSettings,
+    pub stats: Arc<IngestStats>,
+    live: Mutex<HashMap<String, Vec<quinn::Connection>>>,
+    live_count: AtomicU64,
+}
+
+fn now_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn error_frame(code: &str, message: impl Into<String>) -> ServerFrame {
+    ServerFrame::error(code, message)
+}
+
+fn ack_frame(sequence: u64, status: AckStatus, code: &str, message: String) -> ServerFrame {
+    ServerFrame::new(server_frame::Msg::BatchAck(BatchAck {
+        sequence,
+        status: status as i32,
+        error_code: code.into(),
+        message,
+    }))
+}
+
+impl Ingest {
+    pub fn new(store: Arc<dyn Store>, authority: Authority, settings: IngestSettings) -> Arc<Self> {
+        Arc::new(Ingest {
+            store,
+            authority,
+            settings,
+            stats: Arc::new(IngestStats::default()),
+            live: Mutex::new(HashMap::new()),
+            live_count: AtomicU64::new(0),
+        })
+    }
+
+    /// Bind the QUIC endpoint.
+    pub fn bind(&self) -> Result<quinn::Endpoint, IngestError> {
+        let a = &self.authority;
+        let tls = tls::server_config(
+            &a.ca.cert_pem,
+            &a.server_chain_pem,
+            &a.server_key_pem,
+            true,
+            ALPN_AGENT_V1,
+        )
+        .map_err(|e| IngestError::Tls(e.to_string()))?;
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+            .map_err(|e| IngestError::Tls(e.to_string()))?;
+        let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        let mut transport = quinn::TransportConfig::default();
+        transport.max_concurrent_bidi_streams(self.settings.max_streams_per_connection.into());
+        transport.max_concurrent_uni_streams(0u32.into());
+        transport.max_idle_timeout(Some(Duration::from_secs(60).try_into().expect("60 s fits")));
+        // Let a batch in flight use a good share of the window without stalling on loopback.
+        transport.stream_receive_window((8u32 << 20).into());
+        transport.receive_window((32u32 << 20).into());
+        config.transport_config(Arc::new(transport));
+        quinn::Endpoint::server(config, self.settings.listen_addr).map_err(|source| {
+            IngestError::Bind {
+                addr: self.settings.listen_addr,
+                source,
+            }
+        })
+    }
+
+    /// Accept connections until `stop` turns true.
+    pub async fn serve(
+        self: Arc<Self>,
+        endpoint: quinn::Endpoint,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let watcher = tokio::spawn(self.clone().watch_revocations(stop.clone()));
+        loop {
+            let incoming = tokio::select! {
+                i = endpoint.accept() => match i { Some(i) => i, None => break },
+                _ = stop.changed() => break,
+            };
+            if self.live_count.load(Ordering::Relaxed) >= self.settings.max_connections as u64 {
+                bump(&self.stats.connections_refused);
+                incoming.refuse();
+                continue;
+            }
+            let me = self.clone();
+            tokio::spawn(async move { me.connection(incoming).await });
+        }
+        endpoint.close(0u32.into(), b"collector stopping");
+        watcher.abort();
+    }
+
+    async fn connection(self: Arc<Self>, incoming: quinn::Incoming) {
+        let remote = incoming.remote_address();
+        let conn = match tokio::time::timeout(Duration::from_secs(15), incoming).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                bump(&self.stats.connections_refused);
+                tracing::info!("handshake from {remote} failed: {e}");
+                return;
+            }
+            Err(_) => {
+                bump(&self.stats.connections_refused);
+                tracing::info!("handshake from {remote} timed out");
+                return;
+            }
+        };
+        let peer = match self.identify(&conn).await {
+            Ok(p) => p,
+            Err((code, message)) => {
+                bump(&self.stats.connections_refused);
+                tracing::warn!("refused {remote}: {code}: {message}");
+                conn.close(1u32.into(), format!("{code}: {message}").as_bytes());
+                return;
+            }
+        };
+        bump(&self.stats.connections_accepted);
+        let agent_id = match &peer {
+            Peer::Agent(a) => Some(a.agent_id.clone()),
+            Peer::Anonymous => None,
+        };
+        if let Some(id) = &agent_id {
+            self.live
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(id.clone())
+                .or_default()
+                .push(conn.clone());
+        }
+        self.live_count.fetch_add(1, Ordering::Relaxed);
+        while let Ok((send, recv)) = conn.accept_bi().await {
+            let me = self.clone();
+            let peer = peer.clone();
+            tokio::spawn(async move { me.stream(peer, send, recv).await });
+        }
+        self.live_count.fetch_sub(1, Ordering::Relaxed);
+        if let Some(id) = agent_id {
+            let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(conns) = live.get_mut(&id) {
+                conns.retain(|c| c.stable_id() != conn.stable_id());
+                if conns.is_empty() {
+                    live.remove(&id);
+                }
+            }
+        }
+    }
+
+    async fn identify(&self, conn: &quinn::Connection) -> Result<Peer, (&'static str, String)> {
+        let certs = conn.peer_identity().and_then(|any| {
+            any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        });
+        let Some(certs) = certs else {
+            return Ok(Peer::Anonymous);
+        };
+        let Some(leaf) = certs.first() else {
+            return Ok(Peer::Anonymous);
+        };
+        let identity = pki::agent_identity(leaf).map_err(|e| ("bad_certificate", e.to_string()))?;
+        let fingerprint = pki::fingerprint(leaf);
+        let store = self.store.clone();
+        let id = identity.agent_id.clone();
+        let record = tokio::task::spawn_blocking(move || store.agent(&id))
+            .await
+            .map_err(|e| ("internal", e.to_string()))?
+            .map_err(|e| ("internal", e.to_string()))?;
+        let Some(record) = record else {
+            return Err((
+                "unknown_agent",
+                format!("agent {} is not enrolled here", identity.agent_id),
+            ));
+        };
+        if record.revoked_at_s.is_some() {
+            return Err(("revoked", format!("agent {} is revoked", record.agent_id)));
+        }
+        if record.cert_fingerprint != fingerprint || record.constituency != identity.constituency {
+            return Err((
+                "certificate_replaced",
+                format!(
+                    "this is not the certificate issued to agent {}",
+                    record.agent_id
+                ),
+            ));
+        }
+        Ok(Peer::Agent(Arc::new(record)))
+    }
+
+    async fn stream(
+        self: Arc<Self>,
+        peer: Peer,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+    ) {
+        let read = tokio::time::timeout(
+            FRAME_TIMEOUT,
+            read_frame::<ClientFrame, _>(&mut recv, self.settings.max_frame_bytes),
+        )
+        .await;
+        let reply = match read {
+            Err(_) => Some(error_frame("timeout", "no complete frame in time")),
+            Ok(Err(ReadFrameError::Closed)) => None,
+            Ok(Err(ReadFrameError::Io(_))) => None,
+            Ok(Err(ReadFrameError::Frame(FrameError::TooLarge { len, limit }))) => {
+                let _ = recv.stop(1u32.into());
+                Some(error_frame(
+                    "frame_too_large",
+                    format!("frame of {len} bytes is over the limit of {limit}"),
+                ))
+            }
+            Ok(Err(ReadFrameError::Frame(FrameError::Decode(e)))) => {
+                Some(error_frame("bad_frame", format!("not a valid frame: {e}")))
+            }
+            Ok(Ok(frame)) => Some(self.dispatch(&peer, frame).await),
+        };
+        let Some(reply) = reply else { return };
+        if let Some(server_frame::Msg::Error(e)) = &reply.msg {
+            bump(&self.stats.frames_refused);
+            match &peer {
+                Peer::Agent(a) => tracing::warn!(
+                    "agent {}: refused a frame: {}: {}",
+                    a.agent_id,
+                    e.code,
+                    e.message
+                ),
+                Peer::Anonymous => tracing::info!("refused a frame: {}: {}", e.code, e.message),
+            }
+        }
+        let _ = send.write_all(&encode_frame(&reply)).await;
+        let _ = send.finish();
+        // Give the peer the chance to read the reply before the stream is dropped.
+        let _ = tokio::time::timeout(Duration::from_secs(10), send.stopped()).await;
+    }
+
+    async fn dispatch(&self, peer: &Peer, frame: ClientFrame) -> ServerFrame {
+        match (peer, frame.msg) {
+            (Peer::Anonymous, Some(client_frame::Msg::Enroll(req))) => self.enroll(req).await,
+            (Peer::Agent(_), Some(client_frame::Msg::Enroll(_))) => error_frame(
+                "already_enrolled",
+                "this connection is already an enrolled agent",
+            ),
+            (Peer::Anonymous, _) => error_frame(
+                "certificate_required",
+                "only enrollment is possible without an agent certificate",
+            ),
+            (Peer::Agent(agent), Some(client_frame::Msg::Hello(h))) => {
+                let store = self.store.clone();
+                let id = agent.agent_id.clone();
+                let version: String = h.agent_version.chars().take(64).collect();
+                let host: String = h.host_name.chars().take(255).collect();
+                let dropped = (h.spool_dropped_events_total, h.spool_dropped_batches_total);
+                let result = tokio::task::spawn_blocking(move || {
+                    store.touch_agent(&id, &version, &host, dropped, now_s())
+                })
+                .await;
+                if !matches!(result, Ok(Ok(()))) {
+                    tracing::error!("agent {}: cannot record hello: {result:?}", agent.agent_id);
+                }
+                ServerFrame::new(server_frame::Msg::HelloAck(HelloAck {
+                    collector_version: lindi_shared::VERSION.into(),
+                    max_batch_bytes: self.settings.max_frame_bytes,
+                    max_events_per_batch: self.settings.limits.max_events,
+                }))
+            }
+            (Peer::Agent(agent), Some(client_frame::Msg::Batch(batch))) => {
+                self.batch(agent.clone(), batch).await
+            }
+            (Peer::Agent(_), Some(client_frame::Msg::Health(_))) => ServerFrame::default(),
+            (Peer::Agent(_), None) => {
+                error_frame("bad_frame", "frame carries no message this collector knows")
+            }
+        }
+    }
+
+    async fn enroll(&self, req: lindi_shared::proto::EnrollRequest) -> ServerFrame {
+        let store = self.store.clone();
+        let authority = self.authority.clone();
+        let days = self.settings.agent_cert_validity_days;
+        let result = tokio::task::spawn_blocking(move || {
+            enrollment::redeem(store.as_ref(), &authority, &req, days, now_s())
+        })
+        .await;
+        match result {
+            Ok(Ok(answer)) => {
+                bump(&self.stats.enrollments);
+                tracing::info!(
+                    "enrolled agent {} in constituency {}",
+                    answer.agent_id,
+                    answer.constituency
+                );
+                ServerFrame::new(server_frame::Msg::Enrolled(answer))
+            }
+            Ok(Err(e)) => {
+                bump(&self.stats.enrollments_refused);
+                tracing::warn!("enrollment refused: {e}");
+                error_frame(e.code(), e.to_string())
+            }
+            Err(e) => error_frame("internal", e.to_string()),
+        }
+    }
+
+    async fn batch(&self, agent: Arc<AgentRecord>, batch: Batch) -> ServerFrame {
+        let sequence = batch.sequence;
+        self.stats
+            .bytes_received
+            .fetch_add(batch.body.len() as u64, Ordering::Relaxed);
+        if batch.agent_id != agent.agent_id {
+            bump(&self.stats.batches_rejected);
+            return ack_frame(
+                sequence,
+                AckStatus::Rejected,
+                "foreign_batch",
+                format!(
+                    "batch names agent {:?}, but this is agent {}",
+                    batch.agent_id, agent.agent_id
+                ),
+            );
+        }
+        let store = self.store.clone();
+        let limits = self.settings.limits.clone();
+        let work = tokio::task::spawn_blocking(move || {
+            let events = match decode_batch(&batch, &limits) {
+                Ok(e) => e,
+                Err(e) => {
+                    let _ = store.count_rejected_batch(&agent.agent_id);
+                    return Err((AckStatus::Rejected, e.code(), e.to_string()));
+                }
+            };
+            let meta = BatchMeta {
+                agent_id: &agent.agent_id,
+                constituency: &agent.constituency,
+                sequence,
+                compressed_bytes: batch.body.len() as u64,
+                first_ts_ns: batch.first_timestamp_ns,
+                last_ts_ns: batch.last_timestamp_ns,
+                received_at_s: now_s(),
+                spool_dropped_events: batch.spool_dropped_events_total,
+                spool_dropped_batches: batch.spool_dropped_batches_total,
+            };
+            match store.insert_batch(&meta, &events) {
+                Ok(outcome) => Ok((outcome, events.len())),
+                Err(e) => Err((AckStatus::Retry, "store_error", e.to_string())),
+            }
+        })
+        .await;
+        match work {
+            Ok(Ok((BatchOutcome::Stored, n))) => {
+                bump(&self.stats.batches_stored);
+                self.stats
+                    .events_stored
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                ack_frame(sequence, AckStatus::Stored, "", String::new())
+            }
+            Ok(Ok((BatchOutcome::Duplicate, _))) => {
+                bump(&self.stats.batches_duplicate);
+                ack_frame(sequence, AckStatus::Duplicate, "", String::new())
+            }
+            Ok(Err((status, code, message))) => {
+                if status == AckStatus::Retry {
+                    bump(&self.stats.batches_retry);
+                    tracing::error!("batch {sequence}: {message}");
+                } else {
+                    bump(&self.stats.batches_rejected);
+                    tracing::warn!("batch {sequence} refused: {code}: {message}");
+                }
+                ack_frame(sequence, status, code, message)
+            }
+            Err(e) => ack_frame(sequence, AckStatus::Retry, "internal", e.to_string()),
+        }
+    }
+
+    async fn watch_revocations(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(REVOCATION_POLL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let store = self.store.clone();
+            let Ok(Ok(revoked)) = tokio::task::spawn_blocking(move || store.revoked_agents()).await
+            else {
+                continue;
+            };
+            let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            for id in revoked {
+                if let Some(conns) = live.remove(&id) {
+                    tracing::warn!("agent {id} revoked: closing its connections");
+                    for c in conns {
+                        c.close(1u32.into(), b"revoked: this agent was revoked");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,788 @@
+//! The collector's store: one [`Store`] interface, and its embedded default on SQLite (WAL) in
+//! the data directory.
+//!
+//! Constraints:
+//! 1. A batch is stored in one transaction with its dedup row: all of its events or none.
+//!    The (agent id, sequence) primary key of `batches` makes a resend a no-op (exactly once
+//!    in the store, whatever the wire did).
+//! 2. The ack is sent only after the commit returned; with `synchronous = FULL` (the default)
+//!    a committed batch survives power loss.
+//! 3. Every query names its limits (row count) so an API call cannot read the whole table.
+//! 4. Schema changes are numbered migrations in [`MIGRATIONS`], applied in order, recorded in
+//!    `schema_migrations`; a database newer than this build is refused.
+//!
+//! One writer connection behind a mutex (SQLite has one writer anyway) and a fresh reader
+//! connection per query, so API reads never wait for ingest.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use lindi_shared::proto::Event;
+use prost::Message;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde::Serialize;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("store {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("store: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("store schema version {found} is newer than this build understands ({known})")]
+    TooNew { found: i64, known: i64 },
+    #[error("no such agent {0}")]
+    NoSuchAgent(String),
+}
+
+/// Numbered schema migrations; index + 1 is the version. Never edit one that shipped.
+pub const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE agents (
+    agent_id TEXT PRIMARY KEY,
+    constituency TEXT NOT NULL,
+    agent_group TEXT NOT NULL DEFAULT '',
+    host_name TEXT NOT NULL DEFAULT '',
+    cert_serial TEXT NOT NULL,
+    cert_fingerprint TEXT NOT NULL,
+    enrolled_at_s INTEGER NOT NULL,
+    revoked_at_s INTEGER,
+    last_seen_at_s INTEGER,
+    agent_version TEXT NOT NULL DEFAULT '',
+    spool_dropped_events INTEGER NOT NULL DEFAULT 0,
+    spool_dropped_batches INTEGER NOT NULL DEFAULT 0,
+    batches_rejected INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE enrollment_tokens (
+    token_id TEXT PRIMARY KEY,
+    secret_sha256 TEXT NOT NULL,
+    constituency TEXT NOT NULL,
+    agent_group TEXT NOT NULL DEFAULT '',
+    created_at_s INTEGER NOT NULL,
+    expires_at_s INTEGER NOT NULL,
+    used_at_s INTEGER,
+    used_by_agent TEXT
+);
+CREATE TABLE batches (
+    agent_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    received_at_s INTEGER NOT NULL,
+    event_count INTEGER NOT NULL,
+    compressed_bytes INTEGER NOT NULL,
+    first_ts_ns INTEGER NOT NULL,
+    last_ts_ns INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, sequence)
+) WITHOUT ROWID;
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    constituency TEXT NOT NULL,
+    host_name TEXT NOT NULL,
+    ts_ns INTEGER NOT NULL,
+    sensor TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    batch_seq INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX events_agent_ts ON events (agent_id, ts_ns);
+CREATE INDEX events_kind_ts ON events (kind, ts_ns);
+"#];
+
+/// The part of the events schema the store benchmark reproduces (same table, same indexes).
+pub fn events_schema() -> &'static str {
+    let m = MIGRATIONS[0];
+    &m[m.find("CREATE TABLE events")
+        .expect("events table in migration 1")..]
+}
+
+/// An agent as the store knows it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct AgentRecord {
+    pub agent_id: String,
+    pub constituency: String,
+    pub group: String,
+    pub host_name: String,
+    pub cert_serial: String,
+    pub cert_fingerprint: String,
+    pub enrolled_at_s: i64,
+    pub revoked_at_s: Option<i64>,
+    pub last_seen_at_s: Option<i64>,
+    pub agent_version: String,
+    pub spool_dropped_events: u64,
+    pub spool_dropped_batches: u64,
+    pub batches_rejected: u64,
+}
+
+/// A stored enrollment token (its secret only as a hash).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub token_id: String,
+    pub secret_sha256: String,
+    pub constituency: String,
+    pub group: String,
+    pub created_at_s: i64,
+    pub expires_at_s: i64,
+    pub used_at_s: Option<i64>,
+}
+
+/// The header facts of a batch being stored.
+#[derive(Clone, Debug)]
+pub struct BatchMeta<'a> {
+    pub agent_id: &'a str,
+    pub constituency: &'a str,
+    pub sequence: u64,
+    pub compressed_bytes: u64,
+    pub first_ts_ns: i64,
+    pub last_ts_ns: i64,
+    pub received_at_s: i64,
+    pub spool_dropped_events: u64,
+    pub spool_dropped_batches: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchOutcome {
+    Stored,
+    Duplicate,
+}
+
+/// An event query. Every field narrows; `limit` is always applied.
+#[derive(Clone, Debug, Default)]
+pub struct EventQuery {
+    pub agent_id: Option<String>,
+    pub kind: Option<String>,
+    pub since_ns: Option<i64>,
+    pub until_ns: Option<i64>,
+    pub limit: u32,
+}
+
+/// An event as read back, with what the store added.
+#[derive(Clone, Debug)]
+pub struct StoredEvent {
+    pub id: i64,
+    pub constituency: String,
+    pub batch_seq: u64,
+    pub event: Event,
+}
+
+/// Why redeeming a token failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Redeem {
+    Unknown,
+    BadSecret,
+    Used,
+    Expired,
+    /// The token was good but the CSR could not be signed; the token stays unused.
+    BadCsr(String),
+}
+
+/// The store interface every backend implements.
+pub trait Store: Send + Sync {
+    /// Store a batch's events once: `Duplicate` if (agent, sequence) is already there.
+    fn insert_batch(
+        &self,
+        meta: &BatchMeta<'_>,
+        events: &[Event],
+    ) -> Result<BatchOutcome, StoreError>;
+    fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError>;
+    fn agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
+    /// Record a hello: version, host, loss counters, last seen.
+    fn touch_agent(
+        &self,
+        agent_id: &str,
+        version: &str,
+        host_name: &str,
+        dropped: (u64, u64),
+        now_s: i64,
+    ) -> Result<(), StoreError>;
+    fn count_rejected_batch(&self, agent_id: &str) -> Result<(), StoreError>;
+    fn revoke_agent(&self, agent_id: &str, now_s: i64) -> Result<(), StoreError>;
+    fn revoked_agents(&self) -> Result<Vec<String>, StoreError>;
+    fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+    /// Check a token and, if it is good, mark it used and insert `agent` in one transaction.
+    /// `sign` runs inside it (between the check and the insert) and may fail, leaving the token
+    /// unused.
+    fn redeem_token(
+        &self,
+        token_id: &str,
+        secret_sha256: &str,
+        now_s: i64,
+        sign: &mut dyn FnMut(&TokenRecord) -> Result<AgentRecord, String>,
+    ) -> Result<Result<AgentRecord, Redeem>, StoreError>;
+    fn query_events(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
+    fn count_events(&self) -> Result<u64, StoreError>;
+}
+
+/// The embedded SQLite store.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+}
+
+/// How hard SQLite syncs a commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// fsync on every commit: an acked batch survives power loss (default).
+    Full,
+    /// Survives a crash of the collector, may lose the last commits on power loss.
+    Normal,
+}
+
+impl SqliteStore {
+    /// Open or create the database at `path` and apply pending migrations.
+    pub fn open(path: &Path, synchronous: Synchronous) -> Result<SqliteStore, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(
+            None,
+            "synchronous",
+            match synchronous {
+                Synchronous::Full => "FULL",
+                Synchronous::Normal => "NORMAL",
+            },
+        )?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut conn)?;
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            writer: Mutex::new(conn),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn reader(&self) -> Result<Connection, StoreError> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Open {
+            path: self.path.clone(),
+            source,
+        })?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        Ok(conn)
+    }
+
+    fn writer(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at_s INTEGER NOT NULL)",
+    )?;
+    let current: i64 = conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )?;
+    let known = MIGRATIONS.len() as i64;
+    if current > known {
+        return Err(StoreError::TooNew {
+            found: current,
+            known,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at_s) VALUES (?1, strftime('%s','now'))",
+            params![i as i64 + 1],
+        )?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+const AGENT_COLUMNS: &str = "agent_id, constituency, agent_group, host_name, cert_serial, cert_fingerprint, enrolled_at_s, revoked_at_s, last_seen_at_s, agent_version, spool_dropped_events, spool_dropped_batches, batches_rejected";
+
+fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRecord> {
+    Ok(AgentRecord {
+        agent_id: r.get(0)?,
+        constituency: r.get(1)?,
+        group: r.get(2)?,
+        host_name: r.get(3)?,
+        cert_serial: r.get(4)?,
+        cert_fingerprint: r.get(5)?,
+        enrolled_at_s: r.get(6)?,
+        revoked_at_s: r.get(7)?,
+        last_seen_at_s: r.get(8)?,
+        agent_version: r.get(9)?,
+        spool_dropped_events: r.get::<_, i64>(10)? as u64,
+        spool_dropped_batches: r.get::<_, i64>(11)? as u64,
+        batches_rejected: r.get::<_, i64>(12)? as u64,
+    })
+}
+
+/// The statement that inserts one event row; the store benchmark uses the same one.
+pub const INSERT_EVENT_SQL: &str = "INSERT INTO events (event_id, agent_id, constituency, host_name, ts_ns, sensor, kind, batch_seq, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+
+/// Insert the rows of one batch's events with a prepared statement (inside the caller's
+/// transaction).
+pub fn insert_event_rows(
+    tx: &rusqlite::Transaction<'_>,
+    constituency: &str,
+    sequence: u64,
+    events: &[Event],
+) -> Result<(), rusqlite::Error> {
+    let mut stmt = tx.prepare_cached(INSERT_EVENT_SQL)?;
+    let mut body = Vec::with_capacity(512);
+    for e in events {
+        body.clear();
+        e.encode(&mut body).expect("Vec grows as needed");
+        stmt.execute(params![
+            e.event_id,
+            e.agent_id,
+            constituency,
+            e.host_name,
+            e.timestamp_ns,
+            e.sensor,
+            e.kind_name(),
+            sequence as i64,
+            body,
+        ])?;
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn insert_batch(
+        &self,
+        meta: &BatchMeta<'_>,
+        events: &[Event],
+    ) -> Result<BatchOutcome, StoreError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO batches (agent_id, sequence, received_at_s, event_count, compressed_bytes, first_ts_ns, last_ts_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                meta.agent_id,
+                meta.sequence as i64,
+                meta.received_at_s,
+                events.len() as i64,
+                meta.compressed_bytes as i64,
+                meta.first_ts_ns,
+                meta.last_ts_ns
+            ],
+        )?;
+        // Loss counters only grow; a resent old batch must not lower them.
+        tx.execute(
+            "UPDATE agents SET last_seen_at_s = ?2, spool_dropped_events = MAX(spool_dropped_events, ?3), spool_dropped_batches = MAX(spool_dropped_batches, ?4) WHERE agent_id = ?1",
+            params![
+                meta.agent_id,
+                meta.received_at_s,
+                meta.spool_dropped_events as i64,
+                meta.spool_dropped_batches as i64
+            ],
+        )?;
+        if inserted == 0 {
+            tx.commit()?;
+            return Ok(BatchOutcome::Duplicate);
+        }
+        insert_event_rows(&tx, meta.constituency, meta.sequence, events)?;
+        tx.commit()?;
+        Ok(BatchOutcome::Stored)
+    }
+
+    fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
+        let conn = self.reader()?;
+        Ok(conn
+            .query_row(
+                &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE agent_id = ?1"),
+                params![agent_id],
+                agent_row,
+            )
+            .optional()?)
+    }
+
+    fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {AGENT_COLUMNS} FROM agents ORDER BY enrolled_at_s, agent_id"
+        ))?;
+        let rows = stmt
+            .query_map([], agent_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn touch_agent(
+        &self,
+        agent_id: &str,
+        version: &str,
+        host_name: &str,
+        dropped: (u64, u64),
+        now_s: i64,
+    ) -> Result<(), StoreError> {
+        self.writer().execute(
+            "UPDATE agents SET agent_version = ?2, host_name = ?3, last_seen_at_s = ?4, spool_dropped_events = MAX(spool_dropped_events, ?5), spool_dropped_batches = MAX(spool_dropped_batches, ?6) WHERE agent_id = ?1",
+            params![agent_id, version, host_name, now_s, dropped.0 as i64, dropped.1 as i64],
+        )?;
+        Ok(())
+    }
+
+    fn count_rejected_batch(&self, agent_id: &str) -> Result<(), StoreError> {
+        self.writer().execute(
+            "UPDATE agents SET batches_rejected = batches_rejected + 1 WHERE agent_id = ?1",
+            params![agent_id],
+        )?;
+        Ok(())
+    }
+
+    fn revoke_agent(&self, agent_id: &str, now_s: i64) -> Result<(), StoreError> {
+        let n = self.writer().execute(
+            "UPDATE agents SET revoked_at_s = COALESCE(revoked_at_s, ?2) WHERE agent_id = ?1",
+            params![agent_id, now_s],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NoSuchAgent(agent_id.into()));
+        }
+        Ok(())
+    }
+
+    fn revoked_agents(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.reader()?;
+        let mut stmt =
+            conn.prepare("SELECT agent_id FROM agents WHERE revoked_at_s IS NOT NULL")?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn insert_token(&self, t: &TokenRecord) -> Result<(), StoreError> {
+        self.writer().execute(
+            "INSERT INTO enrollment_tokens (token_id, secret_sha256, constituency, agent_group, created_at_s, expires_at_s) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![t.token_id, t.secret_sha256, t.constituency, t.group, t.created_at_s, t.expires_at_s],
+        )?;
+        Ok(())
+    }
+
+    fn redeem_token(
+        &self,
+        token_id: &str,
+        secret_sha256: &str,
+        now_s: i64,
+        sign: &mut dyn FnMut(&TokenRecord) -> Result<AgentRecord, String>,
+    ) -> Result<Result<AgentRecord, Redeem>, StoreError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let token = tx
+            .query_row(
+                "SELECT token_id, secret_sha256, constituency, agent_group, created_at_s, expires_at_s, used_at_s FROM enrollment_tokens WHERE token_id = ?1",
+                params![token_id],
+                |r| {
+                    Ok(TokenRecord {
+                        token_id: r.get(0)?,
+                        secret_sha256: r.get(1)?,
+                        constituency: r.get(2)?,
+                        group: r.get(3)?,
+                        created_at_s: r.get(4)?,
+                        expires_at_s: r.get(5)?,
+                        used_at_s: r.get(6)?,
+                    })
+                },
+            )
+            .optional()?;
+        let Some(token) = token else {
+            return Ok(Err(Redeem::Unknown));
+        };
+        if !lindi_shared::token::constant_time_eq(&token.secret_sha256, secret_sha256) {
+            return Ok(Err(Redeem::BadSecret));
+        }
+        if token.used_at_s.is_some() {
+            return Ok(Err(Redeem::Used));
+        }
+        if token.expires_at_s <= now_s {
+            return Ok(Err(Redeem::Expired));
+        }
+        let agent = match sign(&token) {
+            Ok(a) => a,
+            Err(message) => return Ok(Err(Redeem::BadCsr(message))),
+        };
+        tx.execute(
+            "UPDATE enrollment_tokens SET used_at_s = ?2, used_by_agent = ?3 WHERE token_id = ?1",
+            params![token_id, now_s, agent.agent_id],
+        )?;
+        tx.execute(
+            &format!("INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, NULL, ?8, 0, 0, 0)"),
+            params![
+                agent.agent_id,
+                agent.constituency,
+                agent.group,
+                agent.host_name,
+                agent.cert_serial,
+                agent.cert_fingerprint,
+                agent.enrolled_at_s,
+                agent.agent_version
+            ],
+        )?;
+        tx.commit()?;
+        Ok(Ok(agent))
+    }
+
+    fn query_events(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        let conn = self.reader()?;
+        let mut sql =
+            String::from("SELECT id, constituency, batch_seq, body FROM events WHERE 1=1");
+        let mut args: Vec<rusqlite::types::Value> = vec![];
+        if let Some(a) = &q.agent_id {
+            sql.push_str(" AND agent_id = ?");
+            args.push(a.clone().into());
+        }
+        if let Some(k) = &q.kind {
+            sql.push_str(" AND kind = ?");
+            args.push(k.clone().into());
+        }
+        if let Some(s) = q.since_ns {
+            sql.push_str(" AND ts_ns >= ?");
+            args.push(s.into());
+        }
+        if let Some(u) = q.until_ns {
+            sql.push_str(" AND ts_ns < ?");
+            args.push(u.into());
+        }
+        sql.push_str(" ORDER BY ts_ns DESC, id DESC LIMIT ?");
+        args.push((q.limit.max(1) as i64).into());
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+            ))
+        })?;
+        let mut out = vec![];
+        for row in rows {
+            let (id, constituency, seq, body) = row?;
+            // A row this build cannot decode is skipped rather than failing the whole query.
+            if let Ok(event) = Event::decode(body.as_slice()) {
+                out.push(StoredEvent {
+                    id,
+                    constituency,
+                    batch_seq: seq as u64,
+                    event,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn count_events(&self) -> Result<u64, StoreError> {
+        let conn = self.reader()?;
+        Ok(conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lindi_shared::proto::{ProcessEvent, event};
+
+    fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("lindi.db"), Synchronous::Normal).unwrap();
+        (dir, s)
+    }
+
+    fn agent(id: &str) -> AgentRecord {
+        AgentRecord {
+            agent_id: id.into(),
+            constituency: "bank-a".into(),
+            group: String::new(),
+            host_name: "h".into(),
+            cert_serial: "01".into(),
+            cert_fingerprint: "ff".into(),
+            enrolled_at_s: 100,
+            revoked_at_s: None,
+            last_seen_at_s: None,
+            agent_version: "0.1.0".into(),
+            spool_dropped_events: 0,
+            spool_dropped_batches: 0,
+            batches_rejected: 0,
+        }
+    }
+
+    fn token(id: &str, exp: i64) -> TokenRecord {
+        TokenRecord {
+            token_id: id.into(),
+            secret_sha256: "aa".into(),
+            constituency: "bank-a".into(),
+            group: String::new(),
+            created_at_s: 0,
+            expires_at_s: exp,
+            used_at_s: None,
+        }
+    }
+
+    fn enroll(s: &SqliteStore, id: &str) {
+        s.insert_token(&token(&format!("t-{id}"), 1000)).unwrap();
+        let a = agent(id);
+        s.redeem_token(&format!("t-{id}"), "aa", 10, &mut |_| Ok(a.clone()))
+            .unwrap()
+            .unwrap();
+    }
+
+    fn events(n: usize, agent: &str, ts: i64) -> Vec<Event> {
+        (0..n)
+            .map(|i| Event {
+                event_id: format!("e{i}"),
+                agent_id: agent.into(),
+                host_name: "h".into(),
+                timestamp_ns: ts + i as i64,
+                sensor: "process".into(),
+                kind: Some(event::Kind::Process(ProcessEvent {
+                    pid: i as u32,
+                    ..Default::default()
+                })),
+            })
+            .collect()
+    }
+
+    fn meta(agent: &str, seq: u64) -> BatchMeta<'_> {
+        BatchMeta {
+            agent_id: agent,
+            constituency: "bank-a",
+            sequence: seq,
+            compressed_bytes: 10,
+            first_ts_ns: 0,
+            last_ts_ns: 0,
+            received_at_s: 50,
+            spool_dropped_events: 7,
+            spool_dropped_batches: 1,
+        }
+    }
+
+    #[test]
+    fn batches_are_stored_exactly_once() {
+        let (_d, s) = store();
+        enroll(&s, "a1");
+        assert_eq!(
+            s.insert_batch(&meta("a1", 1), &events(10, "a1", 0))
+                .unwrap(),
+            BatchOutcome::Stored
+        );
+        assert_eq!(
+            s.insert_batch(&meta("a1", 1), &events(10, "a1", 0))
+                .unwrap(),
+            BatchOutcome::Duplicate
+        );
+        assert_eq!(
+            s.insert_batch(&meta("a1", 2), &events(5, "a1", 100))
+                .unwrap(),
+            BatchOutcome::Stored
+        );
+        assert_eq!(s.count_events().unwrap(), 15);
+        let a = s.agent("a1").unwrap().unwrap();
+        assert_eq!((a.spool_dropped_events, a.spool_dropped_batches), (7, 1));
+        // An old resend with lower counters does not lower them.
+        let mut m = meta("a1", 3);
+        m.spool_dropped_events = 2;
+        s.insert_batch(&m, &events(1, "a1", 0)).unwrap();
+        assert_eq!(s.agent("a1").unwrap().unwrap().spool_dropped_events, 7);
+    }
+
+    #[test]
+    fn queries_filter_and_limit() {
+        let (_d, s) = store();
+        enroll(&s, "a1");
+        enroll(&s, "a2");
+        s.insert_batch(&meta("a1", 1), &events(10, "a1", 1000))
+            .unwrap();
+        s.insert_batch(&meta("a2", 1), &events(10, "a2", 1000))
+            .unwrap();
+        let q = EventQuery {
+            agent_id: Some("a2".into()),
+            kind: Some("process".into()),
+            since_ns: Some(1005),
+            until_ns: None,
+            limit: 3,
+        };
+        let got = s.query_events(&q).unwrap();
+        assert_eq!(got.len(), 3);
+        assert!(
+            got.iter()
+                .all(|e| e.event.agent_id == "a2" && e.event.timestamp_ns >= 1005)
+        );
+        assert_eq!(got[0].event.timestamp_ns, 1009, "newest first");
+        let none = EventQuery {
+            kind: Some("dns".into()),
+            limit: 10,
+            ..Default::default()
+        };
+        assert!(s.query_events(&none).unwrap().is_empty());
+    }
+
+    #[test]
+    fn tokens_are_one_time_and_checked() {
+        let (_d, s) = store();
+        s.insert_token(&token("t1", 100)).unwrap();
+        let a = agent("a1");
+        let mut sign = |_: &TokenRecord| Ok(a.clone());
+        assert_eq!(
+            s.redeem_token("nope", "aa", 10, &mut sign).unwrap(),
+            Err(Redeem::Unknown)
+        );
+        assert_eq!(
+            s.redeem_token("t1", "bb", 10, &mut sign).unwrap(),
+            Err(Redeem::BadSecret)
+        );
+        assert_eq!(
+            s.redeem_token("t1", "aa", 100, &mut sign).unwrap(),
+            Err(Redeem::Expired)
+        );
+        assert!(s.redeem_token("t1", "aa", 10, &mut sign).unwrap().is_ok());
+        assert_eq!(
+            s.redeem_token("t1", "aa", 11, &mut sign).unwrap(),
+            Err(Redeem::Used)
+        );
+        assert_eq!(s.agents().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn revocation_is_recorded() {
+        let (_d, s) = store();
+        enroll(&s, "a1");
+        s.revoke_agent("a1", 77).unwrap();
+        assert_eq!(s.agent("a1").unwrap().unwrap().revoked_at_s, Some(77));
+        assert_eq!(s.revoked_agents().unwrap(), vec!["a1".to_string()]);
+        assert!(matches!(
+            s.revoke_agent("zz", 1),
+            Err(StoreError::NoSuchAgent(_))
+        ));
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_refuses_newer_schemas() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lindi.db");
+        {
+            let s = SqliteStore::open(&path, Synchronous::Full).unwrap();
+            enroll(&s, "a1");
+        }
+        let s = SqliteStore::open(&path, Synchronous::Full).unwrap();
+        assert_eq!(s.agents().unwrap().len(), 1);
+        s.writer()
+            .execute("INSERT INTO schema_migrations VALUES (99, 0)", [])
+            .unwrap();
+        drop(s);
+        assert!(matches!(
+            SqliteStore::open(&path, Synchronous::Full),
+            Err(StoreError::TooNew { found: 99, .. })
+        ));
+    }
+}

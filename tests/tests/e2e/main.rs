@@ -1,0 +1,1 @@
+//! End-to-end tests: real lindi-collector and lindi-agent processes on loopback.
