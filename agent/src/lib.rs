@@ -18,6 +18,7 @@ pub mod shipper;
 pub mod spool;
 pub mod transport;
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -193,5 +194,17 @@ impl Agent {
         }
         let _ = self.batcher.await;
         let _ = self.shipper.await;
+        let s = &self.shipper_stats;
+        let (pending, pending_events, _) =
+            self.spool.lock().unwrap_or_else(|p| p.into_inner()).depth();
+        tracing::info!(
+            batches_sent = s.batches_sent.load(Ordering::Relaxed),
+            batches_acked = s.batches_acked.load(Ordering::Relaxed),
+            batches_rejected = s.batches_rejected.load(Ordering::Relaxed),
+            wire_bytes_sent = s.wire_bytes_sent.load(Ordering::Relaxed),
+            spool_pending_batches = pending,
+            spool_pending_events = pending_events,
+            "agent stopped"
+        );
     }
 }

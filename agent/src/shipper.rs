@@ -31,6 +31,8 @@ pub struct ShipperStats {
     pub batches_sent: AtomicU64,
     pub batches_acked: AtomicU64,
     pub batches_rejected: AtomicU64,
+    /// UDP payload bytes sent on finished connections (QUIC headers, TLS and all).
+    pub wire_bytes_sent: AtomicU64,
 }
 
 pub struct ShipperSettings {
@@ -108,6 +110,27 @@ impl Shipper {
         stop: &mut watch::Receiver<bool>,
     ) -> Result<(), TransportError> {
         let conn = transport::connect(&self.endpoint, self.settings.remote).await?;
+        let result = self.on_connection(&conn, window, backoff, stop).await;
+        self.stats
+            .wire_bytes_sent
+            .fetch_add(conn.stats().udp_tx.bytes, Ordering::Relaxed);
+        // When the collector closed the connection, its reason (revoked, unknown agent...) is
+        // what the operator needs to read, not the stream error it caused.
+        match (result, conn.close_reason()) {
+            (Err(e), Some(reason)) if !matches!(e, TransportError::Refused { .. }) => {
+                Err(TransportError::Stream(format!("{e}: {reason}")))
+            }
+            (result, _) => result,
+        }
+    }
+
+    async fn on_connection(
+        &self,
+        conn: &quinn::Connection,
+        window: &mut ShipWindow,
+        backoff: &mut Backoff,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), TransportError> {
         let (mut ctl_send, mut ctl_recv) = conn
             .open_bi()
             .await
@@ -141,7 +164,7 @@ impl Shipper {
         // Highest sequence sent as new in this session; resends come from the window.
         let mut cursor = 0u64;
         loop {
-            self.fill_window(window, &conn, &ack_tx, &mut cursor)?;
+            self.fill_window(window, conn, &ack_tx, &mut cursor)?;
             let deadline = window.next_deadline().map(tokio::time::Instant::from_std);
             tokio::select! {
                 Some((sequence, result)) = ack_rx.recv() => {

@@ -294,6 +294,9 @@ impl Ingest {
             Err(_) => Some(error_frame("timeout", "no complete frame in time")),
             Ok(Err(ReadFrameError::Closed)) => None,
             Ok(Err(ReadFrameError::Io(_))) => None,
+            Ok(Err(e @ ReadFrameError::Truncated { .. })) => {
+                Some(error_frame("truncated_frame", e.to_string()))
+            }
             Ok(Err(ReadFrameError::Frame(FrameError::TooLarge { len, limit }))) => {
                 let _ = recv.stop(1u32.into());
                 Some(error_frame(
@@ -424,6 +427,7 @@ impl Ingest {
                 constituency: &agent.constituency,
                 sequence,
                 compressed_bytes: batch.body.len() as u64,
+                uncompressed_bytes: batch.uncompressed_len,
                 first_ts_ns: batch.first_timestamp_ns,
                 last_ts_ns: batch.last_timestamp_ns,
                 received_at_s: now_s(),

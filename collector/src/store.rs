@@ -71,6 +71,7 @@ CREATE TABLE batches (
     received_at_s INTEGER NOT NULL,
     event_count INTEGER NOT NULL,
     compressed_bytes INTEGER NOT NULL,
+    uncompressed_bytes INTEGER NOT NULL,
     first_ts_ns INTEGER NOT NULL,
     last_ts_ns INTEGER NOT NULL,
     PRIMARY KEY (agent_id, sequence)
@@ -135,6 +136,7 @@ pub struct BatchMeta<'a> {
     pub constituency: &'a str,
     pub sequence: u64,
     pub compressed_bytes: u64,
+    pub uncompressed_bytes: u64,
     pub first_ts_ns: i64,
     pub last_ts_ns: i64,
     pub received_at_s: i64,
@@ -367,13 +369,14 @@ impl Store for SqliteStore {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
         let inserted = tx.execute(
-            "INSERT OR IGNORE INTO batches (agent_id, sequence, received_at_s, event_count, compressed_bytes, first_ts_ns, last_ts_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT OR IGNORE INTO batches (agent_id, sequence, received_at_s, event_count, compressed_bytes, uncompressed_bytes, first_ts_ns, last_ts_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 meta.agent_id,
                 meta.sequence as i64,
                 meta.received_at_s,
                 events.len() as i64,
                 meta.compressed_bytes as i64,
+                meta.uncompressed_bytes as i64,
                 meta.first_ts_ns,
                 meta.last_ts_ns
             ],
@@ -659,6 +662,7 @@ mod tests {
             constituency: "bank-a",
             sequence: seq,
             compressed_bytes: 10,
+            uncompressed_bytes: 20,
             first_ts_ns: 0,
             last_ts_ns: 0,
             received_at_s: 50,

@@ -287,6 +287,8 @@ pub fn decode_frame<M: Message + Default>(body: &[u8]) -> Result<M, FrameError> 
 pub enum ReadFrameError {
     #[error("stream ended before a frame")]
     Closed,
+    #[error("stream ended inside a frame ({got} of {expected} bytes)")]
+    Truncated { got: usize, expected: usize },
     #[error("stream read failed: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
@@ -311,8 +313,16 @@ where
         Err(e) => return Err(e.into()),
     }
     let len = frame_len(header, limit)?;
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).await?;
+    // Read what arrives instead of allocating `len` up front: a peer that announces a large
+    // frame and sends little costs only what it sent.
+    let mut body = Vec::with_capacity(len.min(64 << 10));
+    let got = (&mut *stream)
+        .take(len as u64)
+        .read_to_end(&mut body)
+        .await?;
+    if got < len {
+        return Err(ReadFrameError::Truncated { got, expected: len });
+    }
     Ok(decode_frame(&body)?)
 }
 

@@ -1,1 +1,476 @@
+//! Test harness for Lindi's end-to-end tests: start real `lindi-collector` and `lindi-agent`
+//! processes on loopback, each in its own temporary directory, and read what reached the store.
+//!
+//! The binaries are the ones cargo built beside the test executable (`target/<profile>/`);
+//! build them first with `cargo build --workspace --bins` (the README's test command does).
+//! Every child process is killed when its handle drops, and every wait is bounded.
 
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lindi_shared::proto::{Event, event};
+use prost::Message;
+
+/// The directory holding the workspace's binaries.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/e2e-<hash> -> target/<profile>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins` before the end-to-end tests",
+        p.display()
+    );
+    p
+}
+
+/// A loopback port that was free a moment ago, for UDP (QUIC) or TCP (HTTP).
+pub fn free_port(udp: bool) -> u16 {
+    if udp {
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    } else {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+}
+
+/// Poll `cond` every 50 ms until it is true or `timeout` passes; returns whether it came true.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    unsafe { libc::kill(child.id() as i32, sig) };
+}
+
+/// Run a command to completion with a time limit, returning (success, stdout, stderr).
+pub fn run(cmd: &mut Command, timeout: Duration) -> (bool, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let out = child.wait_with_output().expect("output");
+            return (
+                status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            );
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "{cmd:?} did not finish in {timeout:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A collector data directory and, while started, its process.
+pub struct Collector {
+    _tmp: tempfile::TempDir,
+    pub data_dir: PathBuf,
+    pub quic_port: u16,
+    pub http_port: u16,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Collector {
+    /// `lindi-collector init` in a fresh temporary directory on free loopback ports.
+    pub fn init() -> Collector {
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = tmp.path().join("collector");
+        let quic_port = free_port(true);
+        let http_port = free_port(false);
+        let (ok, _, err) = run(
+            Command::new(bin("lindi-collector"))
+                .arg("init")
+                .arg("--data-dir")
+                .arg(&data_dir)
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{quic_port}"))
+                .arg("--http-listen")
+                .arg(format!("127.0.0.1:{http_port}")),
+            Duration::from_secs(30),
+        );
+        assert!(ok, "init failed: {err}");
+        let log = tmp.path().join("collector.log");
+        Collector {
+            _tmp: tmp,
+            data_dir,
+            quic_port,
+            http_port,
+            child: None,
+            log,
+        }
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn quic_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.quic_port)
+    }
+
+    /// Start `lindi-collector run` and wait until it prints its HTTP URL and answers on it.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "collector already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut child = Command::new(bin("lindi-collector"))
+            .arg("run")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env("LINDI_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("HTTP API:") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("collector did not start; log: {}", self.log_text()));
+        assert!(
+            line.contains(&format!("http://127.0.0.1:{}", self.http_port)),
+            "{line}"
+        );
+        self.child = Some(child);
+        let url = format!("{}/healthz", self.http_url());
+        assert!(
+            wait_until(Duration::from_secs(10), || ureq::get(&url).call().is_ok()),
+            "collector API did not answer"
+        );
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn token(&self, constituency: &str) -> String {
+        self.token_with(&["--constituency", constituency])
+    }
+
+    pub fn token_with(&self, args: &[&str]) -> String {
+        let (ok, out, err) = run(
+            Command::new(bin("lindi-collector"))
+                .args(["token", "create", "--data-dir"])
+                .arg(&self.data_dir)
+                .args(args),
+            Duration::from_secs(30),
+        );
+        assert!(ok, "token create failed: {err}");
+        out.trim().to_string()
+    }
+
+    pub fn revoke(&self, agent_id: &str) {
+        let (ok, _, err) = run(
+            Command::new(bin("lindi-collector"))
+                .args(["agents", "revoke", "--data-dir"])
+                .arg(&self.data_dir)
+                .arg(agent_id),
+            Duration::from_secs(30),
+        );
+        assert!(ok, "revoke failed: {err}");
+    }
+
+    fn db(&self) -> rusqlite::Connection {
+        let c = rusqlite::Connection::open_with_flags(
+            self.data_dir.join("lindi.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        c.busy_timeout(Duration::from_secs(10)).unwrap();
+        c
+    }
+
+    /// Rows in `events` for an agent.
+    pub fn event_rows(&self, agent_id: &str) -> u64 {
+        self.db()
+            .query_row(
+                "SELECT COUNT(*) FROM events WHERE agent_id = ?1",
+                [agent_id],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap() as u64
+    }
+
+    /// Rows of synthetic events for an agent.
+    pub fn synthetic_rows(&self, agent_id: &str) -> u64 {
+        self.db()
+            .query_row(
+                "SELECT COUNT(*) FROM events WHERE agent_id = ?1 AND sensor = 'synthetic'",
+                [agent_id],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap() as u64
+    }
+
+    /// Every stored synthetic event of an agent, decoded: (event ids, synthetic indexes).
+    pub fn synthetic_events(&self, agent_id: &str) -> (Vec<String>, Vec<u64>) {
+        let db = self.db();
+        let mut stmt = db
+            .prepare("SELECT body FROM events WHERE agent_id = ?1 AND sensor = 'synthetic'")
+            .unwrap();
+        let mut ids = vec![];
+        let mut indexes = vec![];
+        let rows = stmt
+            .query_map([agent_id], |r| r.get::<_, Vec<u8>>(0))
+            .unwrap();
+        for body in rows {
+            let e = Event::decode(body.unwrap().as_slice()).unwrap();
+            if let Some(event::Kind::Process(p)) = &e.kind {
+                indexes.push(p.pid as u64);
+            }
+            ids.push(e.event_id);
+        }
+        (ids, indexes)
+    }
+
+    /// Stored batch sequences of an agent.
+    pub fn batch_sequences(&self, agent_id: &str) -> HashSet<u64> {
+        let db = self.db();
+        let mut stmt = db
+            .prepare("SELECT sequence FROM batches WHERE agent_id = ?1")
+            .unwrap();
+        stmt.query_map([agent_id], |r| r.get::<_, i64>(0))
+            .unwrap()
+            .map(|s| s.unwrap() as u64)
+            .collect()
+    }
+
+    /// The loss counters the collector holds for an agent (events, batches).
+    pub fn reported_loss(&self, agent_id: &str) -> (u64, u64) {
+        self.db()
+            .query_row(
+                "SELECT spool_dropped_events, spool_dropped_batches FROM agents WHERE agent_id = ?1",
+                [agent_id],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
+            .unwrap()
+    }
+
+    pub fn agent_revoked(&self, agent_id: &str) -> bool {
+        self.db()
+            .query_row(
+                "SELECT revoked_at_s IS NOT NULL FROM agents WHERE agent_id = ?1",
+                [agent_id],
+                |r| r.get::<_, bool>(0),
+            )
+            .unwrap()
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An agent state directory and, while started, its process.
+pub struct Agent {
+    _tmp: tempfile::TempDir,
+    pub state_dir: PathBuf,
+    pub config: PathBuf,
+    pub agent_id: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+/// Settings tests use so that failures and recoveries happen in seconds, not minutes.
+pub const FAST_AGENT: &str = r#"
+[shipper]
+flush_interval_ms = 200
+reconnect_base_ms = 100
+reconnect_max_ms = 1000
+keep_alive_interval_ms = 500
+idle_timeout_ms = 3000
+ack_timeout_ms = 5000
+
+[health]
+interval_ms = 3600000
+
+[sensors.process]
+enabled = false
+"#;
+
+impl Agent {
+    /// Enroll a new agent with `token`; panics with the agent's message if it fails.
+    pub fn enroll(token: &str) -> Agent {
+        Self::try_enroll(token).unwrap_or_else(|e| panic!("enroll failed: {e}"))
+    }
+
+    pub fn try_enroll(token: &str) -> Result<Agent, String> {
+        let tmp = tempfile::tempdir().unwrap();
+        let state_dir = tmp.path().join("agent");
+        let (ok, out, err) = run(
+            Command::new(bin("lindi-agent"))
+                .arg("enroll")
+                .arg("--token")
+                .arg(token)
+                .arg("--state-dir")
+                .arg(&state_dir),
+            Duration::from_secs(30),
+        );
+        if !ok {
+            return Err(err);
+        }
+        let agent_id = out
+            .split_whitespace()
+            .skip_while(|w| *w != "agent")
+            .nth(1)
+            .expect("enroll prints the agent id")
+            .to_string();
+        let config = tmp.path().join("agent.toml");
+        let log = tmp.path().join("agent.log");
+        let agent = Agent {
+            _tmp: tmp,
+            state_dir,
+            config,
+            agent_id,
+            child: None,
+            log,
+        };
+        agent.configure(FAST_AGENT);
+        Ok(agent)
+    }
+
+    /// Write the agent's config: `toml` plus its state directory.
+    pub fn configure(&self, toml: &str) {
+        let text = format!(
+            "state_dir = {:?}\n{toml}",
+            self.state_dir.display().to_string()
+        );
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "agent already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(bin("lindi-agent"))
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .env("LINDI_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(&c, libc::SIGTERM);
+            let end = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < end {
+                if c.try_wait().unwrap().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!("agent did not stop on SIGTERM");
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => c.try_wait().unwrap().is_none(),
+            None => false,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The spool's persisted state: (low watermark, next sequence, dropped events, dropped
+    /// batches), or zeros before the first write.
+    pub fn spool_state(&self) -> (u64, u64, u64, u64) {
+        let text = std::fs::read_to_string(self.state_dir.join("spool/state")).unwrap_or_default();
+        let n: Vec<u64> = text
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        match n[..] {
+            [a, b, c, d] => (a, b, c, d),
+            _ => (0, 0, 0, 0),
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

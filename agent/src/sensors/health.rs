@@ -55,6 +55,8 @@ pub async fn run(
     sink.stats.set_state("running", "");
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first beat comes one interval after start (a beat at start says nothing yet).
+    tick.tick().await;
     loop {
         tokio::select! {
             _ = tick.tick() => {}

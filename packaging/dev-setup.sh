@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install what building and testing Lindi needs on a fresh Debian or Ubuntu machine.
+# Idempotent: packages already present are not installed again. Needs root or sudo.
+set -euo pipefail
+
+packages=(build-essential pkg-config libpcap-dev ca-certificates curl python3)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing: ${missing[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo is not installed: install Rust 1.95 or newer (https://rustup.rs), then run this again" >&2
+  exit 1
+fi

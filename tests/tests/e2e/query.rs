@@ -1,0 +1,104 @@
+//! The `lindi` CLI against a running collector with a real process sensor.
+
+use std::process::Command;
+use std::time::Duration;
+
+use lindi_tests::{Agent, Collector, FAST_AGENT, bin, run, wait_until};
+
+#[test]
+fn lindi_events_shows_the_agents_processes_and_health() {
+    let mut c = Collector::init();
+    c.start();
+    let mut a = Agent::enroll(&c.token("bank-a"));
+    a.configure(&FAST_AGENT.replace(
+        "[health]\ninterval_ms = 3600000\n\n[sensors.process]\nenabled = false",
+        "[health]\ninterval_ms = 500\n\n[sensors.process]\nenabled = true\npoll_interval_ms = 200",
+    ));
+    a.start();
+    let lindi = |args: &[&str]| {
+        run(
+            Command::new(bin("lindi"))
+                .args(args)
+                .env("LINDI_SERVER", c.http_url()),
+            Duration::from_secs(30),
+        )
+    };
+    let got = wait_until(Duration::from_secs(30), || {
+        let (ok, out, _) = lindi(&[
+            "events",
+            "--agent",
+            &a.agent_id,
+            "--kind",
+            "agent_health",
+            "--json",
+        ]);
+        ok && !out.trim().is_empty()
+    });
+    assert!(got, "no health event; agent log:\n{}", a.log_text());
+    let (ok, out, err) = lindi(&[
+        "events",
+        "--agent",
+        &a.agent_id,
+        "--kind",
+        "process",
+        "--since",
+        "10m",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!events.is_empty());
+    for e in &events {
+        assert_eq!(e["kind_name"], "process");
+        assert_eq!(e["agent_id"], a.agent_id.as_str());
+        assert_eq!(e["constituency"], "bank-a");
+    }
+    // The agent itself is among the processes it reports.
+    assert!(
+        events.iter().any(|e| e["kind"]["process"]["exe"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("lindi-agent")),
+        "the agent's own process is missing"
+    );
+    // A process started now shows up as a start event.
+    let mut sleeper = Command::new("sleep").arg("7.25").spawn().unwrap();
+    let seen = wait_until(Duration::from_secs(15), || {
+        let (_, out, _) = lindi(&[
+            "events",
+            "--agent",
+            &a.agent_id,
+            "--kind",
+            "process",
+            "--since",
+            "1m",
+            "--json",
+        ]);
+        out.lines()
+            .any(|l| l.contains("7.25") && l.contains("\"start\""))
+    });
+    let _ = sleeper.kill();
+    assert!(seen, "a new process was not reported as started");
+
+    let (ok, out, _) = lindi(&["agents"]);
+    assert!(ok && out.contains(&a.agent_id), "{out}");
+    let (ok, out, _) = lindi(&["events", "--kind", "process", "--limit", "3"]);
+    assert!(ok && out.contains("(3 events)"), "{out}");
+
+    // Bad input: a clear refusal, not a crash.
+    let (ok, _, err) = lindi(&["events", "--kind", "nonsense"]);
+    assert!(!ok && err.contains("bad_kind"), "{err}");
+    let (ok, _, err) = lindi(&["events", "--since", "yesterday"]);
+    assert!(!ok && err.contains("bad_since"), "{err}");
+    let (ok, _, err) = run(
+        Command::new(bin("lindi"))
+            .args(["status"])
+            .env("LINDI_SERVER", "http://127.0.0.1:9"),
+        Duration::from_secs(30),
+    );
+    assert!(!ok && err.contains("cannot reach the collector"), "{err}");
+    a.stop();
+}
