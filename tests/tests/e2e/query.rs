@@ -81,6 +81,7 @@ fn lindi_events_shows_the_agents_processes_and_health() {
             .any(|l| l.contains("7.25") && l.contains("\"start\""))
     });
     let _ = sleeper.kill();
+    let _ = sleeper.wait();
     assert!(seen, "a new process was not reported as started");
 
     let (ok, out, _) = lindi(&["agents"]);
