@@ -20,7 +20,7 @@ pub mod transport;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use lindi_shared::protocol::WindowConfig;
 use lindi_shared::{ALPN_AGENT_V1, tls};
@@ -48,6 +48,7 @@ pub enum AgentError {
 /// A running agent.
 pub struct Agent {
     stop: watch::Sender<bool>,
+    stop_shipper: watch::Sender<bool>,
     sensor_tasks: Vec<JoinHandle<()>>,
     batcher: JoinHandle<()>,
     shipper: JoinHandle<()>,
@@ -138,7 +139,6 @@ impl Agent {
             .collector_addr
             .clone()
             .unwrap_or_else(|| identity.enrollment.collector_addr.clone());
-        let remote = transport::resolve(&addr)?;
         let tls_config = tls::client_config(
             &identity.ca_pem,
             &identity.cert_pem,
@@ -146,20 +146,16 @@ impl Agent {
             ALPN_AGENT_V1,
         )
         .map_err(|e| TransportError::Tls(e.to_string()))?;
-        let endpoint = transport::client_endpoint(
-            tls_config,
-            &TransportSettings {
-                keep_alive: settings.keep_alive,
-                idle_timeout: settings.idle_timeout,
-            },
-            remote,
-        )?;
         let shipper_stats = Arc::new(ShipperStats::default());
         let shipper = Shipper {
             settings: ShipperSettings {
                 agent_id: agent_id.clone(),
                 host_name: host.clone(),
-                remote,
+                collector_addr: addr,
+                transport: TransportSettings {
+                    keep_alive: settings.keep_alive,
+                    idle_timeout: settings.idle_timeout,
+                },
                 window: WindowConfig {
                     max_in_flight: settings.max_in_flight,
                     ack_timeout: settings.ack_timeout,
@@ -168,14 +164,16 @@ impl Agent {
                 reconnect_base: settings.reconnect_base,
                 reconnect_max: settings.reconnect_max,
             },
-            endpoint,
+            tls: tls_config,
             spool: spool.clone(),
             wake,
             stats: shipper_stats.clone(),
         };
-        let shipper = tokio::spawn(shipper.run(stop_rx));
+        let (stop_shipper, stop_shipper_rx) = watch::channel(false);
+        let shipper = tokio::spawn(shipper.run(stop_shipper_rx));
         Ok(Agent {
             stop,
+            stop_shipper,
             sensor_tasks,
             batcher,
             shipper,
@@ -185,14 +183,32 @@ impl Agent {
         })
     }
 
-    /// Stop the sensors, spool what they made, and close the connection. Nothing accepted
-    /// into the channel is lost: it is in the spool for the next start.
-    pub async fn shutdown(self) {
+    /// Stop the sensors, spool what they made, give the shipper up to `drain` to deliver what
+    /// is spooled, and close the connection. Nothing accepted into the channel is lost: what
+    /// is not delivered stays in the spool for the next start.
+    pub async fn shutdown(self, drain: Duration) {
         let _ = self.stop.send(true);
         for t in self.sensor_tasks {
             let _ = t.await;
         }
         let _ = self.batcher.await;
+        let end = tokio::time::Instant::now() + drain;
+        while tokio::time::Instant::now() < end
+            && self.shipper_stats.connected.load(Ordering::Relaxed)
+        {
+            if self
+                .spool
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .depth()
+                .0
+                == 0
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = self.stop_shipper.send(true);
         let _ = self.shipper.await;
         let s = &self.shipper_stats;
         let (pending, pending_events, _) =

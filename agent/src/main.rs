@@ -127,8 +127,10 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
-            eprintln!("stopping: spooling what the sensors made");
-            agent.shutdown().await;
+            eprintln!(
+                "stopping: spooling what the sensors made and delivering what the collector can take in 3 s"
+            );
+            agent.shutdown(std::time::Duration::from_secs(3)).await;
             Ok(())
         }
         Command::CheckConfig { config } => {

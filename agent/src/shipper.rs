@@ -21,7 +21,7 @@ use lindi_shared::protocol::{AckOutcome, Backoff, ShipWindow, WindowConfig};
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::spool::Spool;
-use crate::transport::{self, MAX_SERVER_FRAME_BYTES, TransportError};
+use crate::transport::{self, MAX_SERVER_FRAME_BYTES, TransportError, TransportSettings};
 
 /// Counters the shipper keeps, for health and tests.
 #[derive(Debug, Default)]
@@ -38,7 +38,9 @@ pub struct ShipperStats {
 pub struct ShipperSettings {
     pub agent_id: String,
     pub host_name: String,
-    pub remote: SocketAddr,
+    /// host:port, resolved again on every connection attempt.
+    pub collector_addr: String,
+    pub transport: TransportSettings,
     pub window: WindowConfig,
     pub reconnect_base: Duration,
     pub reconnect_max: Duration,
@@ -46,7 +48,7 @@ pub struct ShipperSettings {
 
 pub struct Shipper {
     pub settings: ShipperSettings,
-    pub endpoint: quinn::Endpoint,
+    pub tls: rustls::ClientConfig,
     pub spool: Arc<Mutex<Spool>>,
     pub wake: Arc<Notify>,
     pub stats: Arc<ShipperStats>,
@@ -65,11 +67,19 @@ impl Shipper {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut backoff = Backoff::new(self.settings.reconnect_base, self.settings.reconnect_max);
         let mut window = ShipWindow::new(self.settings.window.clone());
+        // One endpoint per address family, made when first needed.
+        let mut endpoints: Vec<(bool, quinn::Endpoint)> = vec![];
         loop {
             if *stop.borrow() {
                 return;
             }
-            let result = self.session(&mut window, &mut backoff, &mut stop).await;
+            let result = match self.endpoint_for(&mut endpoints) {
+                Ok((endpoint, remote)) => {
+                    self.session(&endpoint, remote, &mut window, &mut backoff, &mut stop)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
             self.stats.connected.store(false, Ordering::Relaxed);
             window.on_connection_lost(Instant::now());
             match result {
@@ -78,7 +88,7 @@ impl Shipper {
                     let delay = backoff.next_delay(jitter());
                     tracing::warn!(
                         "collector {}: {e}; retrying in {} ms",
-                        self.settings.remote,
+                        self.settings.collector_addr,
                         delay.as_millis()
                     );
                     tokio::select! {
@@ -88,6 +98,20 @@ impl Shipper {
                 }
             }
         }
+    }
+
+    fn endpoint_for(
+        &self,
+        endpoints: &mut Vec<(bool, quinn::Endpoint)>,
+    ) -> Result<(quinn::Endpoint, SocketAddr), TransportError> {
+        let remote = transport::resolve(&self.settings.collector_addr)?;
+        if let Some((_, e)) = endpoints.iter().find(|(v6, _)| *v6 == remote.is_ipv6()) {
+            return Ok((e.clone(), remote));
+        }
+        let endpoint =
+            transport::client_endpoint(self.tls.clone(), &self.settings.transport, remote)?;
+        endpoints.push((remote.is_ipv6(), endpoint.clone()));
+        Ok((endpoint, remote))
     }
 
     fn hello(&self) -> ClientFrame {
@@ -105,11 +129,13 @@ impl Shipper {
     /// One connection's life. `Ok` only when asked to stop.
     async fn session(
         &self,
+        endpoint: &quinn::Endpoint,
+        remote: SocketAddr,
         window: &mut ShipWindow,
         backoff: &mut Backoff,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<(), TransportError> {
-        let conn = transport::connect(&self.endpoint, self.settings.remote).await?;
+        let conn = transport::connect(endpoint, remote).await?;
         let result = self.on_connection(&conn, window, backoff, stop).await;
         self.stats
             .wire_bytes_sent
@@ -142,8 +168,9 @@ impl Shipper {
         {
             Some(server_frame::Msg::HelloAck(ack)) => {
                 tracing::info!(
-                    "connected to collector {} (version {})",
-                    self.settings.remote,
+                    "connected to collector {} at {} (version {})",
+                    self.settings.collector_addr,
+                    conn.remote_address(),
                     ack.collector_version
                 );
             }

@@ -224,3 +224,31 @@ fn full_spool_drops_oldest_and_the_loss_reaches_the_collector() {
         "exactly the oldest {lost_events} were dropped"
     );
 }
+
+#[test]
+fn sigterm_spools_and_delivers_before_exit() {
+    let mut c = Collector::init();
+    c.start();
+    let mut a = Agent::enroll(&c.token("bank-a"));
+    a.configure(&synthetic(1_000_000, 20_000));
+    a.start();
+    assert!(wait_until(Duration::from_secs(30), || c
+        .synthetic_rows(&a.agent_id)
+        > 2_000));
+    a.stop();
+    // Everything the sensor made was spooled and delivered during the stop: nothing waits.
+    let (spool, report) = Spool::open(
+        &a.state_dir.join("spool"),
+        SpoolConfig::with_max_bytes(1 << 30),
+    )
+    .unwrap();
+    assert_eq!(report.pending_batches, 0, "agent log:\n{}", a.log_text());
+    assert_eq!(spool.depth().0, 0);
+    let (ids, mut indexes) = c.synthetic_events(&a.agent_id);
+    indexes.sort_unstable();
+    assert!(
+        indexes.iter().copied().eq(0..ids.len() as u64),
+        "a gap or a duplicate"
+    );
+    assert!(a.log_text().contains("agent stopped"));
+}
