@@ -9,7 +9,7 @@ use lindi_shared::proto::Event;
 use rusqlite::Connection;
 use serde::Serialize;
 
-use crate::store::{StoreError, Synchronous, events_schema, insert_event_rows};
+use crate::store::{StoreError, Synchronous, configure_writer, events_schema, insert_event_rows};
 
 #[derive(Debug, Serialize)]
 pub struct PlainInsertReport {
@@ -39,15 +39,7 @@ pub fn plain_insert(
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
     let mut conn = Connection::open(&path)?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(
-        None,
-        "synchronous",
-        match synchronous {
-            Synchronous::Full => "FULL",
-            Synchronous::Normal => "NORMAL",
-        },
-    )?;
+    configure_writer(&conn, synchronous)?;
     conn.execute_batch(events_schema())?;
     let mut spent = Duration::ZERO;
     let mut made = 0u64;

@@ -36,6 +36,11 @@ pub enum StoreError {
     TooNew { found: i64, known: i64 },
     #[error("no such agent {0}")]
     NoSuchAgent(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Numbered schema migrations; index + 1 is the version. Never edit one that shipped.
@@ -241,17 +246,7 @@ impl SqliteStore {
             source,
         };
         let mut conn = Connection::open(path).map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(
-            None,
-            "synchronous",
-            match synchronous {
-                Synchronous::Full => "FULL",
-                Synchronous::Normal => "NORMAL",
-            },
-        )?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
+        configure_writer(&conn, synchronous)?;
         migrate(&mut conn)?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
@@ -279,6 +274,24 @@ impl SqliteStore {
     fn writer(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The pragmas of the writer connection (the store benchmark uses the same).
+pub fn configure_writer(
+    conn: &Connection,
+    synchronous: Synchronous,
+) -> Result<(), rusqlite::Error> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        },
+    )?;
+    conn.pragma_update(None, "foreign_keys", "ON")
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
