@@ -9,6 +9,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use crate::sensors::process::ProcessMode;
+
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
@@ -130,7 +132,10 @@ pub struct SensorsSection {
 pub struct ProcessSensorSection {
     /// Report running, new and exited processes. Default true.
     pub enabled: bool,
-    /// How often the process table is polled. Default 1000 ms.
+    /// `auto` (the kernel's process connector, else polling), `connector` or `poll`.
+    /// Default `auto`.
+    pub mode: ProcessMode,
+    /// How often the process table is polled when polling. Default 1000 ms.
     pub poll_interval_ms: u64,
 }
 
@@ -138,6 +143,7 @@ impl Default for ProcessSensorSection {
     fn default() -> Self {
         ProcessSensorSection {
             enabled: true,
+            mode: ProcessMode::Auto,
             poll_interval_ms: 1000,
         }
     }
@@ -172,7 +178,8 @@ pub struct AgentSettings {
     pub zstd_level: i32,
     pub queue_capacity: usize,
     pub health_interval: Duration,
-    pub process: Option<Duration>,
+    /// The process sensor's mode and poll interval, if enabled.
+    pub process: Option<(ProcessMode, Duration)>,
     pub synthetic: Option<(u64, u64)>,
 }
 
@@ -271,11 +278,12 @@ impl AgentConfig {
             zstd_level: s.zstd_level,
             queue_capacity: s.queue_capacity_events,
             health_interval: ms(self.health.interval_ms),
-            process: self
-                .sensors
-                .process
-                .enabled
-                .then(|| ms(self.sensors.process.poll_interval_ms)),
+            process: self.sensors.process.enabled.then(|| {
+                (
+                    self.sensors.process.mode,
+                    ms(self.sensors.process.poll_interval_ms),
+                )
+            }),
             synthetic: (self.sensors.synthetic.events_total > 0).then_some((
                 self.sensors.synthetic.events_total,
                 self.sensors.synthetic.events_per_sec,

@@ -92,10 +92,11 @@ impl Agent {
             all.push(stats.clone());
             EventSink::new(tx.clone(), stats, ids.clone(), &agent_id, &host)
         };
-        if let Some(interval) = settings.process {
+        if let Some((mode, interval)) = settings.process {
             let s = sink("process", &mut all_stats);
             sensor_tasks.push(tokio::spawn(sensors::process::run(
                 s,
+                mode,
                 interval,
                 stop_rx.clone(),
             )));

@@ -1,7 +1,8 @@
 //! Sensors: independent tasks that turn what they see into [`Event`]s and send them into one
 //! bounded channel to the batcher, counting what they saw, dropped and failed on.
 //!
-//! - [`process`]: running, new and exited processes by polling (sysinfo).
+//! - [`process`]: running, new and exited processes, in real time from the kernel's process
+//!   connector ([`proc_connector`]) or by polling (sysinfo).
 //! - [`health`]: the agent's own heartbeat (version, uptime, RSS, CPU, spool, drops).
 //! - [`synthetic`]: numbered events for tests and benchmarks.
 //!
@@ -10,6 +11,7 @@
 //! ([`EventSink::emit_wait`]).
 
 pub mod health;
+pub mod proc_connector;
 pub mod process;
 pub mod synthetic;
 

@@ -1,11 +1,19 @@
-//! Process sensor by polling (sysinfo): a snapshot of running processes at start, then a start
-//! event for every new process and an exit event for every process that went, each poll.
+//! Process sensor: a snapshot of running processes at start, then a start event for every new
+//! process and an exit event for every process that ends.
 //!
-//! Processes are keyed by (pid, start time): pids are reused. A process that started and ended
-//! between two polls is not seen; the host-sensors issue replaces polling with the kernel's
-//! process connector. Health reports `polling` so the collector knows which mode runs.
+//! Two modes, chosen by `sensors.process.mode`:
+//! - `connector`: real time from the kernel's process connector ([`super::proc_connector`]),
+//!   which sees processes that live for a millisecond. Needs CAP_NET_ADMIN.
+//! - `poll`: sysinfo polling every `poll_interval`; a process that starts and ends between two
+//!   polls is not seen.
+//!
+//! `auto` (the default) uses the connector and falls back to polling where it is unavailable,
+//! saying so in the sensor's health detail. Processes are keyed by (pid, start time): pids are
+//! reused.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use lindi_shared::proto::{ProcessAction, ProcessEvent, event};
@@ -16,14 +24,17 @@ use super::{EventSink, now_ns};
 
 type Key = (u32, u64);
 
-/// User names from /etc/passwd, read once and again when a uid is unknown.
+/// User names from /etc/passwd, read once and again when a uid is unknown (at most once a
+/// minute, so a flood of unknown uids does not reread the file for each).
 #[derive(Default)]
-struct UserNames {
+pub struct UserNames {
     by_uid: HashMap<u32, String>,
+    loaded_at: Option<std::time::Instant>,
 }
 
 impl UserNames {
     fn load(&mut self) {
+        self.loaded_at = Some(std::time::Instant::now());
         if let Ok(text) = std::fs::read_to_string("/etc/passwd") {
             for line in text.lines() {
                 let mut f = line.split(':');
@@ -36,8 +47,11 @@ impl UserNames {
         }
     }
 
-    fn name(&mut self, uid: u32) -> String {
-        if !self.by_uid.contains_key(&uid) {
+    pub fn name(&mut self, uid: u32) -> String {
+        let stale = self
+            .loaded_at
+            .is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(60));
+        if !self.by_uid.contains_key(&uid) && stale {
             self.load();
         }
         self.by_uid.get(&uid).cloned().unwrap_or_default()
@@ -94,7 +108,108 @@ fn describe(
     })
 }
 
-pub async fn run(sink: EventSink, interval: Duration, mut stop: watch::Receiver<bool>) {
+/// How the process sensor learns about processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessMode {
+    /// The process connector where available, else polling.
+    Auto,
+    /// Only the process connector; the sensor fails if it is unavailable.
+    Connector,
+    /// Only polling.
+    Poll,
+}
+
+pub async fn run(
+    sink: EventSink,
+    mode: ProcessMode,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    if mode != ProcessMode::Poll {
+        match super::proc_connector::ProcConnector::open() {
+            Ok(connector) => {
+                sink.stats
+                    .set_state("running", "process connector (real time)");
+                let flag = Arc::new(AtomicBool::new(false));
+                let reader = {
+                    let sink = sink.clone();
+                    let flag = flag.clone();
+                    std::thread::Builder::new()
+                        .name("lindi-proc-connector".into())
+                        .spawn(move || super::proc_connector::read_loop(connector, sink, flag))
+                };
+                let reader = match reader {
+                    Ok(r) => r,
+                    Err(e) => {
+                        sink.stats
+                            .set_state("failed", format!("cannot start the reader thread: {e}"));
+                        return;
+                    }
+                };
+                // Subscribed first, then the snapshot: a process that starts in between is
+                // reported twice (snapshot and start) rather than never.
+                snapshot_from_proc(&sink);
+                let _ = stop.changed().await;
+                flag.store(true, Ordering::Relaxed);
+                let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+                return;
+            }
+            Err(e) if mode == ProcessMode::Connector => {
+                sink.stats.errors.fetch_add(1, Ordering::Relaxed);
+                sink.stats
+                    .set_state("failed", format!("process connector unavailable: {e}"));
+                tracing::error!("process sensor: process connector unavailable: {e}");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "process sensor: process connector unavailable ({e}); polling instead"
+                );
+                sink.stats.set_state(
+                    "degraded",
+                    format!("polling every {interval:?}: process connector unavailable ({e})"),
+                );
+                return poll(sink, interval, stop, true).await;
+            }
+        }
+    }
+    sink.stats
+        .set_state("running", format!("polling every {interval:?}"));
+    poll(sink, interval, stop, false).await
+}
+
+/// Every process in /proc now, as snapshot events.
+fn snapshot_from_proc(sink: &EventSink) {
+    let mut reader = super::proc_connector::ProcReader::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        sink.stats.errors.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let now = now_ns();
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let ev = reader.describe(pid, ProcessAction::Snapshot);
+        // Kernel threads have no exe and no command line: not processes users run.
+        if ev.exe.is_empty() && ev.cmdline.is_empty() {
+            continue;
+        }
+        sink.emit(now, event::Kind::Process(ev));
+    }
+}
+
+async fn poll(
+    sink: EventSink,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+    degraded: bool,
+) {
     let mut sys = match System::new() {
         Ok(s) => s,
         Err(e) => {
@@ -110,7 +225,10 @@ pub async fn run(sink: EventSink, interval: Duration, mut stop: watch::Receiver<
     let mut users = UserNames::default();
     let mut known: HashMap<Key, ProcessEvent> = HashMap::new();
     let mut first = true;
-    sink.stats.set_state("running", "polling");
+    if !degraded {
+        sink.stats
+            .set_state("running", format!("polling every {interval:?}"));
+    }
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
