@@ -19,6 +19,9 @@ use crate::spool::Spool;
 pub struct BatcherSettings {
     pub agent_id: String,
     pub max_events: usize,
+    /// A batch closes once its events encode to this many bytes (before compression), so it
+    /// stays well inside the collector's limits whatever the sensors send.
+    pub max_bytes: usize,
     pub flush_interval: Duration,
     pub zstd_level: i32,
 }
@@ -36,19 +39,21 @@ pub async fn run(
             Some(e) => e,
             None => break,
         };
+        let mut bytes = first.encoded_len();
         buf.push(first);
         let deadline = tokio::time::Instant::now() + settings.flush_interval;
         let mut closed = false;
-        while buf.len() < settings.max_events {
+        while buf.len() < settings.max_events && bytes < settings.max_bytes {
             // Take what is already queued without waking the timer.
             let room = settings.max_events - buf.len();
+            let before = buf.len();
             let got = rx.recv_many(&mut buf, room);
             match tokio::time::timeout_at(deadline, got).await {
                 Ok(0) => {
                     closed = true;
                     break;
                 }
-                Ok(_) => {}
+                Ok(_) => bytes += buf[before..].iter().map(|e| e.encoded_len()).sum::<usize>(),
                 Err(_) => break,
             }
         }

@@ -67,6 +67,9 @@ impl Default for SpoolSection {
 pub struct ShipperSection {
     /// Most events in one batch. Default 2000.
     pub batch_max_events: u32,
+    /// A batch closes once its events encode to this many bytes before compression.
+    /// Default 4194304 (4 MiB); at most 33554432, well inside the collector's limits.
+    pub batch_max_bytes: usize,
     /// A partial batch is closed after this long. Default 1000 ms.
     pub flush_interval_ms: u64,
     /// Most batches sent and not yet acknowledged. Default 8.
@@ -92,6 +95,7 @@ impl Default for ShipperSection {
     fn default() -> Self {
         ShipperSection {
             batch_max_events: 2000,
+            batch_max_bytes: 4 << 20,
             flush_interval_ms: 1000,
             max_in_flight_batches: 8,
             ack_timeout_ms: 30_000,
@@ -124,6 +128,7 @@ impl Default for HealthSection {
 #[serde(deny_unknown_fields, default)]
 pub struct SensorsSection {
     pub process: ProcessSensorSection,
+    pub fim: FimSensorSection,
     pub synthetic: SyntheticSensorSection,
 }
 
@@ -149,6 +154,82 @@ impl Default for ProcessSensorSection {
     }
 }
 
+/// One monitored path.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FimPath {
+    /// An absolute path: a directory or a single file.
+    pub path: PathBuf,
+    /// Whether subdirectories are monitored too. Default true.
+    #[serde(default = "yes")]
+    pub recursive: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FimSensorSection {
+    /// Watch files for changes. Default true.
+    pub enabled: bool,
+    /// What to monitor. Default: /etc, /usr/bin, /usr/sbin, /usr/local/bin, /usr/local/sbin,
+    /// each recursive.
+    pub paths: Vec<FimPath>,
+    /// Only files whose full path matches one of these globs (all files when empty).
+    /// Default empty.
+    pub include: Vec<String>,
+    /// Files and directories whose full path matches one of these globs are not monitored.
+    /// Default `["**/*.swp", "**/*~", "/etc/mtab", "/etc/ld.so.cache"]`.
+    pub exclude: Vec<String>,
+    /// Larger files are monitored by metadata only. Default 67108864 (64 MiB).
+    pub max_file_bytes: u64,
+    /// Most bytes hashed per second during scans (0: no limit). Default 52428800 (50 MiB/s).
+    pub hash_rate_bytes_per_sec: u64,
+    /// Full rescan interval. Default 43200 (12 h).
+    pub rescan_interval_secs: u64,
+    /// Subtrees that could not be watched are scanned this often. Default 300.
+    pub fallback_rescan_interval_secs: u64,
+    /// A path is looked at once it has been quiet this long, so one save is one event.
+    /// Default 500 ms.
+    pub debounce_ms: u64,
+    /// Most inotify watches (one per directory) the agent uses. Default 65536.
+    pub max_watches: usize,
+}
+
+impl Default for FimSensorSection {
+    fn default() -> Self {
+        FimSensorSection {
+            enabled: true,
+            paths: [
+                "/etc",
+                "/usr/bin",
+                "/usr/sbin",
+                "/usr/local/bin",
+                "/usr/local/sbin",
+            ]
+            .iter()
+            .map(|p| FimPath {
+                path: PathBuf::from(p),
+                recursive: true,
+            })
+            .collect(),
+            include: vec![],
+            exclude: ["**/*.swp", "**/*~", "/etc/mtab", "/etc/ld.so.cache"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            max_file_bytes: 64 << 20,
+            hash_rate_bytes_per_sec: 50 << 20,
+            rescan_interval_secs: 43_200,
+            fallback_rescan_interval_secs: 300,
+            debounce_ms: 500,
+            max_watches: 65_536,
+        }
+    }
+}
+
 /// A load generator for tests and benchmarks: numbered process-like events with sensor name
 /// `synthetic`. Off unless `events_total` is above zero.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -168,6 +249,7 @@ pub struct AgentSettings {
     pub spool_max_bytes: u64,
     pub spool_fsync: bool,
     pub batch_max_events: u32,
+    pub batch_max_bytes: usize,
     pub flush_interval: Duration,
     pub max_in_flight: usize,
     pub ack_timeout: Duration,
@@ -181,9 +263,66 @@ pub struct AgentSettings {
     /// The process sensor's mode and poll interval, if enabled.
     pub process: Option<(ProcessMode, Duration)>,
     pub synthetic: Option<(u64, u64)>,
+    pub fim: Option<crate::sensors::fim::FimSettings>,
 }
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/lindi";
+
+impl FimSensorSection {
+    fn validate(&self, state_dir: &Path) -> Result<crate::sensors::fim::FimSettings, ConfigError> {
+        use crate::fim::scan::{Root, ScanSpec, globs};
+        let invalid =
+            |field: &'static str, message: String| ConfigError::Invalid { field, message };
+        if self.paths.is_empty() {
+            return Err(invalid(
+                "sensors.fim.paths",
+                "give at least one path, or set enabled = false".into(),
+            ));
+        }
+        for p in &self.paths {
+            if !p.path.is_absolute() {
+                return Err(invalid(
+                    "sensors.fim.paths",
+                    format!("{} is not absolute", p.path.display()),
+                ));
+            }
+        }
+        if self.rescan_interval_secs == 0 || self.fallback_rescan_interval_secs == 0 {
+            return Err(invalid(
+                "sensors.fim.rescan_interval_secs",
+                "intervals must be above 0".into(),
+            ));
+        }
+        let include = globs(&self.include).map_err(|e| invalid("sensors.fim.include", e))?;
+        let exclude = globs(&self.exclude).map_err(|e| invalid("sensors.fim.exclude", e))?;
+        // The agent never monitors its own state: compare real paths.
+        let own = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+        Ok(crate::sensors::fim::FimSettings {
+            spec: ScanSpec {
+                roots: self
+                    .paths
+                    .iter()
+                    .map(|p| Root {
+                        path: p.path.clone(),
+                        recursive: p.recursive,
+                    })
+                    .collect(),
+                include,
+                include_empty: self.include.is_empty(),
+                exclude,
+                never: vec![own, state_dir.to_path_buf()],
+                max_file_bytes: self.max_file_bytes,
+                hash_rate_bytes_per_sec: self.hash_rate_bytes_per_sec,
+                threads: 1,
+            },
+            baseline_path: state_dir.join("fim").join("baseline.pb"),
+            rescan_interval: Duration::from_secs(self.rescan_interval_secs),
+            fallback_rescan_interval: Duration::from_secs(self.fallback_rescan_interval_secs),
+            debounce: Duration::from_millis(self.debounce_ms),
+            max_watches: self.max_watches.max(1),
+        })
+    }
+}
 
 impl AgentConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -216,6 +355,21 @@ impl AgentConfig {
         }
         if s.batch_max_events == 0 || s.batch_max_events > 100_000 {
             return Err(invalid("shipper.batch_max_events", "must be 1..=100000"));
+        }
+        if !(64 << 10..=32 << 20).contains(&s.batch_max_bytes) {
+            return Err(invalid(
+                "shipper.batch_max_bytes",
+                "must be 65536..=33554432",
+            ));
+        }
+        if s.ack_timeout_ms < 100 {
+            return Err(invalid("shipper.ack_timeout_ms", "must be at least 100"));
+        }
+        if s.queue_capacity_events > 1 << 24 {
+            return Err(invalid(
+                "shipper.queue_capacity_events",
+                "must be at most 16777216",
+            ));
         }
         if s.max_in_flight_batches == 0 || s.max_in_flight_batches > 1024 {
             return Err(invalid("shipper.max_in_flight_batches", "must be 1..=1024"));
@@ -259,15 +413,23 @@ impl AgentConfig {
             return Err(invalid("collector_addr", "must be host:port"));
         }
         let ms = Duration::from_millis;
+        let state_dir = state_dir
+            .map(Path::to_path_buf)
+            .or_else(|| self.state_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let fim = if self.sensors.fim.enabled {
+            Some(self.sensors.fim.validate(&state_dir)?)
+        } else {
+            None
+        };
         Ok(AgentSettings {
-            state_dir: state_dir
-                .map(Path::to_path_buf)
-                .or_else(|| self.state_dir.clone())
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            fim,
+            state_dir,
             collector_addr: self.collector_addr.clone(),
             spool_max_bytes: self.spool.max_bytes,
             spool_fsync: self.spool.fsync,
             batch_max_events: s.batch_max_events,
+            batch_max_bytes: s.batch_max_bytes,
             flush_interval: ms(s.flush_interval_ms),
             max_in_flight: s.max_in_flight_batches,
             ack_timeout: ms(s.ack_timeout_ms),

@@ -32,8 +32,8 @@ pub enum EnrollError {
     BadAnswer(String),
     #[error(transparent)]
     Identity(#[from] IdentityError),
-    #[error("cannot clear the old spool {path}: {source}")]
-    ClearSpool {
+    #[error("state directory {path}: {source}")]
+    StateDir {
         path: String,
         source: std::io::Error,
     },
@@ -57,14 +57,15 @@ pub async fn enroll(
     if token.exp <= now_unix_s {
         return Err(EnrollError::Expired(token.exp));
     }
-    if Identity::exists(state_dir) {
-        let old = Identity::load(state_dir)?;
-        if !force {
-            return Err(EnrollError::AlreadyEnrolled {
-                dir: state_dir.display().to_string(),
-                agent_id: old.enrollment.agent_id,
-            });
-        }
+    if Identity::exists(state_dir) && !force {
+        // Even a damaged identity counts as enrolled; --force replaces it.
+        let agent_id = Identity::load(state_dir)
+            .map(|i| i.enrollment.agent_id)
+            .unwrap_or_else(|e| format!("(unreadable: {e})"));
+        return Err(EnrollError::AlreadyEnrolled {
+            dir: state_dir.display().to_string(),
+            agent_id,
+        });
     }
     let host = host_name();
     let (csr_pem, key_pem) =
@@ -119,14 +120,10 @@ pub async fn enroll(
         collector_addr: addr.to_string(),
         enrolled_at_unix_s: now_unix_s,
     };
-    // A new identity cannot ship the old identity's batches: the collector would refuse them.
-    let spool = state_dir.join("spool");
-    if spool.exists() {
-        std::fs::remove_dir_all(&spool).map_err(|source| EnrollError::ClearSpool {
-            path: spool.display().to_string(),
-            source,
-        })?;
-    }
+    std::fs::create_dir_all(state_dir).map_err(|source| EnrollError::StateDir {
+        path: state_dir.display().to_string(),
+        source,
+    })?;
     Identity {
         enrollment: enrollment.clone(),
         key_pem,
@@ -134,5 +131,14 @@ pub async fn enroll(
         ca_pem: answer.ca_pem,
     }
     .save(state_dir)?;
+    // A new identity cannot ship the old identity's batches (the collector would refuse them),
+    // and its sequence numbers start afresh.
+    let spool = state_dir.join("spool");
+    if spool.exists() {
+        std::fs::remove_dir_all(&spool).map_err(|source| EnrollError::StateDir {
+            path: spool.display().to_string(),
+            source,
+        })?;
+    }
     Ok(enrollment)
 }

@@ -102,29 +102,41 @@ impl Identity {
         })
     }
 
-    /// Write every file; the key first and with mode 0600 from its creation.
+    /// Write every file into a fresh directory (the key with mode 0600 from its creation),
+    /// sync it, then swap it in for the old identity with renames, so a failure part-way
+    /// leaves the old identity whole.
     pub fn save(&self, state_dir: &Path) -> Result<(), IdentityError> {
         let dir = identity_dir(state_dir);
-        fs::create_dir_all(&dir).map_err(io(&dir))?;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io(&dir))?;
-        let key_path = dir.join("agent.key");
-        let _ = fs::remove_file(&key_path);
-        let mut f = fs::OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .mode(0o600)
-            .open(&key_path)
-            .map_err(io(&key_path))?;
-        f.write_all(self.key_pem.as_bytes())
-            .map_err(io(&key_path))?;
-        f.sync_all().map_err(io(&key_path))?;
-        for (name, text) in [("agent.crt", &self.cert_pem), ("ca.crt", &self.ca_pem)] {
-            let p = dir.join(name);
-            fs::write(&p, text).map_err(io(&p))?;
-        }
-        let p = dir.join("enrollment.json");
+        let new = state_dir.join("identity.new");
+        let old = state_dir.join("identity.old");
+        let _ = fs::remove_dir_all(&new);
+        fs::create_dir_all(&new).map_err(io(&new))?;
+        fs::set_permissions(&new, fs::Permissions::from_mode(0o700)).map_err(io(&new))?;
+        let write = |name: &str, text: &str, mode: u32| -> Result<(), IdentityError> {
+            let p = new.join(name);
+            let mut f = fs::OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .mode(mode)
+                .open(&p)
+                .map_err(io(&p))?;
+            f.write_all(text.as_bytes()).map_err(io(&p))?;
+            f.sync_all().map_err(io(&p))
+        };
+        write("agent.key", &self.key_pem, 0o600)?;
+        write("agent.crt", &self.cert_pem, 0o644)?;
+        write("ca.crt", &self.ca_pem, 0o644)?;
         let json = serde_json::to_string_pretty(&self.enrollment).expect("serializes");
-        fs::write(&p, json).map_err(io(&p))
+        write("enrollment.json", &json, 0o644)?;
+        let _ = fs::remove_dir_all(&old);
+        if dir.exists() {
+            fs::rename(&dir, &old).map_err(io(&dir))?;
+        }
+        fs::rename(&new, &dir).map_err(io(&dir))?;
+        let _ = fs::remove_dir_all(&old);
+        fs::File::open(state_dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(state_dir))
     }
 }
 

@@ -12,6 +12,7 @@
 pub mod batcher;
 pub mod config;
 pub mod enroll;
+pub mod fim;
 pub mod identity;
 pub mod sensors;
 pub mod shipper;
@@ -101,6 +102,14 @@ impl Agent {
                 stop_rx.clone(),
             )));
         }
+        if let Some(fim) = &settings.fim {
+            let s = sink("fim", &mut all_stats);
+            sensor_tasks.push(tokio::spawn(sensors::fim::run(
+                s,
+                fim.clone(),
+                stop_rx.clone(),
+            )));
+        }
         if let Some((total, rate)) = settings.synthetic {
             let s = sink("synthetic", &mut all_stats);
             sensor_tasks.push(tokio::spawn(sensors::synthetic::run(
@@ -131,6 +140,7 @@ impl Agent {
             batcher::BatcherSettings {
                 agent_id: agent_id.clone(),
                 max_events: settings.batch_max_events as usize,
+                max_bytes: settings.batch_max_bytes,
                 flush_interval: settings.flush_interval,
                 zstd_level: settings.zstd_level,
             },

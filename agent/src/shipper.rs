@@ -115,7 +115,7 @@ impl Shipper {
     }
 
     fn hello(&self) -> ClientFrame {
-        let loss = self.spool.lock().unwrap_or_else(|p| p.into_inner()).loss();
+        let loss = with_spool(&self.spool, |s| s.loss());
         ClientFrame::new(client_frame::Msg::Hello(Hello {
             agent_id: self.settings.agent_id.clone(),
             agent_version: lindi_shared::VERSION.into(),
@@ -228,14 +228,16 @@ impl Shipper {
             let sequence = match window.take_due_resend(now) {
                 Some(s) => s,
                 None => {
-                    let spool = self.spool.lock().unwrap_or_else(|p| p.into_inner());
-                    let mut next = spool.next_pending_after(*cursor);
-                    while let Some(s) = next {
-                        if !window.owns(s) {
-                            break;
+                    let next = with_spool(&self.spool, |spool| {
+                        let mut next = spool.next_pending_after(*cursor);
+                        while let Some(s) = next {
+                            if !window.owns(s) {
+                                break;
+                            }
+                            next = spool.next_pending_after(s);
                         }
-                        next = spool.next_pending_after(s);
-                    }
+                        next
+                    });
                     match next {
                         Some(s) => {
                             *cursor = s;
@@ -245,10 +247,7 @@ impl Shipper {
                     }
                 }
             };
-            let bytes = {
-                let spool = self.spool.lock().unwrap_or_else(|p| p.into_inner());
-                spool.read(sequence)
-            };
+            let bytes = with_spool(&self.spool, |spool| spool.read(sequence));
             let bytes = match bytes {
                 Ok(Some(b)) => b,
                 Ok(None) => {
@@ -284,12 +283,29 @@ impl Shipper {
         let now = Instant::now();
         let ack = match result.map(|f| f.msg) {
             Ok(Some(server_frame::Msg::BatchAck(ack))) if ack.sequence == sequence => ack,
-            Ok(Some(server_frame::Msg::Error(e))) => {
-                // A refusal of the agent itself (revoked, unknown): the whole session ends.
-                return Err(TransportError::Refused {
-                    code: e.code,
+            // The frame itself was refused: resending the same bytes cannot succeed, so the
+            // batch is dropped and counted rather than blocking the spool forever.
+            Ok(Some(server_frame::Msg::Error(e)))
+                if matches!(
+                    e.code.as_str(),
+                    "frame_too_large" | "bad_frame" | "truncated_frame"
+                ) =>
+            {
+                BatchAck {
+                    sequence,
+                    status: AckStatus::Rejected as i32,
+                    error_code: e.code,
                     message: e.message,
-                });
+                }
+            }
+            // Anything else on a batch stream (a timeout, an internal error) is worth a retry.
+            Ok(Some(server_frame::Msg::Error(e))) => {
+                tracing::warn!(
+                    "batch {sequence}: collector error {}: {}; will resend",
+                    e.code,
+                    e.message
+                );
+                retry_ack(sequence)
             }
             Ok(other) => {
                 tracing::warn!("unexpected reply for batch {sequence}: {other:?}");
@@ -312,8 +328,7 @@ impl Shipper {
                 tracing::error!(
                     "collector refused batch {sequence} for good ({code}): {message}; counted as lost"
                 );
-                let mut spool = self.spool.lock().unwrap_or_else(|p| p.into_inner());
-                if let Err(e) = spool.reject(sequence) {
+                if let Err(e) = with_spool(&self.spool, |spool| spool.reject(sequence)) {
                     tracing::error!("spool: {e}");
                 }
             }
@@ -332,10 +347,18 @@ impl Shipper {
 
     fn spool_ack(&self, sequence: u64) {
         self.stats.batches_acked.fetch_add(1, Ordering::Relaxed);
-        let mut spool = self.spool.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = spool.ack(sequence) {
+        if let Err(e) = with_spool(&self.spool, |spool| spool.ack(sequence)) {
             tracing::error!("spool: {e}");
         }
+    }
+}
+
+/// Run spool work (which may fsync) without stalling the async worker it is called from.
+fn with_spool<T>(spool: &Mutex<Spool>, f: impl FnOnce(&mut Spool) -> T) -> T {
+    let run = || f(&mut spool.lock().unwrap_or_else(|p| p.into_inner()));
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
+        _ => run(),
     }
 }
 

@@ -10,15 +10,17 @@
 //! 3. The spool never holds more than `max_bytes` of segment files (plus one record being
 //!    written). When full it drops the oldest whole segment and counts every unacknowledged
 //!    batch and event in it (policy: drop oldest, counted).
-//! 4. A torn or corrupt record (a crash mid-write, a bad disk) ends its segment: the segment is
-//!    truncated before it and the loss is counted, never a panic.
+//! 4. A torn or corrupt record (a crash mid-write, a bad disk) is skipped: reading resumes at
+//!    the next valid record in the segment, a torn tail is truncated, and each damaged region
+//!    is counted as a lost batch, never a panic. A damaged state file is rebuilt from the
+//!    segments.
 //!
 //! On-disk format, in `STATE_DIR/spool/`:
 //!
 //! ```text
 //! 00000000000000000001.seg   segment; its name is the first sequence it holds (20 digits)
 //! 00000000000000000412.seg
-//! state                      "<low watermark> <next sequence> <dropped events> <dropped batches>\n"
+//! state                      "<low watermark> <reserved> <dropped events> <dropped batches>\n"
 //!
 //! segment = record*
 //! record  = +---------+---------+---------+-------------+-------------+------------------+
@@ -28,8 +30,11 @@
 //!           magic = 0x4c53504c ("LPSL"); crc32 covers sequence, event_count and batch.
 //! ```
 //!
-//! The state file is replaced atomically (write, fsync, rename); every sequence below its low
-//! watermark is acknowledged.
+//! The state file is replaced atomically (write, fsync, rename). Every sequence below its low
+//! watermark is acknowledged (or was never used). Sequences are reserved in blocks of
+//! [`RESERVE_BLOCK`]: before a batch takes a sequence at or above `reserved`, a new `reserved`
+//! is written and synced, so after any crash the next sequence starts at `reserved`, above
+//! anything that may have been sent, even if the newest records were lost (invariant 2).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -38,10 +43,11 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use lindi_shared::codec::LossCounters;
-use lindi_shared::protocol::AckTracker;
 use thiserror::Error;
 
 const MAGIC: u32 = 0x4c53_504c;
+/// Sequences reserved per synced state write.
+pub const RESERVE_BLOCK: u64 = 1024;
 const HEADER_LEN: usize = 4 + 4 + 4 + 8 + 4;
 /// Largest record the spool accepts, whatever `max_bytes` says: a sanity bound on `len`.
 const MAX_RECORD_BYTES: usize = 256 << 20;
@@ -132,8 +138,11 @@ pub struct Spool {
     config: SpoolConfig,
     segments: VecDeque<Segment>,
     index: BTreeMap<u64, RecordLoc>,
-    acks: AckTracker,
     next_seq: u64,
+    /// Every sequence below this may have been handed out (persisted before use).
+    reserved: u64,
+    /// The watermark last written to the state file.
+    persisted_low: u64,
     total_bytes: u64,
     loss: LossCounters,
     pending_events: u64,
@@ -144,7 +153,13 @@ impl Spool {
     pub fn open(dir: &Path, config: SpoolConfig) -> Result<(Spool, OpenReport), SpoolError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let state_path = dir.join("state");
-        let (low, next_floor, loss) = read_state(&state_path)?;
+        let (state, damaged_state) = match read_state(&state_path) {
+            Ok(s) => (s, false),
+            Err(e) => {
+                tracing::warn!("{e}; rebuilding the spool state from its segments");
+                (PersistedState::default(), true)
+            }
+        };
         let mut names: Vec<(u64, PathBuf)> = vec![];
         for entry in fs::read_dir(dir).map_err(io_err(dir))? {
             let entry = entry.map_err(io_err(dir))?;
@@ -166,22 +181,22 @@ impl Spool {
             config,
             segments: VecDeque::new(),
             index: BTreeMap::new(),
-            acks: AckTracker::new(low.max(1)),
-            next_seq: next_floor.max(low).max(1),
+            next_seq: state.reserved.max(state.low).max(1),
+            reserved: state.reserved.max(1),
+            persisted_low: state.low,
             total_bytes: 0,
-            loss,
+            loss: state.loss,
             pending_events: 0,
         };
         let mut report = OpenReport::default();
+        let mut highest = 0;
         for (first, path) in names {
             let (segment, records, corrupt) = scan_segment(first, &path)?;
             report.corrupt_records += corrupt;
-            if corrupt > 0 {
-                spool.loss.dropped_batches += corrupt;
-            }
+            spool.loss.dropped_batches += corrupt;
             for (seq, loc) in records {
-                spool.next_seq = spool.next_seq.max(seq + 1);
-                if !spool.acks.is_acked(seq) {
+                highest = highest.max(seq);
+                if seq >= state.low {
                     spool.pending_events += loc.events as u64;
                     spool.index.insert(seq, loc);
                 }
@@ -189,11 +204,26 @@ impl Spool {
             spool.total_bytes += segment.bytes;
             spool.segments.push_back(segment);
         }
+        // Never below what the segments show; after a damaged state file, a whole block above
+        // it, since newer batches may have been sent and lost from disk.
+        let floor = if damaged_state {
+            highest + 1 + RESERVE_BLOCK
+        } else {
+            highest + 1
+        };
+        spool.next_seq = spool.next_seq.max(floor);
+        spool.reserved = spool.reserved.max(spool.next_seq);
         report.segments = spool.segments.len();
         report.pending_batches = spool.index.len();
         report.pending_events = spool.pending_events;
+        spool.write_state(true)?;
         spool.collect_acked_segments()?;
         Ok((spool, report))
+    }
+
+    /// Every sequence below this is acknowledged or was never used.
+    fn low_watermark(&self) -> u64 {
+        self.index.keys().next().copied().unwrap_or(self.next_seq)
     }
 
     /// The sequence the next appended batch must carry.
@@ -246,6 +276,10 @@ impl Spool {
                 max_bytes: self.config.max_bytes,
             });
         }
+        if sequence >= self.reserved {
+            self.reserved = sequence + RESERVE_BLOCK;
+            self.write_state(true)?;
+        }
         let mut report = AppendReport::default();
         while self.total_bytes + record_len > self.config.max_bytes && !self.segments.is_empty() {
             if self.segments.len() == 1 {
@@ -262,6 +296,9 @@ impl Spool {
         };
         if needs_new {
             self.open_segment(sequence)?;
+            if self.config.fsync {
+                sync_dir(&self.dir)?;
+            }
         }
         let segment = self
             .segments
@@ -301,9 +338,6 @@ impl Spool {
         );
         self.pending_events += event_count as u64;
         self.next_seq = sequence + 1;
-        if report.dropped_batches > 0 {
-            self.write_state()?;
-        }
         Ok(report)
     }
 
@@ -329,12 +363,10 @@ impl Spool {
             return Ok(());
         };
         self.pending_events -= loc.events as u64;
-        let before = self.acks.low_watermark();
-        self.acks.ack(sequence);
-        if self.acks.low_watermark() != before {
-            self.collect_acked_segments()?;
+        if self.low_watermark() != self.persisted_low {
+            self.write_state(self.config.fsync)?;
         }
-        Ok(())
+        self.collect_acked_segments()
     }
 
     /// Count a batch the collector refused for good as lost, then drop it.
@@ -344,7 +376,7 @@ impl Spool {
             self.loss.dropped_events += loc.events as u64;
         }
         self.ack(sequence)?;
-        self.write_state()
+        self.write_state(self.config.fsync)
     }
 
     /// Count a batch that never made it into the spool (it could not be encoded or written):
@@ -352,23 +384,30 @@ impl Spool {
     pub fn count_lost(&mut self, events: u64) {
         self.loss.dropped_batches += 1;
         self.loss.dropped_events += events;
-        if let Err(e) = self.write_state() {
+        if let Err(e) = self.write_state(self.config.fsync) {
             tracing::warn!("cannot persist spool loss counters: {e}");
         }
     }
 
-    /// Delete every sealed segment whose batches are all acknowledged, and persist the state.
+    /// Delete every sealed segment (all but the newest) whose batches are all acknowledged,
+    /// wherever it is: one straggler must not pin the segments after it.
     fn collect_acked_segments(&mut self) -> Result<(), SpoolError> {
-        self.write_state()?;
-        while self.segments.len() > 1 {
-            let oldest = &self.segments[0];
-            let all_acked = oldest.sequences.iter().all(|s| !self.index.contains_key(s));
-            if !all_acked {
-                break;
+        let sealed = self.segments.len().saturating_sub(1);
+        let mut i = 0;
+        let mut removed = 0;
+        while i < sealed - removed {
+            let done = self.segments[i]
+                .sequences
+                .iter()
+                .all(|s| !self.index.contains_key(s));
+            if done {
+                let segment = self.segments.remove(i).expect("index in range");
+                self.total_bytes -= segment.bytes;
+                fs::remove_file(&segment.path).map_err(io_err(&segment.path))?;
+                removed += 1;
+            } else {
+                i += 1;
             }
-            let segment = self.segments.pop_front().expect("len > 1");
-            self.total_bytes -= segment.bytes;
-            fs::remove_file(&segment.path).map_err(io_err(&segment.path))?;
         }
         Ok(())
     }
@@ -388,11 +427,8 @@ impl Spool {
         }
         self.loss.dropped_batches += batches;
         self.loss.dropped_events += events;
-        if let Some(next) = self.segments.front() {
-            self.acks.advance_to(next.first_seq);
-        }
         self.total_bytes -= segment.bytes;
-        self.write_state()?;
+        self.write_state(self.config.fsync)?;
         fs::remove_file(&segment.path).map_err(io_err(&segment.path))?;
         Ok((batches, events))
     }
@@ -416,31 +452,56 @@ impl Spool {
         Ok(())
     }
 
-    fn write_state(&self) -> Result<(), SpoolError> {
+    /// Replace the state file; `durable` syncs it (and its directory) before returning.
+    fn write_state(&mut self, durable: bool) -> Result<(), SpoolError> {
         let path = self.dir.join("state");
         let tmp = self.dir.join("state.tmp");
+        let low = self.low_watermark();
         let text = format!(
             "{} {} {} {}\n",
-            self.acks.low_watermark(),
-            self.next_seq,
-            self.loss.dropped_events,
-            self.loss.dropped_batches
+            low, self.reserved, self.loss.dropped_events, self.loss.dropped_batches
         );
         let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
         f.write_all(text.as_bytes()).map_err(io_err(&tmp))?;
-        if self.config.fsync {
+        if durable {
             f.sync_data().map_err(io_err(&tmp))?;
         }
-        fs::rename(&tmp, &path).map_err(io_err(&path))
+        fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        if durable {
+            sync_dir(&self.dir)?;
+        }
+        self.persisted_low = low;
+        Ok(())
     }
 }
 
-fn read_state(path: &Path) -> Result<(u64, u64, LossCounters), SpoolError> {
+fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+#[derive(Clone, Copy, Debug)]
+struct PersistedState {
+    low: u64,
+    reserved: u64,
+    loss: LossCounters,
+}
+
+impl Default for PersistedState {
+    fn default() -> Self {
+        PersistedState {
+            low: 1,
+            reserved: 1,
+            loss: LossCounters::default(),
+        }
+    }
+}
+
+fn read_state(path: &Path) -> Result<PersistedState, SpoolError> {
     let text = match fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok((1, 1, LossCounters::default()));
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(PersistedState::default()),
         Err(e) => return Err(io_err(path)(e)),
     };
     let bad = |detail: &str| SpoolError::BadState {
@@ -451,22 +512,44 @@ fn read_state(path: &Path) -> Result<(u64, u64, LossCounters), SpoolError> {
         .split_whitespace()
         .map(|w| w.parse::<u64>().map_err(|_| bad("not numbers")))
         .collect::<Result<_, _>>()?;
-    let [low, next, events, batches] = nums[..] else {
+    let [low, reserved, events, batches] = nums[..] else {
         return Err(bad("expected four numbers"));
     };
-    Ok((
+    Ok(PersistedState {
         low,
-        next,
-        LossCounters {
+        reserved,
+        loss: LossCounters {
             dropped_events: events,
             dropped_batches: batches,
         },
-    ))
+    })
 }
 
 type Scanned = (Segment, Vec<(u64, RecordLoc)>, u64);
 
 /// Read every record of a segment, truncating it at the first torn or corrupt one.
+/// The record at `pos`, if it is complete and its checksum holds: (sequence, events, length
+/// of its batch).
+fn record_at(data: &[u8], pos: usize) -> Option<(u64, u32, usize)> {
+    let header = data.get(pos..pos.checked_add(HEADER_LEN)?)?;
+    let word = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().expect("4 bytes"));
+    let len = word(4) as usize;
+    if word(0) != MAGIC || len > MAX_RECORD_BYTES {
+        return None;
+    }
+    let body = data.get(pos + HEADER_LEN..pos + HEADER_LEN + len)?;
+    let mut h = crc32fast::Hasher::new();
+    h.update(&header[12..]);
+    h.update(body);
+    if h.finalize() != word(8) {
+        return None;
+    }
+    let seq = u64::from_le_bytes(header[12..20].try_into().expect("8 bytes"));
+    Some((seq, word(20), len))
+}
+
+/// Read every valid record of a segment. A damaged region is skipped up to the next valid
+/// record (and counted); a damaged tail is truncated.
 fn scan_segment(first_seq: u64, path: &Path) -> Result<Scanned, SpoolError> {
     let mut file = OpenOptions::new()
         .read(true)
@@ -475,53 +558,56 @@ fn scan_segment(first_seq: u64, path: &Path) -> Result<Scanned, SpoolError> {
         .map_err(io_err(path))?;
     let mut data = vec![];
     file.read_to_end(&mut data).map_err(io_err(path))?;
+    let magic = MAGIC.to_le_bytes();
     let mut records = vec![];
     let mut sequences = vec![];
     let mut pos = 0usize;
+    let mut valid_end = 0usize;
     let mut corrupt = 0;
     while pos < data.len() {
-        let Some(header) = data.get(pos..pos + HEADER_LEN) else {
-            corrupt += 1;
-            break;
-        };
-        let word = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().expect("4 bytes"));
-        let magic = word(0);
-        let len = word(4) as usize;
-        let crc = word(8);
-        let seq = u64::from_le_bytes(header[12..20].try_into().expect("8 bytes"));
-        let events = word(20);
-        let end = pos + HEADER_LEN + len;
-        if magic != MAGIC || len > MAX_RECORD_BYTES || end > data.len() {
-            corrupt += 1;
-            break;
+        if let Some((seq, events, len)) = record_at(&data, pos) {
+            records.push((
+                seq,
+                RecordLoc {
+                    segment: first_seq,
+                    offset: (pos + HEADER_LEN) as u64,
+                    len: len as u32,
+                    events,
+                },
+            ));
+            sequences.push(seq);
+            pos += HEADER_LEN + len;
+            valid_end = pos;
+            continue;
         }
-        let mut h = crc32fast::Hasher::new();
-        h.update(&header[12..]);
-        h.update(&data[pos + HEADER_LEN..end]);
-        if h.finalize() != crc {
-            corrupt += 1;
-            break;
+        corrupt += 1;
+        // Resynchronise on the next magic that starts a valid record.
+        let mut next = None;
+        let mut from = pos + 1;
+        while let Some(off) = data
+            .get(from..)
+            .and_then(|d| d.windows(4).position(|w| w == magic))
+        {
+            let at = from + off;
+            if record_at(&data, at).is_some() {
+                next = Some(at);
+                break;
+            }
+            from = at + 1;
         }
-        records.push((
-            seq,
-            RecordLoc {
-                segment: first_seq,
-                offset: (pos + HEADER_LEN) as u64,
-                len: len as u32,
-                events,
-            },
-        ));
-        sequences.push(seq);
-        pos = end;
+        match next {
+            Some(at) => pos = at,
+            None => break,
+        }
     }
-    if pos < data.len() {
-        file.set_len(pos as u64).map_err(io_err(path))?;
+    if valid_end < data.len() {
+        file.set_len(valid_end as u64).map_err(io_err(path))?;
     }
     let segment = Segment {
         first_seq,
         path: path.to_path_buf(),
         file,
-        bytes: pos as u64,
+        bytes: valid_end as u64,
         sequences,
     };
     Ok((segment, records, corrupt))
@@ -565,7 +651,9 @@ mod tests {
         // the collector deduplicates. 1 and 2 are gone.
         assert_eq!(r.pending_batches, 18);
         assert_eq!(s.next_pending_after(0), Some(3));
-        assert_eq!(s.next_sequence(), 21);
+        // After a restart numbering resumes at the reserved block, above anything that may
+        // have been sent before the stop.
+        assert_eq!(s.next_sequence(), RESERVE_BLOCK + 1);
         assert_eq!(s.read(3).unwrap().unwrap(), vec![3u8; 100]);
         assert_eq!(s.read(1).unwrap(), None);
     }
@@ -581,7 +669,7 @@ mod tests {
         assert_eq!(s.depth().0, 0);
         drop(s);
         let (s, _) = Spool::open(dir.path(), cfg(1 << 20, 300)).unwrap();
-        assert_eq!(s.next_sequence(), 11);
+        assert_eq!(s.next_sequence(), RESERVE_BLOCK + 1);
         assert_eq!(s.next_pending_after(0), None);
     }
 
@@ -642,11 +730,9 @@ mod tests {
         assert_eq!(r.corrupt_records, 1);
         assert_eq!(r.pending_batches, 2);
         assert_eq!(s.loss().dropped_batches, 1);
-        // A torn record was never complete on disk, so it was never read for sending: its
-        // sequence may be given to the next batch.
-        assert_eq!(s.next_sequence(), 3);
+        assert_eq!(s.next_sequence(), RESERVE_BLOCK + 1);
         fill(&mut s, 1, 50);
-        assert_eq!(s.read(3).unwrap().unwrap(), vec![3u8; 50]);
+        assert_eq!(s.read(RESERVE_BLOCK + 1).unwrap().unwrap(), vec![1u8; 50]);
     }
 
     #[test]
@@ -660,9 +746,39 @@ mod tests {
         let second = HEADER_LEN + 50 + HEADER_LEN + 10;
         data[second] ^= 0xff;
         fs::write(&seg, &data).unwrap();
-        let (_, r) = Spool::open(dir.path(), cfg(1 << 20, 1 << 20)).unwrap();
+        let (s, r) = Spool::open(dir.path(), cfg(1 << 20, 1 << 20)).unwrap();
+        // Record 2 is lost; reading resumes at record 3.
         assert_eq!(r.corrupt_records, 1);
-        assert_eq!(r.pending_batches, 1);
+        assert_eq!(r.pending_batches, 2);
+        assert_eq!(s.read(3).unwrap().unwrap(), vec![3u8; 50]);
+        assert_eq!(s.read(2).unwrap(), None);
+        assert_eq!(s.loss().dropped_batches, 1);
+    }
+
+    #[test]
+    fn damaged_state_file_is_rebuilt_and_numbering_jumps_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = Spool::open(dir.path(), cfg(1 << 20, 1 << 20)).unwrap();
+        fill(&mut s, 3, 10);
+        drop(s);
+        fs::write(dir.path().join("state"), b"garbage").unwrap();
+        let (s, r) = Spool::open(dir.path(), cfg(1 << 20, 1 << 20)).unwrap();
+        assert_eq!(r.pending_batches, 3);
+        assert!(s.next_sequence() > 3 + RESERVE_BLOCK);
+    }
+
+    #[test]
+    fn a_straggler_does_not_pin_later_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = (HEADER_LEN + 100) as u64;
+        let (mut s, _) = Spool::open(dir.path(), cfg(1 << 20, record * 2)).unwrap();
+        fill(&mut s, 8, 100);
+        for q in 2..=8 {
+            s.ack(q).unwrap();
+        }
+        // Segment [1,2] stays for 1; [3,4] and [5,6] go; [7,8] is the newest and stays.
+        assert_eq!(s.segments.len(), 2);
+        assert!(s.is_pending(1));
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub enum AuthorityError {
         "{0} is already initialised; refusing to replace its CA (every enrolled agent would be cut off)"
     )]
     AlreadyInitialised(String),
+    #[error("private key {path} is readable by others (mode {mode:o}); it must be 0600")]
+    KeyMode { path: PathBuf, mode: u32 },
 }
 
 /// The loaded CA and server certificate.
@@ -97,6 +99,14 @@ impl Authority {
             let p = dir.join(name);
             fs::read_to_string(&p).map_err(io(&p))
         };
+        for key in ["ca.key", "server.key"] {
+            use std::os::unix::fs::PermissionsExt;
+            let p = dir.join(key);
+            let mode = fs::metadata(&p).map_err(io(&p))?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(AuthorityError::KeyMode { path: p, mode });
+            }
+        }
         let ca = CaMaterial {
             cert_pem: read("ca.crt")?,
             key_pem: read("ca.key")?,

@@ -207,11 +207,15 @@ impl CollectorConfig {
                 "must be at least ingest.max_compressed_bytes".into(),
             ));
         }
-        if i.max_events_per_batch == 0
-            || i.max_decompressed_bytes == 0
-            || i.max_compressed_bytes == 0
+        if !(1..=1_000_000).contains(&i.max_events_per_batch)
+            || !(1..=1 << 30).contains(&i.max_decompressed_bytes)
+            || !(1..=1 << 30).contains(&i.max_compressed_bytes)
+            || i.max_frame_bytes > 1 << 30
         {
-            return Err(invalid("ingest", "limits must be above 0".into()));
+            return Err(invalid(
+                "ingest",
+                "limits must be above 0, at most 1 GiB for sizes and 1,000,000 events".into(),
+            ));
         }
         if self.token_ttl_secs == 0 || self.agent_cert_validity_days <= 0 {
             return Err(invalid(

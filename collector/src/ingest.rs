@@ -7,8 +7,10 @@
 //!    this collector's CA (TLS refuses others), name an enrolled agent, be the certificate
 //!    issued to it, and the agent must not be revoked; otherwise the connection is closed with
 //!    a stable code (`unknown_agent`, `certificate_replaced`, `revoked`).
-//! 2. Every read has a limit: frames by `max_frame_bytes`, batches by [`BatchLimits`], streams
-//!    per connection by the QUIC transport, connections by `max_connections`.
+//! 2. Every read has a limit: frames by `max_frame_bytes` (64 KiB without a certificate),
+//!    batches by [`BatchLimits`], streams per connection by the QUIC transport, connections by
+//!    `max_connections` (counted from accept), per agent by two, and without a certificate by
+//!    256 at once, each allowed one enrollment request within 30 s.
 //! 3. A bad frame or batch is answered on its own stream (an `Error` frame, or a `Rejected`
 //!    ack with a code) and counted; it never affects another stream, agent or the store.
 //! 4. Revoking an agent closes its live connections within [`REVOCATION_POLL`].
@@ -96,7 +98,17 @@ pub struct Ingest {
     pub stats: Arc<IngestStats>,
     live: Mutex<HashMap<String, Vec<quinn::Connection>>>,
     live_count: AtomicU64,
+    anonymous_count: AtomicU64,
 }
+
+/// Connections one agent may hold at once (its current one and one while it reconnects).
+const MAX_CONNECTIONS_PER_AGENT: usize = 2;
+/// Enrolling connections at once.
+const MAX_ANONYMOUS_CONNECTIONS: u64 = 256;
+/// An enrollment request is a token and a CSR: a few kB.
+const MAX_ANONYMOUS_FRAME_BYTES: u64 = 64 << 10;
+/// An enrolling connection is closed after this long, finished or not.
+const ANONYMOUS_DEADLINE: Duration = Duration::from_secs(30);
 
 fn now_s() -> i64 {
     SystemTime::now()
@@ -127,6 +139,7 @@ impl Ingest {
             stats: Arc::new(IngestStats::default()),
             live: Mutex::new(HashMap::new()),
             live_count: AtomicU64::new(0),
+            anonymous_count: AtomicU64::new(0),
         })
     }
 
@@ -172,13 +185,20 @@ impl Ingest {
                 i = endpoint.accept() => match i { Some(i) => i, None => break },
                 _ = stop.changed() => break,
             };
-            if self.live_count.load(Ordering::Relaxed) >= self.settings.max_connections as u64 {
+            // Counted from accept, so a burst of handshakes is capped too.
+            if self.live_count.fetch_add(1, Ordering::Relaxed)
+                >= self.settings.max_connections as u64
+            {
+                self.live_count.fetch_sub(1, Ordering::Relaxed);
                 bump(&self.stats.connections_refused);
                 incoming.refuse();
                 continue;
             }
             let me = self.clone();
-            tokio::spawn(async move { me.connection(incoming).await });
+            tokio::spawn(async move {
+                me.clone().connection(incoming).await;
+                me.live_count.fetch_sub(1, Ordering::Relaxed);
+            });
         }
         endpoint.close(0u32.into(), b"collector stopping");
         watcher.abort();
@@ -210,25 +230,26 @@ impl Ingest {
         };
         bump(&self.stats.connections_accepted);
         let agent_id = match &peer {
-            Peer::Agent(a) => Some(a.agent_id.clone()),
-            Peer::Anonymous => None,
+            Peer::Agent(a) => a.agent_id.clone(),
+            Peer::Anonymous => return self.anonymous(conn).await,
         };
-        if let Some(id) = &agent_id {
-            self.live
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(id.clone())
-                .or_default()
-                .push(conn.clone());
+        {
+            let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            let conns = live.entry(agent_id.clone()).or_default();
+            // One agent, one connection (and one more while it reconnects): the oldest goes.
+            while conns.len() >= MAX_CONNECTIONS_PER_AGENT {
+                let old = conns.remove(0);
+                old.close(2u32.into(), b"replaced by a newer connection of this agent");
+            }
+            conns.push(conn.clone());
         }
-        self.live_count.fetch_add(1, Ordering::Relaxed);
         while let Ok((send, recv)) = conn.accept_bi().await {
             let me = self.clone();
             let peer = peer.clone();
             tokio::spawn(async move { me.stream(peer, send, recv).await });
         }
-        self.live_count.fetch_sub(1, Ordering::Relaxed);
-        if let Some(id) = agent_id {
+        {
+            let id = agent_id;
             let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(conns) = live.get_mut(&id) {
                 conns.retain(|c| c.stable_id() != conn.stable_id());
@@ -237,6 +258,30 @@ impl Ingest {
                 }
             }
         }
+    }
+
+    /// A connection without a certificate: one enrollment request, small, within a deadline,
+    /// then the connection is closed.
+    async fn anonymous(self: Arc<Self>, conn: quinn::Connection) {
+        if self.anonymous_count.fetch_add(1, Ordering::Relaxed) >= MAX_ANONYMOUS_CONNECTIONS {
+            self.anonymous_count.fetch_sub(1, Ordering::Relaxed);
+            bump(&self.stats.connections_refused);
+            conn.close(
+                1u32.into(),
+                b"busy: too many enrollments at once; try again later",
+            );
+            return;
+        }
+        let work = async {
+            if let Ok((send, recv)) = conn.accept_bi().await {
+                self.clone()
+                    .stream_limited(Peer::Anonymous, send, recv, MAX_ANONYMOUS_FRAME_BYTES)
+                    .await;
+            }
+        };
+        let _ = tokio::time::timeout(ANONYMOUS_DEADLINE, work).await;
+        conn.close(0u32.into(), b"done");
+        self.anonymous_count.fetch_sub(1, Ordering::Relaxed);
     }
 
     async fn identify(&self, conn: &quinn::Connection) -> Result<Peer, (&'static str, String)> {
@@ -279,15 +324,21 @@ impl Ingest {
         Ok(Peer::Agent(Arc::new(record)))
     }
 
-    async fn stream(
+    async fn stream(self: Arc<Self>, peer: Peer, send: quinn::SendStream, recv: quinn::RecvStream) {
+        let limit = self.settings.max_frame_bytes;
+        self.stream_limited(peer, send, recv, limit).await
+    }
+
+    async fn stream_limited(
         self: Arc<Self>,
         peer: Peer,
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
+        limit: u64,
     ) {
         let read = tokio::time::timeout(
             FRAME_TIMEOUT,
-            read_frame::<ClientFrame, _>(&mut recv, self.settings.max_frame_bytes),
+            read_frame::<ClientFrame, _>(&mut recv, limit),
         )
         .await;
         let reply = match read {

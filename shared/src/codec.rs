@@ -6,8 +6,9 @@
 //!    body longer than `max_compressed_bytes` is refused before it is decompressed, and
 //!    decompression stops one byte past `max_decompressed_bytes` (a zstd bomb is refused, never
 //!    expanded).
-//! 2. A decoded batch is validated whole (count, agent id, time range) before anything of it is
-//!    used: a batch is stored entirely or not at all.
+//! 2. A decoded batch is validated whole (its events are counted before any is decoded, then
+//!    count and agent id are checked) before anything of it is used: a batch is stored
+//!    entirely or not at all.
 //!
 //! Frame format on a QUIC stream:
 //!
@@ -196,6 +197,15 @@ pub fn decode_batch(batch: &Batch, limits: &BatchLimits) -> Result<Vec<Event>, B
             actual: raw.len() as u64,
         });
     }
+    // Count the events before decoding any: a few bytes per empty event would otherwise let a
+    // small body decode into millions of structs.
+    let actual = count_events(&raw).map_err(BatchError::Decode)?;
+    if actual != batch.event_count as usize {
+        return Err(BatchError::CountMismatch {
+            declared: batch.event_count,
+            actual,
+        });
+    }
     let list = EventList::decode(raw.as_slice()).map_err(|e| BatchError::Decode(e.to_string()))?;
     if list.events.len() != batch.event_count as usize {
         return Err(BatchError::CountMismatch {
@@ -218,17 +228,40 @@ pub fn decode_batch(batch: &Batch, limits: &BatchLimits) -> Result<Vec<Event>, B
     Ok(events)
 }
 
-/// Decompress at most `limit` bytes; one byte more is a bomb.
+/// Count the top-level events of an encoded [`EventList`] without decoding them: every field
+/// must be field 1, length-delimited, and lie within the buffer.
+fn count_events(mut raw: &[u8]) -> Result<usize, String> {
+    use prost::encoding::{WireType, decode_key, decode_varint};
+    let mut n = 0usize;
+    while !raw.is_empty() {
+        let (tag, wire) = decode_key(&mut raw).map_err(|e| e.to_string())?;
+        if tag != 1 || wire != WireType::LengthDelimited {
+            return Err(format!(
+                "unexpected field {tag} ({wire:?}) in an event list"
+            ));
+        }
+        let len = decode_varint(&mut raw).map_err(|e| e.to_string())?;
+        if len > raw.len() as u64 {
+            return Err("event runs past the end of the batch".into());
+        }
+        raw = &raw[len as usize..];
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Decompress at most `declared` bytes (itself within `limit`); one byte more is refused.
 fn decompress_limited(body: &[u8], limit: u64, declared: u64) -> Result<Vec<u8>, BatchError> {
     let decoder = zstd::stream::read::Decoder::new(body)
         .map_err(|e| BatchError::Decompress(e.to_string()))?;
-    // Allocate for what the header declares (already checked against the limit), not more.
-    let mut out = Vec::with_capacity(declared.min(limit) as usize);
+    let ceiling = declared.min(limit);
+    // Grow as data really arrives; the declared size is the sender's word only.
+    let mut out = Vec::with_capacity(ceiling.min(1 << 20) as usize);
     decoder
-        .take(limit + 1)
+        .take(ceiling.saturating_add(1))
         .read_to_end(&mut out)
         .map_err(|e| BatchError::Decompress(e.to_string()))?;
-    if out.len() as u64 > limit {
+    if out.len() as u64 > ceiling {
         return Err(BatchError::DecompressedTooLarge { declared, limit });
     }
     Ok(out)
@@ -391,6 +424,37 @@ mod tests {
             "{err}"
         );
         assert_eq!(err.code(), "decompression_limit");
+    }
+
+    #[test]
+    fn many_tiny_events_are_counted_before_decoding() {
+        // 1 MB of empty events (two bytes each) declared as one event.
+        let raw: Vec<u8> = [0x0a, 0x00].repeat(500_000);
+        let body = zstd::bulk::compress(&raw, 3).unwrap();
+        let b = Batch {
+            agent_id: "a".into(),
+            sequence: 1,
+            event_count: 1,
+            codec: Codec::Zstd as i32,
+            uncompressed_len: raw.len() as u64,
+            body,
+            ..Default::default()
+        };
+        assert_eq!(
+            decode_batch(&b, &BatchLimits::default()),
+            Err(BatchError::CountMismatch {
+                declared: 1,
+                actual: 500_000
+            })
+        );
+        assert!(
+            count_events(&[0x12, 0x00]).is_err(),
+            "field 2 is not an event"
+        );
+        assert!(
+            count_events(&[0x0a, 0x05, 0x00]).is_err(),
+            "runs past the end"
+        );
     }
 
     #[test]

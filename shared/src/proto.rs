@@ -144,29 +144,58 @@ pub struct ProcessEvent {
     pub exit_code: Option<i32>,
 }
 
+/// What a file looked like at one moment.
+#[derive(Clone, PartialEq, Message, Serialize)]
+pub struct FileState {
+    /// SHA-256 of the content, lower-case hex; empty when not hashed (see `hash_skipped`).
+    #[prost(string, tag = "1")]
+    pub sha256: String,
+    #[prost(uint64, tag = "2")]
+    pub size: u64,
+    /// st_mode: file type and permission bits.
+    #[prost(uint32, tag = "3")]
+    pub mode: u32,
+    #[prost(uint32, tag = "4")]
+    pub uid: u32,
+    #[prost(uint32, tag = "5")]
+    pub gid: u32,
+    #[prost(int64, tag = "6")]
+    pub mtime_ns: i64,
+    #[prost(uint64, tag = "7")]
+    pub inode: u64,
+    /// For a symbolic link, where it points.
+    #[prost(string, tag = "8")]
+    pub link_target: String,
+    /// Why there is no hash: `too_large`, `unreadable`, `symlink`, or empty.
+    #[prost(string, tag = "9")]
+    pub hash_skipped: String,
+}
+
 #[derive(Clone, PartialEq, Message, Serialize)]
 pub struct FileEvent {
-    /// created, modified, deleted, renamed, attributes, baseline
+    /// created, modified, deleted, renamed, attributes
     #[prost(string, tag = "1")]
     pub action: String,
+    /// The path (lossy UTF-8; see `path_raw`).
     #[prost(string, tag = "2")]
     pub path: String,
+    /// For a rename, the path it had before.
     #[prost(string, tag = "3")]
     pub old_path: String,
-    #[prost(string, tag = "4")]
-    pub sha256: String,
-    #[prost(uint64, tag = "5")]
-    pub size: u64,
-    #[prost(uint32, tag = "6")]
-    pub mode: u32,
-    #[prost(uint32, tag = "7")]
-    pub uid: u32,
-    #[prost(uint32, tag = "8")]
-    pub gid: u32,
-    #[prost(int64, tag = "9")]
-    pub mtime_ns: i64,
-    #[prost(uint64, tag = "10")]
-    pub inode: u64,
+    /// State before the change (absent for created).
+    #[prost(message, optional, tag = "4")]
+    pub before: Option<FileState>,
+    /// State after the change (absent for deleted).
+    #[prost(message, optional, tag = "5")]
+    pub after: Option<FileState>,
+    /// The path's exact bytes, only when it is not valid UTF-8.
+    #[prost(bytes = "vec", tag = "6")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub path_raw: Vec<u8>,
+    /// How the change was found: `realtime` (inotify), `rescan`, or `startup` (while the agent
+    /// was not running).
+    #[prost(string, tag = "7")]
+    pub detected_by: String,
 }
 
 #[derive(Clone, PartialEq, Message, Serialize)]

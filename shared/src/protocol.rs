@@ -9,7 +9,7 @@
 //!    it back to be sent again, so delivery is at least once.
 //! 3. Resends go out before new batches, lowest sequence first, each after its own backoff.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::proto::{AckStatus, BatchAck};
@@ -244,56 +244,6 @@ impl Backoff {
     }
 }
 
-/// The set of acknowledged sequences above a contiguous low watermark: the spool uses it to
-/// know which batches it may delete even when acks arrive out of order.
-#[derive(Clone, Debug, Default)]
-pub struct AckTracker {
-    /// Every sequence below this one is acknowledged.
-    low: u64,
-    above: BTreeSet<u64>,
-}
-
-impl AckTracker {
-    /// Start with everything below `low` acknowledged.
-    pub fn new(low: u64) -> Self {
-        AckTracker {
-            low,
-            above: BTreeSet::new(),
-        }
-    }
-
-    pub fn ack(&mut self, sequence: u64) {
-        if sequence < self.low {
-            return;
-        }
-        self.above.insert(sequence);
-        while self.above.remove(&self.low) {
-            self.low += 1;
-        }
-    }
-
-    pub fn is_acked(&self, sequence: u64) -> bool {
-        sequence < self.low || self.above.contains(&sequence)
-    }
-
-    /// The lowest sequence not yet acknowledged.
-    pub fn low_watermark(&self) -> u64 {
-        self.low
-    }
-
-    /// Move the watermark forward (batches below it are gone, e.g. dropped when the spool was
-    /// full).
-    pub fn advance_to(&mut self, low: u64) {
-        if low > self.low {
-            self.low = low;
-            self.above = self.above.split_off(&low);
-            while self.above.remove(&self.low) {
-                self.low += 1;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,23 +404,5 @@ mod tests {
         assert_eq!(b.next_delay(0.0), Duration::from_secs(15));
         b.reset();
         assert_eq!(b.next_delay(1.0), Duration::from_millis(500));
-    }
-
-    #[test]
-    fn ack_tracker_moves_watermark_over_out_of_order_acks() {
-        let mut t = AckTracker::new(1);
-        t.ack(3);
-        t.ack(2);
-        assert_eq!(t.low_watermark(), 1);
-        assert!(t.is_acked(3) && !t.is_acked(1));
-        t.ack(1);
-        assert_eq!(t.low_watermark(), 4);
-        t.ack(6);
-        t.advance_to(5);
-        assert_eq!(t.low_watermark(), 5, "5 itself was never acknowledged");
-        t.advance_to(6);
-        assert_eq!(t.low_watermark(), 7, "6 was acknowledged already");
-        t.ack(2);
-        assert_eq!(t.low_watermark(), 7);
     }
 }

@@ -347,6 +347,9 @@ interval_ms = 3600000
 
 [sensors.process]
 enabled = false
+
+[sensors.fim]
+enabled = false
 "#;
 
 impl Agent {
@@ -454,8 +457,8 @@ impl Agent {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The spool's persisted state: (low watermark, next sequence, dropped events, dropped
-    /// batches), or zeros before the first write.
+    /// The spool's persisted state: (low watermark, reserved sequences, dropped events,
+    /// dropped batches), or zeros before the first write.
     pub fn spool_state(&self) -> (u64, u64, u64, u64) {
         let text = std::fs::read_to_string(self.state_dir.join("spool/state")).unwrap_or_default();
         let n: Vec<u64> = text

@@ -3,6 +3,7 @@
 //!
 //! - [`process`]: running, new and exited processes, in real time from the kernel's process
 //!   connector ([`proc_connector`]) or by polling (sysinfo).
+//! - [`fim`]: file integrity: baseline, real-time changes (inotify), rescans.
 //! - [`health`]: the agent's own heartbeat (version, uptime, RSS, CPU, spool, drops).
 //! - [`synthetic`]: numbered events for tests and benchmarks.
 //!
@@ -10,6 +11,7 @@
 //! ([`EventSink::emit`]); a sensor that can wait without losing anything waits
 //! ([`EventSink::emit_wait`]).
 
+pub mod fim;
 pub mod health;
 pub mod proc_connector;
 pub mod process;

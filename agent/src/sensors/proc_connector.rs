@@ -50,7 +50,7 @@ const MAX_HASHES: usize = 4096;
 /// Executables larger than this are not hashed (reported without a hash).
 const MAX_HASH_BYTES: u64 = 64 << 20;
 /// Most bytes of a command line read.
-const MAX_CMDLINE_BYTES: u64 = 64 << 10;
+const MAX_CMDLINE_BYTES: u64 = super::process::MAX_CMDLINE_BYTES as u64;
 
 /// A decoded process connector event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -358,7 +358,7 @@ impl ProcReader {
         if let Some(f) = exe_file {
             ev.exe_sha256 = self.exe_hash(f).unwrap_or_default();
         }
-        ev.partial = !complete || ev.exe.is_empty();
+        ev.partial = ev.partial || !complete || ev.exe.is_empty();
         ev
     }
 
@@ -457,7 +457,7 @@ pub fn read_loop(connector: ProcConnector, sink: EventSink, stop: Arc<AtomicBool
                     if tracked.len() >= MAX_TRACKED {
                         tracked.clear();
                     }
-                    tracked.insert(pid, ev.clone());
+                    tracked.insert(pid, super::process::remembered(&ev));
                     sink.emit(
                         boot_ns.saturating_add(timestamp_ns as i64),
                         event::Kind::Process(ev),
@@ -561,12 +561,19 @@ mod tests {
     }
 
     #[test]
-    fn describes_this_process() {
+    fn describes_a_running_process() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        // Let it get past exec.
+        std::thread::sleep(Duration::from_millis(200));
         let mut r = ProcReader::new();
-        let ev = r.describe(std::process::id(), ProcessAction::Snapshot);
+        let ev = r.describe(child.id(), ProcessAction::Snapshot);
+        let _ = child.kill();
+        let _ = child.wait();
         assert!(!ev.partial, "{ev:?}");
-        assert!(!ev.exe.is_empty());
+        assert!(ev.exe.ends_with("sleep"), "{ev:?}");
+        assert_eq!(ev.cmdline, vec!["sleep", "30"]);
         assert_eq!(ev.exe_sha256.len(), 64);
+        assert_eq!(ev.ppid, std::process::id());
         assert!(ev.start_time_s > 1_600_000_000);
         // A pid that does not exist: partial, no panic.
         let gone = r.describe(u32::MAX - 1, ProcessAction::Start);

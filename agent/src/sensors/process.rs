@@ -58,6 +58,43 @@ impl UserNames {
     }
 }
 
+/// Most bytes of command line an event carries; a longer one is cut and marked partial.
+pub const MAX_CMDLINE_BYTES: usize = 64 << 10;
+/// Most bytes of command line remembered per process until its exit.
+const REMEMBERED_CMDLINE_BYTES: usize = 1024;
+
+/// Cut an event's command line to `max` bytes in all (marking it partial when cut), so that
+/// no process, however it was started, makes an event or a batch arbitrarily large.
+pub fn cap_cmdline(ev: &mut ProcessEvent, max: usize) {
+    let mut used = 0;
+    let mut keep = 0;
+    for arg in &mut ev.cmdline {
+        if used + arg.len() > max {
+            let mut cut = max - used;
+            while !arg.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            arg.truncate(cut);
+            keep += 1;
+            ev.partial = true;
+            break;
+        }
+        used += arg.len();
+        keep += 1;
+    }
+    if keep < ev.cmdline.len() {
+        ev.cmdline.truncate(keep);
+        ev.partial = true;
+    }
+}
+
+/// What is kept of a process between its start and its exit.
+pub fn remembered(ev: &ProcessEvent) -> ProcessEvent {
+    let mut r = ev.clone();
+    cap_cmdline(&mut r, REMEMBERED_CMDLINE_BYTES);
+    r
+}
+
 fn refresh_kind() -> ProcessRefreshKind {
     ProcessRefreshKind::nothing()
         .without_tasks()
@@ -83,7 +120,7 @@ fn describe(
         .map(|e| e.display().to_string())
         .unwrap_or_default();
     let exe = p.exe().map(|e| e.display().to_string()).unwrap_or_default();
-    Some(ProcessEvent {
+    let mut ev = ProcessEvent {
         action: action as i32,
         pid: pid.as_u32(),
         ppid,
@@ -105,7 +142,9 @@ fn describe(
         start_time_s: p.start_time(),
         parent_exe,
         ..Default::default()
-    })
+    };
+    cap_cmdline(&mut ev, MAX_CMDLINE_BYTES);
+    Some(ev)
 }
 
 /// How the process sensor learns about processes.
@@ -149,7 +188,9 @@ pub async fn run(
                 };
                 // Subscribed first, then the snapshot: a process that starts in between is
                 // reported twice (snapshot and start) rather than never.
-                snapshot_from_proc(&sink);
+                let snapshot_sink = sink.clone();
+                let _ =
+                    tokio::task::spawn_blocking(move || snapshot_from_proc(&snapshot_sink)).await;
                 let _ = stop.changed().await;
                 flag.store(true, Ordering::Relaxed);
                 let _ = tokio::task::spawn_blocking(move || reader.join()).await;
@@ -257,7 +298,7 @@ async fn poll(
                 continue;
             }
             if let Some(ev) = describe(&sys, pid, &mut users, action) {
-                known.insert(key, ev.clone());
+                known.insert(key, remembered(&ev));
                 sink.emit(now, event::Kind::Process(ev));
             }
         }
@@ -276,5 +317,30 @@ async fn poll(
         if sink.is_closed() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_command_lines_are_cut_on_char_boundaries() {
+        let mut ev = ProcessEvent {
+            cmdline: vec!["ab".into(), "é".repeat(100), "tail".into()],
+            ..Default::default()
+        };
+        cap_cmdline(&mut ev, 51);
+        assert!(ev.partial);
+        assert_eq!(ev.cmdline.len(), 2);
+        assert_eq!(ev.cmdline[1].len(), 48, "cut to whole characters");
+        let mut short = ProcessEvent {
+            cmdline: vec!["ls".into(), "-l".into()],
+            ..Default::default()
+        };
+        cap_cmdline(&mut short, 100);
+        assert!(!short.partial);
+        assert_eq!(short.cmdline.len(), 2);
+        assert_eq!(remembered(&short), short);
     }
 }

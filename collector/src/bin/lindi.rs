@@ -79,6 +79,20 @@ fn get(server: &str, path: &str, query: &[(&str, String)]) -> anyhow::Result<Val
     Ok(body)
 }
 
+/// Text from a monitored host, safe for a terminal: control characters (escape sequences
+/// that could rewrite the screen) are shown escaped.
+fn clean(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
 fn summary(e: &Value) -> String {
     let kind = e["kind_name"].as_str().unwrap_or("");
     let k = &e["kind"][kind];
@@ -143,10 +157,10 @@ fn main() -> anyhow::Result<()> {
                         "{}.{:09}  {:<20} {:<14} {:<12} {}",
                         ts / 1_000_000_000,
                         ts % 1_000_000_000,
-                        e["agent_id"].as_str().unwrap_or(""),
-                        e["host_name"].as_str().unwrap_or(""),
-                        e["kind_name"].as_str().unwrap_or(""),
-                        summary(e)
+                        clean(e["agent_id"].as_str().unwrap_or("")),
+                        clean(e["host_name"].as_str().unwrap_or("")),
+                        clean(e["kind_name"].as_str().unwrap_or("")),
+                        clean(&summary(e))
                     )?;
                 }
             }
@@ -164,9 +178,9 @@ fn main() -> anyhow::Result<()> {
                     writeln!(
                         out,
                         "{:<20} {:<16} {:<20} {:<8} last_seen={} lost_events={}",
-                        a["agent_id"].as_str().unwrap_or(""),
-                        a["constituency"].as_str().unwrap_or(""),
-                        a["host_name"].as_str().unwrap_or(""),
+                        clean(a["agent_id"].as_str().unwrap_or("")),
+                        clean(a["constituency"].as_str().unwrap_or("")),
+                        clean(a["host_name"].as_str().unwrap_or("")),
                         if a["revoked_at_s"].is_null() {
                             "active"
                         } else {

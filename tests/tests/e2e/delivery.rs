@@ -168,12 +168,23 @@ fn full_spool_drops_oldest_and_the_loss_reaches_the_collector() {
         synthetic(n, 0)
     ));
     a.start();
-    // Wait until the sensor is done: the spool has dropped and its next sequence stands still.
+    // Wait until the sensor is done: the spool has dropped and its files stand still.
+    let spool_bytes = || -> u64 {
+        std::fs::read_dir(a.state_dir.join("spool"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
     let mut last = (0, 0);
     let settled = wait_until(Duration::from_secs(120), || {
-        let (_, next, dropped, _) = a.spool_state();
-        let stable = dropped > 0 && (next, dropped) == last;
-        last = (next, dropped);
+        let (_, _, dropped, _) = a.spool_state();
+        let now = (spool_bytes(), dropped);
+        let stable = dropped > 0 && now == last;
+        last = now;
         if !stable {
             std::thread::sleep(Duration::from_millis(700));
         }

@@ -104,16 +104,23 @@ fn clients_without_a_valid_certificate_are_refused() {
     let fingerprint = EnrollmentToken::decode(&token).unwrap().ca;
     let rt = runtime();
     rt.block_on(async {
-        // No certificate: the connection may only enroll.
-        let conn = connect(
-            &c,
-            tls::enrollment_client_config(&fingerprint, ALPN_AGENT_V1).unwrap(),
-        )
-        .await
-        .unwrap();
+        // No certificate: the connection may only enroll, once, with a small frame.
+        let anonymous = || async {
+            connect(
+                &c,
+                tls::enrollment_client_config(&fingerprint, ALPN_AGENT_V1).unwrap(),
+            )
+            .await
+            .unwrap()
+        };
+        let conn = anonymous().await;
         assert_eq!(
             error_code(&raw(&conn, &hello_frame("x")).await.unwrap()),
             "certificate_required"
+        );
+        assert!(
+            raw(&conn, &hello_frame("x")).await.is_err(),
+            "a second request on the same connection"
         );
         let b = encode_batch(
             &victim.agent_id,
@@ -123,9 +130,17 @@ fn clients_without_a_valid_certificate_are_refused() {
             LossCounters::default(),
         )
         .unwrap();
+        let conn = anonymous().await;
         assert_eq!(
             error_code(&raw(&conn, &batch_frame(b)).await.unwrap()),
             "certificate_required"
+        );
+        let conn = anonymous().await;
+        let mut big = (1u32 << 20).to_be_bytes().to_vec();
+        big.extend_from_slice(&[0u8; 1024]);
+        assert_eq!(
+            error_code(&raw(&conn, &big).await.unwrap()),
+            "frame_too_large"
         );
 
         // A certificate from another CA, even one naming a real agent: refused by TLS.
