@@ -53,6 +53,40 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// File integrity checks without a collector.
+    Fim {
+        #[command(subcommand)]
+        command: FimCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum FimCommand {
+    /// Build a baseline of PATHs, or check them against one (AIDE-like). Without --baseline,
+    /// scan and print a summary. Exit code: 0 unchanged (or baseline written), 1 changes found.
+    Scan {
+        /// Files or directories (recursive).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Baseline file: written when it does not exist, else compared against.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// With a baseline to compare against: replace it with this scan afterwards.
+        #[arg(long)]
+        update: bool,
+        /// Skip files and directories whose full path matches this glob (repeatable).
+        #[arg(long)]
+        exclude: Vec<String>,
+        /// Larger files are recorded by metadata only.
+        #[arg(long, default_value_t = 64 << 20)]
+        max_file_bytes: u64,
+        /// Hashing threads [default: one per core].
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Print changes as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<AgentConfig> {
@@ -60,6 +94,96 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<AgentConfig> {
         Some(p) => AgentConfig::load(p)?,
         None => AgentConfig::default(),
     })
+}
+
+fn fim_scan(
+    paths: Vec<PathBuf>,
+    baseline: Option<PathBuf>,
+    update: bool,
+    exclude: Vec<String>,
+    max_file_bytes: u64,
+    threads: Option<usize>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use lindi_agent::fim::baseline::Baseline;
+    use lindi_agent::fim::scan::{Root, ScanSpec, globs};
+    let mut roots = vec![];
+    for p in paths {
+        roots.push(Root {
+            path: std::path::absolute(&p).with_context(|| format!("{}", p.display()))?,
+            recursive: true,
+        });
+    }
+    let spec = ScanSpec {
+        roots,
+        include: globs(&[]).map_err(anyhow::Error::msg)?,
+        include_empty: true,
+        exclude: globs(&exclude).map_err(anyhow::Error::msg)?,
+        never: vec![],
+        max_file_bytes,
+        hash_rate_bytes_per_sec: 0,
+        threads: threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+    };
+    let started = std::time::Instant::now();
+    let scan = spec.scan();
+    let secs = started.elapsed().as_secs_f64();
+    let st = &scan.stats;
+    eprintln!(
+        "scanned {} files in {} directories, hashed {:.1} MiB in {secs:.2} s ({} unreadable, {} too large, {} vanished, {} non-UTF-8 paths)",
+        st.files,
+        st.dirs,
+        st.bytes_hashed as f64 / (1 << 20) as f64,
+        st.unreadable,
+        st.too_large,
+        st.vanished,
+        st.non_utf8_paths
+    );
+    let Some(file) = baseline else {
+        return Ok(());
+    };
+    let Some(old) = Baseline::load(&file)? else {
+        scan.baseline.save(&file)?;
+        eprintln!(
+            "baseline of {} files written to {}",
+            scan.baseline.len(),
+            file.display()
+        );
+        return Ok(());
+    };
+    let changes = lindi_agent::sensors::fim::diff(
+        &old,
+        &scan.baseline,
+        None,
+        lindi_agent::fim::Detection::Rescan,
+    );
+    let mut out = std::io::stdout().lock();
+    for c in &changes {
+        use std::io::Write;
+        if json {
+            writeln!(out, "{}", serde_json::to_string(c)?)?;
+        } else {
+            let extra = match (&c.before, &c.after) {
+                (Some(b), Some(a)) if b.sha256 != a.sha256 => {
+                    format!("  sha256 {} -> {}", b.sha256, a.sha256)
+                }
+                (Some(b), Some(a)) if b.mode != a.mode => {
+                    format!("  mode {:o} -> {:o}", b.mode, a.mode)
+                }
+                _ => String::new(),
+            };
+            writeln!(out, "{:<10} {}{extra}", c.action, c.path.escape_debug())?;
+        }
+    }
+    eprintln!("{} changes against {}", changes.len(), file.display());
+    if update {
+        scan.baseline.save(&file)?;
+        eprintln!("baseline updated");
+    }
+    if !changes.is_empty() {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -133,6 +257,26 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             agent.shutdown(std::time::Duration::from_secs(3)).await;
             Ok(())
         }
+        Command::Fim {
+            command:
+                FimCommand::Scan {
+                    paths,
+                    baseline,
+                    update,
+                    exclude,
+                    max_file_bytes,
+                    threads,
+                    json,
+                },
+        } => fim_scan(
+            paths,
+            baseline,
+            update,
+            exclude,
+            max_file_bytes,
+            threads,
+            json,
+        ),
         Command::CheckConfig { config } => {
             let cfg = AgentConfig::load(&config)?;
             let settings = cfg.validate(None)?;

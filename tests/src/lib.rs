@@ -282,6 +282,24 @@ impl Collector {
         (ids, indexes)
     }
 
+    /// Every stored file event of an agent, oldest first.
+    pub fn file_events(&self, agent_id: &str) -> Vec<lindi_shared::proto::FileEvent> {
+        let db = self.db();
+        let mut stmt = db
+            .prepare(
+                "SELECT body FROM events WHERE agent_id = ?1 AND kind = 'file' ORDER BY ts_ns, id",
+            )
+            .unwrap();
+        let rows = stmt
+            .query_map([agent_id], |r| r.get::<_, Vec<u8>>(0))
+            .unwrap();
+        rows.filter_map(|b| match Event::decode(b.unwrap().as_slice()).ok()?.kind {
+            Some(event::Kind::File(f)) => Some(f),
+            _ => None,
+        })
+        .collect()
+    }
+
     /// Stored batch sequences of an agent.
     pub fn batch_sequences(&self, agent_id: &str) -> HashSet<u64> {
         let db = self.db();
@@ -324,7 +342,8 @@ impl Drop for Collector {
 
 /// An agent state directory and, while started, its process.
 pub struct Agent {
-    _tmp: tempfile::TempDir,
+    /// The agent's own temporary directory (its state directory is `state_dir` inside it).
+    pub tmp: tempfile::TempDir,
     pub state_dir: PathBuf,
     pub config: PathBuf,
     pub agent_id: String,
@@ -382,7 +401,7 @@ impl Agent {
         let config = tmp.path().join("agent.toml");
         let log = tmp.path().join("agent.log");
         let agent = Agent {
-            _tmp: tmp,
+            tmp,
             state_dir,
             config,
             agent_id,

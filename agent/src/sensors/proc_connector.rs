@@ -562,7 +562,10 @@ mod tests {
 
     #[test]
     fn describes_a_running_process() {
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         // Let it get past exec.
         std::thread::sleep(Duration::from_millis(200));
         let mut r = ProcReader::new();

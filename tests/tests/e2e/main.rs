@@ -3,5 +3,6 @@
 
 mod delivery;
 mod enrollment;
+mod fim;
 mod hostile;
 mod query;
