@@ -17,6 +17,8 @@ use tokio::sync::{Notify, mpsc};
 use crate::spool::Spool;
 
 pub struct BatcherSettings {
+    /// Detectors every event passes on its way to the spool.
+    pub detectors: Option<Arc<crate::detectors::Detectors>>,
     pub agent_id: String,
     pub max_events: usize,
     /// A batch closes once its events encode to this many bytes (before compression), so it
@@ -41,6 +43,7 @@ pub async fn run(
         };
         let mut bytes = first.encoded_len();
         buf.push(first);
+        bytes += detect(&settings, &mut buf, 0);
         let deadline = tokio::time::Instant::now() + settings.flush_interval;
         let mut closed = false;
         while buf.len() < settings.max_events && bytes < settings.max_bytes {
@@ -53,7 +56,10 @@ pub async fn run(
                     closed = true;
                     break;
                 }
-                Ok(_) => bytes += buf[before..].iter().map(|e| e.encoded_len()).sum::<usize>(),
+                Ok(_) => {
+                    bytes += buf[before..].iter().map(|e| e.encoded_len()).sum::<usize>();
+                    bytes += detect(&settings, &mut buf, before);
+                }
                 Err(_) => break,
             }
         }
@@ -68,6 +74,17 @@ pub async fn run(
         flush(std::mem::take(&mut buf), &spool, &settings).await;
         shipper_wake.notify_one();
     }
+}
+
+/// Run the detectors on `buf[from..]` and append what they raise; returns the bytes added.
+fn detect(settings: &BatcherSettings, buf: &mut Vec<Event>, from: usize) -> usize {
+    let Some(d) = &settings.detectors else {
+        return 0;
+    };
+    let found: Vec<Event> = buf[from..].iter().flat_map(|e| d.inspect(e)).collect();
+    let bytes = found.iter().map(|e| e.encoded_len()).sum();
+    buf.extend(found);
+    bytes
 }
 
 async fn flush(events: Vec<Event>, spool: &Arc<Mutex<Spool>>, settings: &BatcherSettings) {

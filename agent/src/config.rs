@@ -40,6 +40,16 @@ pub struct AgentConfig {
     pub shipper: ShipperSection,
     pub health: HealthSection,
     pub sensors: SensorsSection,
+    pub detectors: DetectorsSection,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorsSection {
+    /// Sigma rule files or directories (searched recursively for .yml/.yaml). Rules for
+    /// product linux, categories process_creation and file_event, run on every process start
+    /// and file creation. Default: none.
+    pub sigma_rules: Vec<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -264,6 +274,7 @@ pub struct AgentSettings {
     pub process: Option<(ProcessMode, Duration)>,
     pub synthetic: Option<(u64, u64)>,
     pub fim: Option<crate::sensors::fim::FimSettings>,
+    pub sigma_rules: Vec<PathBuf>,
 }
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/lindi";
@@ -424,6 +435,7 @@ impl AgentConfig {
         };
         Ok(AgentSettings {
             fim,
+            sigma_rules: self.detectors.sigma_rules.clone(),
             state_dir,
             collector_addr: self.collector_addr.clone(),
             spool_max_bytes: self.spool.max_bytes,

@@ -11,6 +11,7 @@
 
 pub mod batcher;
 pub mod config;
+pub mod detectors;
 pub mod enroll;
 pub mod fim;
 pub mod identity;
@@ -119,6 +120,34 @@ impl Agent {
                 stop_rx.clone(),
             )));
         }
+        let detectors = if settings.sigma_rules.is_empty() {
+            None
+        } else {
+            let stats = SensorStats::new("sigma");
+            let (rules, report) = detectors::load_sigma(&settings.sigma_rules);
+            let summary = detectors::describe(&report);
+            tracing::info!("detectors: {summary}");
+            for (file, why) in &report.failed {
+                tracing::warn!("sigma rule {file}: {why}");
+            }
+            stats
+                .errors
+                .fetch_add(report.failed.len() as u64, Ordering::Relaxed);
+            stats.set_state(
+                if report.failed.is_empty() {
+                    "running"
+                } else {
+                    "degraded"
+                },
+                summary,
+            );
+            all_stats.push(stats.clone());
+            Some(Arc::new(detectors::Detectors::new(
+                rules,
+                ids.clone(),
+                stats,
+            )))
+        };
         let health_sink = sink("health", &mut all_stats);
         let sources = sensors::health::HealthSources {
             spool: spool.clone(),
@@ -138,6 +167,7 @@ impl Agent {
             spool.clone(),
             wake.clone(),
             batcher::BatcherSettings {
+                detectors,
                 agent_id: agent_id.clone(),
                 max_events: settings.batch_max_events as usize,
                 max_bytes: settings.batch_max_bytes,

@@ -58,6 +58,24 @@ enum Command {
         #[command(subcommand)]
         command: FimCommand,
     },
+    /// Sigma rules.
+    Sigma {
+        #[command(subcommand)]
+        command: SigmaCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SigmaCommand {
+    /// Load rule files or directories as the agent would and report what loads, what is
+    /// skipped (other log sources) and what fails, with reasons. Exit code 1 if any fails.
+    Check {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Also list every loaded and skipped rule.
+        #[arg(long)]
+        verbose: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -277,6 +295,31 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             threads,
             json,
         ),
+        Command::Sigma {
+            command: SigmaCommand::Check { paths, verbose },
+        } => {
+            let (_, report) = lindi_agent::detectors::load_sigma(&paths);
+            if verbose {
+                for (file, title) in &report.loaded {
+                    println!("loaded   {file}: {title}");
+                }
+                for (file, why) in &report.skipped {
+                    println!("skipped  {file}: {why}");
+                }
+            }
+            for (file, why) in &report.failed {
+                println!("failed   {file}: {why}");
+            }
+            println!(
+                "{}; {:.1}% of the rules that apply load",
+                lindi_agent::detectors::describe(&report),
+                report.coverage() * 100.0
+            );
+            if !report.failed.is_empty() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::CheckConfig { config } => {
             let cfg = AgentConfig::load(&config)?;
             let settings = cfg.validate(None)?;

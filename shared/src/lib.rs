@@ -11,6 +11,7 @@
 //! - [`pki`]: the collector's CA, server and agent certificates, CSRs, fingerprints.
 //! - [`tls`]: rustls configurations (TLS 1.3 only, ring provider) for both ends.
 //! - [`token`]: one-time enrollment tokens.
+//! - [`sigma`]: Sigma rules (process_creation, file_event) on host events, with rsigma.
 //! - [`duration`]: human durations such as `10m` for command lines.
 //!
 //! ```
@@ -27,6 +28,7 @@ pub mod duration;
 pub mod pki;
 pub mod proto;
 pub mod protocol;
+pub mod sigma;
 pub mod synthetic;
 pub mod tls;
 pub mod token;

@@ -142,6 +142,9 @@ pub struct ProcessEvent {
     pub parent_exe: String,
     #[prost(int32, optional, tag = "14")]
     pub exit_code: Option<i32>,
+    /// The parent's command line, joined with spaces (at most 4 KiB).
+    #[prost(string, tag = "15")]
+    pub parent_cmdline: String,
 }
 
 /// What a file looked like at one moment.
@@ -305,6 +308,12 @@ pub struct DetectionEvent {
     pub related_event_ids: Vec<String>,
     #[prost(message, optional, tag = "10")]
     pub flow: Option<FlowEvent>,
+    /// The rule's author, kept with every match (the Detection Rule License asks for it).
+    #[prost(string, tag = "11")]
+    pub author: String,
+    /// A short description of what matched (e.g. the process command line or file path).
+    #[prost(string, tag = "12")]
+    pub summary: String,
 }
 
 #[derive(Clone, PartialEq, Message, Serialize)]

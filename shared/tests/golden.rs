@@ -37,6 +37,7 @@ fn sample_events() -> Vec<Event> {
                 partial: false,
                 parent_exe: "/usr/bin/bash".into(),
                 exit_code: None,
+                parent_cmdline: String::new(),
             })),
         },
         Event {

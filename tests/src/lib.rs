@@ -282,6 +282,19 @@ impl Collector {
         (ids, indexes)
     }
 
+    /// Every stored event of an agent of one kind (`process`, `detection`...), oldest first.
+    pub fn events_of_kind(&self, agent_id: &str, kind: &str) -> Vec<Event> {
+        let db = self.db();
+        let mut stmt = db
+            .prepare("SELECT body FROM events WHERE agent_id = ?1 AND kind = ?2 ORDER BY ts_ns, id")
+            .unwrap();
+        let rows = stmt
+            .query_map([agent_id, kind], |r| r.get::<_, Vec<u8>>(0))
+            .unwrap();
+        rows.filter_map(|b| Event::decode(b.unwrap().as_slice()).ok())
+            .collect()
+    }
+
     /// Every stored file event of an agent, oldest first.
     pub fn file_events(&self, agent_id: &str) -> Vec<lindi_shared::proto::FileEvent> {
         let db = self.db();

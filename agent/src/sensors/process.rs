@@ -113,12 +113,27 @@ fn describe(
     let p = sys.process(pid)?;
     let uid = p.user_id().map(|u| **u).unwrap_or(0);
     let ppid = p.parent().map(|p| p.as_u32()).unwrap_or(0);
-    let parent_exe = p
-        .parent()
-        .and_then(|pp| sys.process(pp))
+    let parent = p.parent().and_then(|pp| sys.process(pp));
+    let parent_exe = parent
         .and_then(|pp| pp.exe())
         .map(|e| e.display().to_string())
         .unwrap_or_default();
+    let mut parent_cmdline: String = parent
+        .map(|pp| {
+            pp.cmd()
+                .iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default();
+    if parent_cmdline.len() > 4096 {
+        let mut cut = 4096;
+        while !parent_cmdline.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        parent_cmdline.truncate(cut);
+    }
     let exe = p.exe().map(|e| e.display().to_string()).unwrap_or_default();
     let mut ev = ProcessEvent {
         action: action as i32,
@@ -141,6 +156,7 @@ fn describe(
         },
         start_time_s: p.start_time(),
         parent_exe,
+        parent_cmdline,
         ..Default::default()
     };
     cap_cmdline(&mut ev, MAX_CMDLINE_BYTES);

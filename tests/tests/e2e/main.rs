@@ -6,3 +6,4 @@ mod enrollment;
 mod fim;
 mod hostile;
 mod query;
+mod sigma;
