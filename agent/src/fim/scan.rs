@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use lindi_shared::proto::FileState;
 
-use super::baseline::Baseline;
+use super::baseline::{Baseline, Entry};
 use crate::sensors::proc_connector::sha256_reader;
 
 /// One monitored root.
@@ -220,7 +220,9 @@ impl ScanSpec {
     fn scan_roots(&self, roots: &[Root]) -> ScanResult {
         let mut stats = ScanStats::default();
         let mut dirs = vec![];
-        let mut files: Vec<(PathBuf, std::fs::Metadata)> = vec![];
+        // Paths only: metadata is read again when each file is hashed (a stat is cheaper than
+        // holding a Metadata per file of a million-file tree).
+        let mut files: Vec<PathBuf> = vec![];
         for root in roots {
             let Ok(meta) = std::fs::symlink_metadata(&root.path) else {
                 stats.vanished += 1;
@@ -228,7 +230,7 @@ impl ScanSpec {
             };
             if !meta.is_dir() {
                 if self.is_monitored(&root.path, false) {
-                    files.push((root.path.clone(), meta));
+                    files.push(root.path.clone());
                 }
                 continue;
             }
@@ -256,16 +258,17 @@ impl ScanSpec {
                     if path.to_str().is_none() {
                         stats.non_utf8_paths += 1;
                     }
-                    let Ok(meta) = entry.metadata() else {
+                    // The directory entry's type needs no stat (symbolic links are not followed).
+                    let Ok(ft) = entry.file_type() else {
                         stats.vanished += 1;
                         continue;
                     };
-                    if meta.is_dir() {
+                    if ft.is_dir() {
                         if root.recursive {
                             stack.push(path);
                         }
                     } else if self.is_monitored(&path, false) {
-                        files.push((path, meta));
+                        files.push(path);
                     } else {
                         stats.excluded += 1;
                     }
@@ -277,27 +280,37 @@ impl ScanSpec {
             bytes: AtomicU64::new(0),
             per_sec: self.hash_rate_bytes_per_sec,
         };
-        let next = AtomicUsize::new(0);
-        let results: Mutex<Vec<(PathBuf, FileState)>> = Mutex::new(Vec::with_capacity(files.len()));
+        // Files are hashed in chunks pulled by the workers; each chunk's results keep their
+        // order so they pair back with `files` without holding a second copy of every path.
+        const CHUNK: usize = 4096;
+        let next_chunk = AtomicUsize::new(0);
+        let chunks: Mutex<Vec<(usize, Vec<Option<Entry>>)>> = Mutex::new(vec![]);
         let total = Mutex::new(ScanStats::default());
         std::thread::scope(|s| {
             for _ in 0..self.threads.max(1) {
                 s.spawn(|| {
-                    let mut local = vec![];
                     let mut st = ScanStats::default();
                     loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some((path, meta)) = files.get(i) else {
+                        let c = next_chunk.fetch_add(1, Ordering::Relaxed);
+                        let Some(part) = files.chunks(CHUNK).nth(c) else {
                             break;
                         };
-                        if let Some(state) = self.file_state(path, meta, &limit, &mut st) {
-                            local.push((path.clone(), state));
-                        }
+                        let out: Vec<Option<Entry>> = part
+                            .iter()
+                            .map(|path| {
+                                let Ok(meta) = std::fs::symlink_metadata(path) else {
+                                    st.vanished += 1;
+                                    return None;
+                                };
+                                self.file_state(path, &meta, &limit, &mut st)
+                                    .map(|state| Entry::from(&state))
+                            })
+                            .collect();
+                        chunks
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((c, out));
                     }
-                    results
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .extend(local);
                     let mut t = total.lock().unwrap_or_else(|p| p.into_inner());
                     t.bytes_hashed += st.bytes_hashed;
                     t.unreadable += st.unreadable;
@@ -311,9 +324,14 @@ impl ScanSpec {
         stats.unreadable += t.unreadable;
         stats.vanished += t.vanished;
         stats.too_large += t.too_large;
+        let mut chunks = chunks.into_inner().unwrap_or_else(|p| p.into_inner());
+        chunks.sort_by_key(|(c, _)| *c);
         let mut baseline = Baseline::default();
-        for (p, s) in results.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            baseline.entries.insert(p, s);
+        let entries = chunks.into_iter().flat_map(|(_, v)| v);
+        for (path, entry) in files.into_iter().zip(entries) {
+            if let Some(e) = entry {
+                baseline.insert(path, e);
+            }
         }
         stats.files = baseline.len() as u64;
         ScanResult {

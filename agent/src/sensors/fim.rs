@@ -57,14 +57,17 @@ pub fn diff(
 ) -> Vec<FileEvent> {
     let mut out = vec![];
     let in_scope = |p: &Path| scope.is_none_or(|s| p.starts_with(s));
-    for (path, before) in old.entries.iter().filter(|(p, _)| in_scope(p)) {
-        if let Some(e) = compare(path, Some(before), new.get(path), how) {
+    for (path, before) in old.iter().filter(|(p, _)| in_scope(p)) {
+        if old.same(new, path) {
+            continue;
+        }
+        if let Some(e) = compare(path, Some(&before), new.get(path).as_ref(), how) {
             out.push(e);
         }
     }
-    for (path, after) in new.entries.iter().filter(|(p, _)| in_scope(p)) {
-        if old.get(path).is_none()
-            && let Some(e) = compare(path, None, Some(after), how)
+    for (path, after) in new.iter().filter(|(p, _)| in_scope(p)) {
+        if !old.contains(path)
+            && let Some(e) = compare(path, None, Some(&after), how)
         {
             out.push(e);
         }
@@ -378,7 +381,7 @@ fn reconcile(
     let mut gone_dirs = vec![];
     let mut done: HashSet<PathBuf> = HashSet::new();
     for (old, new) in renames {
-        let before = st.baseline.get(&old).cloned();
+        let before = st.baseline.get(&old);
         let after = st.settings.spec.state_of(&new);
         let old_gone = std::fs::symlink_metadata(&old).is_err();
         match (&before, &after) {
@@ -432,7 +435,7 @@ fn reconcile_one(
         }
         Ok(_) => {
             let after = st.settings.spec.state_of(path);
-            let before = st.baseline.get(path).cloned();
+            let before = st.baseline.get(path);
             let ev = compare(path, before.as_ref(), after.as_ref(), Detection::Realtime);
             if ev.is_some() {
                 st.baseline.set(path, after);
@@ -442,7 +445,7 @@ fn reconcile_one(
         }
         Err(_) => {
             gone_dirs.push(path.to_path_buf());
-            let before = st.baseline.get(path).cloned()?;
+            let before = st.baseline.get(path)?;
             st.baseline.set(path, None);
             st.dirty = true;
             compare(path, Some(&before), None, Detection::Realtime)
