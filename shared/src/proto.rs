@@ -314,6 +314,9 @@ pub struct DetectionEvent {
     /// A short description of what matched (e.g. the process command line or file path).
     #[prost(string, tag = "12")]
     pub summary: String,
+    /// The rule's own level name (Sigma: informational, low, medium, high, critical).
+    #[prost(string, tag = "13")]
+    pub level: String,
 }
 
 #[derive(Clone, PartialEq, Message, Serialize)]

@@ -172,6 +172,7 @@ impl SigmaRules {
                     rev: 0,
                     title: h.rule_title,
                     severity: severity(h.level),
+                    level: h.level.map(level_name).unwrap_or_default().into(),
                     classtype: category.into(),
                     tags: h.tags,
                     confidence: 50,
@@ -182,6 +183,16 @@ impl SigmaRules {
                 }
             })
             .collect()
+    }
+}
+
+fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::Informational => "informational",
+        Level::Low => "low",
+        Level::Medium => "medium",
+        Level::High => "high",
+        Level::Critical => "critical",
     }
 }
 
@@ -287,6 +298,7 @@ tags:
         assert_eq!(d.rule_id, "e2072cab-8c9a-459b-b63c-40ae79e27031");
         assert_eq!(d.title, "Decode Base64 Encoded Text");
         assert_eq!(d.severity, 3);
+        assert_eq!(d.level, "low");
         assert_eq!(d.author, "Daniil Yugoslavskiy");
         assert!(d.tags.contains(&"attack.t1027".to_string()));
         assert_eq!(d.related_event_ids, vec!["e1".to_string()]);
