@@ -63,16 +63,9 @@ PY
 rm -rf "$work/tree"
 
 # A collector for the live measurements.
-ports=$(python3 -c 'import socket
-u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); u.bind(("127.0.0.1",0))
-t=socket.socket(); t.bind(("127.0.0.1",0))
-print(u.getsockname()[1], t.getsockname()[1])')
-read -r qport hport <<<"$ports"
-$B/lindi-collector init --data-dir "$work/c" --listen "127.0.0.1:$qport" --http-listen "127.0.0.1:$hport" >/dev/null
-$B/lindi-collector run --data-dir "$work/c" >/dev/null 2>"$work/c.err" &
-pids+=($!)
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$hport/healthz" >/dev/null && break; sleep 0.1; done
-export LINDI_SERVER="http://127.0.0.1:$hport"
+source bench/collector.sh
+start_collector
+pids+=("$coll_pid")
 
 # start_agent NAME CONFIG-BODY: enroll (once) and run an agent; its pid is in $agent_pid.
 start_agent() {

@@ -21,16 +21,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ports=$(python3 -c 'import socket
-u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); u.bind(("127.0.0.1",0))
-t=socket.socket(); t.bind(("127.0.0.1",0))
-print(u.getsockname()[1], t.getsockname()[1])')
-read -r qport hport <<<"$ports"
-
-$B/lindi-collector init --data-dir "$work/c" --listen "127.0.0.1:$qport" --http-listen "127.0.0.1:$hport" >/dev/null
-$B/lindi-collector run --data-dir "$work/c" >"$work/c.out" 2>"$work/c.err" &
-coll_pid=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$hport/healthz" >/dev/null && break; sleep 0.1; done
+source bench/collector.sh
+start_collector
 token=$($B/lindi-collector token create --data-dir "$work/c" --constituency bench)
 $B/lindi-agent enroll --token "$token" --state-dir "$work/a" >/dev/null
 cat >"$work/agent.toml" <<TOML
@@ -38,6 +30,8 @@ state_dir = "$work/a"
 [health]
 interval_ms = 3600000
 [sensors.process]
+enabled = false
+[sensors.fim]
 enabled = false
 [sensors.synthetic]
 events_total = $N

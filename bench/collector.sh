@@ -1,0 +1,15 @@
+# Sourced by the benchmarks: start a collector on free loopback ports in "$work/c".
+# Needs $B (the binaries) and $work; sets $hport, $coll_pid and LINDI_SERVER.
+start_collector() {
+  local ports qport
+  ports=$(python3 -c 'import socket
+u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); u.bind(("127.0.0.1",0))
+t=socket.socket(); t.bind(("127.0.0.1",0))
+print(u.getsockname()[1], t.getsockname()[1])')
+  read -r qport hport <<<"$ports"
+  "$B/lindi-collector" init --data-dir "$work/c" --listen "127.0.0.1:$qport" --http-listen "127.0.0.1:$hport" >/dev/null
+  "$B/lindi-collector" run --data-dir "$work/c" >"$work/c.out" 2>"$work/c.err" &
+  coll_pid=$!
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$hport/healthz" >/dev/null && break; sleep 0.1; done
+  export LINDI_SERVER="http://127.0.0.1:$hport"
+}
