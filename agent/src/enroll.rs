@@ -131,6 +131,10 @@ pub async fn enroll(
         ca_pem: answer.ca_pem,
     }
     .save(state_dir)?;
+    crate::identity::adopt_owner(state_dir).map_err(|source| EnrollError::StateDir {
+        path: state_dir.display().to_string(),
+        source,
+    })?;
     // A new identity cannot ship the old identity's batches (the collector would refuse them),
     // and its sequence numbers start afresh.
     let spool = state_dir.join("spool");

@@ -140,6 +140,27 @@ impl Identity {
     }
 }
 
+/// When enrolling as root into a state directory that belongs to the service user (the
+/// package makes `/var/lib/lindi` owned by `lindi`), give the identity to that user so the
+/// service can read its key.
+pub fn adopt_owner(state_dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    let meta = fs::metadata(state_dir)?;
+    if meta.uid() == 0 {
+        return Ok(());
+    }
+    let dir = identity_dir(state_dir);
+    std::os::unix::fs::chown(&dir, Some(meta.uid()), Some(meta.gid()))?;
+    for entry in fs::read_dir(&dir)? {
+        std::os::unix::fs::chown(entry?.path(), Some(meta.uid()), Some(meta.gid()))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

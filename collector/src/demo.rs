@@ -47,7 +47,7 @@ pub async fn run(data_dir: &Path) -> anyhow::Result<()> {
             data_dir: Some(data_dir.clone()),
             ..Default::default()
         };
-        lindi_collector::init(&config)?;
+        lindi_collector::init(&config, true)?;
         println!("initialised a collector in {}", data_dir.display());
     }
     let settings = CollectorConfig::for_data_dir(&data_dir)?.validate()?;

@@ -67,9 +67,11 @@ pub fn open_store(settings: &CollectorSettings) -> Result<Arc<SqliteStore>, Stor
     )?))
 }
 
-/// Initialise a data directory: CA, server certificate, empty store, and `collector.toml`
-/// holding `config` (so `run --data-dir` finds the same addresses).
-pub fn init(config: &CollectorConfig) -> Result<Authority, CollectorError> {
+/// Initialise a data directory: CA, server certificate, empty store, and (with
+/// `write_config`) `collector.toml` holding `config`, so `run --data-dir` finds the same
+/// addresses. Run as root on a directory owned by another user, it hands what it made to that
+/// user.
+pub fn init(config: &CollectorConfig, write_config: bool) -> Result<Authority, CollectorError> {
     let settings = config.validate().map_err(|e| CollectorError::Io {
         path: "config".into(),
         source: std::io::Error::other(e.to_string()),
@@ -77,16 +79,47 @@ pub fn init(config: &CollectorConfig) -> Result<Authority, CollectorError> {
     let dir = &settings.data_dir;
     let authority = Authority::create(dir, &settings.name, &settings.server_names, now_s())?;
     open_store(&settings)?;
-    let path = dir.join(CONFIG_FILE_NAME);
-    let text = format!(
-        "# Written by `lindi-collector init`; see packaging/collector.toml for every field.\n{}",
-        toml::to_string(config).expect("config serializes")
-    );
-    std::fs::write(&path, text).map_err(|source| CollectorError::Io {
-        path: path.display().to_string(),
+    if write_config {
+        let path = dir.join(CONFIG_FILE_NAME);
+        let text = format!(
+            "# Written by `lindi-collector init`; see packaging/collector.toml for every field.\n{}",
+            toml::to_string(config).expect("config serializes")
+        );
+        std::fs::write(&path, text).map_err(|source| CollectorError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+    }
+    adopt_owner(dir).map_err(|source| CollectorError::Io {
+        path: dir.display().to_string(),
         source,
     })?;
     Ok(authority)
+}
+
+/// When running as root inside a directory that belongs to someone else (the service user),
+/// give everything under it to that owner, so the service can read what root just made.
+pub fn adopt_owner(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    let meta = std::fs::metadata(dir)?;
+    if meta.uid() == 0 {
+        return Ok(());
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let path = entry?.path();
+            std::os::unix::fs::lchown(&path, Some(meta.uid()), Some(meta.gid()))?;
+            if std::fs::symlink_metadata(&path)?.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A running collector: ingest and API.

@@ -52,9 +52,16 @@ impl Location {
 #[derive(Subcommand)]
 enum Command {
     /// Make a data directory: a CA, a server certificate, an empty store and collector.toml.
+    /// Without --config the settings are written to DATA_DIR/collector.toml; with it, they stay
+    /// in that file. Run as root on a data directory owned by another user (the packaged
+    /// service's `lindi`), everything made is handed to that user.
     Init {
-        #[arg(long)]
-        data_dir: PathBuf,
+        /// Data directory to create.
+        #[arg(long, required_unless_present = "config")]
+        data_dir: Option<PathBuf>,
+        /// Read the settings (data_dir included) from this file instead.
+        #[arg(long, conflicts_with = "data_dir")]
+        config: Option<PathBuf>,
         /// QUIC listen address for agents [default: 127.0.0.1:4700].
         #[arg(long)]
         listen: Option<String>,
@@ -178,17 +185,23 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init {
             data_dir,
+            config: config_file,
             listen,
             advertise,
             http_listen,
             server_names,
             name,
         } => {
-            let mut config = CollectorConfig {
-                data_dir: Some(data_dir.clone()),
-                advertise_addr: advertise,
-                ..Default::default()
+            let mut config = match &config_file {
+                Some(f) => CollectorConfig::load(f)?,
+                None => CollectorConfig {
+                    data_dir: data_dir.clone(),
+                    ..Default::default()
+                },
             };
+            if advertise.is_some() {
+                config.advertise_addr = advertise;
+            }
             if let Some(l) = listen {
                 config.listen_addr = l;
             }
@@ -199,12 +212,16 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                 config.name = n;
             }
             config.server_names.extend(server_names);
-            let authority = lindi_collector::init(&config)?;
-            println!("initialised collector in {}", data_dir.display());
+            let authority = lindi_collector::init(&config, config_file.is_none())?;
+            let settings = config.validate()?;
+            println!("initialised collector in {}", settings.data_dir.display());
             println!("CA fingerprint (SHA-256): {}", authority.ca_fingerprint);
+            let at = match &config_file {
+                Some(f) => format!("--config {}", f.display()),
+                None => format!("--data-dir {}", settings.data_dir.display()),
+            };
             println!(
-                "next: lindi-collector run --data-dir {0}   and   lindi-collector token create --data-dir {0} --constituency NAME",
-                data_dir.display()
+                "next: lindi-collector run {at}   and   lindi-collector token create {at} --constituency NAME"
             );
         }
         Command::Run { location } => {

@@ -1,0 +1,5 @@
+getent group lindi >/dev/null || groupadd --system lindi
+getent passwd lindi >/dev/null || useradd --system --gid lindi --no-create-home --home-dir /var/lib/lindi --shell /sbin/nologin lindi
+install -d -o lindi -g lindi -m 0700 /var/lib/lindi
+systemctl daemon-reload >/dev/null 2>&1 || true
+systemctl enable lindi-agent.service >/dev/null 2>&1 || true

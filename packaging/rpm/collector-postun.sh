@@ -1,0 +1,5 @@
+if [ "$1" = "0" ]; then
+    rm -rf /var/lib/lindi-collector
+    rmdir /etc/lindi 2>/dev/null || true
+fi
+systemctl daemon-reload >/dev/null 2>&1 || true

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Package test (CI, as root): build the .deb packages, install them, check files, owners and
+# modes, run the installed binaries on the installed configs, check the service units with
+# systemd-analyze where it exists, check that an upgrade keeps local config edits, purge, and
+# check that nothing is left. Changes the machine it runs on: meant for CI and throwaway hosts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" -eq 0 ] || { echo "packaging test: needs root (it installs packages); skipped"; exit 0; }
+packaging/build.sh >/dev/null
+agent_deb=$(ls target/packages/lindi-agent_*.deb)
+collector_deb=$(ls target/packages/lindi-collector_*.deb)
+ls target/packages/lindi-agent-*.rpm target/packages/lindi-collector-*.rpm >/dev/null
+
+fail() { echo "packaging test FAILED: $*" >&2; exit 1; }
+check_file() { # path mode owner
+  [ -e "$1" ] || fail "$1 missing"
+  local got
+  got=$(stat -c '%a %U' "$1")
+  [ "$got" = "$2 $3" ] || fail "$1 is '$got', expected '$2 $3'"
+}
+
+dpkg --purge lindi-agent lindi-collector >/dev/null 2>&1 || true
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "./$agent_deb" "./$collector_deb" >/dev/null
+dpkg-deb -f "$agent_deb" Depends | grep -qx 'libpcap0.8' || fail "agent depends on: $(dpkg-deb -f "$agent_deb" Depends)"
+
+check_file /usr/bin/lindi-agent 755 root
+check_file /usr/bin/lindi-collector 755 root
+check_file /usr/bin/lindi 755 root
+check_file /etc/lindi/agent.toml 644 root
+check_file /etc/lindi/collector.toml 644 root
+check_file /var/lib/lindi 700 lindi
+check_file /var/lib/lindi-collector 700 lindi
+unitdir=$(dpkg -L lindi-agent | grep -m1 'systemd/system/lindi-agent.service$' | xargs dirname)
+check_file "$unitdir/lindi-agent.service" 644 root
+check_file "$unitdir/lindi-agent-tap@.service" 644 root
+check_file "$(dpkg -L lindi-collector | grep -m1 'lindi-collector.service$')" 644 root
+grep -q 'Apache License' /usr/share/doc/lindi-agent/copyright || fail "no licence in the copyright file"
+grep -q '^quinn ' /usr/share/doc/lindi-agent/copyright || fail "third-party licences missing from the copyright file"
+dpkg-query -W -f='${Conffiles}\n' lindi-agent | grep -q /etc/lindi/agent.toml || fail "agent.toml is not a conffile"
+getent passwd lindi >/dev/null || fail "no lindi user"
+# Enabled, not started: the enable symlink exists (systemd need not be running here).
+[ -L /etc/systemd/system/multi-user.target.wants/lindi-agent.service ] || fail "lindi-agent.service not enabled"
+
+lindi-agent --version | grep -q lindi-agent || fail "lindi-agent --version"
+lindi-agent check-config --config /etc/lindi/agent.toml >/dev/null || fail "agent check-config"
+lindi-collector check-config --config /etc/lindi/collector.toml >/dev/null || fail "collector check-config"
+lindi-agent --help | grep -q enroll || fail "lindi-agent --help"
+
+# Initialise and enroll as root the way the README says: what is made belongs to lindi.
+lindi-collector init --config /etc/lindi/collector.toml >/dev/null
+check_file /var/lib/lindi-collector/ca.key 600 lindi
+
+if command -v systemd-analyze >/dev/null; then
+  for u in lindi-agent.service lindi-collector.service; do
+    out=$(systemd-analyze verify "$unitdir/$u" 2>&1 || true)
+    [ -z "$out" ] || fail "systemd-analyze verify $u: $out"
+  done
+  exposure=$(systemd-analyze security --offline=true "$unitdir/lindi-agent.service" 2>/dev/null | sed -n 's/.*exposure level for lindi-agent.service: \([0-9.]*\).*/\1/p')
+  echo "systemd-analyze security lindi-agent.service: exposure $exposure (goal 2.0; see the unit's comments)"
+  python3 -c "import sys; sys.exit(0 if float('$exposure') <= 2.5 else 1)" || fail "exposure $exposure above 2.5"
+else
+  echo "systemd-analyze is not installed: unit checks skipped"
+fi
+
+# An upgrade (here: the same package again) keeps local edits to the configuration.
+echo '# local edit' >>/etc/lindi/agent.toml
+DEBIAN_FRONTEND=noninteractive dpkg -i --force-confold "$agent_deb" >/dev/null
+grep -q '# local edit' /etc/lindi/agent.toml || fail "reinstall overwrote a local config edit"
+
+dpkg --purge lindi-agent lindi-collector >/dev/null
+for p in /usr/bin/lindi-agent /usr/bin/lindi-collector /usr/bin/lindi /etc/lindi /var/lib/lindi \
+         /var/lib/lindi-collector "$unitdir/lindi-agent.service" /etc/systemd/system/multi-user.target.wants/lindi-agent.service; do
+  [ -e "$p" ] && fail "$p left after purge"
+done
+echo "packaging: 1 passed, 0 failed"
