@@ -58,6 +58,15 @@ enum Command {
         #[command(subcommand)]
         command: FimCommand,
     },
+    /// Read a pcap file at full speed through the network pipeline and write what it finds to
+    /// stdout (flows so far; rules and app-layer metadata follow). A summary goes to stderr.
+    Replay {
+        /// The capture (pcap or pcapng).
+        file: PathBuf,
+        /// `eve`: Suricata EVE-JSON lines; `jsonl`: Lindi events as JSON lines.
+        #[arg(long, default_value = "eve", value_parser = ["eve", "jsonl"])]
+        format: String,
+    },
     /// Sigma rules.
     Sigma {
         #[command(subcommand)]
@@ -295,6 +304,35 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             threads,
             json,
         ),
+        Command::Replay { file, format } => {
+            use lindi_agent::replay::{Format, replay};
+            let format = if format == "jsonl" {
+                Format::Jsonl
+            } else {
+                Format::Eve
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let s = replay(&file, format, Default::default(), &mut out)?;
+            use std::io::Write;
+            out.flush()?;
+            eprintln!(
+                "{}: {} packets, {} bytes in {:.3} s ({:.0} packets/s); {} not decodable; {} flows ({} evicted){}",
+                file.display(),
+                s.packets,
+                s.bytes,
+                s.seconds,
+                s.packets_per_sec(),
+                s.decode_errors,
+                s.flows,
+                s.flows_evicted,
+                s.read_error
+                    .as_ref()
+                    .map(|e| format!("; stopped early: {e}"))
+                    .unwrap_or_default()
+            );
+            Ok(())
+        }
         Command::Sigma {
             command: SigmaCommand::Check { paths, verbose },
         } => {

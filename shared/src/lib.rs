@@ -11,6 +11,7 @@
 //! - [`pki`]: the collector's CA, server and agent certificates, CSRs, fingerprints.
 //! - [`tls`]: rustls configurations (TLS 1.3 only, ring provider) for both ends.
 //! - [`token`]: one-time enrollment tokens.
+//! - [`net`]: packet decoding, flows with Community ID, Suricata EVE rendering.
 //! - [`sigma`]: Sigma rules (process_creation, file_event) on host events, with rsigma.
 //! - [`duration`]: human durations such as `10m` for command lines.
 //!
@@ -25,6 +26,7 @@
 
 pub mod codec;
 pub mod duration;
+pub mod net;
 pub mod pki;
 pub mod proto;
 pub mod protocol;
