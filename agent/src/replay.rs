@@ -118,7 +118,10 @@ pub fn replay(
         summary.bytes += packet.header.len as u64;
         let ts = packet.header.ts;
         // With nanosecond precision, tv_usec holds nanoseconds.
-        let ts_ns = ts.tv_sec.saturating_mul(1_000_000_000).saturating_add(ts.tv_usec);
+        let ts_ns = ts
+            .tv_sec
+            .saturating_mul(1_000_000_000)
+            .saturating_add(ts.tv_usec);
         match decode(linktype, packet.data) {
             Ok(info) => {
                 let ended = table.packet(ts_ns, &info);
