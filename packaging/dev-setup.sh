@@ -3,7 +3,7 @@
 # Idempotent: packages already present are not installed again. Needs root or sudo.
 set -euo pipefail
 
-packages=(build-essential pkg-config libpcap-dev ca-certificates curl python3 adduser)
+packages=(build-essential pkg-config libpcap-dev ca-certificates curl python3 adduser iproute2 tcpreplay)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

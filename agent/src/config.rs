@@ -139,6 +139,7 @@ impl Default for HealthSection {
 pub struct SensorsSection {
     pub process: ProcessSensorSection,
     pub fim: FimSensorSection,
+    pub net: NetSensorSection,
     pub synthetic: SyntheticSensorSection,
 }
 
@@ -160,6 +161,40 @@ impl Default for ProcessSensorSection {
             enabled: true,
             mode: ProcessMode::Auto,
             poll_interval_ms: 1000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetSensorSection {
+    /// Capture packets and report flows. Needs CAP_NET_RAW. Default false.
+    pub enabled: bool,
+    /// Interfaces to capture on, each on its own thread (e.g. `["eth1"]`; `any` for all).
+    pub interfaces: Vec<String>,
+    /// A BPF filter applied in the kernel (tcpdump syntax). Default empty: everything.
+    pub bpf_filter: String,
+    /// Bytes captured per packet. Default 65535.
+    pub snaplen: i32,
+    /// Kernel capture buffer per interface, bytes. Default 16777216 (16 MiB).
+    pub buffer_bytes: i32,
+    /// Promiscuous mode (span ports and taps need it). Default true.
+    pub promiscuous: bool,
+    /// Most flows tracked per interface; the least recently seen are evicted and counted.
+    /// Default 500000.
+    pub max_flows: usize,
+}
+
+impl Default for NetSensorSection {
+    fn default() -> Self {
+        NetSensorSection {
+            enabled: false,
+            interfaces: vec![],
+            bpf_filter: String::new(),
+            snaplen: 65_535,
+            buffer_bytes: 16 << 20,
+            promiscuous: true,
+            max_flows: 500_000,
         }
     }
 }
@@ -274,6 +309,7 @@ pub struct AgentSettings {
     pub process: Option<(ProcessMode, Duration)>,
     pub synthetic: Option<(u64, u64)>,
     pub fim: Option<crate::sensors::fim::FimSettings>,
+    pub net: Option<crate::sensors::net::NetSettings>,
     pub sigma_rules: Vec<PathBuf>,
 }
 
@@ -433,8 +469,38 @@ impl AgentConfig {
         } else {
             None
         };
+        let n = &self.sensors.net;
+        let net = if n.enabled {
+            if n.interfaces.is_empty() {
+                return Err(invalid(
+                    "sensors.net.interfaces",
+                    "name at least one interface",
+                ));
+            }
+            if !(64..=262_144).contains(&n.snaplen) || n.buffer_bytes < 1 << 16 || n.max_flows == 0
+            {
+                return Err(invalid(
+                    "sensors.net",
+                    "snaplen must be 64..=262144, buffer_bytes at least 65536, max_flows above 0",
+                ));
+            }
+            Some(crate::sensors::net::NetSettings {
+                interfaces: n.interfaces.clone(),
+                bpf_filter: n.bpf_filter.clone(),
+                snaplen: n.snaplen,
+                buffer_bytes: n.buffer_bytes,
+                promiscuous: n.promiscuous,
+                flow: lindi_shared::net::flow::FlowConfig {
+                    max_flows: n.max_flows,
+                    ..Default::default()
+                },
+            })
+        } else {
+            None
+        };
         Ok(AgentSettings {
             fim,
+            net,
             sigma_rules: self.detectors.sigma_rules.clone(),
             state_dir,
             collector_addr: self.collector_addr.clone(),

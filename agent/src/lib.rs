@@ -104,6 +104,14 @@ impl Agent {
                 stop_rx.clone(),
             )));
         }
+        if let Some(net) = &settings.net {
+            let s = sink("net", &mut all_stats);
+            sensor_tasks.push(tokio::spawn(sensors::net::run(
+                s,
+                net.clone(),
+                stop_rx.clone(),
+            )));
+        }
         if let Some(fim) = &settings.fim {
             let s = sink("fim", &mut all_stats);
             sensor_tasks.push(tokio::spawn(sensors::fim::run(

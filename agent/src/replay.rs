@@ -11,7 +11,7 @@ use std::time::Instant;
 use lindi_shared::net::eve;
 use lindi_shared::net::flow::{FlowConfig, FlowRecord, FlowTable};
 use lindi_shared::net::packet::decode;
-use lindi_shared::proto::{Event, FlowEvent, event};
+use lindi_shared::proto::{Event, event};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -50,26 +50,6 @@ impl ReplaySummary {
     }
 }
 
-/// A flow record as a Lindi flow event body.
-pub fn flow_event(r: &FlowRecord) -> FlowEvent {
-    FlowEvent {
-        src_ip: r.src.to_string(),
-        src_port: r.sport as u32,
-        dest_ip: r.dst.to_string(),
-        dest_port: r.dport as u32,
-        proto: eve::proto_name(r.proto),
-        community_id: r.community_id.clone(),
-        pkts_toserver: r.pkts_toserver,
-        pkts_toclient: r.pkts_toclient,
-        bytes_toserver: r.bytes_toserver,
-        bytes_toclient: r.bytes_toclient,
-        start_ns: r.start_ns,
-        end_ns: r.end_ns,
-        state: r.state.name().into(),
-        vlan: r.vlan.unwrap_or(0) as u32,
-    }
-}
-
 fn write_flows(out: &mut dyn Write, format: Format, records: &[FlowRecord]) -> std::io::Result<()> {
     for r in records {
         let line = match format {
@@ -77,7 +57,7 @@ fn write_flows(out: &mut dyn Write, format: Format, records: &[FlowRecord]) -> s
             Format::Jsonl => Event {
                 timestamp_ns: r.end_ns,
                 sensor: "net".into(),
-                kind: Some(event::Kind::Flow(flow_event(r))),
+                kind: Some(event::Kind::Flow(r.to_event())),
                 ..Default::default()
             }
             .to_json(),

@@ -382,6 +382,9 @@ enabled = false
 
 [sensors.fim]
 enabled = false
+
+[sensors.net]
+enabled = false
 "#;
 
 impl Agent {

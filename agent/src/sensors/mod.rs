@@ -4,6 +4,7 @@
 //! - [`process`]: running, new and exited processes, in real time from the kernel's process
 //!   connector ([`proc_connector`]) or by polling (sysinfo).
 //! - [`fim`]: file integrity: baseline, real-time changes (inotify), rescans.
+//! - [`net`]: live packet capture (libpcap) into flows.
 //! - [`health`]: the agent's own heartbeat (version, uptime, RSS, CPU, spool, drops).
 //! - [`synthetic`]: numbered events for tests and benchmarks.
 //!
@@ -13,6 +14,7 @@
 
 pub mod fim;
 pub mod health;
+pub mod net;
 pub mod proc_connector;
 pub mod process;
 pub mod synthetic;

@@ -327,6 +327,28 @@ impl FlowTable {
     }
 }
 
+impl FlowRecord {
+    /// The record as the `flow` event body shipped to the collector.
+    pub fn to_event(&self) -> crate::proto::FlowEvent {
+        crate::proto::FlowEvent {
+            src_ip: self.src.to_string(),
+            src_port: self.sport as u32,
+            dest_ip: self.dst.to_string(),
+            dest_port: self.dport as u32,
+            proto: super::eve::proto_name(self.proto),
+            community_id: self.community_id.clone(),
+            pkts_toserver: self.pkts_toserver,
+            pkts_toclient: self.pkts_toclient,
+            bytes_toserver: self.bytes_toserver,
+            bytes_toclient: self.bytes_toclient,
+            start_ns: self.start_ns,
+            end_ns: self.end_ns,
+            state: self.state.name().into(),
+            vlan: self.vlan.unwrap_or(0) as u32,
+        }
+    }
+}
+
 fn record(k: &FlowKey, f: Flow, reason: EndReason) -> FlowRecord {
     FlowRecord {
         id: f.id,
