@@ -5,6 +5,8 @@
 //! build them first with `cargo build --workspace --bins` (the README's test command does).
 //! Every child process is killed when its handle drops, and every wait is bounded.
 
+pub mod netns;
+
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, UdpSocket};
@@ -71,33 +73,35 @@ fn signal(child: &Child, sig: i32) {
 }
 
 /// Run a command to completion with a time limit, returning (success, stdout, stderr).
+/// Output is read while the command runs (a full pipe would otherwise stall it).
 pub fn run(cmd: &mut Command, timeout: Duration) -> (bool, String, String) {
-    let mut child = cmd
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            let out = child.wait_with_output().expect("output");
-            return (
-                status.success(),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            );
-        }
-        if Instant::now() >= end {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(timeout) {
+        Ok(out) => out.expect("wait"),
+        Err(_) => {
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            let out = rx.recv().expect("reaped").expect("wait");
             panic!(
                 "{cmd:?} did not finish in {timeout:?}; stderr: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    };
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A collector data directory and, while started, its process.
@@ -438,13 +442,27 @@ impl Agent {
     }
 
     pub fn start(&mut self) {
+        self.start_with(&[]);
+    }
+
+    /// Start the agent behind a wrapper command (e.g. `setpriv ...` to drop privileges); the
+    /// agent's own arguments follow the wrapper's.
+    pub fn start_with(&mut self, wrapper: &[&str]) {
         assert!(self.child.is_none(), "agent already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(bin("lindi-agent"))
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin("lindi-agent"));
+                c
+            }
+            None => Command::new(bin("lindi-agent")),
+        };
+        let child = cmd
             .arg("run")
             .arg("--config")
             .arg(&self.config)
@@ -479,6 +497,10 @@ impl Agent {
             let _ = c.wait();
             panic!("agent did not stop on SIGTERM");
         }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     pub fn is_running(&mut self) -> bool {

@@ -4,104 +4,12 @@
 //! Needs root, `ip` and `tcpreplay`; skips with a message otherwise.
 
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use etherparse::PacketBuilder;
 use lindi_agent::replay::{Format, replay};
 use lindi_shared::proto::event;
+use lindi_tests::netns::{Veth, frame, write_pcap};
 use lindi_tests::{Agent, Collector, FAST_AGENT, wait_until};
-
-/// A network namespace and a veth pair, removed on drop.
-struct Veth {
-    ns: String,
-    host_end: String,
-}
-
-impl Veth {
-    fn create() -> Result<Veth, String> {
-        let id = std::process::id() % 100_000;
-        let (ns, a, b) = (format!("lindi{id}"), format!("lv{id}a"), format!("lv{id}b"));
-        let ip = |args: &[&str]| -> Result<(), String> {
-            let out = Command::new("ip")
-                .args(args)
-                .output()
-                .map_err(|e| e.to_string())?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "ip {args:?}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                ))
-            }
-        };
-        ip(&["netns", "add", &ns])?;
-        let v = Veth {
-            ns: ns.clone(),
-            host_end: a.clone(),
-        };
-        ip(&["link", "add", &a, "type", "veth", "peer", "name", &b])?;
-        ip(&["link", "set", &b, "netns", &ns])?;
-        // No addresses and no IPv6 on our end: the only frames are the ones we inject.
-        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{a}/disable_ipv6"), "1");
-        ip(&["link", "set", &a, "up"])?;
-        ip(&["netns", "exec", &ns, "ip", "link", "set", &b, "up"])?;
-        Ok(v)
-    }
-}
-
-impl Drop for Veth {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host_end])
-            .output();
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
-    }
-}
-
-fn frame(
-    src: [u8; 4],
-    sport: u16,
-    dst: [u8; 4],
-    dport: u16,
-    tcp_flags: Option<(bool, bool)>,
-) -> Vec<u8> {
-    let mut out = vec![];
-    let eth = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]).ipv4(src, dst, 64);
-    match tcp_flags {
-        None => eth.udp(sport, dport).write(&mut out, b"lindi").unwrap(),
-        Some((syn, ack)) => {
-            let mut t = eth.tcp(sport, dport, 1, 64_000);
-            if syn {
-                t = t.syn();
-            }
-            if ack {
-                t = t.ack(1);
-            }
-            t.write(&mut out, b"").unwrap()
-        }
-    }
-    out
-}
-
-fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
-    let cap = pcap::Capture::dead(pcap::Linktype::ETHERNET).unwrap();
-    let mut save = cap.savefile(path).unwrap();
-    for (i, data) in frames.iter().enumerate() {
-        let header = pcap::PacketHeader {
-            ts: libc::timeval {
-                tv_sec: 1_800_000_000,
-                tv_usec: i as i64 * 1000,
-            },
-            caplen: data.len() as u32,
-            len: data.len() as u32,
-        };
-        save.write(&pcap::Packet::new(&header, data));
-    }
-    save.flush().unwrap();
-}
 
 #[test]
 fn live_capture_finds_the_flows_offline_replay_finds() {
@@ -109,17 +17,7 @@ fn live_capture_finds_the_flows_offline_replay_finds() {
         eprintln!("skipping: live capture on a veth pair needs root");
         return;
     }
-    if Command::new("tcpreplay").arg("-V").output().is_err() {
-        eprintln!("skipping: tcpreplay is not installed (packaging/dev-setup.sh installs it)");
-        return;
-    }
-    let veth = match Veth::create() {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("skipping: cannot make a network namespace and veth pair here: {e}");
-            return;
-        }
-    };
+    let Some(veth) = Veth::for_test() else { return };
     // Five UDP exchanges and a TCP handshake between addresses that exist only on this link.
     let mut frames = vec![];
     for i in 0..5u8 {
@@ -191,17 +89,7 @@ fn live_capture_finds_the_flows_offline_replay_finds() {
     ));
     a.start();
     std::thread::sleep(Duration::from_secs(2));
-    let out = Command::new("ip")
-        .args(["netns", "exec", &veth.ns, "tcpreplay", "-q", "-i"])
-        .arg(format!("lv{}b", std::process::id() % 100_000))
-        .arg(&pcap_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "tcpreplay: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    veth.inject(&pcap_path);
     std::thread::sleep(Duration::from_millis(500));
     // Stopping the agent reports the flows still open and delivers them.
     a.stop();

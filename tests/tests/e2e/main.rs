@@ -6,5 +6,6 @@ mod delivery;
 mod enrollment;
 mod fim;
 mod hostile;
+mod privileges;
 mod query;
 mod sigma;

@@ -1,0 +1,150 @@
+//! The agent as the packaged service runs it: an unprivileged user holding only CAP_NET_RAW,
+//! CAP_NET_ADMIN and CAP_DAC_READ_SEARCH. It still captures packets on a veth pair it is given
+//! and hashes files only root may read, and it writes nothing outside its state directory.
+//! Needs root (to make the user switch, the veth pair and root-only files) and setpriv.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use lindi_shared::proto::event;
+use lindi_tests::netns::{Veth, sample_frames, write_pcap};
+use lindi_tests::{Agent, Collector, FAST_AGENT, wait_until};
+
+const NOBODY: u32 = 65534;
+const CAPS: &str = "+net_raw,+net_admin,+dac_read_search";
+
+fn snapshot(dir: &Path, skip: &[PathBuf], out: &mut BTreeMap<PathBuf, (u64, i64)>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if skip.iter().any(|s| p.starts_with(s)) {
+            continue;
+        }
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        out.insert(
+            p.clone(),
+            (m.len(), m.mtime_nsec() + m.mtime() * 1_000_000_000),
+        );
+        if m.is_dir() {
+            snapshot(&p, skip, out);
+        }
+    }
+}
+
+fn chown_tree(p: &Path, uid: u32) {
+    std::os::unix::fs::lchown(p, Some(uid), Some(uid)).unwrap();
+    if std::fs::symlink_metadata(p).unwrap().is_dir() {
+        for e in std::fs::read_dir(p).unwrap().flatten() {
+            chown_tree(&e.path(), uid);
+        }
+    }
+}
+
+#[test]
+fn unprivileged_agent_with_three_capabilities_captures_and_hashes() {
+    let Some(veth) = Veth::for_test() else { return };
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("skipping: setpriv (util-linux) is not installed");
+        return;
+    }
+    let mut c = Collector::init();
+    c.start();
+    let mut a = Agent::enroll(&c.token("bank-a"));
+    // Files only root may read.
+    let secret = a.tmp.path().join("root-only");
+    std::fs::create_dir(&secret).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let pcap_path = a.tmp.path().join("frames.pcap");
+    write_pcap(&pcap_path, &sample_frames());
+    a.configure(
+        &FAST_AGENT
+            .replace(
+                "[sensors.net]\nenabled = false",
+                &format!("[sensors.net]\nenabled = true\ninterfaces = [{:?}]\nbpf_filter = \"udp or tcp\"", veth.host_end),
+            )
+            .replace(
+                "[sensors.fim]\nenabled = false",
+                &format!(
+                    "[sensors.fim]\nenabled = true\ndebounce_ms = 200\n[[sensors.fim.paths]]\npath = {:?}\n",
+                    secret.display().to_string()
+                ),
+            ),
+    );
+    // The agent's directory belongs to the unprivileged user, so a stray write there would
+    // succeed: the test sees it if it happens.
+    let sandbox = a.tmp.path().to_path_buf();
+    chown_tree(&sandbox, NOBODY);
+    chown_tree(&secret, 0);
+    std::fs::set_permissions(&sandbox, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = sandbox.join("agent.log");
+    // The state directory and log are the agent's; the root-only directory is written by this test.
+    let skip = vec![a.state_dir.clone(), log.clone(), secret.clone()];
+    let mut before = BTreeMap::new();
+    snapshot(&sandbox, &skip, &mut before);
+
+    a.start_with(&[
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        &format!("--inh-caps={CAPS}"),
+        &format!("--ambient-caps={CAPS}"),
+        &format!("--bounding-set=-all,{CAPS}"),
+    ]);
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = a.pid().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap()
+        .to_string();
+    assert!(uid_line.contains("65534"), "the agent runs as {uid_line}");
+    let caps = status.lines().find(|l| l.starts_with("CapEff:")).unwrap();
+    // CAP_DAC_READ_SEARCH (2), CAP_NET_ADMIN (12), CAP_NET_RAW (13): 0x3004.
+    assert!(
+        caps.ends_with("0000000000003004"),
+        "effective capabilities {caps}"
+    );
+
+    veth.inject(&pcap_path);
+    std::fs::write(secret.join("key.pem"), b"root secret").unwrap();
+    std::fs::set_permissions(
+        secret.join("key.pem"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let agent_id = a.agent_id.clone();
+    let hashed = wait_until(Duration::from_secs(20), || {
+        c.file_events(&agent_id).iter().any(|f| {
+            f.path.ends_with("key.pem")
+                && f.after
+                    .as_ref()
+                    .is_some_and(|s| s.sha256 == lindi_shared::pki::fingerprint(b"root secret"))
+        })
+    });
+    assert!(
+        hashed,
+        "no hash of the root-only file; agent log:\n{}",
+        a.log_text()
+    );
+    a.stop();
+    let flows = c
+        .events_of_kind(&agent_id, "flow")
+        .into_iter()
+        .filter(|e| matches!(e.kind, Some(event::Kind::Flow(_))))
+        .count();
+    assert_eq!(
+        flows,
+        6,
+        "flows captured without root; agent log:\n{}",
+        a.log_text()
+    );
+
+    let mut after = BTreeMap::new();
+    snapshot(&sandbox, &skip, &mut after);
+    assert_eq!(before, after, "the agent wrote outside its state directory");
+    chown_tree(&sandbox, 0);
+}
