@@ -29,7 +29,7 @@ check_file /usr/bin/lindi 755 root
 check_file /etc/lindi/agent.toml 644 root
 check_file /etc/lindi/collector.toml 644 root
 check_file /var/lib/lindi 700 lindi
-check_file /var/lib/lindi-collector 700 lindi
+check_file /var/lib/lindi-collector 700 lindi-collector
 unitdir=$(dpkg -L lindi-agent | grep -m1 'systemd/system/lindi-agent.service$' | xargs dirname)
 check_file "$unitdir/lindi-agent.service" 644 root
 check_file "$unitdir/lindi-agent-tap@.service" 644 root
@@ -38,6 +38,7 @@ grep -q 'Apache License' /usr/share/doc/lindi-agent/copyright || fail "no licenc
 grep -q '^quinn ' /usr/share/doc/lindi-agent/copyright || fail "third-party licences missing from the copyright file"
 dpkg-query -W -f='${Conffiles}\n' lindi-agent | grep -q /etc/lindi/agent.toml || fail "agent.toml is not a conffile"
 getent passwd lindi >/dev/null || fail "no lindi user"
+getent passwd lindi-collector >/dev/null || fail "no lindi-collector user"
 # Enabled, not started: the enable symlink exists (systemd need not be running here).
 [ -L /etc/systemd/system/multi-user.target.wants/lindi-agent.service ] || fail "lindi-agent.service not enabled"
 
@@ -48,7 +49,7 @@ lindi-agent --help | grep -q enroll || fail "lindi-agent --help"
 
 # Initialise and enroll as root the way the README says: what is made belongs to lindi.
 lindi-collector init --config /etc/lindi/collector.toml >/dev/null
-check_file /var/lib/lindi-collector/ca.key 600 lindi
+check_file /var/lib/lindi-collector/ca.key 600 lindi-collector
 
 if command -v systemd-analyze >/dev/null; then
   for u in lindi-agent.service lindi-collector.service; do
@@ -70,6 +71,6 @@ grep -q '# local edit' /etc/lindi/agent.toml || fail "reinstall overwrote a loca
 dpkg --purge lindi-agent lindi-collector >/dev/null
 for p in /usr/bin/lindi-agent /usr/bin/lindi-collector /usr/bin/lindi /etc/lindi /var/lib/lindi \
          /var/lib/lindi-collector "$unitdir/lindi-agent.service" /etc/systemd/system/multi-user.target.wants/lindi-agent.service; do
-  [ -e "$p" ] && fail "$p left after purge"
+  if [ -e "$p" ] || [ -L "$p" ]; then fail "$p left after purge"; fi
 done
 echo "packaging: 1 passed, 0 failed"

@@ -1,5 +1,6 @@
 //! The batcher: takes events from the sensors' channel, closes a batch at `batch_max_events`
-//! or `flush_interval` after its first event, compresses it with the next spool sequence and
+//! or `flush_interval` after its first event, runs the detectors on it (their detections join
+//! the batch), compresses it with the next spool sequence and
 //! the spool's loss counters, appends it to the spool and wakes the shipper.
 //!
 //! It is the spool's only appender, so the sequence it reads before compressing is still the
@@ -43,7 +44,6 @@ pub async fn run(
         };
         let mut bytes = first.encoded_len();
         buf.push(first);
-        bytes += detect(&settings, &mut buf, 0);
         let deadline = tokio::time::Instant::now() + settings.flush_interval;
         let mut closed = false;
         while buf.len() < settings.max_events && bytes < settings.max_bytes {
@@ -56,10 +56,7 @@ pub async fn run(
                     closed = true;
                     break;
                 }
-                Ok(_) => {
-                    bytes += buf[before..].iter().map(|e| e.encoded_len()).sum::<usize>();
-                    bytes += detect(&settings, &mut buf, before);
-                }
+                Ok(_) => bytes += buf[before..].iter().map(|e| e.encoded_len()).sum::<usize>(),
                 Err(_) => break,
             }
         }
@@ -76,22 +73,18 @@ pub async fn run(
     }
 }
 
-/// Run the detectors on `buf[from..]` and append what they raise; returns the bytes added.
-fn detect(settings: &BatcherSettings, buf: &mut Vec<Event>, from: usize) -> usize {
-    let Some(d) = &settings.detectors else {
-        return 0;
-    };
-    let found: Vec<Event> = buf[from..].iter().flat_map(|e| d.inspect(e)).collect();
-    let bytes = found.iter().map(|e| e.encoded_len()).sum();
-    buf.extend(found);
-    bytes
-}
-
 async fn flush(events: Vec<Event>, spool: &Arc<Mutex<Spool>>, settings: &BatcherSettings) {
     let spool = spool.clone();
     let agent_id = settings.agent_id.clone();
     let level = settings.zstd_level;
+    let detectors = settings.detectors.clone();
     let result = tokio::task::spawn_blocking(move || {
+        // Detectors run here, off the async workers; what they raise ships in the same batch.
+        let mut events = events;
+        if let Some(d) = &detectors {
+            let found: Vec<Event> = events.iter().flat_map(|e| d.inspect(e)).collect();
+            events.extend(found);
+        }
         let count = events.len() as u32;
         let (sequence, loss) = {
             let s = spool.lock().unwrap_or_else(|p| p.into_inner());

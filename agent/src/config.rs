@@ -181,7 +181,7 @@ pub struct NetSensorSection {
     /// Promiscuous mode (span ports and taps need it). Default true.
     pub promiscuous: bool,
     /// Most flows tracked per interface; the least recently seen are evicted and counted.
-    /// Default 500000.
+    /// Default 100000 (about 25 MB per interface).
     pub max_flows: usize,
 }
 
@@ -194,7 +194,7 @@ impl Default for NetSensorSection {
             snaplen: 65_535,
             buffer_bytes: 16 << 20,
             promiscuous: true,
-            max_flows: 500_000,
+            max_flows: 100_000,
         }
     }
 }

@@ -49,19 +49,35 @@ pub fn read_rule_files(paths: &[PathBuf]) -> (Named, Named) {
         if !is_yaml {
             continue;
         }
-        if meta.len() > MAX_RULE_FILE_BYTES {
-            failed.push((
-                p.display().to_string(),
-                format!("larger than {MAX_RULE_FILE_BYTES} bytes"),
-            ));
-            continue;
-        }
-        match std::fs::read_to_string(&p) {
+        match read_rule_file(&p) {
             Ok(text) => found.push((p.display().to_string(), text)),
-            Err(e) => failed.push((p.display().to_string(), format!("cannot read: {e}"))),
+            Err(why) => failed.push((p.display().to_string(), why)),
         }
     }
     (found, failed)
+}
+
+/// Read one rule file: a regular file (not a link to a device, not a FIFO), at most
+/// [`MAX_RULE_FILE_BYTES`], UTF-8.
+fn read_rule_file(p: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(p)
+        .map_err(|e| format!("cannot open: {e}"))?;
+    if !f.metadata().is_ok_and(|m| m.is_file()) {
+        return Err("not a regular file".into());
+    }
+    let mut bytes = vec![];
+    f.take(MAX_RULE_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > MAX_RULE_FILE_BYTES {
+        return Err(format!("larger than {MAX_RULE_FILE_BYTES} bytes"));
+    }
+    String::from_utf8(bytes).map_err(|_| "not UTF-8".into())
 }
 
 /// Load Sigma rules from `paths`; unreadable files count as failed rules in the report.

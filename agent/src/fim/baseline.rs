@@ -154,6 +154,14 @@ impl Baseline {
             .take_while(move |(p, _)| p.starts_with(dir))
     }
 
+    /// Remove `path` and everything under it; returns what was removed.
+    pub fn remove_under(&mut self, path: &Path) -> Vec<(PathBuf, FileState)> {
+        let gone: Vec<PathBuf> = self.under(path).map(|(p, _)| p.clone()).collect();
+        gone.into_iter()
+            .filter_map(|p| self.entries.remove(&p).map(|e| (p, e.state())))
+            .collect()
+    }
+
     /// Replace everything at or under `dir` with `fresh`'s entries there.
     pub fn replace_under(&mut self, dir: &Path, fresh: &Baseline) {
         let old: Vec<PathBuf> = self.under(dir).map(|(p, _)| p.clone()).collect();

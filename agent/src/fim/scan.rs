@@ -168,8 +168,19 @@ impl ScanSpec {
             state.hash_skipped = "too_large".into();
             return Some(state);
         }
-        let file = match std::fs::File::open(path) {
-            Ok(f) => f,
+        // Never follow a link swapped in since the lstat, never wait on a FIFO or a lease, never
+        // take a controlling terminal; and hash only what really is a regular file.
+        use std::os::unix::fs::OpenOptionsExt;
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path);
+        let file = match opened {
+            Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => f,
+            Ok(_) => {
+                state.hash_skipped = "special".into();
+                return Some(state);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 stats.vanished += 1;
                 return None;
@@ -231,6 +242,11 @@ impl ScanSpec {
             if !meta.is_dir() {
                 if self.is_monitored(&root.path, false) {
                     files.push(root.path.clone());
+                    // A single file is watched through its directory (its siblings are not
+                    // monitored: is_monitored filters them).
+                    if let Some(parent) = root.path.parent() {
+                        dirs.push(parent.to_path_buf());
+                    }
                 }
                 continue;
             }

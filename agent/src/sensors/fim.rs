@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lindi_shared::proto::{FileEvent, event};
-use notify::event::{ModifyKind, RenameMode};
+use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
@@ -131,10 +131,19 @@ impl Watches {
         failed
     }
 
+    /// Forget `dir` and every watched directory under it (it was deleted or moved away).
     fn forget(&mut self, dir: &Path) {
-        if self.watched.remove(dir) {
-            let _ = self.watcher.unwatch(dir);
+        let gone: Vec<PathBuf> = self
+            .watched
+            .iter()
+            .filter(|w| w.starts_with(dir))
+            .cloned()
+            .collect();
+        for w in gone {
+            self.watched.remove(&w);
+            let _ = self.watcher.unwatch(&w);
         }
+        self.unwatched.retain(|u| !u.starts_with(dir));
     }
 }
 
@@ -200,7 +209,15 @@ pub async fn run(sink: EventSink, settings: FimSettings, mut stop: watch::Receiv
     let overflowed = Arc::new(AtomicBool::new(false));
     let watcher = {
         let overflowed = overflowed.clone();
-        notify::recommended_watcher(move |res| {
+        notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            // Opens and reads (every exec opens files under /usr/bin) change nothing: drop
+            // them here, before they can fill the channel. A close after writing stays.
+            if let Ok(ev) = &res
+                && let EventKind::Access(kind) = ev.kind
+                && kind != AccessKind::Close(AccessMode::Write)
+            {
+                return;
+            }
             if tx.try_send(res).is_err() {
                 overflowed.store(true, Ordering::Relaxed);
             }
@@ -237,7 +254,10 @@ pub async fn run(sink: EventSink, settings: FimSettings, mut stop: watch::Receiv
     report_unwatched(&sink, &watches, settings.fallback_rescan_interval);
 
     // 3..5. Events, debounce, rescans, persistence.
-    let mut pending: HashMap<PathBuf, Instant> = HashMap::new();
+    // Path -> (first event, last event) since it was last looked at.
+    let mut pending: HashMap<PathBuf, (Instant, Instant)> = HashMap::new();
+    // A path that never goes quiet is looked at anyway after this long.
+    let max_delay = (settings.debounce * 5).max(Duration::from_secs(2));
     let mut renames: Vec<(PathBuf, PathBuf, Instant)> = vec![];
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -290,14 +310,15 @@ pub async fn run(sink: EventSink, settings: FimSettings, mut stop: watch::Receiv
         };
         let ready: Vec<PathBuf> = pending
             .iter()
-            .filter(|(_, t)| quiet(t))
+            .filter(|(_, (first, last))| quiet(last) || now.duration_since(*first) >= max_delay)
             .map(|(p, _)| p.clone())
             .collect();
+        // Saved on its own clock, whether or not changes keep coming.
+        if now >= next_persist {
+            next_persist = now + PERSIST_EVERY;
+            persist(&shared).await;
+        }
         if ready.is_empty() && ready_renames.is_empty() {
-            if now >= next_persist {
-                next_persist = now + PERSIST_EVERY;
-                persist(&shared).await;
-            }
             continue;
         }
         for p in &ready {
@@ -311,6 +332,11 @@ pub async fn run(sink: EventSink, settings: FimSettings, mut stop: watch::Receiv
             for d in gone_dirs {
                 watches.forget(&d);
             }
+            // An event on a directory already watched (a chmod, a touch) is not a new one.
+            let new_dirs: Vec<PathBuf> = new_dirs
+                .into_iter()
+                .filter(|d| !watches.watched.contains(d))
+                .collect();
             if !new_dirs.is_empty() {
                 // A directory that appeared: watch it and everything already inside it (files
                 // made before the watch existed would otherwise be missed).
@@ -347,7 +373,7 @@ async fn scans_only(
 
 fn note_event(
     ev: notify::Event,
-    pending: &mut HashMap<PathBuf, Instant>,
+    pending: &mut HashMap<PathBuf, (Instant, Instant)>,
     renames: &mut Vec<(PathBuf, PathBuf, Instant)>,
     overflowed: &AtomicBool,
 ) {
@@ -363,7 +389,10 @@ fn note_event(
         EventKind::Access(_) => {}
         _ => {
             for p in ev.paths {
-                pending.insert(p, now);
+                pending
+                    .entry(p)
+                    .and_modify(|(_, last)| *last = now)
+                    .or_insert((now, now));
             }
         }
     }
@@ -425,13 +454,13 @@ fn reconcile_one(
     path: &Path,
     new_dirs: &mut Vec<PathBuf>,
     gone_dirs: &mut Vec<PathBuf>,
-) -> Option<FileEvent> {
+) -> Vec<FileEvent> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => {
             if st.settings.spec.is_monitored(path, true) {
                 new_dirs.push(path.to_path_buf());
             }
-            None
+            vec![]
         }
         Ok(_) => {
             let after = st.settings.spec.state_of(path);
@@ -441,14 +470,20 @@ fn reconcile_one(
                 st.baseline.set(path, after);
                 st.dirty = true;
             }
-            ev
+            ev.into_iter().collect()
         }
         Err(_) => {
+            // Gone: a file, or a whole directory moved away or deleted (then everything the
+            // baseline knows under it is gone too).
             gone_dirs.push(path.to_path_buf());
-            let before = st.baseline.get(path)?;
-            st.baseline.set(path, None);
-            st.dirty = true;
-            compare(path, Some(&before), None, Detection::Realtime)
+            let removed = st.baseline.remove_under(path);
+            if !removed.is_empty() {
+                st.dirty = true;
+            }
+            removed
+                .iter()
+                .filter_map(|(p, before)| compare(p, Some(before), None, Detection::Realtime))
+                .collect()
         }
     }
 }

@@ -271,7 +271,13 @@ pub struct ProcReader {
     ticks_per_s: u64,
     users: UserNames,
     hashes: HashMap<(u64, u64, i64), String>,
+    /// Bytes hashed in the current one-second window, and when it began.
+    hash_window: (std::time::Instant, u64),
 }
+
+/// Most executable bytes hashed per second on the reader thread: a local user who makes the
+/// cache miss on purpose (a large binary touched between runs) cannot stall exec events.
+const HASH_BYTES_PER_SEC: u64 = 32 << 20;
 
 impl Default for ProcReader {
     fn default() -> Self {
@@ -295,6 +301,7 @@ impl ProcReader {
             ticks_per_s: if ticks > 0 { ticks as u64 } else { 100 },
             users: UserNames::default(),
             hashes: HashMap::new(),
+            hash_window: (std::time::Instant::now(), 0),
         }
     }
 
@@ -387,6 +394,15 @@ impl ProcReader {
         if meta.len() > MAX_HASH_BYTES {
             return None;
         }
+        let (start, used) = &mut self.hash_window;
+        if start.elapsed() >= Duration::from_secs(1) {
+            *start = std::time::Instant::now();
+            *used = 0;
+        }
+        if *used + meta.len() > HASH_BYTES_PER_SEC {
+            return None;
+        }
+        *used += meta.len();
         let hash = sha256_reader(file)?;
         if self.hashes.len() >= MAX_HASHES {
             self.hashes.clear();

@@ -61,7 +61,7 @@ impl Default for FlowConfig {
                 established_s: 300,
                 closed_s: 30,
             },
-            max_flows: 500_000,
+            max_flows: 100_000,
             community_id_seed: 0,
         }
     }
@@ -211,8 +211,11 @@ impl FlowTable {
             self.last_sweep_ns = ts_ns;
             out.extend(self.expire(ts_ns));
         }
-        let a = (p.src, p.sport);
-        let b = (p.dst, p.dport);
+        // ICMP: a request and its reply are one flow (type and code are not endpoints).
+        let icmp = matches!(p.proto, 1 | 58);
+        let (sport, dport) = if icmp { (0, 0) } else { (p.sport, p.dport) };
+        let a = (p.src, sport);
+        let b = (p.dst, dport);
         let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
         let key = FlowKey {
             vlan: p.vlan.unwrap_or(0),
@@ -220,6 +223,17 @@ impl FlowTable {
             lo,
             hi,
         };
+        // A new connection on a 5-tuple whose last one closed: report that one and start anew.
+        if p.proto == 6
+            && p.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN
+            && self
+                .flows
+                .get(&key)
+                .is_some_and(|f| f.state == FlowState::Closed)
+            && let Some(old) = self.flows.remove(&key)
+        {
+            out.push(record(&key, old, EndReason::Timeout));
+        }
         if !self.flows.contains_key(&key) {
             if self.flows.len() >= self.config.max_flows {
                 out.extend(self.evict_oldest());
@@ -253,7 +267,7 @@ impl FlowTable {
             );
         }
         let f = self.flows.get_mut(&key).expect("inserted above");
-        let dir = if (p.src, p.sport) == f.src { 0 } else { 1 };
+        let dir = if (p.src, sport) == f.src { 0 } else { 1 };
         f.pkts[dir] += 1;
         f.bytes[dir] += p.ip_len as u64;
         f.flags[dir] |= p.tcp_flags;
@@ -445,6 +459,36 @@ mod tests {
         reported += t.drain().len();
         assert_eq!(reported, 1000, "every flow reported exactly once");
         assert!(t.stats.flows_evicted > 0);
+    }
+
+    #[test]
+    fn icmp_request_and_reply_are_one_flow() {
+        let mut t = FlowTable::new(FlowConfig::default());
+        let mut req = pkt("10.0.0.1", 8, "10.0.0.2", 0, 0);
+        req.proto = 1;
+        let mut rep = pkt("10.0.0.2", 0, "10.0.0.1", 0, 0);
+        rep.proto = 1;
+        t.packet(0, &req);
+        t.packet(1, &rep);
+        let r = t.drain();
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].pkts_toserver, r[0].pkts_toclient), (1, 1));
+        assert_eq!(r[0].state, FlowState::Established);
+    }
+
+    #[test]
+    fn a_new_connection_on_a_closed_tuple_is_a_new_flow() {
+        use tcp_flags::*;
+        let mut t = FlowTable::new(FlowConfig::default());
+        t.packet(0, &pkt("10.0.0.1", 1, "10.0.0.2", 80, SYN));
+        t.packet(1, &pkt("10.0.0.2", 80, "10.0.0.1", 1, RST));
+        let ended = t.packet(2 * NS / 3, &pkt("10.0.0.1", 1, "10.0.0.2", 80, SYN));
+        assert_eq!(ended.len(), 1, "the closed flow is reported");
+        assert_eq!(ended[0].state, FlowState::Closed);
+        let rest = t.drain();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].pkts_toserver, 1);
+        assert_ne!(rest[0].id, ended[0].id);
     }
 
     #[test]

@@ -229,3 +229,71 @@ fn subtrees_without_inotify_watches_fall_back_to_scheduled_scans() {
     );
     a.stop();
 }
+
+#[test]
+fn moved_directories_single_file_roots_and_files_that_never_settle() {
+    let mut c = Collector::init();
+    c.start();
+    let mut a = Agent::enroll(&c.token("bank-a"));
+    let root = a.tmp.path().join("tree");
+    let single = a.tmp.path().join("sudoers");
+    std::fs::create_dir_all(root.join("cron.d")).unwrap();
+    std::fs::write(root.join("cron.d/job1"), b"1").unwrap();
+    std::fs::write(root.join("cron.d/job2"), b"2").unwrap();
+    std::fs::write(root.join("busy.log"), b"0").unwrap();
+    std::fs::write(&single, b"root ALL=(ALL) ALL").unwrap();
+    let config = FAST_AGENT.replace(
+        "[sensors.fim]\nenabled = false",
+        &format!(
+            "[sensors.fim]\nenabled = true\ndebounce_ms = 300\n[[sensors.fim.paths]]\npath = {:?}\n[[sensors.fim.paths]]\npath = {:?}\n",
+            root.display().to_string(),
+            single.display().to_string()
+        ),
+    );
+    a.configure(&config);
+    a.start();
+    let agent_id = a.agent_id.clone();
+    let events = || c.file_events(&agent_id);
+    let s = |p: &std::path::Path| p.display().to_string();
+    // Ready once a change to the single-file root is seen: it is watched through its directory.
+    let ready = wait_until(Duration::from_secs(30), || {
+        std::fs::write(
+            &single,
+            format!("root ALL=(ALL) ALL # {:?}", std::time::Instant::now()),
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        find(&events(), "modified", &s(&single)).is_some_and(|e| e.detected_by == "realtime")
+    });
+    assert!(
+        ready,
+        "the single-file root was not watched; agent log:\n{}",
+        a.log_text()
+    );
+
+    // A directory moved out of the monitored tree: each file in it is reported deleted.
+    let away = a.tmp.path().join("moved-away");
+    std::fs::rename(root.join("cron.d"), &away).unwrap();
+    let gone = wait_until(Duration::from_secs(10), || {
+        let ev = events();
+        find(&ev, "deleted", &s(&root.join("cron.d/job1"))).is_some()
+            && find(&ev, "deleted", &s(&root.join("cron.d/job2"))).is_some()
+    });
+    assert!(
+        gone,
+        "files of a moved directory not reported: {:#?}",
+        events()
+    );
+
+    // A file written every 100 ms never goes quiet, and is still reported within seconds.
+    let busy = root.join("busy.log");
+    let start = std::time::Instant::now();
+    let mut seen = false;
+    while start.elapsed() < Duration::from_secs(8) && !seen {
+        std::fs::write(&busy, format!("{:?}", start.elapsed())).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        seen = find(&events(), "modified", &s(&busy)).is_some();
+    }
+    assert!(seen, "a file that keeps changing was never reported");
+    a.stop();
+}
