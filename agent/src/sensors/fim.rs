@@ -289,7 +289,24 @@ pub async fn run(sink: EventSink, settings: FimSettings, mut stop: watch::Receiv
         }
         if now >= next_rescan {
             next_rescan = now + settings.rescan_interval;
-            let dirs = rescan(&sink, &shared, None, Detection::Rescan).await;
+            // A full scan can take minutes on a large tree: keep draining inotify meanwhile so
+            // the queue does not overflow into yet another rescan. What arrives stays pending
+            // and is looked at after the scan.
+            let scan = rescan_collect(&shared, None, Detection::Rescan);
+            tokio::pin!(scan);
+            let (events, dirs) = loop {
+                tokio::select! {
+                    done = &mut scan => break done,
+                    got = rx.recv() => match got {
+                        Some(Ok(ev)) => note_event(ev, &mut pending, &mut renames, &overflowed),
+                        Some(Err(_)) => {
+                            sink.stats.errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                        None => break (&mut scan).await,
+                    },
+                }
+            };
+            emit_all(&sink, events);
             watches.add(&dirs);
             report_unwatched(&sink, &watches, settings.fallback_rescan_interval);
             continue;
