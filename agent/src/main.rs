@@ -317,7 +317,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             use std::io::Write;
             out.flush()?;
             eprintln!(
-                "{}: {} packets, {} bytes in {:.3} s ({:.0} packets/s); {} not decodable; {} flows ({} evicted){}",
+                "{}: {} packets, {} bytes in {:.3} s ({:.0} packets/s); {} not decodable; {} flows ({} evicted); {} DNS messages{}",
                 file.display(),
                 s.packets,
                 s.bytes,
@@ -326,6 +326,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                 s.decode_errors,
                 s.flows,
                 s.flows_evicted,
+                s.dns_messages,
                 s.read_error
                     .as_ref()
                     .map(|e| format!("; stopped early: {e}"))

@@ -8,10 +8,9 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-use lindi_shared::net::eve;
-use lindi_shared::net::flow::{FlowConfig, FlowRecord, FlowTable};
-use lindi_shared::net::packet::decode;
-use lindi_shared::proto::{Event, event};
+use lindi_shared::net::flow::FlowConfig;
+use lindi_shared::net::pipeline::{NetRecord, Pipeline};
+use lindi_shared::proto::Event;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -38,6 +37,7 @@ pub struct ReplaySummary {
     pub bytes: u64,
     pub decode_errors: u64,
     pub flows: u64,
+    pub dns_messages: u64,
     pub flows_evicted: u64,
     /// Why reading stopped early (a damaged record), if it did.
     pub read_error: Option<String>,
@@ -50,20 +50,28 @@ impl ReplaySummary {
     }
 }
 
-fn write_flows(out: &mut dyn Write, format: Format, records: &[FlowRecord]) -> std::io::Result<()> {
+fn write_records(
+    out: &mut dyn Write,
+    format: Format,
+    records: &[NetRecord],
+) -> std::io::Result<()> {
     for r in records {
-        let line = match format {
-            Format::Eve => eve::flow_event(r),
-            Format::Jsonl => Event {
-                timestamp_ns: r.end_ns,
-                sensor: "net".into(),
-                kind: Some(event::Kind::Flow(r.to_event())),
-                ..Default::default()
-            }
-            .to_json(),
+        let lines = match format {
+            Format::Eve => r.eve(),
+            Format::Jsonl => vec![
+                Event {
+                    timestamp_ns: r.timestamp_ns(),
+                    sensor: "net".into(),
+                    kind: Some(r.kind()),
+                    ..Default::default()
+                }
+                .to_json(),
+            ],
         };
-        serde_json::to_writer(&mut *out, &line)?;
-        out.write_all(b"\n")?;
+        for line in lines {
+            serde_json::to_writer(&mut *out, &line)?;
+            out.write_all(b"\n")?;
+        }
     }
     Ok(())
 }
@@ -82,7 +90,7 @@ pub fn replay(
     let mut cap = pcap::Capture::from_file_with_precision(path, pcap::Precision::Nano)
         .map_err(|e| open_err(e.to_string()))?;
     let linktype = cap.get_datalink().0;
-    let mut table = FlowTable::new(flow_config);
+    let mut pipeline = Pipeline::new(flow_config);
     let mut summary = ReplaySummary::default();
     let started = Instant::now();
     loop {
@@ -102,19 +110,19 @@ pub fn replay(
             .tv_sec
             .saturating_mul(1_000_000_000)
             .saturating_add(ts.tv_usec);
-        match decode(linktype, packet.data) {
-            Ok(info) => {
-                let ended = table.packet(ts_ns, &info);
-                summary.flows += ended.len() as u64;
-                write_flows(out, format, &ended)?;
-            }
-            Err(_) => summary.decode_errors += 1,
-        }
+        let found = pipeline.packet(linktype, ts_ns, packet.data);
+        summary.flows += found
+            .iter()
+            .filter(|r| matches!(r, NetRecord::Flow(_)))
+            .count() as u64;
+        write_records(out, format, &found)?;
     }
-    let rest = table.drain();
+    let rest = pipeline.drain();
     summary.flows += rest.len() as u64;
-    write_flows(out, format, &rest)?;
-    summary.flows_evicted = table.stats.flows_evicted;
+    write_records(out, format, &rest)?;
+    summary.flows_evicted = pipeline.flows_evicted();
+    summary.decode_errors = pipeline.stats.decode_errors;
+    summary.dns_messages = pipeline.stats.dns_messages;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }
@@ -180,6 +188,8 @@ mod tests {
         assert_eq!(dns["flow"]["pkts_toserver"], 1);
         assert_eq!(dns["flow"]["pkts_toclient"], 1);
         assert_eq!(dns["flow"]["state"], "established");
+        // The DNS exchange's payload ("payload") is not DNS: no dns events.
+        assert!(lines.iter().all(|l| l["event_type"] == "flow"));
         let mut out = vec![];
         replay(&pcap_path, Format::Jsonl, FlowConfig::default(), &mut out).unwrap();
         assert!(

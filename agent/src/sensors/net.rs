@@ -10,9 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use lindi_shared::net::flow::{FlowConfig, FlowRecord, FlowTable};
-use lindi_shared::net::packet::decode;
-use lindi_shared::proto::event;
+use lindi_shared::net::flow::FlowConfig;
+use lindi_shared::net::pipeline::{NetRecord, Pipeline};
 use tokio::sync::watch;
 
 use super::{EventSink, now_ns};
@@ -28,9 +27,9 @@ pub struct NetSettings {
     pub flow: FlowConfig,
 }
 
-fn emit(sink: &EventSink, records: Vec<FlowRecord>) {
+fn emit(sink: &EventSink, records: Vec<NetRecord>) {
     for r in records {
-        sink.emit(r.end_ns, event::Kind::Flow(r.to_event()));
+        sink.emit(r.timestamp_ns(), r.kind());
     }
 }
 
@@ -74,7 +73,7 @@ fn capture_loop(
         }
     };
     let linktype = cap.get_datalink().0;
-    let mut table = FlowTable::new(settings.flow.clone());
+    let mut pipeline = Pipeline::new(settings.flow.clone());
     let mut last_stats = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         match cap.next_packet() {
@@ -84,12 +83,7 @@ fn capture_loop(
                     .tv_sec
                     .saturating_mul(1_000_000_000)
                     .saturating_add(ts.tv_usec.saturating_mul(1000));
-                match decode(linktype, p.data) {
-                    Ok(info) => emit(&sink, table.packet(ts_ns, &info)),
-                    Err(_) => {
-                        sink.stats.errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                emit(&sink, pipeline.packet(linktype, ts_ns, p.data));
             }
             Err(pcap::Error::TimeoutExpired) => {
                 // Nothing queued: wait up to 250 ms for the descriptor, then look at timeouts.
@@ -100,7 +94,7 @@ fn capture_loop(
                 };
                 // SAFETY: one valid pollfd for the duration of the call.
                 unsafe { libc::poll(&mut pfd, 1, 250) };
-                emit(&sink, table.expire(now_ns()));
+                emit(&sink, pipeline.expire(now_ns()));
             }
             Err(e) => {
                 sink.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -114,17 +108,18 @@ fn capture_loop(
                 sink.stats.set_state(
                     "running",
                     format!(
-                        "{iface}: {} received, {} dropped by the kernel, {} by the interface; {} flows open",
+                        "{iface}: {} received, {} dropped by the kernel, {} by the interface, {} not decodable; {} flows open",
                         st.received,
                         st.dropped,
                         st.if_dropped,
-                        table.len()
+                        pipeline.stats.decode_errors,
+                        pipeline.flows_open()
                     ),
                 );
             }
         }
     }
-    emit(&sink, table.drain());
+    emit(&sink, pipeline.drain());
 }
 
 pub async fn run(sink: EventSink, settings: NetSettings, mut stop: watch::Receiver<bool>) {

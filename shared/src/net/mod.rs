@@ -3,6 +3,8 @@
 //! ([`community_id`]). The agent's capture and replay shells feed it bytes and timestamps.
 
 pub mod community_id;
+pub mod dns;
 pub mod eve;
 pub mod flow;
 pub mod packet;
+pub mod pipeline;

@@ -60,6 +60,14 @@ pub struct PacketInfo {
 
 /// Decode one captured frame of `linktype`.
 pub fn decode(linktype: i32, frame: &[u8]) -> Result<PacketInfo, DecodeError> {
+    decode_with_payload(linktype, frame).map(|(info, _)| info)
+}
+
+/// Decode one captured frame and also return its transport payload (as far as captured).
+pub fn decode_with_payload(
+    linktype: i32,
+    frame: &[u8],
+) -> Result<(PacketInfo, &[u8]), DecodeError> {
     let sliced = match linktype {
         LINKTYPE_ETHERNET => {
             LaxSlicedPacket::from_ethernet(frame).map_err(|_| DecodeError::Short)?
@@ -117,8 +125,10 @@ pub fn decode(linktype: i32, frame: &[u8]) -> Result<PacketInfo, DecodeError> {
         fragment: payload.fragmented,
         payload_len: 0,
     };
+    let mut body: &[u8] = &[];
     match &sliced.transport {
         Some(TransportSlice::Tcp(t)) => {
+            body = t.payload();
             info.sport = t.source_port();
             info.dport = t.destination_port();
             let mut f = 0;
@@ -140,6 +150,7 @@ pub fn decode(linktype: i32, frame: &[u8]) -> Result<PacketInfo, DecodeError> {
             info.payload_len = t.payload().len() as u32;
         }
         Some(TransportSlice::Udp(u)) => {
+            body = u.payload();
             info.sport = u.source_port();
             info.dport = u.destination_port();
             info.payload_len = u.payload().len() as u32;
@@ -164,7 +175,7 @@ pub fn decode(linktype: i32, frame: &[u8]) -> Result<PacketInfo, DecodeError> {
             }
         }
     }
-    Ok(info)
+    Ok((info, body))
 }
 
 #[cfg(test)]
