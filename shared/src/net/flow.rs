@@ -159,7 +159,7 @@ pub struct FlowStats {
 
 pub struct FlowTable {
     config: FlowConfig,
-    flows: HashMap<FlowKey, Flow>,
+    flows: HashMap<FlowKey, Flow, ahash::RandomState>,
     next_id: u64,
     last_sweep_ns: i64,
     pub stats: FlowStats,
@@ -169,7 +169,7 @@ impl FlowTable {
     pub fn new(config: FlowConfig) -> Self {
         FlowTable {
             config,
-            flows: HashMap::new(),
+            flows: HashMap::with_hasher(ahash::RandomState::new()),
             next_id: 1,
             last_sweep_ns: i64::MIN,
             stats: FlowStats::default(),
