@@ -355,8 +355,10 @@ pub async fn run(sink: EventSink, settings: FimSettings, mut stop: watch::Receiv
                 .filter(|d| !watches.watched.contains(d))
                 .collect();
             if !new_dirs.is_empty() {
-                // A directory that appeared: watch it and everything already inside it (files
-                // made before the watch existed would otherwise be missed).
+                // A directory that appeared: watch it first (so nothing written while it is
+                // scanned is missed), then scan everything already inside it and watch the
+                // directories found there.
+                watches.add(&new_dirs);
                 let mut all = vec![];
                 for d in new_dirs {
                     let (events, dirs) =
