@@ -8,58 +8,15 @@ use std::time::Duration;
 
 use lindi_agent::replay::{Format, replay};
 use lindi_shared::proto::event;
-use lindi_tests::netns::{Veth, frame, write_pcap};
+use lindi_tests::netns::{Veth, write_pcap};
 use lindi_tests::{Agent, Collector, FAST_AGENT, wait_until};
 
 #[test]
 fn live_capture_finds_the_flows_offline_replay_finds() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping: live capture on a veth pair needs root");
-        return;
-    }
     let Some(veth) = Veth::for_test() else { return };
-    // Five UDP exchanges and a TCP handshake between addresses that exist only on this link.
-    let mut frames = vec![];
-    for i in 0..5u8 {
-        frames.push(frame(
-            [10, 99, 0, 1],
-            40_000 + i as u16,
-            [10, 99, 0, 2],
-            53,
-            None,
-        ));
-        frames.push(frame(
-            [10, 99, 0, 2],
-            53,
-            [10, 99, 0, 1],
-            40_000 + i as u16,
-            None,
-        ));
-    }
-    frames.push(frame(
-        [10, 99, 0, 1],
-        50_000,
-        [10, 99, 0, 3],
-        443,
-        Some((true, false)),
-    ));
-    frames.push(frame(
-        [10, 99, 0, 3],
-        443,
-        [10, 99, 0, 1],
-        50_000,
-        Some((true, true)),
-    ));
-    frames.push(frame(
-        [10, 99, 0, 1],
-        50_000,
-        [10, 99, 0, 3],
-        443,
-        Some((false, true)),
-    ));
     let dir = tempfile::tempdir().unwrap();
     let pcap_path = dir.path().join("flows.pcap");
-    write_pcap(&pcap_path, &frames);
+    write_pcap(&pcap_path, &lindi_tests::netns::sample_frames());
 
     let mut offline = vec![];
     replay(&pcap_path, Format::Eve, Default::default(), &mut offline).unwrap();
