@@ -48,6 +48,15 @@ pub enum AgentError {
     Transport(#[from] TransportError),
 }
 
+/// Run blocking work (file reads, fsync, hashing) from async code without stalling the worker
+/// it runs on: on the multi-threaded runtime the worker hands its other tasks away first.
+pub fn run_blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// A running agent.
 pub struct Agent {
     stop: watch::Sender<bool>,

@@ -355,11 +355,7 @@ impl Shipper {
 
 /// Run spool work (which may fsync) without stalling the async worker it is called from.
 fn with_spool<T>(spool: &Mutex<Spool>, f: impl FnOnce(&mut Spool) -> T) -> T {
-    let run = || f(&mut spool.lock().unwrap_or_else(|p| p.into_inner()));
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
-        _ => run(),
-    }
+    crate::run_blocking(|| f(&mut spool.lock().unwrap_or_else(|p| p.into_inner())))
 }
 
 fn retry_ack(sequence: u64) -> BatchAck {

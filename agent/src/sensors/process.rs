@@ -293,42 +293,45 @@ async fn poll(
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        sys.refresh_processes_specifics(ProcessesToUpdate::All, true, refresh_kind());
-        let now = now_ns();
-        let mut seen: HashMap<Key, ()> = HashMap::with_capacity(known.len() + 16);
-        let action = if first {
-            ProcessAction::Snapshot
-        } else {
-            ProcessAction::Start
-        };
-        let pids: Vec<Pid> = sys.processes().keys().copied().collect();
-        for pid in pids {
-            let Some(p) = sys.process(pid) else { continue };
-            // Kernel threads have no command line and no exe; they are not processes users run.
-            if p.thread_kind().is_some() {
-                continue;
+        // Reading all of /proc is blocking work.
+        crate::run_blocking(|| {
+            sys.refresh_processes_specifics(ProcessesToUpdate::All, true, refresh_kind());
+            let now = now_ns();
+            let mut seen: HashMap<Key, ()> = HashMap::with_capacity(known.len() + 16);
+            let action = if first {
+                ProcessAction::Snapshot
+            } else {
+                ProcessAction::Start
+            };
+            let pids: Vec<Pid> = sys.processes().keys().copied().collect();
+            for pid in pids {
+                let Some(p) = sys.process(pid) else { continue };
+                // Kernel threads have no command line and no exe; they are not processes users run.
+                if p.thread_kind().is_some() {
+                    continue;
+                }
+                let key = (pid.as_u32(), p.start_time());
+                seen.insert(key, ());
+                if known.contains_key(&key) {
+                    continue;
+                }
+                if let Some(ev) = describe(&sys, pid, &mut users, action) {
+                    known.insert(key, remembered(&ev));
+                    sink.emit(now, event::Kind::Process(ev));
+                }
             }
-            let key = (pid.as_u32(), p.start_time());
-            seen.insert(key, ());
-            if known.contains_key(&key) {
-                continue;
+            let gone: Vec<Key> = known
+                .keys()
+                .filter(|k| !seen.contains_key(k))
+                .copied()
+                .collect();
+            for key in gone {
+                if let Some(mut ev) = known.remove(&key) {
+                    ev.action = ProcessAction::Exit as i32;
+                    sink.emit(now, event::Kind::Process(ev));
+                }
             }
-            if let Some(ev) = describe(&sys, pid, &mut users, action) {
-                known.insert(key, remembered(&ev));
-                sink.emit(now, event::Kind::Process(ev));
-            }
-        }
-        let gone: Vec<Key> = known
-            .keys()
-            .filter(|k| !seen.contains_key(k))
-            .copied()
-            .collect();
-        for key in gone {
-            if let Some(mut ev) = known.remove(&key) {
-                ev.action = ProcessAction::Exit as i32;
-                sink.emit(now, event::Kind::Process(ev));
-            }
-        }
+        });
         first = false;
         if sink.is_closed() {
             return;
