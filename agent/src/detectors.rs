@@ -61,15 +61,9 @@ pub fn read_rule_files(paths: &[PathBuf]) -> (Named, Named) {
 /// [`MAX_RULE_FILE_BYTES`], UTF-8.
 fn read_rule_file(p: &std::path::Path) -> Result<String, String> {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(p)
-        .map_err(|e| format!("cannot open: {e}"))?;
-    if !f.metadata().is_ok_and(|m| m.is_file()) {
-        return Err("not a regular file".into());
-    }
+    let f = crate::regular_file::open_regular_file(p)
+        .map_err(|e| format!("cannot open: {e}"))?
+        .ok_or("not a regular file")?;
     let mut bytes = vec![];
     f.take(MAX_RULE_FILE_BYTES + 1)
         .read_to_end(&mut bytes)

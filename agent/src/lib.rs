@@ -15,6 +15,7 @@ pub mod detectors;
 pub mod enroll;
 pub mod fim;
 pub mod identity;
+pub mod regular_file;
 pub mod replay;
 pub mod sensors;
 pub mod shipper;

@@ -168,16 +168,11 @@ impl ScanSpec {
             state.hash_skipped = "too_large".into();
             return Some(state);
         }
-        // Never follow a link swapped in since the lstat, never wait on a FIFO or a lease, never
-        // take a controlling terminal; and hash only what really is a regular file.
-        use std::os::unix::fs::OpenOptionsExt;
-        let opened = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(path);
-        let file = match opened {
-            Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => f,
-            Ok(_) => {
+        // What is at the path may have changed since the lstat: open it safely, hash only a
+        // regular file.
+        let file = match crate::regular_file::open_regular_file(path) {
+            Ok(Some(f)) => f,
+            Ok(None) => {
                 state.hash_skipped = "special".into();
                 return Some(state);
             }
