@@ -8,6 +8,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
+use lindi_shared::detect::Engine;
 use lindi_shared::net::flow::FlowConfig;
 use lindi_shared::net::pipeline::{NetRecord, Pipeline};
 use lindi_shared::proto::Event;
@@ -39,6 +40,7 @@ pub struct ReplaySummary {
     pub flows: u64,
     pub dns_messages: u64,
     pub flows_evicted: u64,
+    pub alerts: u64,
     /// Why reading stopped early (a damaged record), if it did.
     pub read_error: Option<String>,
     pub seconds: f64,
@@ -76,11 +78,12 @@ fn write_records(
     Ok(())
 }
 
-/// Replay `path`, writing events to `out`.
+/// Replay `path`, writing events to `out`; with `engine`, its rules run on the traffic.
 pub fn replay(
     path: &Path,
     format: Format,
     flow_config: FlowConfig,
+    engine: Option<Engine>,
     out: &mut dyn Write,
 ) -> Result<ReplaySummary, ReplayError> {
     let open_err = |detail: String| ReplayError::Open {
@@ -91,6 +94,9 @@ pub fn replay(
         .map_err(|e| open_err(e.to_string()))?;
     let linktype = cap.get_datalink().0;
     let mut pipeline = Pipeline::new(flow_config);
+    if let Some(e) = engine {
+        pipeline = pipeline.with_rules(e);
+    }
     let mut summary = ReplaySummary::default();
     let started = Instant::now();
     loop {
@@ -123,6 +129,7 @@ pub fn replay(
     summary.flows_evicted = pipeline.flows_evicted();
     summary.decode_errors = pipeline.stats.decode_errors;
     summary.dns_messages = pipeline.stats.dns_messages;
+    summary.alerts = pipeline.stats.alerts;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }
@@ -173,7 +180,14 @@ mod tests {
             ],
         );
         let mut out = vec![];
-        let s = replay(&pcap_path, Format::Eve, FlowConfig::default(), &mut out).unwrap();
+        let s = replay(
+            &pcap_path,
+            Format::Eve,
+            FlowConfig::default(),
+            None,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!((s.packets, s.decode_errors, s.flows), (4, 1, 2));
         let lines: Vec<serde_json::Value> = String::from_utf8(out)
             .unwrap()
@@ -191,7 +205,14 @@ mod tests {
         // The DNS exchange's payload ("payload") is not DNS: no dns events.
         assert!(lines.iter().all(|l| l["event_type"] == "flow"));
         let mut out = vec![];
-        replay(&pcap_path, Format::Jsonl, FlowConfig::default(), &mut out).unwrap();
+        replay(
+            &pcap_path,
+            Format::Jsonl,
+            FlowConfig::default(),
+            None,
+            &mut out,
+        )
+        .unwrap();
         assert!(
             String::from_utf8(out)
                 .unwrap()
@@ -205,7 +226,7 @@ mod tests {
         let bad = dir.path().join("bad.pcap");
         std::fs::write(&bad, b"not a pcap file at all").unwrap();
         assert!(matches!(
-            replay(&bad, Format::Eve, FlowConfig::default(), &mut vec![]),
+            replay(&bad, Format::Eve, FlowConfig::default(), None, &mut vec![]),
             Err(ReplayError::Open { .. })
         ));
         let good = dir.path().join("good.pcap");
@@ -220,7 +241,7 @@ mod tests {
         bytes.truncate(bytes.len() - 10);
         let cut = dir.path().join("cut.pcap");
         std::fs::write(&cut, &bytes).unwrap();
-        let s = replay(&cut, Format::Eve, FlowConfig::default(), &mut vec![]).unwrap();
+        let s = replay(&cut, Format::Eve, FlowConfig::default(), None, &mut vec![]).unwrap();
         assert_eq!(s.packets, 1);
         assert!(s.read_error.is_some());
     }

@@ -46,7 +46,7 @@ fn every_corpus_capture_replays_without_a_panic() {
     let (mut refused, mut cut, mut packets, mut undecodable) = (0, 0, 0u64, 0u64);
     for f in &files {
         let mut sink = std::io::sink();
-        match replay(f, Format::Eve, Default::default(), &mut sink) {
+        match replay(f, Format::Eve, Default::default(), None, &mut sink) {
             Ok(s) => {
                 packets += s.packets;
                 undecodable += s.decode_errors;

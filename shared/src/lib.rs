@@ -25,6 +25,7 @@
 //! ```
 
 pub mod codec;
+pub mod detect;
 pub mod duration;
 pub mod net;
 pub mod pki;

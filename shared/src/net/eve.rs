@@ -43,6 +43,102 @@ pub fn timestamp(ns: i64) -> String {
     )
 }
 
+/// An address as Suricata writes it: IPv6 in full, lower case.
+pub fn ip(a: std::net::IpAddr) -> String {
+    match a {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => v6
+            .segments()
+            .iter()
+            .map(|s| format!("{s:04x}"))
+            .collect::<Vec<_>>()
+            .join(":"),
+    }
+}
+
+/// A rule match as a Suricata `alert` event.
+pub fn alert_event(a: &crate::detect::Alert, community_id: &str) -> Value {
+    let mut v = json!({
+        "timestamp": timestamp(a.ts_ns),
+        "event_type": "alert",
+        "src_ip": ip(a.src),
+        "dest_ip": ip(a.dst),
+        "proto": proto_name(a.proto),
+        "community_id": community_id,
+        "alert": {
+            "action": "allowed",
+            "gid": a.gid,
+            "signature_id": a.sid,
+            "rev": a.rev,
+            "signature": a.msg,
+            "category": a.classtype.as_deref().map(classtype_description).unwrap_or(""),
+            "severity": a.priority,
+        },
+    });
+    if !matches!(a.proto, 1 | 58) {
+        v["src_port"] = json!(a.sport);
+        v["dest_port"] = json!(a.dport);
+    } else {
+        v["icmp_type"] = json!(a.sport);
+        v["icmp_code"] = json!(a.dport);
+    }
+    if let Some(app) = a.app {
+        v["app_proto"] = json!(app.name());
+    }
+    v
+}
+
+/// The description Suricata's classification.config gives a classtype (EVE's
+/// `alert.category`); an unknown classtype is written as it is.
+pub fn classtype_description(c: &str) -> &str {
+    match c {
+        "not-suspicious" => "Not Suspicious Traffic",
+        "unknown" => "Unknown Traffic",
+        "bad-unknown" => "Potentially Bad Traffic",
+        "attempted-recon" => "Attempted Information Leak",
+        "successful-recon-limited" => "Information Leak",
+        "successful-recon-largescale" => "Large Scale Information Leak",
+        "attempted-dos" => "Attempted Denial of Service",
+        "successful-dos" => "Denial of Service",
+        "attempted-user" => "Attempted User Privilege Gain",
+        "unsuccessful-user" => "Unsuccessful User Privilege Gain",
+        "successful-user" => "Successful User Privilege Gain",
+        "attempted-admin" => "Attempted Administrator Privilege Gain",
+        "successful-admin" => "Successful Administrator Privilege Gain",
+        "rpc-portmap-decode" => "Decode of an RPC Query",
+        "shellcode-detect" => "Executable code was detected",
+        "string-detect" => "A suspicious string was detected",
+        "suspicious-filename-detect" => "A suspicious filename was detected",
+        "suspicious-login" => "An attempted login using a suspicious username was detected",
+        "system-call-detect" => "A system call was detected",
+        "tcp-connection" => "A TCP connection was detected",
+        "trojan-activity" => "A Network Trojan was detected",
+        "unusual-client-port-connection" => "A client was using an unusual port",
+        "network-scan" => "Detection of a Network Scan",
+        "denial-of-service" => "Detection of a Denial of Service Attack",
+        "non-standard-protocol" => "Detection of a non-standard protocol or event",
+        "protocol-command-decode" => "Generic Protocol Command Decode",
+        "web-application-activity" => "access to a potentially vulnerable web application",
+        "web-application-attack" => "Web Application Attack",
+        "misc-activity" => "Misc activity",
+        "misc-attack" => "Misc Attack",
+        "icmp-event" => "Generic ICMP event",
+        "inappropriate-content" => "Inappropriate Content was Detected",
+        "policy-violation" => "Potential Corporate Privacy Violation",
+        "default-login-attempt" => "Attempt to login by a default username and password",
+        "targeted-activity" => "Targeted Malicious Activity was Detected",
+        "exploit-kit" => "Exploit Kit Activity Detected",
+        "external-ip-check" => "Device Retrieving External IP Address Detected",
+        "domain-c2" => "Domain Observed Used for C2 Detected",
+        "pup-activity" => "Possibly Unwanted Program Detected",
+        "credential-theft" => "Successful Credential Theft Detected",
+        "social-engineering" => "Possible Social Engineering Attempted",
+        "coin-mining" => "Crypto Currency Mining Activity Detected",
+        "command-and-control" => "Malware Command and Control Activity Detected",
+        other => other,
+    }
+}
+
 fn flags_hex(f: u8) -> String {
     format!("{f:x}")
 }

@@ -162,7 +162,18 @@ pub struct FlowTable {
     flows: HashMap<FlowKey, Flow, ahash::RandomState>,
     next_id: u64,
     last_sweep_ns: i64,
+    current: Option<Current>,
     pub stats: FlowStats,
+}
+
+/// The flow of the packet last accounted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Current {
+    pub id: u64,
+    /// The packet travels from the initiator to the responder.
+    pub to_server: bool,
+    pub state: FlowState,
+    pub community_seed: u16,
 }
 
 impl FlowTable {
@@ -172,12 +183,18 @@ impl FlowTable {
             flows: HashMap::with_hasher(ahash::RandomState::new()),
             next_id: 1,
             last_sweep_ns: i64::MIN,
+            current: None,
             stats: FlowStats::default(),
         }
     }
 
     pub fn len(&self) -> usize {
         self.flows.len()
+    }
+
+    /// The flow of the packet last passed to [`FlowTable::packet`].
+    pub fn current(&self) -> Option<Current> {
+        self.current
     }
 
     pub fn is_empty(&self) -> bool {
@@ -290,6 +307,12 @@ impl FlowTable {
         } else if f.state == FlowState::New && f.pkts[0] > 0 && f.pkts[1] > 0 {
             f.state = FlowState::Established;
         }
+        self.current = Some(Current {
+            id: f.id,
+            to_server: dir == 0,
+            state: f.state,
+            community_seed: self.config.community_id_seed,
+        });
         out
     }
 
@@ -402,6 +425,8 @@ mod tests {
             ip_len: 60,
             fragment: false,
             payload_len: 0,
+            seq: 0,
+            ttl: 64,
         }
     }
 

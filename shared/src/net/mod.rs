@@ -6,5 +6,8 @@ pub mod community_id;
 pub mod dns;
 pub mod eve;
 pub mod flow;
+pub mod http;
+pub mod inspect;
 pub mod packet;
 pub mod pipeline;
+pub mod stream;

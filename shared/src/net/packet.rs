@@ -56,6 +56,10 @@ pub struct PacketInfo {
     pub fragment: bool,
     /// The transport payload, as far as it was captured.
     pub payload_len: u32,
+    /// TCP sequence number (0 for other protocols).
+    pub seq: u32,
+    /// IPv4 TTL or IPv6 hop limit.
+    pub ttl: u8,
 }
 
 /// Decode one captured frame of `linktype`.
@@ -84,7 +88,7 @@ pub fn decode_with_payload(
         other => return Err(DecodeError::LinkType(other)),
     };
     let vlan = sliced.vlan_ids().first().map(|v| v.value());
-    let (src, dst, ip_len, payload) = match &sliced.net {
+    let (src, dst, ip_len, payload, ttl) = match &sliced.net {
         Some(LaxNetSlice::Ipv4(v4)) => {
             let h = v4.header();
             (
@@ -92,6 +96,7 @@ pub fn decode_with_payload(
                 IpAddr::V4(h.destination_addr()),
                 h.slice().len() + v4.payload().payload.len(),
                 v4.payload(),
+                h.ttl(),
             )
         }
         Some(LaxNetSlice::Ipv6(v6)) => {
@@ -101,6 +106,7 @@ pub fn decode_with_payload(
                 IpAddr::V6(h.destination_addr()),
                 h.slice().len() + v6.payload().payload.len(),
                 v6.payload(),
+                h.hop_limit(),
             )
         }
         _ => {
@@ -124,6 +130,8 @@ pub fn decode_with_payload(
         ip_len: ip_len as u32,
         fragment: payload.fragmented,
         payload_len: 0,
+        seq: 0,
+        ttl,
     };
     let mut body: &[u8] = &[];
     match &sliced.transport {
@@ -131,6 +139,7 @@ pub fn decode_with_payload(
             body = t.payload();
             info.sport = t.source_port();
             info.dport = t.destination_port();
+            info.seq = t.sequence_number();
             let mut f = 0;
             for (set, bit) in [
                 (t.fin(), tcp_flags::FIN),

@@ -10,8 +10,10 @@ use super::community_id::community_id_v1;
 use super::dns::{self, DnsInfo};
 use super::eve;
 use super::flow::{FlowConfig, FlowRecord, FlowTable};
+use super::inspect::Detector;
 use super::packet::decode_with_payload;
-use crate::proto::{FlowEvent, event};
+use crate::detect::{Alert, Engine};
+use crate::proto::{DetectionEvent, FlowEvent, event};
 
 /// Something the pipeline found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +28,10 @@ pub enum NetRecord {
         community_id: String,
         info: DnsInfo,
     },
+    Alert {
+        alert: Alert,
+        community_id: String,
+    },
 }
 
 /// Counters of the pipeline.
@@ -34,11 +40,13 @@ pub struct PipelineStats {
     pub packets: u64,
     pub decode_errors: u64,
     pub dns_messages: u64,
+    pub alerts: u64,
 }
 
 pub struct Pipeline {
     table: FlowTable,
     seed: u16,
+    detector: Option<Detector>,
     pub stats: PipelineStats,
 }
 
@@ -47,8 +55,54 @@ impl Pipeline {
         Pipeline {
             seed: config.community_id_seed,
             table: FlowTable::new(config),
+            detector: None,
             stats: PipelineStats::default(),
         }
+    }
+
+    /// Run `engine`'s rules on every packet, stream and transaction.
+    pub fn with_rules(mut self, engine: Engine) -> Self {
+        self.detector = Some(Detector::new(engine));
+        self
+    }
+
+    pub fn detector(&self) -> Option<&Detector> {
+        self.detector.as_ref()
+    }
+
+    fn alert_record(&self, alert: Alert) -> NetRecord {
+        let (sport, dport) = if matches!(alert.proto, 1 | 58) {
+            (0, 0)
+        } else {
+            (alert.sport, alert.dport)
+        };
+        NetRecord::Alert {
+            community_id: community_id_v1(
+                alert.src,
+                alert.dst,
+                sport,
+                dport,
+                alert.proto,
+                self.seed,
+            ),
+            alert,
+        }
+    }
+
+    /// Flow records, with what detection still had to say about those flows.
+    fn ended(&mut self, flows: Vec<FlowRecord>) -> Vec<NetRecord> {
+        let mut out = vec![];
+        for f in flows {
+            if let Some(d) = self.detector.as_mut() {
+                let alerts = d.flow_ended(&f);
+                self.stats.alerts += alerts.len() as u64;
+                for a in alerts {
+                    out.push(self.alert_record(a));
+                }
+            }
+            out.push(NetRecord::Flow(f));
+        }
+        out
     }
 
     pub fn flows_open(&self) -> usize {
@@ -69,12 +123,17 @@ impl Pipeline {
                 return vec![];
             }
         };
-        let mut out: Vec<NetRecord> = self
-            .table
-            .packet(ts_ns, &info)
-            .into_iter()
-            .map(NetRecord::Flow)
-            .collect();
+        let ended = self.table.packet(ts_ns, &info);
+        let mut out = self.ended(ended);
+        if let Some(d) = self.detector.as_mut()
+            && let Some(cur) = self.table.current()
+        {
+            let alerts = d.packet(ts_ns, &info, payload, cur);
+            self.stats.alerts += alerts.len() as u64;
+            for a in alerts {
+                out.push(self.alert_record(a));
+            }
+        }
         if info.proto == 17
             && (info.sport == 53 || info.dport == 53)
             && let Some(msg) = dns::parse(payload)
@@ -97,20 +156,14 @@ impl Pipeline {
 
     /// Flows timed out at `now_ns`.
     pub fn expire(&mut self, now_ns: i64) -> Vec<NetRecord> {
-        self.table
-            .expire(now_ns)
-            .into_iter()
-            .map(NetRecord::Flow)
-            .collect()
+        let ended = self.table.expire(now_ns);
+        self.ended(ended)
     }
 
     /// Every flow still open.
     pub fn drain(&mut self) -> Vec<NetRecord> {
-        self.table
-            .drain()
-            .into_iter()
-            .map(NetRecord::Flow)
-            .collect()
+        let ended = self.table.drain();
+        self.ended(ended)
     }
 }
 
@@ -120,6 +173,7 @@ impl NetRecord {
         match self {
             NetRecord::Flow(f) => f.end_ns,
             NetRecord::Dns { ts_ns, .. } => *ts_ns,
+            NetRecord::Alert { alert, .. } => alert.ts_ns,
         }
     }
 
@@ -147,6 +201,10 @@ impl NetRecord {
                 });
                 dns::eve_events(info, &base)
             }
+            NetRecord::Alert {
+                alert,
+                community_id,
+            } => vec![eve::alert_event(alert, community_id)],
         }
     }
 
@@ -175,6 +233,32 @@ impl NetRecord {
                 });
                 event::Kind::Dns(d)
             }
+            NetRecord::Alert {
+                alert,
+                community_id,
+            } => event::Kind::Detection(DetectionEvent {
+                engine: "suricata".into(),
+                rule_id: format!("{}:{}", alert.gid, alert.sid),
+                rev: alert.rev,
+                title: alert.msg.clone(),
+                severity: alert.priority as u32,
+                classtype: alert.classtype.clone().unwrap_or_default(),
+                confidence: 100,
+                flow: Some(FlowEvent {
+                    src_ip: alert.src.to_string(),
+                    src_port: alert.sport as u32,
+                    dest_ip: alert.dst.to_string(),
+                    dest_port: alert.dport as u32,
+                    proto: eve::proto_name(alert.proto),
+                    community_id: community_id.clone(),
+                    ..Default::default()
+                }),
+                tags: alert
+                    .app
+                    .map(|a| vec![format!("app_proto:{}", a.name())])
+                    .unwrap_or_default(),
+                ..Default::default()
+            }),
         }
     }
 }

@@ -19,7 +19,14 @@ fn live_capture_finds_the_flows_offline_replay_finds() {
     write_pcap(&pcap_path, &lindi_tests::netns::sample_frames());
 
     let mut offline = vec![];
-    replay(&pcap_path, Format::Eve, Default::default(), &mut offline).unwrap();
+    replay(
+        &pcap_path,
+        Format::Eve,
+        Default::default(),
+        None,
+        &mut offline,
+    )
+    .unwrap();
     let expected: BTreeSet<(String, u64, u64)> = String::from_utf8(offline)
         .unwrap()
         .lines()

@@ -1,0 +1,408 @@
+//! Address and port expressions of a rule header: `any`, single values, CIDR blocks, port
+//! ranges, `[lists]`, negation with `!`, and `$VARIABLES` taken from a [`Vars`] table (the
+//! defaults are those of Suricata's shipped `suricata.yaml`).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// Address and port variables a ruleset refers to as `$NAME`.
+#[derive(Clone, Debug)]
+pub struct Vars {
+    pub addresses: HashMap<String, String>,
+    pub ports: HashMap<String, String>,
+}
+
+impl Default for Vars {
+    /// The values of Suricata's default `suricata.yaml`.
+    fn default() -> Self {
+        let home = "[192.168.0.0/16,10.0.0.0/8,172.16.0.0/12]";
+        let mut addresses: HashMap<String, String> = HashMap::new();
+        addresses.insert("HOME_NET".into(), home.into());
+        addresses.insert("EXTERNAL_NET".into(), "!$HOME_NET".into());
+        for v in [
+            "HTTP_SERVERS",
+            "SMTP_SERVERS",
+            "SQL_SERVERS",
+            "DNS_SERVERS",
+            "TELNET_SERVERS",
+            "AIM_SERVERS",
+            "DC_SERVERS",
+            "DNP3_SERVER",
+            "DNP3_CLIENT",
+            "MODBUS_CLIENT",
+            "MODBUS_SERVER",
+            "ENIP_CLIENT",
+            "ENIP_SERVER",
+        ] {
+            addresses.insert(v.into(), "$HOME_NET".into());
+        }
+        let mut ports: HashMap<String, String> = HashMap::new();
+        for (k, v) in [
+            ("HTTP_PORTS", "80"),
+            ("SHELLCODE_PORTS", "!80"),
+            ("ORACLE_PORTS", "1521"),
+            ("SSH_PORTS", "22"),
+            ("DNP3_PORTS", "20000"),
+            ("MODBUS_PORTS", "502"),
+            ("FILE_DATA_PORTS", "[$HTTP_PORTS,110,143]"),
+            ("FTP_PORTS", "21"),
+            ("GENEVE_PORTS", "6081"),
+            ("VXLAN_PORTS", "4789"),
+            ("TEREDO_PORTS", "3544"),
+        ] {
+            ports.insert(k.into(), v.into());
+        }
+        Vars { addresses, ports }
+    }
+}
+
+/// A set of addresses: the union of `include` minus the union of `exclude`; empty `include`
+/// means every address.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AddrSet {
+    include: Vec<Cidr>,
+    exclude: Vec<Cidr>,
+    any: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Cidr {
+    net: IpAddr,
+    bits: u8,
+}
+
+impl Cidr {
+    fn contains(&self, ip: IpAddr) -> bool {
+        match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - self.bits as u32).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - self.bits as u32).unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl AddrSet {
+    pub fn any() -> Self {
+        AddrSet {
+            any: true,
+            ..Default::default()
+        }
+    }
+
+    pub fn is_any(&self) -> bool {
+        self.any && self.exclude.is_empty()
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        (self.any || self.include.iter().any(|c| c.contains(ip)))
+            && !self.exclude.iter().any(|c| c.contains(ip))
+    }
+
+    /// Parse an address expression.
+    pub fn parse(text: &str, vars: &Vars) -> Result<Self, String> {
+        let mut set = AddrSet::default();
+        add_addr(&mut set, text.trim(), false, vars, 0)?;
+        if set.include.is_empty() && !set.exclude.is_empty() {
+            set.any = true;
+        }
+        if !set.any && set.include.is_empty() {
+            return Err(format!("address {text:?} matches nothing"));
+        }
+        Ok(set)
+    }
+}
+
+fn add_addr(
+    set: &mut AddrSet,
+    text: &str,
+    negated: bool,
+    vars: &Vars,
+    depth: u32,
+) -> Result<(), String> {
+    if depth > 16 {
+        return Err("address variables nest too deep".into());
+    }
+    let text = text.trim();
+    if let Some(rest) = text.strip_prefix('!') {
+        return add_addr(set, rest, !negated, vars, depth + 1);
+    }
+    if let Some(inner) = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+        for item in split_list(inner)? {
+            add_addr(set, item, negated, vars, depth + 1)?;
+        }
+        return Ok(());
+    }
+    if let Some(name) = text.strip_prefix('$') {
+        let value = vars
+            .addresses
+            .get(name)
+            .ok_or_else(|| format!("unknown address variable ${name}"))?;
+        return add_addr(set, value, negated, vars, depth + 1);
+    }
+    if text.eq_ignore_ascii_case("any") {
+        if negated {
+            return Err("!any matches nothing".into());
+        }
+        set.any = true;
+        return Ok(());
+    }
+    let cidr = parse_cidr(text)?;
+    if negated {
+        set.exclude.push(cidr);
+    } else {
+        set.include.push(cidr);
+    }
+    Ok(())
+}
+
+fn parse_cidr(text: &str) -> Result<Cidr, String> {
+    let (addr, bits) = match text.split_once('/') {
+        Some((a, b)) => (a, Some(b)),
+        None => (text, None),
+    };
+    let net: IpAddr = addr.parse().map_err(|_| format!("bad address {text:?}"))?;
+    let max = if net.is_ipv4() { 32 } else { 128 };
+    let bits = match bits {
+        None => max,
+        Some(b) => match b.parse::<u8>() {
+            Ok(n) if n <= max => n,
+            // A dotted netmask (a.b.c.d/255.255.0.0).
+            _ => match b.parse::<std::net::Ipv4Addr>() {
+                Ok(m) if net.is_ipv4() => u32::from(m).count_ones() as u8,
+                _ => return Err(format!("bad prefix length in {text:?}")),
+            },
+        },
+    };
+    Ok(Cidr { net, bits })
+}
+
+/// Split a `[..]` list body at top-level commas.
+fn split_list(text: &str) -> Result<Vec<&str>, String> {
+    let mut out = vec![];
+    let mut depth = 0i32;
+    let mut start = 0;
+    for (i, c) in text.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err(format!("unbalanced brackets in {text:?}"));
+                }
+            }
+            ',' if depth == 0 => {
+                out.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return Err(format!("unbalanced brackets in {text:?}"));
+    }
+    out.push(&text[start..]);
+    Ok(out.into_iter().filter(|s| !s.trim().is_empty()).collect())
+}
+
+/// A set of ports: 65536 bits.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PortSet {
+    bits: Box<[u64; 1024]>,
+    any: bool,
+}
+
+impl std::fmt::Debug for PortSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.any {
+            write!(f, "PortSet(any)")
+        } else {
+            let n: u32 = self.bits.iter().map(|w| w.count_ones()).sum();
+            write!(f, "PortSet({n} ports)")
+        }
+    }
+}
+
+impl PortSet {
+    pub fn any() -> Self {
+        PortSet {
+            bits: Box::new([u64::MAX; 1024]),
+            any: true,
+        }
+    }
+
+    pub fn is_any(&self) -> bool {
+        self.any
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        self.any || self.bits[port as usize / 64] & (1 << (port % 64)) != 0
+    }
+
+    pub fn parse(text: &str, vars: &Vars) -> Result<Self, String> {
+        let mut include = Box::new([0u64; 1024]);
+        let mut exclude = Box::new([0u64; 1024]);
+        let mut saw_include = false;
+        add_ports(
+            &mut include,
+            &mut exclude,
+            &mut saw_include,
+            text.trim(),
+            false,
+            vars,
+            0,
+        )?;
+        if !saw_include {
+            include = Box::new([u64::MAX; 1024]);
+        }
+        let mut any = true;
+        for (i, e) in include.iter_mut().zip(exclude.iter()) {
+            *i &= !e;
+            any &= *i == u64::MAX;
+        }
+        if include.iter().all(|w| *w == 0) {
+            return Err(format!("port {text:?} matches nothing"));
+        }
+        Ok(PortSet { bits: include, any })
+    }
+}
+
+fn add_ports(
+    include: &mut [u64; 1024],
+    exclude: &mut [u64; 1024],
+    saw_include: &mut bool,
+    text: &str,
+    negated: bool,
+    vars: &Vars,
+    depth: u32,
+) -> Result<(), String> {
+    if depth > 16 {
+        return Err("port variables nest too deep".into());
+    }
+    let text = text.trim();
+    if let Some(rest) = text.strip_prefix('!') {
+        return add_ports(
+            include,
+            exclude,
+            saw_include,
+            rest,
+            !negated,
+            vars,
+            depth + 1,
+        );
+    }
+    if let Some(inner) = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+        for item in split_list(inner)? {
+            add_ports(
+                include,
+                exclude,
+                saw_include,
+                item,
+                negated,
+                vars,
+                depth + 1,
+            )?;
+        }
+        return Ok(());
+    }
+    if let Some(name) = text.strip_prefix('$') {
+        let value = vars
+            .ports
+            .get(name)
+            .ok_or_else(|| format!("unknown port variable ${name}"))?;
+        return add_ports(
+            include,
+            exclude,
+            saw_include,
+            value,
+            negated,
+            vars,
+            depth + 1,
+        );
+    }
+    let (lo, hi) = if text.eq_ignore_ascii_case("any") {
+        (0u16, u16::MAX)
+    } else if let Some((a, b)) = text.split_once(':') {
+        let lo = if a.trim().is_empty() {
+            0
+        } else {
+            parse_port(a)?
+        };
+        let hi = if b.trim().is_empty() {
+            u16::MAX
+        } else {
+            parse_port(b)?
+        };
+        if lo > hi {
+            return Err(format!("empty port range {text:?}"));
+        }
+        (lo, hi)
+    } else {
+        let p = parse_port(text)?;
+        (p, p)
+    };
+    let target = if negated {
+        exclude
+    } else {
+        *saw_include = true;
+        include
+    };
+    for p in lo as usize..=hi as usize {
+        target[p / 64] |= 1 << (p % 64);
+    }
+    Ok(())
+}
+
+fn parse_port(text: &str) -> Result<u16, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("bad port {text:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_with_variables_lists_and_negation() {
+        let vars = Vars::default();
+        let home = AddrSet::parse("$HOME_NET", &vars).unwrap();
+        assert!(home.contains("10.1.2.3".parse().unwrap()));
+        assert!(!home.contains("8.8.8.8".parse().unwrap()));
+        let ext = AddrSet::parse("$EXTERNAL_NET", &vars).unwrap();
+        assert!(ext.contains("8.8.8.8".parse().unwrap()));
+        assert!(!ext.contains("192.168.1.1".parse().unwrap()));
+        let l = AddrSet::parse("[1.2.3.0/24,!1.2.3.4,2001:db8::/32]", &vars).unwrap();
+        assert!(l.contains("1.2.3.5".parse().unwrap()));
+        assert!(!l.contains("1.2.3.4".parse().unwrap()));
+        assert!(l.contains("2001:db8::1".parse().unwrap()));
+        assert!(AddrSet::parse("$NOPE", &vars).is_err());
+        assert!(AddrSet::parse("[1.2.3.4", &vars).is_err());
+        assert!(AddrSet::parse("1.2.3.4/40", &vars).is_err());
+        assert!(AddrSet::parse("any", &vars).unwrap().is_any());
+    }
+
+    #[test]
+    fn ports_with_ranges_lists_and_negation() {
+        let vars = Vars::default();
+        let p = PortSet::parse("[80,8000:8080,!8008]", &vars).unwrap();
+        assert!(p.contains(80) && p.contains(8080) && !p.contains(8008) && !p.contains(81));
+        let p = PortSet::parse("!$HTTP_PORTS", &vars).unwrap();
+        assert!(!p.contains(80) && p.contains(81));
+        let p = PortSet::parse("1024:", &vars).unwrap();
+        assert!(p.contains(65535) && !p.contains(1023));
+        assert!(PortSet::parse("any", &vars).unwrap().is_any());
+        assert!(PortSet::parse("70000", &vars).is_err());
+        assert!(PortSet::parse("!any", &vars).is_err());
+        assert!(PortSet::parse("[!$FILE_DATA_PORTS]", &vars).is_ok());
+    }
+}

@@ -1,0 +1,648 @@
+//! The detection engine: a loaded ruleset with its multi-pattern prefilter, evaluated on
+//! inspection points the network pipeline hands it (a packet, new reassembled stream data,
+//! or an application transaction with its buffers).
+//!
+//! Invariants:
+//! 1. A rule is evaluated only if its prefilter pattern occurs in its buffer (one
+//!    Aho-Corasick pass per buffer for all rules), or if it has no pattern to prefilter on.
+//! 2. Rules that set flowbits run before rules that read them, so a packet that both sets and
+//!    tests a bit sees the same result whatever the rule order in the file.
+//! 3. A rule alerts at most once per application transaction.
+//! 4. Threshold state is bounded (`MAX_THRESHOLD_ENTRIES`); when full it starts over, counted.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+
+use super::addr::Vars;
+use super::rule::{
+    AppProto, Buffer, FlowbitOp, PacketCheck, Proto, Rule, Side, ThresholdKind, Track, Unsupported,
+    parse_rule, split_rules,
+};
+use super::search::match_list;
+
+const MAX_THRESHOLD_ENTRIES: usize = 65_536;
+const NS: i64 = 1_000_000_000;
+
+/// A rules file, loaded: what runs and what does not, with why.
+#[derive(Debug, Default)]
+pub struct RuleSet {
+    pub rules: Vec<Rule>,
+    /// (source, line, reason) of every rule not loaded.
+    pub rejected: Vec<(String, usize, Unsupported)>,
+}
+
+impl RuleSet {
+    /// Add the rules of `text` (named `source` in reports).
+    pub fn add(&mut self, source: &str, text: &str, vars: &Vars) {
+        for (line, rule) in split_rules(text) {
+            match parse_rule(&rule, vars) {
+                Ok(r) => self.rules.push(r),
+                Err(e) => self.rejected.push((source.to_string(), line, e)),
+            }
+        }
+    }
+}
+
+/// What the engine looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// One packet and its own payload.
+    Packet,
+    /// Reassembled stream data of the packet's direction.
+    Stream,
+    /// An application transaction (request or response side complete).
+    App { tx: u64, side: Side },
+}
+
+/// The packet an inspection is attributed to.
+#[derive(Clone, Copy, Debug)]
+pub struct PacketView<'a> {
+    pub ts_ns: i64,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    /// IANA transport protocol number.
+    pub proto: u8,
+    pub ttl: u8,
+    pub tcp_flags: u8,
+    /// Packet payload (the Packet phase) or stream data (the Stream phase).
+    pub payload: &'a [u8],
+    /// The packet's own payload length (for dsize).
+    pub dsize: usize,
+    pub to_server: bool,
+    pub established: bool,
+    /// The flow's application protocol, once known.
+    pub app: Option<AppProto>,
+}
+
+/// Application buffers available at an inspection point.
+pub trait Buffers {
+    /// The instances of buffer `b` (several for multi-buffers such as each DNS query name),
+    /// or an empty list when it is not available here.
+    fn get(&self, b: Buffer) -> Vec<&[u8]>;
+}
+
+/// No application buffers.
+pub struct NoBuffers;
+
+impl Buffers for NoBuffers {
+    fn get(&self, _: Buffer) -> Vec<&[u8]> {
+        vec![]
+    }
+}
+
+/// Per-flow detection state, kept by the pipeline.
+#[derive(Clone, Debug, Default)]
+pub struct FlowDetect {
+    bits: Vec<u32>,
+    /// (transaction, rule index) pairs that already alerted.
+    fired: Vec<(u64, u32)>,
+}
+
+impl FlowDetect {
+    fn isset(&self, b: u32) -> bool {
+        self.bits.contains(&b)
+    }
+    fn set(&mut self, b: u32) {
+        if !self.isset(b) {
+            self.bits.push(b);
+        }
+    }
+    fn unset(&mut self, b: u32) {
+        self.bits.retain(|x| *x != b);
+    }
+    /// Forget transactions below `tx` (they are done).
+    pub fn retire_below(&mut self, tx: u64) {
+        self.fired.retain(|(t, _)| *t >= tx);
+    }
+}
+
+/// One alert.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Alert {
+    pub ts_ns: i64,
+    pub sid: u32,
+    pub gid: u32,
+    pub rev: u32,
+    pub msg: String,
+    pub classtype: Option<String>,
+    pub priority: u8,
+    pub src: IpAddr,
+    pub sport: u16,
+    pub dst: IpAddr,
+    pub dport: u16,
+    pub proto: u8,
+    pub app: Option<AppProto>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EngineStats {
+    pub inspections: u64,
+    pub candidates: u64,
+    pub alerts: u64,
+    pub threshold_resets: u64,
+}
+
+/// Patterns of one buffer: the patterns, the rules of each, and each pattern's index.
+type PatternTable = (Vec<Vec<u8>>, Vec<Vec<u32>>, HashMap<Vec<u8>, usize>);
+
+struct Prefilter {
+    ac: AhoCorasick,
+    /// Pattern index -> rule indexes.
+    rules: Vec<Vec<u32>>,
+}
+
+#[derive(Clone, Copy)]
+struct ThresholdState {
+    window_start: i64,
+    count: u32,
+    alerted: u32,
+}
+
+/// Compiled flowbit operations of a rule.
+#[derive(Clone, Debug, Default)]
+struct Bits {
+    checks: Vec<(bool, Vec<u32>)>,
+    actions: Vec<(u8, u32)>,
+}
+
+pub struct Engine {
+    rules: Vec<Rule>,
+    bits: Vec<Bits>,
+    /// Rules looking at application buffers (evaluated in the App phase).
+    app_rule: Vec<bool>,
+    prefilters: HashMap<Buffer, Prefilter>,
+    /// Rules with no prefilter pattern, split by phase kind: [packet rules, app rules].
+    always: [Vec<u32>; 2],
+    thresholds: HashMap<(u32, IpAddr, IpAddr), ThresholdState>,
+    marks: Vec<u32>,
+    generation: u32,
+    pub stats: EngineStats,
+}
+
+impl Engine {
+    pub fn new(mut rules: Vec<Rule>) -> Engine {
+        // Flowbit setters first (invariant 2), keeping file order otherwise.
+        let rank = |r: &Rule| {
+            let sets = r.flowbits.iter().any(|f| {
+                matches!(
+                    f,
+                    FlowbitOp::Set(_) | FlowbitOp::Unset(_) | FlowbitOp::Toggle(_)
+                )
+            });
+            let reads = r
+                .flowbits
+                .iter()
+                .any(|f| matches!(f, FlowbitOp::IsSet(_) | FlowbitOp::IsNotSet(_)));
+            match (sets, reads) {
+                (true, false) => 0,
+                (true, true) => 1,
+                (false, true) => 2,
+                (false, false) => 3,
+            }
+        };
+        rules.sort_by_key(|r| rank(r));
+        let mut names: HashMap<String, u32> = HashMap::new();
+        let mut intern = |n: &str| {
+            let next = names.len() as u32;
+            *names.entry(n.to_string()).or_insert(next)
+        };
+        let bits: Vec<Bits> = rules
+            .iter()
+            .map(|r| {
+                let mut b = Bits::default();
+                for op in &r.flowbits {
+                    match op {
+                        FlowbitOp::IsSet(l) => {
+                            b.checks.push((true, l.iter().map(|n| intern(n)).collect()))
+                        }
+                        FlowbitOp::IsNotSet(l) => b
+                            .checks
+                            .push((false, l.iter().map(|n| intern(n)).collect())),
+                        FlowbitOp::Set(n) => b.actions.push((0, intern(n))),
+                        FlowbitOp::Unset(n) => b.actions.push((1, intern(n))),
+                        FlowbitOp::Toggle(n) => b.actions.push((2, intern(n))),
+                    }
+                }
+                b
+            })
+            .collect();
+        let app_rule: Vec<bool> = rules
+            .iter()
+            .map(|r| r.lists.iter().any(|(b, _)| *b != Buffer::Payload))
+            .collect();
+        let mut patterns: HashMap<Buffer, PatternTable> = HashMap::new();
+        let mut always: [Vec<u32>; 2] = [vec![], vec![]];
+        for (i, r) in rules.iter().enumerate() {
+            let kind = app_rule[i] as usize;
+            match &r.prefilter {
+                Some((b, p, _)) => {
+                    let key = p.to_ascii_lowercase();
+                    let e = patterns.entry(*b).or_default();
+                    let at = *e.2.entry(key.clone()).or_insert_with(|| {
+                        e.0.push(key);
+                        e.1.push(vec![]);
+                        e.0.len() - 1
+                    });
+                    e.1[at].push(i as u32);
+                }
+                None => always[kind].push(i as u32),
+            }
+        }
+        let prefilters = patterns
+            .into_iter()
+            .filter_map(|(b, (pats, rules, _))| {
+                let ac = AhoCorasickBuilder::new()
+                    .ascii_case_insensitive(true)
+                    .match_kind(MatchKind::Standard)
+                    .build(&pats)
+                    .ok()?;
+                Some((b, Prefilter { ac, rules }))
+            })
+            .collect();
+        let n = rules.len();
+        Engine {
+            rules,
+            bits,
+            app_rule,
+            prefilters,
+            always,
+            thresholds: HashMap::new(),
+            marks: vec![0; n],
+            generation: 0,
+            stats: EngineStats::default(),
+        }
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Rules that look at application buffers of `app`.
+    pub fn wants_app(&self, app: AppProto) -> bool {
+        self.rules
+            .iter()
+            .zip(&self.app_rule)
+            .any(|(r, is_app)| *is_app && r.app() == Some(app) || r.proto == Proto::App(app))
+    }
+
+    fn candidates(&mut self, phase: Phase, p: &PacketView, bufs: &dyn Buffers) -> Vec<u32> {
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            self.marks.iter_mut().for_each(|m| *m = 0);
+            self.generation = 1;
+        }
+        let app_phase = matches!(phase, Phase::App { .. });
+        let mut out: Vec<u32> = self.always[app_phase as usize].clone();
+        let scan = |b: Buffer, data: &[u8], out: &mut Vec<u32>, marks: &mut Vec<u32>| {
+            if let Some(pf) = self.prefilters.get(&b) {
+                for m in pf.ac.find_overlapping_iter(data) {
+                    for &r in &pf.rules[m.pattern().as_usize()] {
+                        if marks[r as usize] != self.generation
+                            && self.app_rule[r as usize] == app_phase
+                        {
+                            marks[r as usize] = self.generation;
+                            out.push(r);
+                        }
+                    }
+                }
+            }
+        };
+        let mut marks = std::mem::take(&mut self.marks);
+        if app_phase {
+            let keys: Vec<Buffer> = self.prefilters.keys().copied().collect();
+            for b in keys {
+                if b == Buffer::Payload {
+                    scan(b, p.payload, &mut out, &mut marks);
+                    continue;
+                }
+                for data in bufs.get(b) {
+                    scan(b, data, &mut out, &mut marks);
+                }
+            }
+        } else {
+            scan(Buffer::Payload, p.payload, &mut out, &mut marks);
+        }
+        self.marks = marks;
+        out.sort_unstable();
+        out
+    }
+
+    /// Evaluate the rules on one inspection point.
+    pub fn inspect(
+        &mut self,
+        phase: Phase,
+        p: &PacketView,
+        bufs: &dyn Buffers,
+        flow: &mut FlowDetect,
+    ) -> Vec<Alert> {
+        self.stats.inspections += 1;
+        let cands = self.candidates(phase, p, bufs);
+        self.stats.candidates += cands.len() as u64;
+        let mut alerts = vec![];
+        for ri in cands {
+            let i = ri as usize;
+            if let Phase::App { tx, .. } = phase
+                && flow.fired.contains(&(tx, ri))
+            {
+                continue;
+            }
+            if !self.matches(i, phase, p, bufs, flow) {
+                continue;
+            }
+            // Flowbit actions happen on a match even when the alert is suppressed.
+            for &(op, b) in &self.bits[i].actions {
+                match op {
+                    0 => flow.set(b),
+                    1 => flow.unset(b),
+                    _ => {
+                        if flow.isset(b) {
+                            flow.unset(b)
+                        } else {
+                            flow.set(b)
+                        }
+                    }
+                }
+            }
+            if let Phase::App { tx, .. } = phase
+                && flow.fired.len() < 4096
+            {
+                flow.fired.push((tx, ri));
+            }
+            let r = &self.rules[i];
+            if r.noalert || !self.threshold_allows(ri, p) {
+                continue;
+            }
+            let r = &self.rules[i];
+            self.stats.alerts += 1;
+            alerts.push(Alert {
+                ts_ns: p.ts_ns,
+                sid: r.sid,
+                gid: r.gid,
+                rev: r.rev,
+                msg: r.msg.clone(),
+                classtype: r.classtype.clone(),
+                priority: r.priority,
+                src: p.src,
+                sport: p.sport,
+                dst: p.dst,
+                dport: p.dport,
+                proto: p.proto,
+                app: p.app,
+            });
+        }
+        alerts
+    }
+
+    fn matches(
+        &self,
+        i: usize,
+        phase: Phase,
+        p: &PacketView,
+        bufs: &dyn Buffers,
+        flow: &FlowDetect,
+    ) -> bool {
+        let r = &self.rules[i];
+        if !header_matches(r, p) {
+            return false;
+        }
+        if let Some(ts) = r.flow.to_server
+            && ts != p.to_server
+        {
+            return false;
+        }
+        if let Some(e) = r.flow.established
+            && e != p.established
+        {
+            return false;
+        }
+        match (r.flow.stream, phase) {
+            (Some(true), Phase::Packet) if p.proto == 6 => return false,
+            (Some(false), Phase::Stream) => return false,
+            _ => {}
+        }
+        for c in &r.checks {
+            let ok = match c {
+                PacketCheck::Dsize(cmp) => phase != Phase::Stream && cmp.test(p.dsize as u64),
+                PacketCheck::Flags(f) => p.proto == 6 && f.test(p.tcp_flags),
+                PacketCheck::Itype(cmp) => matches!(p.proto, 1 | 58) && cmp.test(p.sport as u64),
+                PacketCheck::Icode(cmp) => matches!(p.proto, 1 | 58) && cmp.test(p.dport as u64),
+                PacketCheck::Ttl(cmp) => cmp.test(p.ttl as u64),
+                PacketCheck::IpProto(n) => p.proto == *n,
+                PacketCheck::SameIp => p.src == p.dst,
+            };
+            if !ok {
+                return false;
+            }
+        }
+        for (want, names) in &self.bits[i].checks {
+            let ok = if *want {
+                names.iter().any(|b| flow.isset(*b))
+            } else {
+                names.iter().any(|b| !flow.isset(*b))
+            };
+            if !ok {
+                return false;
+            }
+        }
+        if let Phase::App { side, .. } = phase {
+            // A rule whose buffers are all request-side is done with the request.
+            let sides: Vec<Side> = r
+                .lists
+                .iter()
+                .filter(|(b, _)| *b != Buffer::Payload)
+                .map(|(b, _)| b.side())
+                .collect();
+            if side == Side::Request && sides.contains(&Side::Response) {
+                return false;
+            }
+        }
+        for (b, list) in &r.lists {
+            let ok = if *b == Buffer::Payload {
+                if matches!(phase, Phase::Packet) && p.payload.is_empty() {
+                    false
+                } else {
+                    match_list(p.payload, list)
+                }
+            } else {
+                let inst = bufs.get(*b);
+                !inst.is_empty() && inst.iter().any(|d| match_list(d, list))
+            };
+            if !ok {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn threshold_allows(&mut self, ri: u32, p: &PacketView) -> bool {
+        let Some(t) = self.rules[ri as usize].threshold else {
+            return true;
+        };
+        let any = IpAddr::from([0u8; 4]);
+        let key = match t.track {
+            Track::BySrc => (ri, p.src, any),
+            Track::ByDst => (ri, p.dst, any),
+            Track::ByRule => (ri, any, any),
+            Track::ByBoth => (ri, p.src, p.dst),
+        };
+        if self.thresholds.len() >= MAX_THRESHOLD_ENTRIES && !self.thresholds.contains_key(&key) {
+            self.thresholds.clear();
+            self.stats.threshold_resets += 1;
+        }
+        let period = t.seconds as i64 * NS;
+        let s = self.thresholds.entry(key).or_insert(ThresholdState {
+            window_start: p.ts_ns,
+            count: 0,
+            alerted: 0,
+        });
+        if p.ts_ns.saturating_sub(s.window_start) >= period {
+            *s = ThresholdState {
+                window_start: p.ts_ns,
+                count: 0,
+                alerted: 0,
+            };
+        }
+        s.count += 1;
+        let allow = match t.kind {
+            ThresholdKind::Limit => s.count <= t.count,
+            ThresholdKind::Threshold => {
+                if s.count >= t.count {
+                    s.count = 0;
+                    true
+                } else {
+                    false
+                }
+            }
+            ThresholdKind::Both => s.count >= t.count && s.alerted == 0,
+            ThresholdKind::DetectionFilter => s.count > t.count,
+        };
+        if allow {
+            s.alerted += 1;
+        }
+        allow
+    }
+}
+
+fn header_matches(r: &Rule, p: &PacketView) -> bool {
+    let proto_ok = match r.proto {
+        Proto::Ip => true,
+        Proto::Tcp => p.proto == 6,
+        Proto::Udp => p.proto == 17,
+        Proto::Icmp => matches!(p.proto, 1 | 58),
+        Proto::App(a) => p.app == Some(a),
+    };
+    if !proto_ok {
+        return false;
+    }
+    let ports = matches!(p.proto, 6 | 17 | 132);
+    let fwd = r.src.contains(p.src)
+        && r.dst.contains(p.dst)
+        && (!ports || (r.sport.contains(p.sport) && r.dport.contains(p.dport)));
+    if fwd {
+        return true;
+    }
+    r.bidirectional
+        && r.src.contains(p.dst)
+        && r.dst.contains(p.src)
+        && (!ports || (r.sport.contains(p.dport) && r.dport.contains(p.sport)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(text: &str) -> Engine {
+        let mut rs = RuleSet::default();
+        rs.add("t", text, &Vars::default());
+        assert!(rs.rejected.is_empty(), "{:?}", rs.rejected);
+        Engine::new(rs.rules)
+    }
+
+    fn pkt(payload: &[u8]) -> PacketView<'_> {
+        PacketView {
+            ts_ns: 0,
+            src: "10.0.0.1".parse().unwrap(),
+            dst: "10.0.0.2".parse().unwrap(),
+            sport: 1234,
+            dport: 80,
+            proto: 6,
+            ttl: 64,
+            tcp_flags: 0x18,
+            payload,
+            dsize: payload.len(),
+            to_server: true,
+            established: true,
+            app: None,
+        }
+    }
+
+    #[test]
+    fn prefilter_flowbits_and_thresholds() {
+        let mut e = engine(
+            r#"alert tcp any any -> any any (msg:"b"; flowbits:isset,x; content:"second"; sid:2;)
+alert tcp any any -> any any (msg:"a"; content:"first"; flowbits:set,x; flowbits:noalert; sid:1;)
+alert tcp any any -> any 80 (msg:"c"; content:"GET"; threshold: type limit, track by_src, count 1, seconds 60; sid:3;)
+alert tcp any any -> any 81 (msg:"d"; content:"GET"; sid:4;)"#,
+        );
+        let mut f = FlowDetect::default();
+        let a = e.inspect(Phase::Packet, &pkt(b"second"), &NoBuffers, &mut f);
+        assert!(a.is_empty(), "bit not set yet");
+        let a = e.inspect(Phase::Packet, &pkt(b"first second"), &NoBuffers, &mut f);
+        assert_eq!(
+            a.iter().map(|a| a.sid).collect::<Vec<_>>(),
+            vec![2],
+            "setter ran first, silently"
+        );
+        let a = e.inspect(Phase::Packet, &pkt(b"GET /"), &NoBuffers, &mut f);
+        assert_eq!(a.len(), 1);
+        let a = e.inspect(Phase::Packet, &pkt(b"GET /"), &NoBuffers, &mut f);
+        assert!(a.is_empty(), "limit 1");
+        assert!(e.stats.candidates < 8, "prefilter kept most rules out");
+    }
+
+    struct Uri(&'static [u8]);
+    impl Buffers for Uri {
+        fn get(&self, b: Buffer) -> Vec<&[u8]> {
+            if b == Buffer::HttpUri {
+                vec![self.0]
+            } else {
+                vec![]
+            }
+        }
+    }
+
+    #[test]
+    fn app_rules_fire_once_per_transaction() {
+        let mut e = engine(r#"alert http any any -> any any (http.uri; content:"/evil"; sid:7;)"#);
+        let mut f = FlowDetect::default();
+        let mut p = pkt(b"");
+        p.app = Some(AppProto::Http);
+        let ph = Phase::App {
+            tx: 0,
+            side: Side::Request,
+        };
+        assert_eq!(e.inspect(ph, &p, &Uri(b"/evil.php"), &mut f).len(), 1);
+        assert_eq!(e.inspect(ph, &p, &Uri(b"/evil.php"), &mut f).len(), 0);
+        let ph = Phase::App {
+            tx: 1,
+            side: Side::Request,
+        };
+        assert_eq!(e.inspect(ph, &p, &Uri(b"/evil.php"), &mut f).len(), 1);
+        assert_eq!(e.inspect(ph, &p, &Uri(b"/good"), &mut f).len(), 0);
+        // Not an HTTP flow: nothing.
+        p.app = None;
+        let ph = Phase::App {
+            tx: 2,
+            side: Side::Request,
+        };
+        assert_eq!(e.inspect(ph, &p, &Uri(b"/evil.php"), &mut f).len(), 0);
+    }
+}

@@ -1,0 +1,13 @@
+//! Suricata-compatible detection: the rule language ([`rule`], with address and port
+//! expressions in [`addr`]), content and PCRE matching ([`search`]) and the engine that runs a
+//! ruleset behind a multi-pattern prefilter ([`engine`]). No I/O: the network pipeline feeds
+//! it packets, reassembled stream data and application transactions.
+
+pub mod addr;
+pub mod engine;
+pub mod rule;
+pub mod search;
+
+pub use addr::Vars;
+pub use engine::{Alert, Buffers, Engine, FlowDetect, NoBuffers, PacketView, Phase, RuleSet};
+pub use rule::{AppProto, Buffer, Rule, Side, Unsupported};

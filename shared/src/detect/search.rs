@@ -1,0 +1,258 @@
+//! Single-pattern search for contents, and the evaluation of one buffer's match list with
+//! Suricata's semantics: absolute windows (offset, depth, startswith, endswith), windows
+//! relative to the previous match (distance, within, `R` pcre, relative isdataat), negation,
+//! and retrying a content at its next occurrence when a later relative match fails.
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, Input};
+use memchr::memmem;
+
+use super::rule::{Content, Matcher};
+
+/// Compiled search for one pattern.
+#[derive(Clone, Default)]
+pub enum Finder {
+    #[default]
+    Empty,
+    Exact(Box<memmem::Finder<'static>>),
+    Nocase(Box<AhoCorasick>),
+}
+
+impl std::fmt::Debug for Finder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Finder::Empty => "Finder::Empty",
+            Finder::Exact(_) => "Finder::Exact",
+            Finder::Nocase(_) => "Finder::Nocase",
+        })
+    }
+}
+
+impl Finder {
+    pub fn new(pattern: &[u8], nocase: bool) -> Finder {
+        if nocase && pattern.iter().any(|b| b.is_ascii_alphabetic()) {
+            match AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .build([pattern])
+            {
+                Ok(ac) => Finder::Nocase(Box::new(ac)),
+                Err(_) => Finder::Exact(Box::new(memmem::Finder::new(pattern).into_owned())),
+            }
+        } else {
+            Finder::Exact(Box::new(memmem::Finder::new(pattern).into_owned()))
+        }
+    }
+
+    /// First occurrence at or after `from`, entirely inside `hay[..end]`.
+    pub fn find(&self, hay: &[u8], from: usize, end: usize) -> Option<usize> {
+        let end = end.min(hay.len());
+        if from >= end {
+            return None;
+        }
+        match self {
+            Finder::Empty => None,
+            Finder::Exact(f) => f.find(&hay[from..end]).map(|p| p + from),
+            Finder::Nocase(ac) => ac.find(Input::new(hay).range(from..end)).map(|m| m.start()),
+        }
+    }
+}
+
+/// Work allowed for one list evaluation (Suricata bounds its recursion the same way).
+const BUDGET: u32 = 3000;
+
+/// Does `list` match `buf`?
+pub fn match_list(buf: &[u8], list: &[Matcher]) -> bool {
+    let mut budget = BUDGET;
+    step(buf, list, 0, 0, &mut budget)
+}
+
+fn is_relative(m: &Matcher) -> bool {
+    match m {
+        Matcher::Content(c) => c.relative(),
+        Matcher::Pcre { relative, .. } => *relative,
+        Matcher::IsDataAt { relative, .. } => *relative,
+        Matcher::Bsize(_) => false,
+    }
+}
+
+fn window(c: &Content, len: usize, prev_end: usize) -> Option<(usize, usize)> {
+    let plen = c.pattern.len();
+    let (start, end) = if c.relative() {
+        let d = c.distance.unwrap_or(0) as i64;
+        let start = (prev_end as i64 + d).max(0) as usize;
+        let end = match c.within {
+            Some(w) => (prev_end as i64 + d + w as i64).max(0) as usize,
+            None => len,
+        };
+        (start, end)
+    } else if c.startswith {
+        (0, plen)
+    } else {
+        let off = c.offset.unwrap_or(0) as usize;
+        let end = match c.depth {
+            Some(d) => off + d as usize,
+            None => len,
+        };
+        (off, end)
+    };
+    let end = end.min(len);
+    if c.endswith {
+        // Only an occurrence ending at the end of the buffer counts.
+        let s = len.checked_sub(plen)?;
+        if s < start || len > end {
+            return None;
+        }
+        return Some((s, len));
+    }
+    if start + plen > end {
+        return None;
+    }
+    Some((start, end))
+}
+
+fn step(buf: &[u8], list: &[Matcher], i: usize, prev_end: usize, budget: &mut u32) -> bool {
+    let Some(m) = list.get(i) else {
+        return true;
+    };
+    if *budget == 0 {
+        return false;
+    }
+    *budget -= 1;
+    match m {
+        Matcher::Content(c) => {
+            let found = window(c, buf.len(), prev_end)
+                .and_then(|(s, e)| c.finder.find(buf, s, e).map(|p| (p, e)));
+            if c.negated {
+                return found.is_none() && step(buf, list, i + 1, prev_end, budget);
+            }
+            let Some((mut pos, end)) = found else {
+                return false;
+            };
+            let retry = list.get(i + 1).is_some_and(is_relative);
+            loop {
+                if step(buf, list, i + 1, pos + c.pattern.len(), budget) {
+                    return true;
+                }
+                if !retry || *budget == 0 {
+                    return false;
+                }
+                *budget -= 1;
+                match c.finder.find(buf, pos + 1, end) {
+                    Some(p) => pos = p,
+                    None => return false,
+                }
+            }
+        }
+        Matcher::Pcre {
+            regex,
+            negated,
+            relative,
+        } => {
+            let start = if *relative {
+                prev_end.min(buf.len())
+            } else {
+                0
+            };
+            let found = regex.find(&buf[start..]);
+            match (found, negated) {
+                (Some(_), true) => false,
+                (None, true) => step(buf, list, i + 1, prev_end, budget),
+                (None, false) => false,
+                (Some(m), false) => step(buf, list, i + 1, start + m.end(), budget),
+            }
+        }
+        Matcher::IsDataAt {
+            n,
+            relative,
+            negated,
+        } => {
+            let at = if *relative { prev_end } else { 0 } + *n as usize;
+            let ok = at < buf.len();
+            ok != *negated && step(buf, list, i + 1, prev_end, budget)
+        }
+        Matcher::Bsize(c) => c.test(buf.len() as u64) && step(buf, list, i + 1, prev_end, budget),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::addr::Vars;
+    use crate::detect::rule::{Buffer, parse_rule};
+
+    fn matches(opts: &str, buf: &[u8]) -> bool {
+        let r = parse_rule(
+            &format!("alert tcp any any -> any any ({opts} sid:1;)"),
+            &Vars::default(),
+        )
+        .unwrap();
+        match_list(buf, r.list(Buffer::Payload).unwrap())
+    }
+
+    #[test]
+    fn absolute_windows() {
+        assert!(matches(r#"content:"abc"; depth:5;"#, b"xxabc"));
+        assert!(!matches(r#"content:"abc"; depth:4;"#, b"xxabc"));
+        assert!(matches(r#"content:"abc"; offset:2;"#, b"xxabc"));
+        assert!(!matches(r#"content:"abc"; offset:3;"#, b"xxabc"));
+        assert!(matches(r#"content:"ABC"; nocase;"#, b"xxabc"));
+        assert!(matches(r#"content:"xx"; startswith;"#, b"xxabc"));
+        assert!(!matches(r#"content:"ab"; startswith;"#, b"xxabc"));
+        assert!(matches(r#"content:"bc"; endswith;"#, b"xxabc"));
+        assert!(!matches(r#"content:"ab"; endswith;"#, b"xxabc"));
+        assert!(matches(
+            r#"content:"data|0a 0a|"; startswith; endswith;"#,
+            b"data\n\n"
+        ));
+        assert!(!matches(
+            r#"content:"data|0a 0a|"; startswith; endswith;"#,
+            b"data\n\nx"
+        ));
+    }
+
+    #[test]
+    fn relative_windows_retry_later_occurrences() {
+        // The first "a" is followed by "x", the second by "b": the rule must find the second.
+        assert!(matches(
+            r#"content:"a"; content:"b"; distance:0; within:1;"#,
+            b"axab"
+        ));
+        assert!(!matches(
+            r#"content:"a"; content:"b"; distance:0; within:1;"#,
+            b"axaxb"
+        ));
+        assert!(matches(
+            r#"content:"AllWork"; content:"Dull"; distance:1; within:7;"#,
+            b"AllWork xDull"
+        ));
+        assert!(matches(
+            r#"content:"b"; content:"a"; distance:-2; within:1;"#,
+            b"ab"
+        ));
+        assert!(matches(
+            r#"content:"a"; content:!"b"; distance:0; within:1;"#,
+            b"ac"
+        ));
+        assert!(!matches(r#"content:"a"; content:!"b"; within:1;"#, b"ab"));
+    }
+
+    #[test]
+    fn isdataat_and_pcre() {
+        assert!(matches("isdataat:3;", b"abcd"));
+        assert!(!matches("isdataat:4;", b"abcd"));
+        assert!(matches(
+            r#"content:"a"; depth:1; isdataat:2,relative;"#,
+            b"abcd"
+        ));
+        assert!(!matches(
+            r#"content:"a"; depth:1; isdataat:3,relative;"#,
+            b"abcd"
+        ));
+        assert!(matches(
+            r#"content:"a"; depth:1; isdataat:!3,relative;"#,
+            b"abcd"
+        ));
+        assert!(matches(r#"content:"ab"; pcre:"/^c\d/R";"#, b"abc1"));
+        assert!(!matches(r#"content:"ab"; pcre:"/^\d/R";"#, b"abc1"));
+        assert!(matches(r#"pcre:!"/zz/";"#, b"abc"));
+    }
+}

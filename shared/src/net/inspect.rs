@@ -1,0 +1,446 @@
+//! Detection over flows: the state each flow carries for the rule engine (TCP handshake,
+//! reassembled streams, the application parser, flowbits) and the inspection points it hands
+//! to [`Engine`]: every packet, new reassembled stream data, and each application transaction
+//! side as it completes.
+//!
+//! Invariants:
+//! 1. TCP streams are reassembled only from a SYN seen in that direction (as Suricata with
+//!    `stream.midstream: false`); a flow picked up mid-stream gets packet inspection only.
+//! 2. The application protocol is detected from the first bytes of the stream, not the port.
+//! 3. A flow's state is dropped when the flow table reports the flow ended; whatever the
+//!    application parser still held is inspected then.
+
+use std::collections::HashMap;
+
+use super::dns;
+use super::flow::{Current, FlowRecord, FlowState};
+use super::http::{
+    HttpConfig, HttpConn, HttpEvent, HttpTx, looks_like_request, looks_like_response,
+};
+use super::packet::{PacketInfo, tcp_flags};
+use super::stream::{StreamConfig, TcpStream};
+use crate::detect::{
+    Alert, AppProto, Buffer, Buffers, Engine, FlowDetect, PacketView, Phase, Side,
+};
+
+/// Bytes of earlier stream data kept in front of new data for stream inspection.
+const STREAM_TAIL: usize = 512;
+/// Stream data kept whole from the start of a direction (absolute offsets stay valid).
+const STREAM_HEAD: usize = 4096;
+/// Bytes of a direction read without recognising a protocol before giving up.
+const DETECT_LIMIT: u64 = 2048;
+/// Pending bytes of DNS over TCP held per direction.
+const DNS_TCP_LIMIT: usize = 64 << 10;
+
+#[derive(Debug, Default)]
+enum App {
+    #[default]
+    Unknown,
+    Http(Box<HttpConn>),
+    Dns,
+    Tls,
+    Ssh,
+    Smtp,
+    Ftp,
+    Failed,
+}
+
+impl App {
+    fn proto(&self) -> Option<AppProto> {
+        match self {
+            App::Http(_) => Some(AppProto::Http),
+            App::Dns => Some(AppProto::Dns),
+            App::Tls => Some(AppProto::Tls),
+            App::Ssh => Some(AppProto::Ssh),
+            App::Smtp => Some(AppProto::Smtp),
+            App::Ftp => Some(AppProto::Ftp),
+            App::Unknown | App::Failed => None,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct FlowCtx {
+    /// Handshake progress: 1 SYN, 2 SYN-ACK, 4 the client's ACK (established).
+    hs: u8,
+    streams: [TcpStream; 2],
+    /// Recent stream data per direction and the stream offset of its first byte.
+    window: [Vec<u8>; 2],
+    window_start: [u64; 2],
+    app: App,
+    dns_tcp: [Vec<u8>; 2],
+    dns_tx: u64,
+    detect: FlowDetect,
+    closed: [bool; 2],
+}
+
+/// Counters of detection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DetectStats {
+    pub alerts: u64,
+    pub http_txs: u64,
+    pub stream_gaps: u64,
+    pub app_failed: u64,
+}
+
+/// The rule engine with the per-flow state it needs.
+pub struct Detector {
+    engine: Engine,
+    flows: HashMap<u64, FlowCtx, ahash::RandomState>,
+    stream_cfg: StreamConfig,
+    http_cfg: HttpConfig,
+    pub stats: DetectStats,
+}
+
+struct HttpBufs<'a> {
+    tx: &'a HttpTx,
+    side: Side,
+}
+
+impl Buffers for HttpBufs<'_> {
+    fn get(&self, b: Buffer) -> Vec<&[u8]> {
+        self.tx.buffer(b, self.side)
+    }
+}
+
+struct DnsBufs<'a> {
+    queries: &'a [(String, String)],
+}
+
+impl Buffers for DnsBufs<'_> {
+    fn get(&self, b: Buffer) -> Vec<&[u8]> {
+        if b == Buffer::DnsQuery {
+            self.queries.iter().map(|(n, _)| n.as_bytes()).collect()
+        } else {
+            vec![]
+        }
+    }
+}
+
+struct NoBufs;
+
+impl Buffers for NoBufs {
+    fn get(&self, _: Buffer) -> Vec<&[u8]> {
+        vec![]
+    }
+}
+
+fn detect_app(
+    to_server: bool,
+    data: &[u8],
+    sport: u16,
+    dport: u16,
+    http: HttpConfig,
+) -> Option<App> {
+    let port = |p: u16| sport == p || dport == p;
+    if (to_server && looks_like_request(data)) || (!to_server && looks_like_response(data)) {
+        return Some(App::Http(Box::new(HttpConn::new(http))));
+    }
+    if data.len() >= 2 && data[0] == 0x16 && data[1] == 0x03 {
+        return Some(App::Tls);
+    }
+    if data.starts_with(b"SSH-") {
+        return Some(App::Ssh);
+    }
+    let upper: Vec<u8> = data.iter().take(5).map(u8::to_ascii_uppercase).collect();
+    if to_server && (upper.starts_with(b"EHLO") || upper.starts_with(b"HELO")) {
+        return Some(App::Smtp);
+    }
+    if to_server && upper.starts_with(b"USER ") && port(21) {
+        return Some(App::Ftp);
+    }
+    if !to_server && data.starts_with(b"220") {
+        if port(25) || port(587) || port(465) {
+            return Some(App::Smtp);
+        }
+        if port(21) {
+            return Some(App::Ftp);
+        }
+    }
+    if port(53) && data.len() >= 14 {
+        let len = u16::from_be_bytes([data[0], data[1]]) as usize;
+        if len >= 12 && dns::parse(&data[2..(2 + len).min(data.len())]).is_some() {
+            return Some(App::Dns);
+        }
+    }
+    None
+}
+
+impl Detector {
+    pub fn new(engine: Engine) -> Self {
+        Detector {
+            engine,
+            flows: HashMap::with_hasher(ahash::RandomState::new()),
+            stream_cfg: StreamConfig::default(),
+            http_cfg: HttpConfig::default(),
+            stats: DetectStats::default(),
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Inspect one packet of flow `cur`.
+    pub fn packet(
+        &mut self,
+        ts_ns: i64,
+        info: &PacketInfo,
+        payload: &[u8],
+        cur: Current,
+    ) -> Vec<Alert> {
+        let mut alerts = vec![];
+        let ctx = self.flows.entry(cur.id).or_default();
+        let dir = if cur.to_server { 0 } else { 1 };
+        let f = info.tcp_flags;
+        let tcp = info.proto == 6;
+        if tcp {
+            let syn = f & tcp_flags::SYN != 0;
+            let ack = f & tcp_flags::ACK != 0;
+            if syn && !ack && cur.to_server {
+                ctx.hs |= 1;
+                ctx.streams[0].syn(info.seq);
+            } else if syn && ack && !cur.to_server && ctx.hs & 1 != 0 {
+                ctx.hs |= 2;
+                ctx.streams[1].syn(info.seq);
+            } else if ack && !syn && cur.to_server && ctx.hs & 3 == 3 {
+                ctx.hs |= 4;
+            }
+        }
+        let established = if tcp {
+            ctx.hs & 4 != 0
+        } else {
+            cur.state == FlowState::Established
+        };
+        let mut view = PacketView {
+            ts_ns,
+            src: info.src,
+            dst: info.dst,
+            sport: info.sport,
+            dport: info.dport,
+            proto: info.proto,
+            ttl: info.ttl,
+            tcp_flags: f,
+            payload,
+            dsize: payload.len(),
+            to_server: cur.to_server,
+            established,
+            app: ctx.app.proto(),
+        };
+
+        // Stream reassembly and application parsing.
+        let mut new = vec![];
+        if tcp && ctx.streams[dir].started() && !ctx.closed[dir] {
+            let seq = if f & tcp_flags::SYN != 0 {
+                info.seq.wrapping_add(1)
+            } else {
+                info.seq
+            };
+            let gaps = ctx.streams[dir].stats.gaps;
+            ctx.streams[dir].segment(
+                seq,
+                f & tcp_flags::FIN != 0,
+                payload,
+                &self.stream_cfg,
+                &mut new,
+            );
+            self.stats.stream_gaps += ctx.streams[dir].stats.gaps - gaps;
+        }
+        if !new.is_empty() {
+            if matches!(ctx.app, App::Unknown) {
+                if let Some(app) =
+                    detect_app(cur.to_server, &new, info.sport, info.dport, self.http_cfg)
+                {
+                    ctx.app = app;
+                } else if ctx.streams[dir].delivered() > DETECT_LIMIT {
+                    ctx.app = App::Failed;
+                    self.stats.app_failed += 1;
+                }
+            }
+            view.app = ctx.app.proto();
+            // Stream window.
+            let w = &mut ctx.window[dir];
+            let before = ctx.streams[dir].delivered() - new.len() as u64;
+            if ctx.window_start[dir] == 0 && before + new.len() as u64 <= STREAM_HEAD as u64 {
+                w.extend_from_slice(&new);
+            } else {
+                let keep = w.len().min(STREAM_TAIL);
+                let drop = w.len() - keep;
+                w.drain(..drop);
+                ctx.window_start[dir] = before - keep as u64;
+                w.extend_from_slice(&new);
+            }
+        }
+        let ctx = self.flows.get_mut(&cur.id).expect("inserted above");
+        let mut http_events = vec![];
+        if let App::Http(conn) = &mut ctx.app {
+            if !new.is_empty() {
+                http_events.extend(conn.data(cur.to_server, &new));
+            }
+            if ctx.streams[dir].finished() && !ctx.closed[dir] {
+                ctx.closed[dir] = true;
+                http_events.extend(conn.close(cur.to_server));
+            }
+            if f & tcp_flags::RST != 0 {
+                for (d, ts) in [(0, true), (1, false)] {
+                    if !ctx.closed[d] {
+                        ctx.closed[d] = true;
+                        http_events.extend(conn.close(ts));
+                    }
+                }
+            }
+        }
+        let mut dns_msgs = vec![];
+        if matches!(ctx.app, App::Dns) && !new.is_empty() {
+            let b = &mut ctx.dns_tcp[dir];
+            b.extend_from_slice(&new);
+            while b.len() >= 2 {
+                let len = u16::from_be_bytes([b[0], b[1]]) as usize;
+                if b.len() < 2 + len {
+                    break;
+                }
+                if let Some(m) = dns::parse(&b[2..2 + len]) {
+                    dns_msgs.push(m);
+                }
+                b.drain(..2 + len);
+            }
+            if b.len() > DNS_TCP_LIMIT {
+                b.clear();
+            }
+        }
+        if info.proto == 17
+            && (info.sport == 53 || info.dport == 53 || matches!(ctx.app, App::Dns))
+            && let Some(m) = dns::parse(payload)
+        {
+            if matches!(ctx.app, App::Unknown) {
+                ctx.app = App::Dns;
+            }
+            dns_msgs.push(m);
+        } else if info.proto == 17 && matches!(ctx.app, App::Unknown) && !payload.is_empty() {
+            ctx.app = App::Failed;
+        }
+        view.app = ctx.app.proto();
+
+        // Application transactions.
+        for ev in http_events {
+            self.stats.http_txs += matches!(ev, HttpEvent::Response(_)) as u64;
+            let ctx = self.flows.get_mut(&cur.id).expect("present");
+            let (id, side) = match ev {
+                HttpEvent::Request(id) => (id, Side::Request),
+                HttpEvent::Response(id) => (id, Side::Response),
+            };
+            let App::Http(conn) = &ctx.app else { break };
+            let Some(tx) = conn.tx(id) else { continue };
+            let mut v = view;
+            v.payload = &ctx.window[dir];
+            alerts.extend(self.engine.inspect(
+                Phase::App { tx: id, side },
+                &v,
+                &HttpBufs { tx, side },
+                &mut ctx.detect,
+            ));
+        }
+        {
+            let ctx = self.flows.get_mut(&cur.id).expect("present");
+            if let App::Http(conn) = &mut ctx.app
+                && let Some(first) = conn.retire()
+            {
+                ctx.detect.retire_below(first);
+            }
+        }
+        for m in dns_msgs {
+            let ctx = self.flows.get_mut(&cur.id).expect("present");
+            let id = ctx.dns_tx;
+            ctx.dns_tx += 1;
+            if m.response {
+                continue;
+            }
+            alerts.extend(self.engine.inspect(
+                Phase::App {
+                    tx: id,
+                    side: Side::Request,
+                },
+                &view,
+                &DnsBufs {
+                    queries: &m.queries,
+                },
+                &mut ctx.detect,
+            ));
+            ctx.detect.retire_below(id);
+        }
+
+        // The packet, then the stream data it completed.
+        let ctx = self.flows.get_mut(&cur.id).expect("present");
+        alerts.extend(
+            self.engine
+                .inspect(Phase::Packet, &view, &NoBufs, &mut ctx.detect),
+        );
+        if !new.is_empty() && ctx.window[dir].as_slice() != payload {
+            let mut v = view;
+            v.payload = &ctx.window[dir];
+            alerts.extend(
+                self.engine
+                    .inspect(Phase::Stream, &v, &NoBufs, &mut ctx.detect),
+            );
+        }
+        self.stats.alerts += alerts.len() as u64;
+        alerts
+    }
+
+    /// A flow ended: inspect what its application parser still held, and forget it.
+    pub fn flow_ended(&mut self, rec: &FlowRecord) -> Vec<Alert> {
+        let mut alerts = vec![];
+        let Some(mut ctx) = self.flows.remove(&rec.id) else {
+            return alerts;
+        };
+        let App::Http(conn) = &mut ctx.app else {
+            return alerts;
+        };
+        let mut events = vec![];
+        for (d, ts) in [(0, true), (1, false)] {
+            if !ctx.closed[d] {
+                let mut rest = vec![];
+                ctx.streams[d].flush(&self.stream_cfg, &mut rest);
+                if !rest.is_empty() {
+                    events.extend(conn.data(ts, &rest).into_iter().map(|e| (ts, e)));
+                }
+                events.extend(conn.close(ts).into_iter().map(|e| (ts, e)));
+            }
+        }
+        for (to_server, ev) in events {
+            let (id, side) = match ev {
+                HttpEvent::Request(id) => (id, Side::Request),
+                HttpEvent::Response(id) => (id, Side::Response),
+            };
+            let Some(tx) = conn.tx(id) else { continue };
+            let (src, sport, dst, dport) = if to_server {
+                (rec.src, rec.sport, rec.dst, rec.dport)
+            } else {
+                (rec.dst, rec.dport, rec.src, rec.sport)
+            };
+            let view = PacketView {
+                ts_ns: rec.end_ns,
+                src,
+                dst,
+                sport,
+                dport,
+                proto: rec.proto,
+                ttl: 0,
+                tcp_flags: 0,
+                payload: &[],
+                dsize: 0,
+                to_server,
+                established: ctx.hs & 4 != 0,
+                app: Some(AppProto::Http),
+            };
+            alerts.extend(self.engine.inspect(
+                Phase::App { tx: id, side },
+                &view,
+                &HttpBufs { tx, side },
+                &mut ctx.detect,
+            ));
+        }
+        self.stats.alerts += alerts.len() as u64;
+        alerts
+    }
+}
