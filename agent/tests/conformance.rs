@@ -161,8 +161,14 @@ fn suricata_verify_cases_raise_the_same_alerts_as_suricata() {
     );
     // The goal is 90% of each; these floors keep what was reached from sliding back
     // while the rest is built (docs/conformance.md lists what still differs and why).
-    assert!(rate(&evader) >= 0.80, "http-evader pass rate fell below its floor");
-    assert!(rate(&other) >= 0.65, "pass rate of the other cases fell below its floor");
+    assert!(
+        rate(&evader) >= 0.80,
+        "http-evader pass rate fell below its floor"
+    );
+    assert!(
+        rate(&other) >= 0.65,
+        "pass rate of the other cases fell below its floor"
+    );
     if root.join("cases-extended").is_dir() {
         let ext = run_set(&root.join("cases-extended"), "cases-extended");
         let all: Vec<&Outcome> = ext.iter().collect();

@@ -17,8 +17,8 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 
 use super::addr::Vars;
 use super::rule::{
-    AppProto, Buffer, FlowbitOp, PacketCheck, Proto, Rule, Side, ThresholdKind, Track, Unsupported,
-    parse_rule, split_rules,
+    AppProto, Buffer, Cmp, FlowbitOp, PacketCheck, Proto, Rule, Side, ThresholdKind, Track,
+    Unsupported, parse_rule, split_rules,
 };
 use super::search::match_list;
 
@@ -430,7 +430,12 @@ impl Engine {
         }
         for c in &r.checks {
             let ok = match c {
-                PacketCheck::Dsize(cmp) => phase != Phase::Stream && cmp.test(p.dsize as u64),
+                // Suricata never matches `dsize:!N` on a packet without payload.
+                PacketCheck::Dsize(cmp) => {
+                    phase != Phase::Stream
+                        && cmp.test(p.dsize as u64)
+                        && !(matches!(cmp, Cmp::Ne(_)) && p.dsize == 0)
+                }
                 PacketCheck::Flags(f) => p.proto == 6 && f.test(p.tcp_flags),
                 PacketCheck::Itype(cmp) => matches!(p.proto, 1 | 58) && cmp.test(p.sport as u64),
                 PacketCheck::Icode(cmp) => matches!(p.proto, 1 | 58) && cmp.test(p.dport as u64),

@@ -165,8 +165,13 @@ fn step(buf: &[u8], list: &[Matcher], i: usize, prev_end: usize, budget: &mut u3
             relative,
             negated,
         } => {
-            let at = if *relative { prev_end } else { 0 } + *n as usize;
-            let ok = at < buf.len();
+            // Absolute: a byte exists at offset n. Relative: n more bytes follow the previous
+            // match (Suricata's arithmetic, checked against it on the corpus).
+            let ok = if *relative {
+                prev_end + *n as usize <= buf.len()
+            } else {
+                (*n as usize) < buf.len()
+            };
             ok != *negated && step(buf, list, i + 1, prev_end, budget)
         }
         Matcher::Bsize(c) => c.test(buf.len() as u64) && step(buf, list, i + 1, prev_end, budget),

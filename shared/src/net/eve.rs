@@ -75,10 +75,10 @@ pub fn alert_event(a: &crate::detect::Alert, community_id: &str) -> Value {
             "severity": a.priority,
         },
     });
-    if !matches!(a.proto, 1 | 58) {
+    if matches!(a.proto, 6 | 17 | 132) {
         v["src_port"] = json!(a.sport);
         v["dest_port"] = json!(a.dport);
-    } else {
+    } else if matches!(a.proto, 1 | 58) {
         v["icmp_type"] = json!(a.sport);
         v["icmp_code"] = json!(a.dport);
     }

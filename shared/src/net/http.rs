@@ -794,10 +794,17 @@ impl HttpConn {
             (t.req_header_buf, t.req_names_buf, t.req_start, t.req_lines) =
                 (all, names, start, lines);
             t.request_headers_raw = block.to_vec();
-            if let Some(h) = header(&headers, "host") {
+            // As libhtp: the host named in the request target (an absolute URI, or the
+            // authority of a CONNECT) wins over the Host header.
+            let from_uri = if t.method.eq_ignore_ascii_case(b"CONNECT") {
+                Some(t.uri_raw.as_slice())
+            } else {
+                uri_authority(&t.uri_raw)
+            };
+            if let Some(h) = from_uri.filter(|h| !h.is_empty()) {
                 t.host_raw = h.to_vec();
                 t.host_norm = normalize_host(h);
-            } else if let Some(h) = uri_authority(&t.uri_raw) {
+            } else if let Some(h) = header(&headers, "host") {
                 t.host_raw = h.to_vec();
                 t.host_norm = normalize_host(h);
             }

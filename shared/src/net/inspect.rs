@@ -193,7 +193,8 @@ impl Detector {
         let ctx = self.flows.entry(cur.id).or_default();
         let dir = if cur.to_server { 0 } else { 1 };
         let f = info.tcp_flags;
-        let tcp = info.proto == 6;
+        // A malformed transport header: an IP packet to the rules (as Suricata sees it).
+        let tcp = info.proto == 6 && info.transport_ok;
         if tcp {
             let syn = f & tcp_flags::SYN != 0;
             let ack = f & tcp_flags::ACK != 0;
@@ -216,8 +217,8 @@ impl Detector {
             ts_ns,
             src: info.src,
             dst: info.dst,
-            sport: info.sport,
-            dport: info.dport,
+            sport: if info.transport_ok { info.sport } else { 0 },
+            dport: if info.transport_ok { info.dport } else { 0 },
             proto: info.proto,
             ttl: info.ttl,
             tcp_flags: f,

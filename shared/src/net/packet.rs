@@ -14,6 +14,16 @@ pub const LINKTYPE_RAW: i32 = 101;
 pub const LINKTYPE_LINUX_SLL: i32 = 113;
 /// DLT_RAW as some systems number it.
 pub const DLT_RAW_ALT: i32 = 12;
+/// BSD loopback: a 4-byte address family in the capturing host's byte order.
+pub const LINKTYPE_NULL: i32 = 0;
+/// OpenBSD loopback: the same family in network byte order.
+pub const LINKTYPE_LOOP: i32 = 108;
+/// PPP: a 2-byte protocol, possibly after the HDLC address and control bytes.
+pub const LINKTYPE_PPP: i32 = 9;
+pub const LINKTYPE_IPV4: i32 = 228;
+pub const LINKTYPE_IPV6: i32 = 229;
+/// Linux cooked capture v2: a 20-byte header, the EtherType first.
+pub const LINKTYPE_LINUX_SLL2: i32 = 276;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -60,6 +70,9 @@ pub struct PacketInfo {
     pub seq: u32,
     /// IPv4 TTL or IPv6 hop limit.
     pub ttl: u8,
+    /// The transport header was whole and valid (ports above came from it, not from the
+    /// first bytes of a truncated or malformed header).
+    pub transport_ok: bool,
 }
 
 /// Decode one captured frame of `linktype`.
@@ -72,12 +85,100 @@ pub fn decode_with_payload(
     linktype: i32,
     frame: &[u8],
 ) -> Result<(PacketInfo, &[u8]), DecodeError> {
+    decode_layer(linktype, frame, 0)
+}
+
+/// Tunnels decoded through at most this many layers.
+const MAX_TUNNEL_DEPTH: u8 = 3;
+
+/// The packet inside a GRE or VXLAN tunnel: (link type of what follows, its bytes).
+fn tunnel_inner(proto: u8, body: &[u8], dport: u16) -> Option<(i32, &[u8])> {
+    match proto {
+        47 => {
+            let flags = u16::from_be_bytes([*body.first()?, *body.get(1)?]);
+            if flags & 0x7 != 0 {
+                return None; // only GRE version 0
+            }
+            let ptype = u16::from_be_bytes([*body.get(2)?, *body.get(3)?]);
+            let mut at = 4;
+            for bit in [0x8000u16, 0x2000, 0x1000] {
+                if flags & bit != 0 {
+                    at += 4;
+                }
+            }
+            let inner = body.get(at..)?;
+            match ptype {
+                0x0800 | 0x86dd => Some((LINKTYPE_RAW, inner)),
+                0x6558 => Some((LINKTYPE_ETHERNET, inner)),
+                // ERSPAN types II and III.
+                0x88be => Some((LINKTYPE_ETHERNET, inner.get(8..)?)),
+                0x22eb => Some((LINKTYPE_ETHERNET, inner.get(12..)?)),
+                _ => None,
+            }
+        }
+        // VXLAN on its IANA port: 8-byte header with the I flag, then Ethernet.
+        17 if dport == 4789 && body.len() > 8 && body[0] & 0x08 != 0 => {
+            Some((LINKTYPE_ETHERNET, &body[8..]))
+        }
+        _ => None,
+    }
+}
+
+fn decode_layer(
+    linktype: i32,
+    frame: &[u8],
+    depth: u8,
+) -> Result<(PacketInfo, &[u8]), DecodeError> {
+    let (info, body) = decode_one(linktype, frame)?;
+    if depth < MAX_TUNNEL_DEPTH
+        && !info.fragment
+        && let Some((lt, inner)) = tunnel_inner(info.proto, body, info.dport)
+        && let Ok(decoded) = decode_layer(lt, inner, depth + 1)
+    {
+        return Ok(decoded);
+    }
+    Ok((info, body))
+}
+
+fn decode_one(linktype: i32, frame: &[u8]) -> Result<(PacketInfo, &[u8]), DecodeError> {
     let sliced = match linktype {
         LINKTYPE_ETHERNET => {
             LaxSlicedPacket::from_ethernet(frame).map_err(|_| DecodeError::Short)?
         }
-        LINKTYPE_RAW | DLT_RAW_ALT => {
+        LINKTYPE_RAW | DLT_RAW_ALT | LINKTYPE_IPV4 | LINKTYPE_IPV6 => {
             LaxSlicedPacket::from_ip(frame).map_err(|e| DecodeError::NotIp(e.to_string()))?
+        }
+        LINKTYPE_NULL | LINKTYPE_LOOP => {
+            let fam = frame.get(0..4).ok_or(DecodeError::Short)?;
+            let le = u32::from_le_bytes([fam[0], fam[1], fam[2], fam[3]]);
+            let be = u32::from_be_bytes([fam[0], fam[1], fam[2], fam[3]]);
+            // AF_INET is 2 everywhere; AF_INET6 is 10, 24, 28 or 30 depending on the OS.
+            let ok = |f: u32| matches!(f, 2 | 10 | 24 | 28 | 30);
+            if !ok(le) && !ok(be) {
+                return Err(DecodeError::NotIp(format!("loopback family {le}")));
+            }
+            LaxSlicedPacket::from_ip(&frame[4..]).map_err(|e| DecodeError::NotIp(e.to_string()))?
+        }
+        LINKTYPE_PPP => {
+            let body = if frame.starts_with(&[0xff, 0x03]) {
+                &frame[2..]
+            } else {
+                frame
+            };
+            let proto = body.get(0..2).ok_or(DecodeError::Short)?;
+            match u16::from_be_bytes([proto[0], proto[1]]) {
+                0x0021 | 0x0057 => LaxSlicedPacket::from_ip(&body[2..])
+                    .map_err(|e| DecodeError::NotIp(e.to_string()))?,
+                other => return Err(DecodeError::NotIp(format!("PPP protocol {other:#06x}"))),
+            }
+        }
+        LINKTYPE_LINUX_SLL2 => {
+            let proto = frame.get(0..2).ok_or(DecodeError::Short)?;
+            if frame.len() < 20 {
+                return Err(DecodeError::Short);
+            }
+            let ether_type = EtherType(u16::from_be_bytes([proto[0], proto[1]]));
+            LaxSlicedPacket::from_ether_type(ether_type, &frame[20..])
         }
         LINKTYPE_LINUX_SLL => {
             // 16-byte header; the protocol (an EtherType) is its last two bytes.
@@ -132,6 +233,7 @@ pub fn decode_with_payload(
         payload_len: 0,
         seq: 0,
         ttl,
+        transport_ok: false,
     };
     let mut body: &[u8] = &[];
     match &sliced.transport {
@@ -157,22 +259,31 @@ pub fn decode_with_payload(
             }
             info.tcp_flags = f;
             info.payload_len = t.payload().len() as u32;
+            info.transport_ok = true;
         }
         Some(TransportSlice::Udp(u)) => {
             body = u.payload();
             info.sport = u.source_port();
             info.dport = u.destination_port();
             info.payload_len = u.payload().len() as u32;
+            info.transport_ok = true;
         }
         Some(TransportSlice::Icmpv4(i)) => {
+            body = i.payload();
             info.sport = i.type_u8() as u16;
             info.dport = i.code_u8() as u16;
             info.payload_len = i.payload().len() as u32;
+            info.transport_ok = true;
+        }
+        None if proto == 47 && !payload.fragmented => {
+            body = payload.payload;
         }
         Some(TransportSlice::Icmpv6(i)) => {
+            body = i.payload();
             info.sport = i.type_u8() as u16;
             info.dport = i.code_u8() as u16;
             info.payload_len = i.payload().len() as u32;
+            info.transport_ok = true;
         }
         _ => {
             // A truncated or unknown transport: ports are still the first four bytes for the
