@@ -248,12 +248,16 @@ mod tests {
             r#"content:"a"; depth:1; isdataat:2,relative;"#,
             b"abcd"
         ));
-        assert!(!matches(
+        assert!(matches(
             r#"content:"a"; depth:1; isdataat:3,relative;"#,
             b"abcd"
         ));
+        assert!(!matches(
+            r#"content:"a"; depth:1; isdataat:4,relative;"#,
+            b"abcd"
+        ));
         assert!(matches(
-            r#"content:"a"; depth:1; isdataat:!3,relative;"#,
+            r#"content:"a"; depth:1; isdataat:!4,relative;"#,
             b"abcd"
         ));
         assert!(matches(r#"content:"ab"; pcre:"/^c\d/R";"#, b"abc1"));
