@@ -118,17 +118,30 @@ pub struct HttpTx {
     resp_lines: Vec<Vec<u8>>,
 }
 
+/// Header names compare as libhtp compares them: case and NUL bytes ignored.
+fn name_is(name: &[u8], want: &str) -> bool {
+    let mut n = name.iter().filter(|b| **b != 0);
+    let mut w = want.as_bytes().iter();
+    loop {
+        match (n.next(), w.next()) {
+            (None, None) => return true,
+            (Some(a), Some(b)) if a.eq_ignore_ascii_case(b) => {}
+            _ => return false,
+        }
+    }
+}
+
 fn header<'a>(headers: &'a [(Vec<u8>, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
     headers
         .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+        .find(|(n, _)| name_is(n, name))
         .map(|(_, v)| v.as_slice())
 }
 
 fn header_all(headers: &[(Vec<u8>, Vec<u8>)], name: &str) -> Vec<u8> {
     let mut out = vec![];
     for (n, v) in headers {
-        if n.eq_ignore_ascii_case(name.as_bytes()) {
+        if name_is(n, name) {
             if !out.is_empty() {
                 out.extend_from_slice(b", ");
             }
@@ -320,6 +333,9 @@ enum State {
     Length(u64),
     Chunked(Chunk),
     UntilClose,
+    /// A response body of declared length ended: lines that follow and do not start a new
+    /// response still belong to it (as libhtp reads them).
+    AfterBody,
     /// Parsing of this direction stopped (limits or garbage).
     Failed,
 }
@@ -363,32 +379,62 @@ pub struct HttpConn {
     pub stats: HttpStats,
 }
 
-fn take_line(buf: &[u8], pos: &mut usize) -> Option<Vec<u8>> {
-    let rest = &buf[*pos..];
-    let lf = memchr::memchr(b'\n', rest)?;
-    let mut line = rest[..lf].to_vec();
-    if line.last() == Some(&b'\r') {
-        line.pop();
+/// libhtp's whitespace: SP, HT, CR, LF, VT, FF.
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n' | 0x0b | 0x0c)
+}
+
+/// The next line from `pos`, with libhtp's line ends: LF (also LF CR), CRLF, and a CR
+/// followed by anything but LF or CR. `None` until the end of the line is known. Returns the
+/// line without its end and whether it ended in a bare CR.
+fn next_line(buf: &[u8], pos: usize) -> Option<(&[u8], usize, bool)> {
+    let rest = &buf[pos..];
+    let mut i = 0;
+    while i < rest.len() {
+        match rest[i] {
+            b'\n' => {
+                // LF CR is one line end, unless the CR starts a CRLF empty line.
+                let end = match (rest.get(i + 1), rest.get(i + 2)) {
+                    (Some(b'\r'), Some(b'\r')) => i + 2,
+                    (Some(b'\r'), None) => return None,
+                    _ => i + 1,
+                };
+                return Some((&rest[..i], pos + end, false));
+            }
+            b'\r' => match rest.get(i + 1) {
+                None => return None,
+                Some(b'\n') => return Some((&rest[..i], pos + i + 2, false)),
+                Some(b'\r') => i += 1,
+                Some(_) => return Some((&rest[..i], pos + i + 1, true)),
+            },
+            _ => i += 1,
+        }
     }
-    *pos += lf + 1;
+    None
+}
+
+fn take_line(buf: &[u8], pos: &mut usize) -> Option<Vec<u8>> {
+    let (line, next, _) = next_line(buf, *pos)?;
+    let line = line.to_vec();
+    *pos = next;
     Some(line)
 }
 
 fn trim(v: &[u8]) -> &[u8] {
-    let s = v
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(v.len());
+    let s = v.iter().position(|b| !is_ws(*b)).unwrap_or(v.len());
     let e = v
         .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
+        .rposition(|b| !is_ws(*b))
         .map(|e| e + 1)
         .unwrap_or(s);
     &v[s..e.max(s)]
 }
 
+/// Case-insensitive search that ignores NUL bytes in the haystack.
 fn contains_nocase(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len())
+    let clean: Vec<u8> = hay.iter().copied().filter(|b| *b != 0).collect();
+    clean
+        .windows(needle.len())
         .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
@@ -471,18 +517,23 @@ impl HttpConn {
             self.req.state = State::Failed;
         } else {
             let st = self.resp.state;
-            if let Some(id) = self.resp.tx.take()
+            let rest = std::mem::take(&mut self.resp.buf);
+            if st == State::Line && !trim(&rest).is_empty() {
+                // An HTTP/0.9 style response with no line end before the close.
+                let id = self.response_tx();
+                self.body_bytes(false, id, &rest);
+                self.finish_response(id, &mut ev);
+            } else if let Some(id) = self.resp.tx.take()
                 && !matches!(st, State::Line | State::Failed)
             {
-                if st == State::Headers {
-                    let body = std::mem::take(&mut self.resp.buf);
-                    self.headers_done(false, id, &body);
-                } else if st != State::UntilClose {
-                    self.stats.truncated_bodies += 1;
-                }
-                if st == State::UntilClose {
-                    let rest = std::mem::take(&mut self.resp.buf);
-                    self.body_bytes(false, id, &rest);
+                match st {
+                    State::Headers => {
+                        self.headers_done(false, id, &rest);
+                    }
+                    State::UntilClose | State::AfterBody | State::Chunked(Chunk::Size) => {
+                        self.body_bytes(false, id, &rest);
+                    }
+                    _ => self.stats.truncated_bodies += 1,
                 }
                 self.finish_response(id, &mut ev);
             }
@@ -554,7 +605,11 @@ impl HttpConn {
                     t.uri_norm = normalize_uri(&uri);
                     t.method = method;
                     t.uri_raw = uri;
-                    if proto.is_empty() {
+                    // No protocol but a header line follows: headers anyway (as libhtp).
+                    let headers_follow = next_line(&buf, pos).is_some_and(|(l, _, _)| {
+                        !l.is_empty() && !is_ws(l[0]) && l.contains(&b':')
+                    });
+                    if proto.is_empty() && !headers_follow {
                         // HTTP/0.9: no headers, no body.
                         self.req.tx = None;
                         let (all, names, start, lines) = build_header_bufs(&[], &line);
@@ -613,7 +668,7 @@ impl HttpConn {
                         None => break,
                     }
                 }
-                State::UntilClose => {
+                State::UntilClose | State::AfterBody => {
                     let id = self.req.tx.expect("a request is open");
                     let rest = buf[pos..].to_vec();
                     self.body_bytes(true, id, &rest);
@@ -646,23 +701,32 @@ impl HttpConn {
                     if pos >= buf.len() {
                         break;
                     }
-                    if buf.len() - pos < 5 && memchr::memchr(b'\n', &buf[pos..]).is_none() {
-                        break;
-                    }
-                    if !looks_like_response(&buf[pos..]) {
-                        // No status line: an HTTP/0.9 style response, body to the close.
-                        let id = self.response_tx();
-                        self.resp.tx = Some(id);
-                        self.resp.state = State::UntilClose;
-                        continue;
-                    }
-                    let Some(line) = take_line(&buf, &mut pos) else {
+                    let Some((raw, next, _)) = next_line(&buf, pos) else {
                         if buf.len() - pos > self.cfg.header_limit {
                             self.resp.state = State::Failed;
                             self.stats.failed += 1;
                         }
                         break;
                     };
+                    let skip = raw
+                        .iter()
+                        .position(|b| !is_ws(*b) && *b != 0)
+                        .unwrap_or(raw.len());
+                    let line = raw[skip..].to_vec();
+                    let status_line = line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"http");
+                    if !status_line {
+                        // Junk before a status line is skipped; anything else is an HTTP/0.9
+                        // style response: a body to the close.
+                        if raw.len() <= 2 || matches!(buf.get(next), Some(b'H' | b'h')) {
+                            pos = next;
+                            continue;
+                        }
+                        let id = self.response_tx();
+                        self.resp.tx = Some(id);
+                        self.resp.state = State::UntilClose;
+                        continue;
+                    }
+                    pos = next;
                     let id = self.response_tx();
                     self.resp.tx = Some(id);
                     let mut parts = line.splitn(2, |b| *b == b' ' || *b == b'\t');
@@ -717,9 +781,7 @@ impl HttpConn {
                     self.body_bytes(false, id, &chunk);
                     pos += take;
                     if n - (take as u64) == 0 {
-                        self.resp.state = State::Line;
-                        self.resp.tx = None;
-                        self.finish_response(id, ev);
+                        self.resp.state = State::AfterBody;
                     } else {
                         self.resp.state = State::Length(n - take as u64);
                         break;
@@ -736,6 +798,29 @@ impl HttpConn {
                         Some(s) => self.resp.state = s,
                         None => break,
                     }
+                }
+                State::AfterBody => {
+                    let id = self.resp.tx.expect("a response is open");
+                    let rest = &buf[pos..];
+                    let skip = rest
+                        .iter()
+                        .position(|b| !is_ws(*b) && *b != 0)
+                        .unwrap_or(rest.len());
+                    if rest.len() - skip < 4 {
+                        break;
+                    }
+                    if rest[skip..skip + 4].eq_ignore_ascii_case(b"http") {
+                        self.resp.state = State::Line;
+                        self.resp.tx = None;
+                        self.finish_response(id, ev);
+                        continue;
+                    }
+                    let Some((_, next, _)) = next_line(&buf, pos) else {
+                        break;
+                    };
+                    let extra = buf[pos..next].to_vec();
+                    self.body_bytes(false, id, &extra);
+                    pos = next;
                 }
                 State::UntilClose => {
                     let id = self.resp.tx.expect("a response is open");
@@ -773,7 +858,18 @@ impl HttpConn {
 
     /// Header block complete: store headers and say what comes next.
     fn headers_done(&mut self, request: bool, id: u64, block: &[u8]) -> State {
-        let headers = parse_headers(block);
+        let http11 = self
+            .tx(id)
+            .map(|t| {
+                let p = if request {
+                    &t.request_protocol
+                } else {
+                    &t.response_protocol
+                };
+                p.eq_ignore_ascii_case(b"HTTP/1.1")
+            })
+            .unwrap_or(false);
+        let headers = parse_headers(block, http11);
         let cfg_head = self
             .tx(id)
             .map(|t| t.method.eq_ignore_ascii_case(b"HEAD"))
@@ -832,7 +928,9 @@ impl HttpConn {
                 .ok()
                 .and_then(|s| s.parse::<u16>().ok())
                 .unwrap_or(200);
-            if cfg_head || status == 204 || status == 304 || (100..200).contains(&status) {
+            // As libhtp: 1xx, 204 and 304 have no body unless one is declared.
+            let no_body_status = status == 204 || status == 304 || (100..200).contains(&status);
+            if cfg_head || (no_body_status && !chunked && length.is_none()) {
                 State::Line
             } else if chunked {
                 State::Chunked(Chunk::Size)
@@ -857,7 +955,21 @@ impl HttpConn {
     ) -> Option<State> {
         match c {
             Chunk::Size => {
-                let line = take_line(buf, pos)?;
+                let start = *pos;
+                let Some(line) = take_line(buf, pos) else {
+                    // No line end yet: once 8 bytes are here and the first that is not
+                    // whitespace is no hex digit, this is no chunked body (libhtp's probe).
+                    let rest = &buf[start..];
+                    if rest.len() >= 8
+                        && rest
+                            .iter()
+                            .find(|b| !is_ws(**b))
+                            .is_some_and(|b| !b.is_ascii_hexdigit())
+                    {
+                        return Some(State::UntilClose);
+                    }
+                    return None;
+                };
                 let t = trim(&line);
                 if t.is_empty() {
                     return Some(State::Chunked(Chunk::Size));
@@ -877,8 +989,7 @@ impl HttpConn {
                     Some(n) => Some(State::Chunked(Chunk::Data(n))),
                     None => {
                         // Not a chunk size: what follows is the body as it is, to the close.
-                        self.body_bytes(request, id, &line);
-                        self.body_bytes(request, id, b"\n");
+                        *pos = start;
                         Some(State::UntilClose)
                     }
                 }
@@ -927,31 +1038,55 @@ impl HttpConn {
     }
 }
 
-/// Length of the header block at the start of `data` (through its empty line), if complete.
-fn header_block_end(data: &[u8]) -> Option<usize> {
+/// Lines of a header block (through its empty line), if the block is complete: the length
+/// of the block and its lines.
+fn header_lines(data: &[u8]) -> Option<(usize, Vec<&[u8]>)> {
     let mut pos = 0;
+    let mut lines = vec![];
     loop {
-        let lf = memchr::memchr(b'\n', &data[pos..])?;
-        let line = &data[pos..pos + lf];
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        pos += lf + 1;
+        let (line, next, bare_cr) = next_line(data, pos)?;
+        pos = next;
         if line.is_empty() {
-            return Some(pos);
+            if bare_cr {
+                continue; // a lone CR is not the end of the headers
+            }
+            return Some((pos, lines));
         }
+        // A line of only spaces or tabs ends the headers unless a folded line follows.
+        if line.iter().all(|b| matches!(b, b' ' | b'\t')) {
+            match data.get(pos) {
+                None => return None,
+                Some(b' ' | b'\t' | 0) => {}
+                Some(_) => return Some((pos, lines)),
+            }
+        }
+        lines.push(line);
     }
 }
 
+/// Length of the header block at the start of `data` (through its empty line), if complete.
+fn header_block_end(data: &[u8]) -> Option<usize> {
+    header_lines(data).map(|(n, _)| n)
+}
+
 /// Header lines of a block: folded lines joined, names and values trimmed.
-fn parse_headers(block: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn parse_headers(block: &[u8], http11: bool) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let lines = header_lines(block)
+        .map(|(_, l)| l)
+        .unwrap_or_else(|| block.split(|b| *b == b'\n').collect());
     let mut logical: Vec<Vec<u8>> = vec![];
-    for raw in block.split(|b| *b == b'\n') {
-        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+    for line in lines {
         if line.is_empty() {
             continue;
         }
-        if matches!(line[0], b' ' | b'\t')
+        if matches!(line[0], b' ' | b'\t' | 0)
             && let Some(prev) = logical.last_mut()
         {
+            // A folded line that carries a header of its own starts a new header (HTTP/1.1).
+            if http11 && line.contains(&b':') && prev.contains(&b':') && trim(line).len() > 1 {
+                logical.push(line[1..].to_vec());
+                continue;
+            }
             prev.push(b' ');
             prev.extend_from_slice(trim(line));
             continue;
@@ -1079,10 +1214,15 @@ pub fn normalize_uri(uri: &[u8]) -> Vec<u8> {
 /// Decompress a response body by its Content-Encoding, leniently: what a client would still
 /// decode from a damaged stream is kept; a body that does not decode at all is returned as is.
 fn decode_body(headers: &[(Vec<u8>, Vec<u8>)], body: &[u8], cfg: &HttpConfig) -> Vec<u8> {
-    let ce = header_all(headers, "content-encoding").to_ascii_lowercase();
+    let ce: Vec<u8> = header_all(headers, "content-encoding")
+        .to_ascii_lowercase()
+        .into_iter()
+        .filter(|b| *b != 0)
+        .collect();
+    // As libhtp: tokens that contain "gzip" or "deflate", whatever bytes surround them.
     let layers: Vec<&[u8]> = ce
-        .split(|b| matches!(b, b',' | b' ' | b'\t' | b';'))
-        .filter(|t| matches!(*t, b"gzip" | b"x-gzip" | b"deflate"))
+        .split(|b| matches!(b, b',' | b' ' | b';'))
+        .filter(|t| contains_nocase(t, b"gzip") || contains_nocase(t, b"deflate"))
         .collect();
     if layers.is_empty() {
         return body.to_vec();
