@@ -86,6 +86,11 @@ pub enum Buffer {
     FileData,
     DnsQuery,
     TlsSni,
+    Ja3Hash,
+    Ja3String,
+    Ja3sHash,
+    Ja3sString,
+    Ja4Hash,
 }
 
 /// Which side of a transaction a buffer belongs to.
@@ -134,6 +139,11 @@ impl Buffer {
             "file.data" | "file_data" => FileData,
             "dns.query" | "dns_query" => DnsQuery,
             "tls.sni" | "tls_sni" => TlsSni,
+            "ja3.hash" | "ja3_hash" => Ja3Hash,
+            "ja3.string" | "ja3_string" => Ja3String,
+            "ja3s.hash" | "ja3s_hash" => Ja3sHash,
+            "ja3s.string" | "ja3s_string" => Ja3sString,
+            "ja4.hash" => Ja4Hash,
             _ => return None,
         })
     }
@@ -185,9 +195,12 @@ impl Buffer {
         match self {
             HttpUri | HttpRawUri | HttpMethod | HttpHost | HttpRawHost | HttpUserAgent
             | HttpCookie | HttpRequestHeader | HttpRequestBody | HttpRequestLine | HttpAccept
-            | HttpAcceptEnc | HttpAcceptLang | HttpReferer | DnsQuery | TlsSni => Side::Request,
+            | HttpAcceptEnc | HttpAcceptLang | HttpReferer | DnsQuery | TlsSni | Ja3Hash
+            | Ja3String | Ja4Hash => Side::Request,
             HttpResponseHeader | HttpResponseBody | HttpStatCode | HttpStatMsg
-            | HttpResponseLine | HttpLocation | HttpServer => Side::Response,
+            | HttpResponseLine | HttpLocation | HttpServer | Ja3sHash | Ja3sString => {
+                Side::Response
+            }
             _ => Side::Either,
         }
     }
@@ -197,7 +210,12 @@ impl Buffer {
         match self {
             Buffer::Payload | Buffer::FileData => None,
             Buffer::DnsQuery => Some(AppProto::Dns),
-            Buffer::TlsSni => Some(AppProto::Tls),
+            Buffer::TlsSni
+            | Buffer::Ja3Hash
+            | Buffer::Ja3String
+            | Buffer::Ja3sHash
+            | Buffer::Ja3sString
+            | Buffer::Ja4Hash => Some(AppProto::Tls),
             _ => Some(AppProto::Http),
         }
     }

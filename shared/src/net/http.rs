@@ -306,7 +306,7 @@ impl HttpTx {
                     some(&self.req_start)
                 }
             }
-            Buffer::Payload | Buffer::DnsQuery | Buffer::TlsSni => vec![],
+            _ => vec![],
         }
     }
 }

@@ -19,6 +19,7 @@ use super::http::{
 };
 use super::packet::{PacketInfo, tcp_flags};
 use super::stream::{StreamConfig, TcpStream};
+use super::tls::{TlsConn, TlsEvent};
 use crate::detect::{
     Alert, AppProto, Buffer, Buffers, Engine, FlowDetect, PacketView, Phase, Side,
 };
@@ -38,7 +39,7 @@ enum App {
     Unknown,
     Http(Box<HttpConn>),
     Dns,
-    Tls,
+    Tls(Box<TlsConn>),
     Ssh,
     Smtp,
     Ftp,
@@ -50,7 +51,7 @@ impl App {
         match self {
             App::Http(_) => Some(AppProto::Http),
             App::Dns => Some(AppProto::Dns),
-            App::Tls => Some(AppProto::Tls),
+            App::Tls(_) => Some(AppProto::Tls),
             App::Ssh => Some(AppProto::Ssh),
             App::Smtp => Some(AppProto::Smtp),
             App::Ftp => Some(AppProto::Ftp),
@@ -117,6 +118,28 @@ impl Buffers for DnsBufs<'_> {
     }
 }
 
+struct TlsBufs<'a> {
+    event: &'a TlsEvent,
+}
+
+impl Buffers for TlsBufs<'_> {
+    fn get(&self, b: Buffer) -> Vec<&[u8]> {
+        match (self.event, b) {
+            (TlsEvent::Client(c), Buffer::TlsSni) => c
+                .sni
+                .as_deref()
+                .map(|s| vec![s.as_bytes()])
+                .unwrap_or_default(),
+            (TlsEvent::Client(c), Buffer::Ja3Hash) => vec![c.ja3_hash.as_bytes()],
+            (TlsEvent::Client(c), Buffer::Ja3String) => vec![c.ja3.as_bytes()],
+            (TlsEvent::Client(c), Buffer::Ja4Hash) => vec![c.ja4.as_bytes()],
+            (TlsEvent::Server(s), Buffer::Ja3sHash) => vec![s.ja3s_hash.as_bytes()],
+            (TlsEvent::Server(s), Buffer::Ja3sString) => vec![s.ja3s.as_bytes()],
+            _ => vec![],
+        }
+    }
+}
+
 struct NoBufs;
 
 impl Buffers for NoBufs {
@@ -137,7 +160,7 @@ fn detect_app(
         return Some(App::Http(Box::new(HttpConn::new(http))));
     }
     if data.len() >= 2 && data[0] == 0x16 && data[1] == 0x03 {
-        return Some(App::Tls);
+        return Some(App::Tls(Box::default()));
     }
     if data.starts_with(b"SSH-") {
         return Some(App::Ssh);
@@ -291,6 +314,12 @@ impl Detector {
                 }
             }
         }
+        let mut tls_events = vec![];
+        if let App::Tls(conn) = &mut ctx.app
+            && !new.is_empty()
+        {
+            tls_events = conn.data(cur.to_server, &new);
+        }
         let mut dns_msgs = vec![];
         if matches!(ctx.app, App::Dns) && !new.is_empty() {
             let b = &mut ctx.dns_tcp[dir];
@@ -348,6 +377,19 @@ impl Detector {
             {
                 ctx.detect.retire_below(first);
             }
+        }
+        for ev in &tls_events {
+            let ctx = self.flows.get_mut(&cur.id).expect("present");
+            let (tx, side) = match ev {
+                TlsEvent::Client(_) => (0, Side::Request),
+                TlsEvent::Server(_) => (1, Side::Response),
+            };
+            alerts.extend(self.engine.inspect(
+                Phase::App { tx, side },
+                &view,
+                &TlsBufs { event: ev },
+                &mut ctx.detect,
+            ));
         }
         for m in dns_msgs {
             let ctx = self.flows.get_mut(&cur.id).expect("present");

@@ -11,3 +11,4 @@ pub mod inspect;
 pub mod packet;
 pub mod pipeline;
 pub mod stream;
+pub mod tls;
