@@ -1043,20 +1043,43 @@ impl HttpConn {
 fn header_lines(data: &[u8]) -> Option<(usize, Vec<&[u8]>)> {
     let mut pos = 0;
     let mut lines = vec![];
+    let mut prev_lf_cr = false;
     loop {
+        let start = pos;
         let (line, next, bare_cr) = next_line(data, pos)?;
         pos = next;
+        let end_len = next - start - line.len();
         if line.is_empty() {
             if bare_cr {
                 continue; // a lone CR is not the end of the headers
             }
+            // LF CR CR LF CR LF is two line ends (libhtp): take the trailing CR (LF) too.
+            if prev_lf_cr && end_len == 2 {
+                match data.get(pos) {
+                    Some(b'\r') => {
+                        pos += 1;
+                        match data.get(pos) {
+                            Some(b'\n') => pos += 1,
+                            Some(_) => {}
+                            None => return None,
+                        }
+                    }
+                    Some(_) => {}
+                    None => return None,
+                }
+            }
             return Some((pos, lines));
         }
-        // A line of only spaces or tabs ends the headers unless a folded line follows.
-        if line.iter().all(|b| matches!(b, b' ' | b'\t')) {
+        prev_lf_cr = end_len == 2 && data[next - 2] == b'\n';
+        // One space or tab ended by a bare LF, and no LF next, ends the headers (libhtp).
+        if line.len() == 1
+            && matches!(line[0], b' ' | b'\t')
+            && end_len == 1
+            && data[next - 1] == b'\n'
+        {
             match data.get(pos) {
                 None => return None,
-                Some(b' ' | b'\t' | 0) => {}
+                Some(b'\n') => {}
                 Some(_) => return Some((pos, lines)),
             }
         }
@@ -1350,7 +1373,7 @@ mod tests {
         let mut c = HttpConn::new(HttpConfig::default());
         c.data(true, b"GET / HTTP/1.1\nHost: h\n\n");
         let resp =
-            b"HTTP/1.1 200 ok\nTransfer-Encoding\n \n :\n chunked\nX: y\n\n4\nX5O!\n4\nP%@A\n0\n\n";
+            b"HTTP/1.1 200 ok\nTransfer-Encoding\r\n \r\n :\r\n chunked\nX: y\n\n4\nX5O!\n4\nP%@A\n0\n\n";
         let mut ev = vec![];
         for b in resp.chunks(3) {
             ev.extend(c.data(false, b));
