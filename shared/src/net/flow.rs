@@ -427,6 +427,7 @@ mod tests {
             payload_len: 0,
             seq: 0,
             ttl: 64,
+            frag: None,
             transport_ok: true,
         }
     }

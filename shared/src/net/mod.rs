@@ -3,6 +3,7 @@
 //! ([`community_id`]). The agent's capture and replay shells feed it bytes and timestamps.
 
 pub mod community_id;
+pub mod defrag;
 pub mod dns;
 pub mod eve;
 pub mod flow;

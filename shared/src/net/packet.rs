@@ -70,6 +70,8 @@ pub struct PacketInfo {
     pub seq: u32,
     /// IPv4 TTL or IPv6 hop limit.
     pub ttl: u8,
+    /// Where this fragment goes in its datagram (IPv4 or IPv6 fragments only).
+    pub frag: Option<super::defrag::FragInfo>,
     /// The transport header was whole and valid (ports above came from it, not from the
     /// first bytes of a truncated or malformed header).
     pub transport_ok: bool,
@@ -165,9 +167,16 @@ fn decode_one(linktype: i32, frame: &[u8]) -> Result<(PacketInfo, &[u8]), Decode
             } else {
                 frame
             };
-            let proto = body.get(0..2).ok_or(DecodeError::Short)?;
-            match u16::from_be_bytes([proto[0], proto[1]]) {
-                0x0021 | 0x0057 => LaxSlicedPacket::from_ip(&body[2..])
+            // Protocol field compression: an odd first byte is a one-byte protocol.
+            let first = *body.first().ok_or(DecodeError::Short)?;
+            let (proto, at) = if first & 1 == 1 {
+                (first as u16, 1)
+            } else {
+                let p = body.get(0..2).ok_or(DecodeError::Short)?;
+                (u16::from_be_bytes([p[0], p[1]]), 2)
+            };
+            match proto {
+                0x0021 | 0x0057 => LaxSlicedPacket::from_ip(&body[at..])
                     .map_err(|e| DecodeError::NotIp(e.to_string()))?,
                 other => return Err(DecodeError::NotIp(format!("PPP protocol {other:#06x}"))),
             }
@@ -189,9 +198,18 @@ fn decode_one(linktype: i32, frame: &[u8]) -> Result<(PacketInfo, &[u8]), Decode
         other => return Err(DecodeError::LinkType(other)),
     };
     let vlan = sliced.vlan_ids().first().map(|v| v.value());
+    let mut frag = None;
     let (src, dst, ip_len, payload, ttl) = match &sliced.net {
         Some(LaxNetSlice::Ipv4(v4)) => {
             let h = v4.header();
+            let offset = h.fragments_offset().value() as u32 * 8;
+            if h.more_fragments() || offset != 0 {
+                frag = Some(super::defrag::FragInfo {
+                    id: h.identification() as u32,
+                    offset,
+                    more: h.more_fragments(),
+                });
+            }
             (
                 IpAddr::V4(h.source_addr()),
                 IpAddr::V4(h.destination_addr()),
@@ -202,6 +220,18 @@ fn decode_one(linktype: i32, frame: &[u8]) -> Result<(PacketInfo, &[u8]), Decode
         }
         Some(LaxNetSlice::Ipv6(v6)) => {
             let h = v6.header();
+            for ext in v6.extensions().clone() {
+                if let etherparse::Ipv6ExtensionSlice::Fragment(fh) = ext {
+                    let offset = fh.fragment_offset().value() as u32 * 8;
+                    if fh.more_fragments() || offset != 0 {
+                        frag = Some(super::defrag::FragInfo {
+                            id: fh.identification(),
+                            offset,
+                            more: fh.more_fragments(),
+                        });
+                    }
+                }
+            }
             (
                 IpAddr::V6(h.source_addr()),
                 IpAddr::V6(h.destination_addr()),
@@ -233,9 +263,16 @@ fn decode_one(linktype: i32, frame: &[u8]) -> Result<(PacketInfo, &[u8]), Decode
         payload_len: 0,
         seq: 0,
         ttl,
+        frag,
         transport_ok: false,
     };
     let mut body: &[u8] = &[];
+    if frag.is_some() {
+        // A fragment: its data goes to reassembly, not to a transport parser.
+        info.sport = 0;
+        info.dport = 0;
+        return Ok((info, payload.payload));
+    }
     match &sliced.transport {
         Some(TransportSlice::Tcp(t)) => {
             body = t.payload();

@@ -7,11 +7,12 @@ use std::net::IpAddr;
 use serde_json::{Value, json};
 
 use super::community_id::community_id_v1;
+use super::defrag::{Defrag, DefragConfig, Fragment};
 use super::dns::{self, DnsInfo};
 use super::eve;
 use super::flow::{FlowConfig, FlowRecord, FlowTable};
 use super::inspect::Detector;
-use super::packet::decode_with_payload;
+use super::packet::{LINKTYPE_RAW, PacketInfo, decode_with_payload};
 use crate::detect::{Alert, Engine};
 use crate::proto::{DetectionEvent, FlowEvent, event};
 
@@ -41,12 +42,14 @@ pub struct PipelineStats {
     pub decode_errors: u64,
     pub dns_messages: u64,
     pub alerts: u64,
+    pub fragments_held: u64,
 }
 
 pub struct Pipeline {
     table: FlowTable,
     seed: u16,
     detector: Option<Detector>,
+    defrag: Defrag,
     pub stats: PipelineStats,
 }
 
@@ -56,6 +59,7 @@ impl Pipeline {
             seed: config.community_id_seed,
             table: FlowTable::new(config),
             detector: None,
+            defrag: Defrag::new(DefragConfig::default()),
             stats: PipelineStats::default(),
         }
     }
@@ -64,6 +68,10 @@ impl Pipeline {
     pub fn with_rules(mut self, engine: Engine) -> Self {
         self.detector = Some(Detector::new(engine));
         self
+    }
+
+    pub fn defrag_stats(&self) -> super::defrag::DefragStats {
+        self.defrag.stats
     }
 
     pub fn detector(&self) -> Option<&Detector> {
@@ -123,12 +131,44 @@ impl Pipeline {
                 return vec![];
             }
         };
-        let ended = self.table.packet(ts_ns, &info);
+        if let Some(frag) = info.frag {
+            let whole = self.defrag.fragment(
+                ts_ns,
+                Fragment {
+                    src: info.src,
+                    dst: info.dst,
+                    proto: info.proto,
+                    vlan: info.vlan,
+                    ttl: info.ttl,
+                    info: frag,
+                    data: payload,
+                },
+            );
+            let Some(packet) = whole else {
+                self.stats.fragments_held += 1;
+                return vec![];
+            };
+            return match decode_with_payload(LINKTYPE_RAW, &packet) {
+                Ok((mut whole, body)) => {
+                    whole.vlan = info.vlan;
+                    self.process(ts_ns, &whole, body)
+                }
+                Err(_) => {
+                    self.stats.decode_errors += 1;
+                    vec![]
+                }
+            };
+        }
+        self.process(ts_ns, &info, payload)
+    }
+
+    fn process(&mut self, ts_ns: i64, info: &PacketInfo, payload: &[u8]) -> Vec<NetRecord> {
+        let ended = self.table.packet(ts_ns, info);
         let mut out = self.ended(ended);
         if let Some(d) = self.detector.as_mut()
             && let Some(cur) = self.table.current()
         {
-            let alerts = d.packet(ts_ns, &info, payload, cur);
+            let alerts = d.packet(ts_ns, info, payload, cur);
             self.stats.alerts += alerts.len() as u64;
             for a in alerts {
                 out.push(self.alert_record(a));
