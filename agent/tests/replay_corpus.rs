@@ -30,6 +30,18 @@ fn pcaps(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+const RULES: &str = r#"
+alert ip any any -> any any (msg:"a"; content:"a"; sid:1;)
+alert tcp any any -> any any (msg:"b"; flow:established,to_server; content:"GET"; depth:3; content:"HTTP"; distance:0; within:200; sid:2;)
+alert http any any -> any any (msg:"c"; http.uri; content:"/"; pcre:"/^\/[a-z]+/i"; sid:3;)
+alert http any any -> any any (msg:"d"; file_data; content:"html"; nocase; isdataat:10,relative; sid:4;)
+alert tls any any -> any any (msg:"e"; tls.sni; content:"."; sid:5;)
+alert dns any any -> any any (msg:"f"; dns.query; content:"com"; endswith; sid:6;)
+alert udp any any -> any any (msg:"g"; dsize:>100; flowbits:set,big; sid:7;)
+alert udp any any -> any any (msg:"h"; flowbits:isset,big; threshold:type limit, track by_src, count 1, seconds 60; sid:8;)
+alert icmp any any -> any any (msg:"i"; itype:8; isdataat:31; sid:9;)
+"#;
+
 #[test]
 fn every_corpus_capture_replays_without_a_panic() {
     let mut files = vec![];
@@ -46,7 +58,12 @@ fn every_corpus_capture_replays_without_a_panic() {
     let (mut refused, mut cut, mut packets, mut undecodable) = (0, 0, 0u64, 0u64);
     for f in &files {
         let mut sink = std::io::sink();
-        match replay(f, Format::Eve, Default::default(), None, &mut sink) {
+        // Rules on every kind of buffer, so detection runs on the damaged traffic too.
+        let mut set = lindi_shared::detect::RuleSet::default();
+        set.add("corpus", RULES, &Default::default());
+        assert!(set.rejected.is_empty(), "{:?}", set.rejected);
+        let engine = lindi_shared::detect::Engine::new(set.rules);
+        match replay(f, Format::Eve, Default::default(), Some(engine), &mut sink) {
             Ok(s) => {
                 packets += s.packets;
                 undecodable += s.decode_errors;

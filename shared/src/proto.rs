@@ -264,6 +264,12 @@ pub struct TlsEvent {
     pub subject: String,
     #[prost(string, tag = "6")]
     pub issuer: String,
+    #[prost(string, tag = "7")]
+    pub ja3: String,
+    #[prost(string, tag = "8")]
+    pub ja3s: String,
+    #[prost(string, repeated, tag = "9")]
+    pub alpn: Vec<String>,
 }
 
 #[derive(Clone, PartialEq, Message, Serialize)]
@@ -280,6 +286,13 @@ pub struct HttpEvent {
     pub status: u32,
     #[prost(string, tag = "6")]
     pub user_agent: String,
+    #[prost(string, tag = "7")]
+    pub protocol: String,
+    #[prost(string, tag = "8")]
+    pub content_type: String,
+    /// Bytes of the response body as the client got it (after de-chunking and decompression).
+    #[prost(uint64, tag = "9")]
+    pub length: u64,
 }
 
 #[derive(Clone, PartialEq, Message, Serialize)]

@@ -88,6 +88,61 @@ pub fn alert_event(a: &crate::detect::Alert, community_id: &str) -> Value {
     v
 }
 
+/// HTTP and TLS metadata as Suricata `http` and `tls` events.
+pub fn app_event(r: &super::inspect::AppRecord, community_id: &str) -> Value {
+    use super::inspect::AppRecord;
+    let (ts_ns, ends) = match r {
+        AppRecord::Http { ts_ns, ends, .. } | AppRecord::Tls { ts_ns, ends, .. } => (*ts_ns, ends),
+    };
+    let mut v = json!({
+        "timestamp": timestamp(ts_ns),
+        "src_ip": ip(ends.client),
+        "src_port": ends.client_port,
+        "dest_ip": ip(ends.server),
+        "dest_port": ends.server_port,
+        "proto": "TCP",
+        "community_id": community_id,
+    });
+    match r {
+        AppRecord::Http { tx, .. } => {
+            v["event_type"] = json!("http");
+            v["app_proto"] = json!("http");
+            v["http"] = json!({
+                "hostname": tx.hostname,
+                "url": tx.url,
+                "http_user_agent": tx.user_agent,
+                "http_content_type": tx.content_type,
+                "http_method": tx.method,
+                "protocol": tx.protocol,
+                "status": tx.status,
+                "length": tx.length,
+            });
+        }
+        AppRecord::Tls { client, server, .. } => {
+            v["event_type"] = json!("tls");
+            v["app_proto"] = json!("tls");
+            let mut t = json!({});
+            if let Some(c) = client {
+                if let Some(sni) = &c.sni {
+                    t["sni"] = json!(sni);
+                }
+                t["version"] = json!(c.version);
+                t["ja3"] = json!({"hash": c.ja3_hash, "string": c.ja3});
+                t["ja4"] = json!(c.ja4);
+                if !c.alpn.is_empty() {
+                    t["client_alpns"] = json!(c.alpn);
+                }
+            }
+            if let Some(s) = server {
+                t["version"] = json!(s.version);
+                t["ja3s"] = json!({"hash": s.ja3s_hash, "string": s.ja3s});
+            }
+            v["tls"] = t;
+        }
+    }
+    v
+}
+
 /// The description Suricata's classification.config gives a classtype (EVE's
 /// `alert.category`); an unknown classtype is written as it is.
 pub fn classtype_description(c: &str) -> &str {

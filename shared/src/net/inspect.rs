@@ -11,6 +11,7 @@
 //!    application parser still held is inspected then.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use super::dns;
 use super::flow::{Current, FlowRecord, FlowState};
@@ -19,7 +20,7 @@ use super::http::{
 };
 use super::packet::{PacketInfo, tcp_flags};
 use super::stream::{StreamConfig, TcpStream};
-use super::tls::{TlsConn, TlsEvent};
+use super::tls::{ClientHello, ServerHello, TlsConn, TlsEvent};
 use crate::detect::{
     Alert, AppProto, Buffer, Buffers, Engine, FlowDetect, PacketView, Phase, Side,
 };
@@ -73,6 +74,85 @@ struct FlowCtx {
     dns_tx: u64,
     detect: FlowDetect,
     closed: [bool; 2],
+    tls_logged: bool,
+}
+
+/// The two ends of a connection, client first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoints {
+    pub client: IpAddr,
+    pub client_port: u16,
+    pub server: IpAddr,
+    pub server_port: u16,
+}
+
+/// One HTTP transaction, summarised for logging.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HttpSummary {
+    pub hostname: String,
+    pub url: String,
+    pub method: String,
+    pub protocol: String,
+    pub status: u16,
+    pub user_agent: String,
+    pub content_type: String,
+    pub length: u64,
+}
+
+/// Application metadata found on a flow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AppRecord {
+    Http {
+        ts_ns: i64,
+        ends: Endpoints,
+        tx: HttpSummary,
+    },
+    Tls {
+        ts_ns: i64,
+        ends: Endpoints,
+        client: Option<ClientHello>,
+        server: Option<ServerHello>,
+    },
+}
+
+/// What inspecting one packet produced.
+#[derive(Debug, Default)]
+pub struct Inspected {
+    pub alerts: Vec<Alert>,
+    pub records: Vec<AppRecord>,
+}
+
+fn http_summary(tx: &HttpTx) -> HttpSummary {
+    let s = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+    let h = |name: &str| {
+        tx.buffer(
+            match name {
+                "ua" => Buffer::HttpUserAgent,
+                _ => Buffer::HttpContentType,
+            },
+            if name == "ua" {
+                Side::Request
+            } else {
+                Side::Response
+            },
+        )
+        .first()
+        .map(|v| s(v))
+        .unwrap_or_default()
+    };
+    HttpSummary {
+        hostname: s(&tx.host_norm),
+        url: s(&tx.uri_raw),
+        method: s(&tx.method),
+        protocol: s(&tx.request_protocol),
+        status: std::str::from_utf8(&tx.status)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        user_agent: h("ua"),
+        content_type: h("ct"),
+        length: tx.response_body.len() as u64,
+    }
 }
 
 /// Counters of detection.
@@ -211,8 +291,9 @@ impl Detector {
         info: &PacketInfo,
         payload: &[u8],
         cur: Current,
-    ) -> Vec<Alert> {
+    ) -> Inspected {
         let mut alerts = vec![];
+        let mut records = vec![];
         let ctx = self.flows.entry(cur.id).or_default();
         let dir = if cur.to_server { 0 } else { 1 };
         let f = info.tcp_flags;
@@ -231,6 +312,21 @@ impl Detector {
                 ctx.hs |= 4;
             }
         }
+        let ends = if cur.to_server {
+            Endpoints {
+                client: info.src,
+                client_port: info.sport,
+                server: info.dst,
+                server_port: info.dport,
+            }
+        } else {
+            Endpoints {
+                client: info.dst,
+                client_port: info.dport,
+                server: info.src,
+                server_port: info.sport,
+            }
+        };
         let established = if tcp {
             ctx.hs & 4 != 0
         } else {
@@ -361,6 +457,13 @@ impl Detector {
             };
             let App::Http(conn) = &ctx.app else { break };
             let Some(tx) = conn.tx(id) else { continue };
+            if side == Side::Response {
+                records.push(AppRecord::Http {
+                    ts_ns,
+                    ends,
+                    tx: http_summary(tx),
+                });
+            }
             let mut v = view;
             v.payload = &ctx.window[dir];
             alerts.extend(self.engine.inspect(
@@ -380,6 +483,17 @@ impl Detector {
         }
         for ev in &tls_events {
             let ctx = self.flows.get_mut(&cur.id).expect("present");
+            if let (TlsEvent::Server(_), App::Tls(conn)) = (ev, &ctx.app)
+                && !ctx.tls_logged
+            {
+                ctx.tls_logged = true;
+                records.push(AppRecord::Tls {
+                    ts_ns,
+                    ends,
+                    client: conn.client.clone(),
+                    server: conn.server.clone(),
+                });
+            }
             let (tx, side) = match ev {
                 TlsEvent::Client(_) => (0, Side::Request),
                 TlsEvent::Server(_) => (1, Side::Response),
@@ -427,17 +541,35 @@ impl Detector {
             );
         }
         self.stats.alerts += alerts.len() as u64;
-        alerts
+        Inspected { alerts, records }
     }
 
     /// A flow ended: inspect what its application parser still held, and forget it.
-    pub fn flow_ended(&mut self, rec: &FlowRecord) -> Vec<Alert> {
+    pub fn flow_ended(&mut self, rec: &FlowRecord) -> Inspected {
         let mut alerts = vec![];
+        let mut records = vec![];
         let Some(mut ctx) = self.flows.remove(&rec.id) else {
-            return alerts;
+            return Inspected::default();
         };
+        let ends = Endpoints {
+            client: rec.src,
+            client_port: rec.sport,
+            server: rec.dst,
+            server_port: rec.dport,
+        };
+        if let App::Tls(conn) = &ctx.app
+            && !ctx.tls_logged
+            && conn.client.is_some()
+        {
+            records.push(AppRecord::Tls {
+                ts_ns: rec.end_ns,
+                ends,
+                client: conn.client.clone(),
+                server: conn.server.clone(),
+            });
+        }
         let App::Http(conn) = &mut ctx.app else {
-            return alerts;
+            return Inspected { alerts, records };
         };
         let mut events = vec![];
         for (d, ts) in [(0, true), (1, false)] {
@@ -456,6 +588,13 @@ impl Detector {
                 HttpEvent::Response(id) => (id, Side::Response),
             };
             let Some(tx) = conn.tx(id) else { continue };
+            if side == Side::Response {
+                records.push(AppRecord::Http {
+                    ts_ns: rec.end_ns,
+                    ends,
+                    tx: http_summary(tx),
+                });
+            }
             let (src, sport, dst, dport) = if to_server {
                 (rec.src, rec.sport, rec.dst, rec.dport)
             } else {
@@ -484,6 +623,6 @@ impl Detector {
             ));
         }
         self.stats.alerts += alerts.len() as u64;
-        alerts
+        Inspected { alerts, records }
     }
 }

@@ -142,6 +142,40 @@ fn decode_layer(
     Ok((info, body))
 }
 
+/// The fragment header of an IPv6 packet, found by walking its extension headers.
+fn ipv6_fragment(ip: &[u8]) -> Option<super::defrag::FragInfo> {
+    let mut next = *ip.get(6)?;
+    let mut at = 40usize;
+    for _ in 0..16 {
+        let h = ip.get(at..at + 8)?;
+        match next {
+            0 | 43 | 60 => {
+                next = h[0];
+                at += (h[1] as usize + 1) * 8;
+            }
+            51 => {
+                next = h[0];
+                at += (h[1] as usize + 2) * 4;
+            }
+            44 => {
+                let off = u16::from_be_bytes([h[2], h[3]]);
+                let offset = (off & 0xfff8) as u32;
+                let more = off & 1 == 1;
+                if !more && offset == 0 {
+                    return None; // an atomic fragment: the whole datagram
+                }
+                return Some(super::defrag::FragInfo {
+                    id: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
+                    offset,
+                    more,
+                });
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
 fn decode_one(linktype: i32, frame: &[u8]) -> Result<(PacketInfo, &[u8]), DecodeError> {
     let sliced = match linktype {
         LINKTYPE_ETHERNET => {
@@ -220,18 +254,10 @@ fn decode_one(linktype: i32, frame: &[u8]) -> Result<(PacketInfo, &[u8]), Decode
         }
         Some(LaxNetSlice::Ipv6(v6)) => {
             let h = v6.header();
-            for ext in v6.extensions().clone() {
-                if let etherparse::Ipv6ExtensionSlice::Fragment(fh) = ext {
-                    let offset = fh.fragment_offset().value() as u32 * 8;
-                    if fh.more_fragments() || offset != 0 {
-                        frag = Some(super::defrag::FragInfo {
-                            id: fh.identification(),
-                            offset,
-                            more: fh.more_fragments(),
-                        });
-                    }
-                }
-            }
+            // The extension chain is walked here, bounds-checked: etherparse's iterator over
+            // lax-sliced extensions trusts lengths it did not check (and panics on them).
+            let start = (h.slice().as_ptr() as usize).saturating_sub(frame.as_ptr() as usize);
+            frag = ipv6_fragment(frame.get(start..).unwrap_or_default());
             (
                 IpAddr::V6(h.source_addr()),
                 IpAddr::V6(h.destination_addr()),

@@ -11,7 +11,7 @@ use super::defrag::{Defrag, DefragConfig, Fragment};
 use super::dns::{self, DnsInfo};
 use super::eve;
 use super::flow::{FlowConfig, FlowRecord, FlowTable};
-use super::inspect::Detector;
+use super::inspect::{AppRecord, Detector, Inspected};
 use super::packet::{LINKTYPE_RAW, PacketInfo, decode_with_payload};
 use crate::detect::{Alert, Engine};
 use crate::proto::{DetectionEvent, FlowEvent, event};
@@ -31,6 +31,11 @@ pub enum NetRecord {
     },
     Alert {
         alert: Alert,
+        community_id: String,
+    },
+    /// HTTP or TLS metadata of a flow.
+    App {
+        record: AppRecord,
         community_id: String,
     },
 }
@@ -58,7 +63,8 @@ impl Pipeline {
         Pipeline {
             seed: config.community_id_seed,
             table: FlowTable::new(config),
-            detector: None,
+            // Application parsing runs with no rules too (metadata events).
+            detector: Some(Detector::new(Engine::new(vec![]))),
             defrag: Defrag::new(DefragConfig::default()),
             stats: PipelineStats::default(),
         }
@@ -76,6 +82,29 @@ impl Pipeline {
 
     pub fn detector(&self) -> Option<&Detector> {
         self.detector.as_ref()
+    }
+
+    fn found(&mut self, found: Inspected, out: &mut Vec<NetRecord>) {
+        self.stats.alerts += found.alerts.len() as u64;
+        for a in found.alerts {
+            out.push(self.alert_record(a));
+        }
+        for record in found.records {
+            let ends = match &record {
+                AppRecord::Http { ends, .. } | AppRecord::Tls { ends, .. } => *ends,
+            };
+            out.push(NetRecord::App {
+                community_id: community_id_v1(
+                    ends.client,
+                    ends.server,
+                    ends.client_port,
+                    ends.server_port,
+                    6,
+                    self.seed,
+                ),
+                record,
+            });
+        }
     }
 
     fn alert_record(&self, alert: Alert) -> NetRecord {
@@ -102,11 +131,8 @@ impl Pipeline {
         let mut out = vec![];
         for f in flows {
             if let Some(d) = self.detector.as_mut() {
-                let alerts = d.flow_ended(&f);
-                self.stats.alerts += alerts.len() as u64;
-                for a in alerts {
-                    out.push(self.alert_record(a));
-                }
+                let found = d.flow_ended(&f);
+                self.found(found, &mut out);
             }
             out.push(NetRecord::Flow(f));
         }
@@ -168,11 +194,8 @@ impl Pipeline {
         if let Some(d) = self.detector.as_mut()
             && let Some(cur) = self.table.current()
         {
-            let alerts = d.packet(ts_ns, info, payload, cur);
-            self.stats.alerts += alerts.len() as u64;
-            for a in alerts {
-                out.push(self.alert_record(a));
-            }
+            let found = d.packet(ts_ns, info, payload, cur);
+            self.found(found, &mut out);
         }
         if info.proto == 17
             && (info.sport == 53 || info.dport == 53)
@@ -214,6 +237,9 @@ impl NetRecord {
             NetRecord::Flow(f) => f.end_ns,
             NetRecord::Dns { ts_ns, .. } => *ts_ns,
             NetRecord::Alert { alert, .. } => alert.ts_ns,
+            NetRecord::App { record, .. } => match record {
+                AppRecord::Http { ts_ns, .. } | AppRecord::Tls { ts_ns, .. } => *ts_ns,
+            },
         }
     }
 
@@ -245,6 +271,10 @@ impl NetRecord {
                 alert,
                 community_id,
             } => vec![eve::alert_event(alert, community_id)],
+            NetRecord::App {
+                record,
+                community_id,
+            } => vec![eve::app_event(record, community_id)],
         }
     }
 
@@ -299,6 +329,54 @@ impl NetRecord {
                     .unwrap_or_default(),
                 ..Default::default()
             }),
+            NetRecord::App {
+                record,
+                community_id,
+            } => {
+                let (ends, ..) = match record {
+                    AppRecord::Http { ends, .. } | AppRecord::Tls { ends, .. } => (ends, ()),
+                };
+                let flow = Some(FlowEvent {
+                    src_ip: ends.client.to_string(),
+                    src_port: ends.client_port as u32,
+                    dest_ip: ends.server.to_string(),
+                    dest_port: ends.server_port as u32,
+                    proto: "TCP".into(),
+                    community_id: community_id.clone(),
+                    ..Default::default()
+                });
+                match record {
+                    AppRecord::Http { tx, .. } => event::Kind::Http(crate::proto::HttpEvent {
+                        flow,
+                        hostname: tx.hostname.clone(),
+                        url: tx.url.clone(),
+                        method: tx.method.clone(),
+                        status: tx.status as u32,
+                        user_agent: tx.user_agent.clone(),
+                        protocol: tx.protocol.clone(),
+                        content_type: tx.content_type.clone(),
+                        length: tx.length,
+                    }),
+                    AppRecord::Tls { client, server, .. } => {
+                        let c = client.clone().unwrap_or_default();
+                        let s = server.clone().unwrap_or_default();
+                        event::Kind::Tls(crate::proto::TlsEvent {
+                            flow,
+                            sni: c.sni.unwrap_or_default(),
+                            version: if s.version.is_empty() {
+                                c.version
+                            } else {
+                                s.version
+                            },
+                            ja4: c.ja4,
+                            ja3: c.ja3_hash,
+                            ja3s: s.ja3s_hash,
+                            alpn: c.alpn,
+                            ..Default::default()
+                        })
+                    }
+                }
+            }
         }
     }
 }
