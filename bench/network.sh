@@ -1,28 +1,48 @@
 #!/usr/bin/env bash
-# Network pipeline throughput (first slice: decoding and flows, no rules yet), in one run:
-# Lindi's replay of the benchmark pcap vs `tcpdump -r FILE -w /dev/null` (the cost of just
-# reading the file). The capture is repeated COPIES times (mergecap-free: pcap records are
-# appended with shifted timestamps by a small Python helper) so that reading dominates
-# start-up. Prints packets/s of each and the ratios. Suricata and rule loading join when the
-# rule engine lands.
+# Network sensor throughput, side by side, in one run, each tool pinned to one CPU:
 #
-# Usage: bench/network.sh [COPIES]   (default 10). Installs tcpdump with apt if missing.
+#  1. Lindi replay with the ET Open ruleset vs `suricata -r` with the same rules
+#     (`--runmode single`): packets/s of each and the ratio. Rule loading is measured apart:
+#     each tool runs on one copy of the bench pcap and on COPIES copies (timestamps shifted
+#     so flows do not carry over); packet throughput is the extra packets over the extra time,
+#     loading time is what remains of the one-copy run.
+#  2. Lindi replay with no rules (flows, DNS, HTTP, TLS metadata; EVE to /dev/null) vs
+#     `tcpdump -r FILE -w /dev/null` (the cost of just reading the file).
+#  3. Peak RSS of each with the ruleset loaded.
+#  4. How many of Suricata's alerts Lindi raised too, on one copy (sid and addresses).
+#
+# Usage: bench/network.sh [COPIES]   (default 5). Installs tcpdump, and Suricata from
+# bookworm-backports, with apt if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-COPIES=${1:-10}
+COPIES=${1:-5}
 PCAP=../shared/corpus/network/bench/bench-ethernet.pcap
-[ -f "$PCAP" ] || { echo "no $PCAP: the shared corpus must be beside the repository" >&2; exit 1; }
-command -v tcpdump >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tcpdump >/dev/null; }
+RULES=../shared/corpus/rules/et-open.rules
+for f in "$PCAP" "$RULES"; do
+    [ -f "$f" ] || { echo "no $f: the shared corpus must be beside the repository" >&2; exit 1; }
+done
+need_apt=0
+command -v tcpdump >/dev/null || need_apt=1
+command -v suricata >/dev/null || need_apt=1
+if [ "$need_apt" = 1 ]; then
+    if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        echo "deb http://deb.debian.org/debian bookworm-backports main" > /etc/apt/sources.list.d/lindi-backports.list
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tcpdump >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -t bookworm-backports suricata >/dev/null
+fi
 cargo build --release -p lindi-agent >&2
+LINDI=target/release/lindi-agent
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-python3 - "$PCAP" "$work/bench.pcap" "$COPIES" <<'PY'
+# COPIES copies of the bench pcap, each shifted past the last (no flow spans two copies).
+python3 - "$PCAP" "$work/many.pcap" "$COPIES" <<'PY'
 import struct, sys
 src, dst, copies = sys.argv[1], sys.argv[2], int(sys.argv[3])
 data = open(src, "rb").read()
-magic = struct.unpack("<I", data[:4])[0]
-assert magic == 0xa1b2c3d4, "expects a little-endian microsecond pcap"
+assert struct.unpack("<I", data[:4])[0] == 0xa1b2c3d4, "expects a little-endian microsecond pcap"
 header, body = data[:24], data[24:]
 recs, pos = [], 0
 while pos + 16 <= len(body):
@@ -37,19 +57,61 @@ with open(dst, "wb") as f:
             f.write(struct.pack("<IIII", sec + c * span, usec, incl, orig))
             f.write(payload)
 PY
-timeit() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>"$work/err"; e=$(date +%s.%N); python3 -c "print($e - $s)"; }
-# Warm the page cache.
-cat "$work/bench.pcap" >/dev/null
-lindi=$(timeit target/release/lindi-agent replay "$work/bench.pcap")
-summary=$(cat "$work/err")
-tcpd=$(timeit tcpdump -r "$work/bench.pcap" -w /dev/null)
-python3 - "$lindi" "$tcpd" "$COPIES" "$summary" <<'PY'
-import re, sys
-lindi, tcpd, copies, summary = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-n = int(re.search(r"(\d+) packets", summary).group(1))
-print(f"input: bench-ethernet.pcap x {copies} = {n:,} packets")
-print(f"lindi-agent replay (flows, EVE to /dev/null): {lindi:.2f} s, {n / lindi:,.0f} packets/s")
-print(f"tcpdump -r -w /dev/null:                      {tcpd:.2f} s, {n / tcpd:,.0f} packets/s")
-print(f"lindi time / tcpdump time: {lindi / tcpd:.2f}x")
-print(summary.strip())
+cp "$PCAP" "$work/one.pcap"
+cat "$work/one.pcap" "$work/many.pcap" >/dev/null  # page cache
+
+# run NAME CMD...: wall seconds and peak RSS (KiB) into $work/NAME.{s,rss}, output discarded.
+run() {
+    local name=$1
+    shift
+    local s e
+    s=$(date +%s.%N)
+    taskset -c 0 /usr/bin/time -f "%M" -o "$work/$name.rss" "$@" >"$work/$name.out" 2>"$work/$name.err"
+    e=$(date +%s.%N)
+    python3 -c "print($e - $s)" >"$work/$name.s"
+}
+suri() {
+    local name=$1 input=$2
+    mkdir -p "$work/$name.log"
+    run "$name" suricata -r "$input" -S "$RULES" -l "$work/$name.log" -k none \
+        -c /etc/suricata/suricata.yaml --runmode single \
+        --set stream.reassembly.randomize-chunk-size=no \
+        --set app-layer.protocols.http.libhtp.default-config.randomize-inspection-sizes=no
+}
+
+run lindi_rules_1 "$LINDI" replay "$work/one.pcap" --rules "$RULES"
+run lindi_rules_n "$LINDI" replay "$work/many.pcap" --rules "$RULES"
+suri suri_1 "$work/one.pcap"
+suri suri_n "$work/many.pcap"
+run lindi_bare_n "$LINDI" replay "$work/many.pcap"
+run tcpdump_n tcpdump -r "$work/many.pcap" -w /dev/null
+cp "$work/lindi_rules_1.out" "$work/lindi-eve.json"
+
+python3 - "$work" "$COPIES" <<'PY'
+import json, re, sys
+w, copies = sys.argv[1], int(sys.argv[2])
+t = lambda n: float(open(f"{w}/{n}.s").read())
+rss = lambda n: int(open(f"{w}/{n}.rss").read().split()[-1]) / 1024
+err = lambda n: open(f"{w}/{n}.err").read()
+one = int(re.search(r"(\d+) packets", err("lindi_rules_1")).group(1))
+extra = one * (copies - 1)
+def split(a, b):
+    per_packet = (t(b) - t(a)) / extra
+    return extra / (t(b) - t(a)), t(a) - per_packet * one
+l_pps, l_load = split("lindi_rules_1", "lindi_rules_n")
+s_pps, s_load = split("suri_1", "suri_n")
+l_rules = re.search(r"rules: (\d+) loaded, (\d+) not supported", err("lindi_rules_1"))
+bare_pps = one * copies / t("lindi_bare_n")
+tcpd_pps = one * copies / t("tcpdump_n")
+print(f"input: bench-ethernet.pcap, {one:,} packets; throughput from 1 vs {copies} copies; one CPU each")
+print(f"ET Open: Lindi loads {l_rules.group(1)} rules ({l_rules.group(2)} not supported); Suricata all 14019")
+print(f"  Lindi    {l_pps:>12,.0f} packets/s   rule loading {l_load:5.1f} s   peak RSS {rss('lindi_rules_n'):6.0f} MiB")
+print(f"  Suricata {s_pps:>12,.0f} packets/s   rule loading {s_load:5.1f} s   peak RSS {rss('suri_n'):6.0f} MiB")
+print(f"  Lindi / Suricata packets/s: {l_pps / s_pps:.2f}x (goal 3x); RSS {rss('lindi_rules_n') / rss('suri_n'):.2f} (goal < 1)")
+print(f"no rules: Lindi {bare_pps:,.0f} packets/s; tcpdump -r -w /dev/null {tcpd_pps:,.0f} packets/s;"
+      f" Lindi time / tcpdump time {t('lindi_bare_n') / t('tcpdump_n'):.2f}x (goals 1.5 M/s, 3x)")
+key = lambda e: (e.get("alert", {}).get("signature_id") or e.get("sid"), e["src_ip"], e.get("src_port"), e["dest_ip"], e.get("dest_port"))
+lindi = {key(e) for e in map(json.loads, open(f"{w}/lindi-eve.json")) if e.get("event_type") == "alert"}
+suri = {key(e) for e in map(json.loads, open(f"{w}/suri_1.log/eve.json")) if e.get("event_type") == "alert"}
+print(f"alerts on one copy (distinct sid+addresses): Suricata {len(suri)}, Lindi {len(lindi)}, both {len(lindi & suri)}")
 PY

@@ -351,7 +351,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             use std::io::Write;
             out.flush()?;
             eprintln!(
-                "{}: {} packets, {} bytes in {:.3} s ({:.0} packets/s); {} not decodable; {} flows ({} evicted); {} DNS messages; {} alerts{}",
+                "{}: {} packets, {} bytes in {:.3} s ({:.0} packets/s); {} not decodable; {} flows ({} evicted); {} DNS messages; {} alerts ({} inspections, {} rule evaluations after the prefilter){}",
                 file.display(),
                 s.packets,
                 s.bytes,
@@ -362,6 +362,8 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                 s.flows_evicted,
                 s.dns_messages,
                 s.alerts,
+                s.inspections,
+                s.candidates,
                 s.read_error
                     .as_ref()
                     .map(|e| format!("; stopped early: {e}"))

@@ -41,6 +41,9 @@ pub struct ReplaySummary {
     pub dns_messages: u64,
     pub flows_evicted: u64,
     pub alerts: u64,
+    /// Rule evaluations the prefilter let through, and inspection points.
+    pub candidates: u64,
+    pub inspections: u64,
     /// Why reading stopped early (a damaged record), if it did.
     pub read_error: Option<String>,
     pub seconds: f64,
@@ -130,6 +133,10 @@ pub fn replay(
     summary.decode_errors = pipeline.stats.decode_errors;
     summary.dns_messages = pipeline.stats.dns_messages;
     summary.alerts = pipeline.stats.alerts;
+    if let Some(d) = pipeline.detector() {
+        summary.candidates = d.engine().stats.candidates;
+        summary.inspections = d.engine().stats.inspections;
+    }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }

@@ -356,10 +356,24 @@ fn add_ports(
         *saw_include = true;
         include
     };
-    for p in lo as usize..=hi as usize {
-        target[p / 64] |= 1 << (p % 64);
-    }
+    set_range(target, lo as usize, hi as usize);
     Ok(())
+}
+
+/// Set bits lo..=hi, a word at a time.
+fn set_range(bits: &mut [u64; 1024], lo: usize, hi: usize) {
+    let (lw, hw) = (lo / 64, hi / 64);
+    let lmask = u64::MAX << (lo % 64);
+    let hmask = u64::MAX >> (63 - hi % 64);
+    if lw == hw {
+        bits[lw] |= lmask & hmask;
+        return;
+    }
+    bits[lw] |= lmask;
+    for w in &mut bits[lw + 1..hw] {
+        *w = u64::MAX;
+    }
+    bits[hw] |= hmask;
 }
 
 fn parse_port(text: &str) -> Result<u16, String> {

@@ -109,36 +109,63 @@ fn window(c: &Content, len: usize, prev_end: usize) -> Option<(usize, usize)> {
     Some((start, end))
 }
 
+/// Result of matching the rest of a list from some position.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Match,
+    /// No match from here; a later previous match might still give one.
+    Retry,
+    /// No match from here nor from any later previous match: stop retrying (this is what keeps
+    /// a content that occurs thousands of times from costing thousands of scans).
+    Final,
+}
+
+/// A content whose window only shrinks as the previous match moves right.
+fn monotone(c: &Content) -> bool {
+    !c.relative() || (c.within.is_none() && c.distance.unwrap_or(0) >= 0)
+}
+
 fn step(buf: &[u8], list: &[Matcher], i: usize, prev_end: usize, budget: &mut u32) -> bool {
+    go(buf, list, i, prev_end, budget) == Outcome::Match
+}
+
+fn go(buf: &[u8], list: &[Matcher], i: usize, prev_end: usize, budget: &mut u32) -> Outcome {
+    use Outcome::*;
     let Some(m) = list.get(i) else {
-        return true;
+        return Match;
     };
     if *budget == 0 {
-        return false;
+        return Final;
     }
     *budget -= 1;
     match m {
         Matcher::Content(c) => {
+            let fail = if monotone(c) { Final } else { Retry };
             let found = window(c, buf.len(), prev_end)
                 .and_then(|(s, e)| c.finder.find(buf, s, e).map(|p| (p, e)));
             if c.negated {
-                return found.is_none() && step(buf, list, i + 1, prev_end, budget);
+                return match found {
+                    Some(_) => fail,
+                    None => go(buf, list, i + 1, prev_end, budget),
+                };
             }
             let Some((mut pos, end)) = found else {
-                return false;
+                return fail;
             };
             let retry = list.get(i + 1).is_some_and(is_relative);
             loop {
-                if step(buf, list, i + 1, pos + c.pattern.len(), budget) {
-                    return true;
+                match go(buf, list, i + 1, pos + c.pattern.len(), budget) {
+                    Match => return Match,
+                    Final => return Final,
+                    Retry => {}
                 }
                 if !retry || *budget == 0 {
-                    return false;
+                    return fail;
                 }
                 *budget -= 1;
                 match c.finder.find(buf, pos + 1, end) {
                     Some(p) => pos = p,
-                    None => return false,
+                    None => return fail,
                 }
             }
         }
@@ -152,12 +179,12 @@ fn step(buf: &[u8], list: &[Matcher], i: usize, prev_end: usize, budget: &mut u3
             } else {
                 0
             };
-            let found = regex.find(&buf[start..]);
-            match (found, negated) {
-                (Some(_), true) => false,
-                (None, true) => step(buf, list, i + 1, prev_end, budget),
-                (None, false) => false,
-                (Some(m), false) => step(buf, list, i + 1, start + m.end(), budget),
+            let fail = if *relative { Retry } else { Final };
+            match (regex.find(&buf[start..]), negated) {
+                (Some(_), true) => fail,
+                (None, true) => go(buf, list, i + 1, prev_end, budget),
+                (None, false) => fail,
+                (Some(m), false) => go(buf, list, i + 1, start + m.end(), budget),
             }
         }
         Matcher::IsDataAt {
@@ -172,9 +199,21 @@ fn step(buf: &[u8], list: &[Matcher], i: usize, prev_end: usize, budget: &mut u3
             } else {
                 (*n as usize) < buf.len()
             };
-            ok != *negated && step(buf, list, i + 1, prev_end, budget)
+            if ok != *negated {
+                go(buf, list, i + 1, prev_end, budget)
+            } else if *relative && *negated {
+                Retry
+            } else {
+                Final
+            }
         }
-        Matcher::Bsize(c) => c.test(buf.len() as u64) && step(buf, list, i + 1, prev_end, budget),
+        Matcher::Bsize(c) => {
+            if c.test(buf.len() as u64) {
+                go(buf, list, i + 1, prev_end, budget)
+            } else {
+                Final
+            }
+        }
     }
 }
 

@@ -36,7 +36,8 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             header_limit: 64 << 10,
-            body_limit: 1 << 20,
+            // Suricata's default request- and response-body-limit (libhtp default-config).
+            body_limit: 100 << 10,
             decompress_limit: 4 << 20,
             max_layers: 2,
             max_txs: 64,
