@@ -76,6 +76,8 @@ pub struct PacketView<'a> {
     pub established: bool,
     /// The flow's application protocol, once known.
     pub app: Option<AppProto>,
+    /// Stream offset of `payload`'s first byte (Stream phase; 0 otherwise).
+    pub stream_offset: u64,
 }
 
 /// Application buffers available at an inspection point.
@@ -174,7 +176,12 @@ pub struct Engine {
     bits: Vec<Bits>,
     /// Rules looking at application buffers (evaluated in the App phase).
     app_rule: Vec<bool>,
+    /// Rules with payload matches anchored at absolute offsets: not run on stream windows
+    /// that do not start at the stream's first byte.
+    anchored: Vec<bool>,
     prefilters: HashMap<Buffer, Prefilter>,
+    /// The application buffers that have a prefilter.
+    app_buffers: Vec<Buffer>,
     /// Rules with no prefilter pattern, split by phase kind: [packet rules, app rules].
     always: [Vec<u32>; 2],
     thresholds: HashMap<(u32, IpAddr, IpAddr), ThresholdState>,
@@ -239,6 +246,9 @@ impl Engine {
         for (i, r) in rules.iter().enumerate() {
             let kind = app_rule[i] as usize;
             match &r.prefilter {
+                // The App phase scans application buffers only: an app rule whose pattern is in
+                // the payload is evaluated on every transaction instead.
+                Some((Buffer::Payload, _, _)) if app_rule[i] => always[1].push(i as u32),
                 Some((b, p, _)) => {
                     let key = p.to_ascii_lowercase();
                     let e = patterns.entry(*b).or_default();
@@ -252,7 +262,7 @@ impl Engine {
                 None => always[kind].push(i as u32),
             }
         }
-        let prefilters = patterns
+        let prefilters: HashMap<Buffer, Prefilter> = patterns
             .into_iter()
             .filter_map(|(b, (pats, rules, _))| {
                 let ac = AhoCorasickBuilder::new()
@@ -264,7 +274,30 @@ impl Engine {
             })
             .collect();
         let n = rules.len();
+        let anchored: Vec<bool> = rules
+            .iter()
+            .map(|r| {
+                r.list(Buffer::Payload).is_some_and(|l| {
+                    l.iter().any(|m| match m {
+                        super::rule::Matcher::Content(c) => {
+                            c.offset.is_some() || c.depth.is_some() || c.startswith
+                        }
+                        super::rule::Matcher::IsDataAt { relative, .. } => !relative,
+                        super::rule::Matcher::Pcre { regex, .. } => regex.as_str().starts_with('^'),
+                        _ => false,
+                    })
+                })
+            })
+            .collect();
+        let mut app_buffers: Vec<Buffer> = prefilters
+            .keys()
+            .copied()
+            .filter(|b| *b != Buffer::Payload)
+            .collect();
+        app_buffers.sort();
         Engine {
+            anchored,
+            app_buffers,
             rules,
             bits,
             app_rule,
@@ -317,12 +350,7 @@ impl Engine {
         };
         let mut marks = std::mem::take(&mut self.marks);
         if app_phase {
-            let keys: Vec<Buffer> = self.prefilters.keys().copied().collect();
-            for b in keys {
-                if b == Buffer::Payload {
-                    scan(b, p.payload, &mut out, &mut marks);
-                    continue;
-                }
+            for &b in &self.app_buffers {
                 for data in bufs.get(b) {
                     scan(b, data, &mut out, &mut marks);
                 }
@@ -423,6 +451,9 @@ impl Engine {
         {
             return false;
         }
+        if phase == Phase::Stream && p.stream_offset > 0 && self.anchored[i] {
+            return false;
+        }
         match (r.flow.stream, phase) {
             (Some(true), Phase::Packet) if p.proto == 6 => return false,
             (Some(false), Phase::Stream) => return false,
@@ -473,6 +504,15 @@ impl Engine {
             let ok = if *b == Buffer::Payload {
                 if matches!(phase, Phase::Packet) && p.payload.is_empty() {
                     false
+                } else if matches!(phase, Phase::App { .. }) {
+                    // The stream data the pipeline offers (its start and its latest bytes),
+                    // else the packet.
+                    let inst = bufs.get(Buffer::Payload);
+                    if inst.is_empty() {
+                        match_list(p.payload, list)
+                    } else {
+                        inst.iter().any(|d| match_list(d, list))
+                    }
                 } else {
                     match_list(p.payload, list)
                 }
@@ -586,6 +626,7 @@ mod tests {
             to_server: true,
             established: true,
             app: None,
+            stream_offset: 0,
         }
     }
 

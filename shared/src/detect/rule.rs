@@ -1176,9 +1176,14 @@ impl Builder {
         }
         // The prefilter pattern: the explicit fast_pattern, else the longest positive content
         // (Suricata prefers the buffer-specific lists; length is the simple rule here).
+        let has_app = rule.lists.iter().any(|(b, _)| *b != Buffer::Payload);
         let pick = self.fast_pattern.or_else(|| {
             let mut best: Option<((Buffer, usize), usize)> = None;
             for (b, list) in &rule.lists {
+                // A rule on application buffers prefilters on one of them.
+                if has_app && *b == Buffer::Payload {
+                    continue;
+                }
                 for (i, m) in list.iter().enumerate() {
                     if let Matcher::Content(c) = m
                         && !c.negated

@@ -27,7 +27,7 @@ use crate::detect::{
 
 /// Bytes of earlier stream data kept in front of new data for stream inspection.
 const STREAM_TAIL: usize = 512;
-/// Stream data kept whole from the start of a direction (absolute offsets stay valid).
+/// Bytes kept from the start of each direction.
 const STREAM_HEAD: usize = 4096;
 /// Bytes of a direction read without recognising a protocol before giving up.
 const DETECT_LIMIT: u64 = 2048;
@@ -69,6 +69,8 @@ struct FlowCtx {
     /// Recent stream data per direction and the stream offset of its first byte.
     window: [Vec<u8>; 2],
     window_start: [u64; 2],
+    /// The first bytes of each direction (app rules that also match stream content).
+    head: [Vec<u8>; 2],
     app: App,
     dns_tcp: [Vec<u8>; 2],
     dns_tx: u64,
@@ -176,10 +178,20 @@ pub struct Detector {
 struct HttpBufs<'a> {
     tx: &'a HttpTx,
     side: Side,
+    /// Stream data of the inspected direction: its head and its latest window.
+    stream: [&'a [u8]; 2],
 }
 
 impl Buffers for HttpBufs<'_> {
     fn get(&self, b: Buffer) -> Vec<&[u8]> {
+        if b == Buffer::Payload {
+            return self
+                .stream
+                .iter()
+                .copied()
+                .filter(|s| !s.is_empty())
+                .collect();
+        }
         self.tx.buffer(b, self.side)
     }
 }
@@ -346,6 +358,7 @@ impl Detector {
             to_server: cur.to_server,
             established,
             app: ctx.app.proto(),
+            stream_offset: 0,
         };
 
         // Stream reassembly and application parsing.
@@ -379,17 +392,19 @@ impl Detector {
             }
             view.app = ctx.app.proto();
             // Stream window.
+            // Stream window: the last bytes before the new data, then the new data, so that a
+            // pattern split across segments is seen whole.
+            let h = &mut ctx.head[dir];
+            if h.len() < STREAM_HEAD {
+                let take = (STREAM_HEAD - h.len()).min(new.len());
+                h.extend_from_slice(&new[..take]);
+            }
             let w = &mut ctx.window[dir];
             let before = ctx.streams[dir].delivered() - new.len() as u64;
-            if ctx.window_start[dir] == 0 && before + new.len() as u64 <= STREAM_HEAD as u64 {
-                w.extend_from_slice(&new);
-            } else {
-                let keep = w.len().min(STREAM_TAIL);
-                let drop = w.len() - keep;
-                w.drain(..drop);
-                ctx.window_start[dir] = before - keep as u64;
-                w.extend_from_slice(&new);
-            }
+            let keep = w.len().min(STREAM_TAIL);
+            w.drain(..w.len() - keep);
+            ctx.window_start[dir] = before - keep as u64;
+            w.extend_from_slice(&new);
         }
         let ctx = self.flows.get_mut(&cur.id).expect("inserted above");
         let mut http_events = vec![];
@@ -466,10 +481,11 @@ impl Detector {
             }
             let mut v = view;
             v.payload = &ctx.window[dir];
+            let stream = [ctx.head[dir].as_slice(), ctx.window[dir].as_slice()];
             alerts.extend(self.engine.inspect(
                 Phase::App { tx: id, side },
                 &v,
-                &HttpBufs { tx, side },
+                &HttpBufs { tx, side, stream },
                 &mut ctx.detect,
             ));
         }
@@ -535,6 +551,7 @@ impl Detector {
         if !new.is_empty() && ctx.window[dir].as_slice() != payload {
             let mut v = view;
             v.payload = &ctx.window[dir];
+            v.stream_offset = ctx.window_start[dir];
             alerts.extend(
                 self.engine
                     .inspect(Phase::Stream, &v, &NoBufs, &mut ctx.detect),
@@ -614,11 +631,14 @@ impl Detector {
                 to_server,
                 established: ctx.hs & 4 != 0,
                 app: Some(AppProto::Http),
+                stream_offset: 0,
             };
+            let d = if to_server { 0 } else { 1 };
+            let stream = [ctx.head[d].as_slice(), ctx.window[d].as_slice()];
             alerts.extend(self.engine.inspect(
                 Phase::App { tx: id, side },
                 &view,
-                &HttpBufs { tx, side },
+                &HttpBufs { tx, side, stream },
                 &mut ctx.detect,
             ));
         }
