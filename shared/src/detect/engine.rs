@@ -78,6 +78,9 @@ pub struct PacketView<'a> {
     pub app: Option<AppProto>,
     /// Stream offset of `payload`'s first byte (Stream phase; 0 otherwise).
     pub stream_offset: u64,
+    /// Payload content is not inspected (an encrypted TLS session, as Suricata's default
+    /// `encryption-handling`).
+    pub no_payload: bool,
 }
 
 /// Application buffers available at an inspection point.
@@ -148,6 +151,74 @@ pub struct EngineStats {
     pub threshold_resets: u64,
 }
 
+/// Which packets a prefilter applies to. Payload patterns are grouped by the packets their
+/// rules can match: one automaton per (transport, application protocol) holding the patterns
+/// of `ip` rules, of rules on that transport and of rules on that application, so each packet
+/// is scanned once, for only the rules that could apply to it (the idea of Suricata's
+/// signature group heads, by protocol). Application buffers use `Bucket::ALL`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Bucket {
+    transport: u8,
+    app: Option<AppProto>,
+}
+
+impl Bucket {
+    const ALL: Bucket = Bucket {
+        transport: 0,
+        app: None,
+    };
+}
+
+/// Transport classes of buckets.
+const T_TCP: u8 = 1;
+const T_UDP: u8 = 2;
+const T_ICMP: u8 = 3;
+const T_OTHER: u8 = 4;
+
+const APPS: [AppProto; 6] = [
+    AppProto::Http,
+    AppProto::Tls,
+    AppProto::Dns,
+    AppProto::Ssh,
+    AppProto::Smtp,
+    AppProto::Ftp,
+];
+
+/// The buffer whose scan finds a buffer's patterns: the bodies are one scan (file.data is the
+/// request or the response body), so the request and response body patterns join it.
+fn scanned_as(b: Buffer) -> Buffer {
+    match b {
+        Buffer::HttpRequestBody | Buffer::HttpResponseBody => Buffer::FileData,
+        other => other,
+    }
+}
+
+/// The payload buckets a rule's patterns go into.
+fn buckets(r: &Rule, b: Buffer) -> Vec<Bucket> {
+    if b != Buffer::Payload {
+        return vec![Bucket::ALL];
+    }
+    let all_apps = || std::iter::once(None).chain(APPS.iter().copied().map(Some));
+    let on =
+        |t: u8| -> Vec<Bucket> { all_apps().map(|app| Bucket { transport: t, app }).collect() };
+    match r.proto {
+        Proto::Ip => [T_TCP, T_UDP, T_ICMP, T_OTHER]
+            .into_iter()
+            .flat_map(on)
+            .collect(),
+        Proto::Tcp => on(T_TCP),
+        Proto::Udp => on(T_UDP),
+        Proto::Icmp => on(T_ICMP),
+        Proto::App(a) => [T_TCP, T_UDP]
+            .into_iter()
+            .map(|t| Bucket {
+                transport: t,
+                app: Some(a),
+            })
+            .collect(),
+    }
+}
+
 /// Patterns of one buffer: the patterns, the rules of each, and each pattern's index.
 type PatternTable = (Vec<Vec<u8>>, Vec<Vec<u32>>, HashMap<Vec<u8>, usize>);
 
@@ -179,7 +250,7 @@ pub struct Engine {
     /// Rules with payload matches anchored at absolute offsets: not run on stream windows
     /// that do not start at the stream's first byte.
     anchored: Vec<bool>,
-    prefilters: HashMap<Buffer, Prefilter>,
+    prefilters: HashMap<(Buffer, Bucket), Prefilter>,
     /// The application buffers that have a prefilter.
     app_buffers: Vec<Buffer>,
     /// Rules with no prefilter pattern, split by phase kind: [packet rules, app rules].
@@ -187,6 +258,8 @@ pub struct Engine {
     thresholds: HashMap<(u32, IpAddr, IpAddr), ThresholdState>,
     marks: Vec<u32>,
     generation: u32,
+    /// Length of the longest prefilter pattern, less one.
+    max_pattern: usize,
     pub stats: EngineStats,
 }
 
@@ -241,7 +314,7 @@ impl Engine {
             .iter()
             .map(|r| r.lists.iter().any(|(b, _)| *b != Buffer::Payload))
             .collect();
-        let mut patterns: HashMap<Buffer, PatternTable> = HashMap::new();
+        let mut patterns: HashMap<(Buffer, Bucket), PatternTable> = HashMap::new();
         let mut always: [Vec<u32>; 2] = [vec![], vec![]];
         for (i, r) in rules.iter().enumerate() {
             let kind = app_rule[i] as usize;
@@ -251,18 +324,20 @@ impl Engine {
                 Some((Buffer::Payload, _, _)) if app_rule[i] => always[1].push(i as u32),
                 Some((b, p, _)) => {
                     let key = p.to_ascii_lowercase();
-                    let e = patterns.entry(*b).or_default();
-                    let at = *e.2.entry(key.clone()).or_insert_with(|| {
-                        e.0.push(key);
-                        e.1.push(vec![]);
-                        e.0.len() - 1
-                    });
-                    e.1[at].push(i as u32);
+                    for bk in buckets(r, *b) {
+                        let e = patterns.entry((scanned_as(*b), bk)).or_default();
+                        let at = *e.2.entry(key.clone()).or_insert_with(|| {
+                            e.0.push(key.clone());
+                            e.1.push(vec![]);
+                            e.0.len() - 1
+                        });
+                        e.1[at].push(i as u32);
+                    }
                 }
                 None => always[kind].push(i as u32),
             }
         }
-        let prefilters: HashMap<Buffer, Prefilter> = patterns
+        let prefilters: HashMap<(Buffer, Bucket), Prefilter> = patterns
             .into_iter()
             .filter_map(|(b, (pats, rules, _))| {
                 let ac = AhoCorasickBuilder::new()
@@ -274,6 +349,12 @@ impl Engine {
             })
             .collect();
         let n = rules.len();
+        let max_pattern = rules
+            .iter()
+            .filter_map(|r| r.prefilter.as_ref().map(|(_, p, _)| p.len()))
+            .max()
+            .unwrap_or(1)
+            .saturating_sub(1);
         let anchored: Vec<bool> = rules
             .iter()
             .map(|r| {
@@ -291,11 +372,13 @@ impl Engine {
             .collect();
         let mut app_buffers: Vec<Buffer> = prefilters
             .keys()
-            .copied()
+            .map(|(b, _)| *b)
             .filter(|b| *b != Buffer::Payload)
             .collect();
         app_buffers.sort();
+        app_buffers.dedup();
         Engine {
+            max_pattern,
             anchored,
             app_buffers,
             rules,
@@ -334,7 +417,7 @@ impl Engine {
         }
         let app_phase = matches!(phase, Phase::App { .. });
         let mut out: Vec<u32> = self.always[app_phase as usize].clone();
-        let scan = |b: Buffer, data: &[u8], out: &mut Vec<u32>, marks: &mut Vec<u32>| {
+        let scan = |b: (Buffer, Bucket), data: &[u8], out: &mut Vec<u32>, marks: &mut Vec<u32>| {
             if let Some(pf) = self.prefilters.get(&b) {
                 for m in pf.ac.find_overlapping_iter(data) {
                     for &r in &pf.rules[m.pattern().as_usize()] {
@@ -351,12 +434,26 @@ impl Engine {
         let mut marks = std::mem::take(&mut self.marks);
         if app_phase {
             for &b in &self.app_buffers {
-                for data in bufs.get(b) {
-                    scan(b, data, &mut out, &mut marks);
+                let mut data = bufs.get(b);
+                if b == Buffer::FileData && data.is_empty() {
+                    data = bufs.get(Buffer::HttpResponseBody);
+                }
+                for d in data {
+                    scan((b, Bucket::ALL), d, &mut out, &mut marks);
                 }
             }
-        } else {
-            scan(Buffer::Payload, p.payload, &mut out, &mut marks);
+        } else if !p.no_payload {
+            let transport = match p.proto {
+                6 => T_TCP,
+                17 => T_UDP,
+                1 | 58 => T_ICMP,
+                _ => T_OTHER,
+            };
+            let bk = Bucket {
+                transport,
+                app: p.app.filter(|_| matches!(transport, T_TCP | T_UDP)),
+            };
+            scan((Buffer::Payload, bk), p.payload, &mut out, &mut marks);
         }
         self.marks = marks;
         out.sort_unstable();
@@ -372,7 +469,53 @@ impl Engine {
         flow: &mut FlowDetect,
     ) -> Vec<Alert> {
         self.stats.inspections += 1;
+        if self.rules.is_empty() {
+            return vec![];
+        }
         let cands = self.candidates(phase, p, bufs);
+        self.evaluate(cands, phase, p, bufs, flow)
+    }
+
+    /// A packet and the stream window its payload ends (the window is earlier stream bytes
+    /// followed by exactly this payload): the payload is scanned once, and only the bytes where
+    /// a pattern could straddle the boundary are scanned again for the window.
+    pub fn inspect_packet_and_stream(
+        &mut self,
+        p: &PacketView,
+        window: &[u8],
+        window_offset: u64,
+        flow: &mut FlowDetect,
+    ) -> Vec<Alert> {
+        if self.rules.is_empty() {
+            return vec![];
+        }
+        self.stats.inspections += 2;
+        let cands = self.candidates(Phase::Packet, p, &NoBuffers);
+        let mut alerts = self.evaluate(cands.clone(), Phase::Packet, p, &NoBuffers, flow);
+        let head = window.len().saturating_sub(p.payload.len());
+        if head == 0 {
+            return alerts;
+        }
+        let mut v = *p;
+        v.payload = &window[..(head + self.max_pattern).min(window.len())];
+        let mut more = self.candidates(Phase::Stream, &v, &NoBuffers);
+        more.extend(cands);
+        more.sort_unstable();
+        more.dedup();
+        v.payload = window;
+        v.stream_offset = window_offset;
+        alerts.extend(self.evaluate(more, Phase::Stream, &v, &NoBuffers, flow));
+        alerts
+    }
+
+    fn evaluate(
+        &mut self,
+        cands: Vec<u32>,
+        phase: Phase,
+        p: &PacketView,
+        bufs: &dyn Buffers,
+        flow: &mut FlowDetect,
+    ) -> Vec<Alert> {
         self.stats.candidates += cands.len() as u64;
         let mut alerts = vec![];
         for ri in cands {
@@ -502,7 +645,7 @@ impl Engine {
         }
         for (b, list) in &r.lists {
             let ok = if *b == Buffer::Payload {
-                if matches!(phase, Phase::Packet) && p.payload.is_empty() {
+                if p.no_payload || (matches!(phase, Phase::Packet) && p.payload.is_empty()) {
                     false
                 } else if matches!(phase, Phase::App { .. }) {
                     // The stream data the pipeline offers (its start and its latest bytes),
@@ -627,6 +770,7 @@ mod tests {
             established: true,
             app: None,
             stream_offset: 0,
+            no_payload: false,
         }
     }
 

@@ -1263,12 +1263,9 @@ fn decode_body(headers: &[(Vec<u8>, Vec<u8>)], body: &[u8], cfg: &HttpConfig) ->
 
 /// gzip (with a damaged header tolerated), zlib or raw deflate, whichever yields most.
 pub fn inflate_lenient(data: &[u8], limit: usize) -> Option<Vec<u8>> {
-    let mut best: Option<Vec<u8>> = None;
-    let mut consider = |v: Vec<u8>| {
-        if best.as_ref().is_none_or(|b| v.len() > b.len()) {
-            best = Some(v);
-        }
-    };
+    // Candidate starts, most likely first; the first that decodes to its end wins, otherwise
+    // the longest partial output.
+    let mut tries: Vec<(&[u8], bool)> = vec![];
     if data.len() >= 10 && data[0] == 0x1f {
         // gzip: skip the header by its flags, whatever the method byte says.
         let flags = data[3];
@@ -1288,16 +1285,27 @@ pub fn inflate_lenient(data: &[u8], limit: usize) -> Option<Vec<u8>> {
             p += 2;
         }
         if p < data.len() {
-            consider(inflate(&data[p..], false, limit));
+            tries.push((&data[p..], false));
         }
-        consider(inflate(&data[10..], false, limit));
+        tries.push((&data[10..], false));
     }
-    consider(inflate(data, true, limit));
-    consider(inflate(data, false, limit));
+    tries.push((data, true));
+    tries.push((data, false));
+    let mut best: Option<Vec<u8>> = None;
+    for (input, zlib) in tries {
+        let (out, complete) = inflate(input, zlib, limit);
+        if complete && !out.is_empty() {
+            return Some(out);
+        }
+        if best.as_ref().is_none_or(|b| out.len() > b.len()) {
+            best = Some(out);
+        }
+    }
     best.filter(|b| !b.is_empty())
 }
 
-fn inflate(data: &[u8], zlib: bool, limit: usize) -> Vec<u8> {
+/// Decompress; returns the output and whether the stream ended properly (or hit the limit).
+fn inflate(data: &[u8], zlib: bool, limit: usize) -> (Vec<u8>, bool) {
     let mut d = flate2::Decompress::new(zlib);
     let mut out: Vec<u8> = Vec::with_capacity(data.len().saturating_mul(4).min(limit));
     let mut input = data;
@@ -1312,15 +1320,18 @@ fn inflate(data: &[u8], zlib: bool, limit: usize) -> Vec<u8> {
         let _ = out.write_all(&chunk[..made.min(room)]);
         input = &input[used.min(input.len())..];
         match r {
-            Ok(flate2::Status::StreamEnd) | Err(_) => break,
+            Ok(flate2::Status::StreamEnd) => return (out, true),
+            Err(_) => return (out, false),
             Ok(_) => {
-                if out.len() >= limit || (used == 0 && made == 0) {
-                    break;
+                if out.len() >= limit {
+                    return (out, true);
+                }
+                if used == 0 && made == 0 {
+                    return (out, false);
                 }
             }
         }
     }
-    out
 }
 
 #[cfg(test)]

@@ -359,6 +359,7 @@ impl Detector {
             established,
             app: ctx.app.proto(),
             stream_offset: 0,
+            no_payload: matches!(&ctx.app, App::Tls(t) if t.encrypted),
         };
 
         // Stream reassembly and application parsing.
@@ -461,6 +462,7 @@ impl Detector {
             ctx.app = App::Failed;
         }
         view.app = ctx.app.proto();
+        view.no_payload = matches!(&ctx.app, App::Tls(t) if t.encrypted);
 
         // Application transactions.
         for ev in http_events {
@@ -544,6 +546,17 @@ impl Detector {
 
         // The packet, then the stream data it completed.
         let ctx = self.flows.get_mut(&cur.id).expect("present");
+        if !new.is_empty() && new.as_slice() == payload {
+            // The usual case: this packet's payload is exactly the new stream data.
+            alerts.extend(self.engine.inspect_packet_and_stream(
+                &view,
+                &ctx.window[dir],
+                ctx.window_start[dir],
+                &mut ctx.detect,
+            ));
+            self.stats.alerts += alerts.len() as u64;
+            return Inspected { alerts, records };
+        }
         alerts.extend(
             self.engine
                 .inspect(Phase::Packet, &view, &NoBufs, &mut ctx.detect),
@@ -632,6 +645,7 @@ impl Detector {
                 established: ctx.hs & 4 != 0,
                 app: Some(AppProto::Http),
                 stream_offset: 0,
+                no_payload: false,
             };
             let d = if to_server { 0 } else { 1 };
             let stream = [ctx.head[d].as_slice(), ctx.window[d].as_slice()];

@@ -111,6 +111,15 @@ impl TcpStream {
             }
             return;
         }
+        if start == self.next && self.pending.is_empty() {
+            // In order with nothing held: straight out, no copy into the queue.
+            let room = cfg.depth.saturating_sub(self.next) as usize;
+            let take = payload.len().min(room);
+            out.extend_from_slice(&payload[..take]);
+            self.stats.beyond_depth_bytes += (payload.len() - take) as u64;
+            self.next += payload.len() as u64;
+            return;
+        }
         self.insert(start, payload);
         self.drain(cfg, out);
         // Full: declare the gap before the first held segment lost.

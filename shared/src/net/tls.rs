@@ -55,6 +55,8 @@ pub struct TlsConn {
     dirs: [Dir; 2],
     pub client: Option<ClientHello>,
     pub server: Option<ServerHello>,
+    /// A ChangeCipherSpec or application data record was seen: what follows is encrypted.
+    pub encrypted: bool,
 }
 
 fn grease(v: u16) -> bool {
@@ -256,6 +258,9 @@ impl TlsConn {
         let mut out = vec![];
         let d = &mut self.dirs[if to_server { 0 } else { 1 }];
         if d.done {
+            if !self.encrypted {
+                self.encrypted = data.first().is_some_and(|t| matches!(t, 20 | 23));
+            }
             return out;
         }
         d.records.extend_from_slice(data);
@@ -263,6 +268,9 @@ impl TlsConn {
         while d.records.len() >= 5 {
             let ctype = d.records[0];
             let len = u16::from_be_bytes([d.records[3], d.records[4]]) as usize;
+            if matches!(ctype, 20 | 23) {
+                self.encrypted = true;
+            }
             if ctype != 22 || d.records[1] != 3 {
                 // Not (or no longer) a plaintext handshake (change cipher spec, alert,
                 // application data, SSLv2): stop reading this direction.
