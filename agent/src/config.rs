@@ -50,6 +50,10 @@ pub struct DetectorsSection {
     /// product linux, categories process_creation and file_event, run on every process start
     /// and file creation. Default: none.
     pub sigma_rules: Vec<PathBuf>,
+    /// Suricata rule files run by the network sensor on every packet, stream and HTTP, TLS
+    /// and DNS transaction (`lindi-agent replay --rules F --list-unsupported` says which rules
+    /// load). Address variables are those of Suricata's default suricata.yaml. Default: none.
+    pub suricata_rules: Vec<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -484,7 +488,23 @@ impl AgentConfig {
                     "snaplen must be 64..=262144, buffer_bytes at least 65536, max_flows above 0",
                 ));
             }
+            let mut set = lindi_shared::detect::RuleSet::default();
+            for path in &self.detectors.suricata_rules {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    invalid(
+                        "detectors.suricata_rules",
+                        &format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                set.add(&path.display().to_string(), &text, &Default::default());
+            }
             Some(crate::sensors::net::NetSettings {
+                rules: std::sync::Arc::new(set.rules),
+                rules_unsupported: set
+                    .rejected
+                    .iter()
+                    .map(|(f, l, e)| format!("{f}:{l}: {e}"))
+                    .collect(),
                 interfaces: n.interfaces.clone(),
                 bpf_filter: n.bpf_filter.clone(),
                 snaplen: n.snaplen,

@@ -25,6 +25,10 @@ pub struct NetSettings {
     pub buffer_bytes: i32,
     pub promiscuous: bool,
     pub flow: FlowConfig,
+    /// Suricata rules; each capture thread runs its own engine over them.
+    pub rules: Arc<Vec<lindi_shared::detect::Rule>>,
+    /// Rules that did not load, with the reason (reported once at start).
+    pub rules_unsupported: Vec<String>,
 }
 
 fn emit(sink: &EventSink, records: Vec<NetRecord>) {
@@ -74,6 +78,9 @@ fn capture_loop(
     };
     let linktype = cap.get_datalink().0;
     let mut pipeline = Pipeline::new(settings.flow.clone());
+    if !settings.rules.is_empty() {
+        pipeline = pipeline.with_rules(lindi_shared::detect::Engine::new(settings.rules.to_vec()));
+    }
     let mut last_stats = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         match cap.next_packet() {
@@ -108,12 +115,13 @@ fn capture_loop(
                 sink.stats.set_state(
                     "running",
                     format!(
-                        "{iface}: {} received, {} dropped by the kernel, {} by the interface, {} not decodable; {} flows open",
+                        "{iface}: {} received, {} dropped by the kernel, {} by the interface, {} not decodable; {} flows open; {} alerts",
                         st.received,
                         st.dropped,
                         st.if_dropped,
                         pipeline.stats.decode_errors,
-                        pipeline.flows_open()
+                        pipeline.flows_open(),
+                        pipeline.stats.alerts
                     ),
                 );
             }
@@ -149,6 +157,16 @@ pub async fn run(sink: EventSink, settings: NetSettings, mut stop: watch::Receiv
             }
             Err(e) => failed.push(format!("{iface}: cannot start a thread: {e}")),
         }
+    }
+    if !settings.rules.is_empty() || !settings.rules_unsupported.is_empty() {
+        tracing::info!(
+            "network sensor: {} Suricata rules loaded, {} not supported",
+            settings.rules.len(),
+            settings.rules_unsupported.len()
+        );
+    }
+    for u in &settings.rules_unsupported {
+        tracing::warn!("network sensor: rule not loaded: {u}");
     }
     for f in &failed {
         tracing::error!("network sensor: {f}");
