@@ -493,18 +493,30 @@ impl Engine {
         let cands = self.candidates(Phase::Packet, p, &NoBuffers);
         let mut alerts = self.evaluate(cands.clone(), Phase::Packet, p, &NoBuffers, flow);
         let head = window.len().saturating_sub(p.payload.len());
-        if head == 0 {
-            return alerts;
-        }
         let mut v = *p;
-        v.payload = &window[..(head + self.max_pattern).min(window.len())];
-        let mut more = self.candidates(Phase::Stream, &v, &NoBuffers);
-        more.extend(cands);
-        more.sort_unstable();
-        more.dedup();
+        let more = if head == 0 {
+            // The window is this payload: only stream-only rules are left to run.
+            cands
+                .into_iter()
+                .filter(|r| self.rules[*r as usize].flow.stream == Some(true))
+                .collect()
+        } else {
+            v.payload = &window[..(head + self.max_pattern).min(window.len())];
+            let mut more = self.candidates(Phase::Stream, &v, &NoBuffers);
+            more.extend(cands);
+            more.sort_unstable();
+            more.dedup();
+            more
+        };
         v.payload = window;
         v.stream_offset = window_offset;
-        alerts.extend(self.evaluate(more, Phase::Stream, &v, &NoBuffers, flow));
+        // One alert per rule for this packet, whichever phase matched.
+        let stream = self.evaluate(more, Phase::Stream, &v, &NoBuffers, flow);
+        for a in stream {
+            if !alerts.iter().any(|b| b.sid == a.sid && b.gid == a.gid) {
+                alerts.push(a);
+            }
+        }
         alerts
     }
 

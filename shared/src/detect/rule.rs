@@ -586,6 +586,12 @@ fn parse_header(text: &str, vars: &Vars) -> Result<Rule, Unsupported> {
     };
     let dst = AddrSet::parse(parts[5], vars).map_err(h)?;
     let dport = PortSet::parse(parts[6], vars).map_err(h)?;
+    // tcp-pkt rules look at packets only, tcp-stream rules at the reassembled stream only.
+    let stream = match parts[1].to_ascii_lowercase().as_str() {
+        "tcp-pkt" => Some(false),
+        "tcp-stream" => Some(true),
+        _ => None,
+    };
     Ok(Rule {
         proto,
         src,
@@ -601,7 +607,10 @@ fn parse_header(text: &str, vars: &Vars) -> Result<Rule, Unsupported> {
         priority: 3,
         metadata: vec![],
         references: vec![],
-        flow: FlowMatch::default(),
+        flow: FlowMatch {
+            stream,
+            ..Default::default()
+        },
         checks: vec![],
         lists: vec![],
         flowbits: vec![],

@@ -598,16 +598,52 @@ impl Detector {
                 server: conn.server.clone(),
             });
         }
+        // Data held behind a gap is inspected now, as stream data after the gap.
+        let mut flushed: [Vec<u8>; 2] = [vec![], vec![]];
+        for (d, to_server) in [(0, true), (1, false)] {
+            if rec.proto != 6 || ctx.closed[d] {
+                continue;
+            }
+            ctx.streams[d].flush(&self.stream_cfg, &mut flushed[d]);
+            if flushed[d].is_empty() {
+                continue;
+            }
+            let (src, sport, dst, dport) = if to_server {
+                (rec.src, rec.sport, rec.dst, rec.dport)
+            } else {
+                (rec.dst, rec.dport, rec.src, rec.sport)
+            };
+            let view = PacketView {
+                ts_ns: rec.end_ns,
+                src,
+                dst,
+                sport,
+                dport,
+                proto: rec.proto,
+                ttl: 0,
+                tcp_flags: 0,
+                payload: &flushed[d],
+                dsize: 0,
+                to_server,
+                established: ctx.hs & 4 != 0,
+                app: ctx.app.proto(),
+                stream_offset: ctx.streams[d].delivered() - flushed[d].len() as u64,
+                no_payload: matches!(&ctx.app, App::Tls(t) if t.encrypted),
+            };
+            alerts.extend(
+                self.engine
+                    .inspect(Phase::Stream, &view, &NoBufs, &mut ctx.detect),
+            );
+        }
         let App::Http(conn) = &mut ctx.app else {
+            self.stats.alerts += alerts.len() as u64;
             return Inspected { alerts, records };
         };
         let mut events = vec![];
         for (d, ts) in [(0, true), (1, false)] {
             if !ctx.closed[d] {
-                let mut rest = vec![];
-                ctx.streams[d].flush(&self.stream_cfg, &mut rest);
-                if !rest.is_empty() {
-                    events.extend(conn.data(ts, &rest).into_iter().map(|e| (ts, e)));
+                if !flushed[d].is_empty() {
+                    events.extend(conn.data(ts, &flushed[d]).into_iter().map(|e| (ts, e)));
                 }
                 events.extend(conn.close(ts).into_iter().map(|e| (ts, e)));
             }
