@@ -11,11 +11,11 @@
 #  3. Peak RSS of each with the ruleset loaded.
 #  4. How many of Suricata's alerts Lindi raised too, on one copy (sid and addresses).
 #
-# Usage: bench/network.sh [COPIES]   (default 5). Installs tcpdump, and Suricata from
+# Usage: bench/network.sh [COPIES]   (default 20). Installs tcpdump, and Suricata from
 # bookworm-backports, with apt if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-COPIES=${1:-5}
+COPIES=${1:-20}
 PCAP=../shared/corpus/network/bench/bench-ethernet.pcap
 RULES=../shared/corpus/rules/et-open.rules
 for f in "$PCAP" "$RULES"; do

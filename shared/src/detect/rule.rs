@@ -1064,7 +1064,7 @@ impl Builder {
                 rule.checks.push(PacketCheck::IpProto(p));
             }
             "sameip" => rule.checks.push(PacketCheck::SameIp),
-            "flags" => rule
+            "flags" | "tcp.flags" => rule
                 .checks
                 .push(PacketCheck::Flags(parse_flags(need(key)?)?)),
             "flow" => {
