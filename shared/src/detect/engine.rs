@@ -318,10 +318,17 @@ impl Engine {
         let mut always: [Vec<u32>; 2] = [vec![], vec![]];
         for (i, r) in rules.iter().enumerate() {
             let kind = app_rule[i] as usize;
+            let transformed = r
+                .prefilter
+                .as_ref()
+                .and_then(|(b, _, _)| r.list(*b))
+                .is_some_and(|l| matches!(l.first(), Some(super::rule::Matcher::DotPrefix)));
             match &r.prefilter {
                 // The App phase scans application buffers only: an app rule whose pattern is in
                 // the payload is evaluated on every transaction instead.
                 Some((Buffer::Payload, _, _)) if app_rule[i] => always[1].push(i as u32),
+                // A transformed buffer is not what the prefilter scans.
+                Some(_) if transformed => always[kind].push(i as u32),
                 Some((b, p, _)) => {
                     let key = p.to_ascii_lowercase();
                     for bk in buckets(r, *b) {

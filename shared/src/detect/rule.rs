@@ -316,6 +316,188 @@ pub enum Matcher {
         negated: bool,
     },
     Bsize(Cmp),
+    ByteTest(ByteTest),
+    ByteJump(ByteJump),
+    /// `dotprefix`: the buffer is matched with a `.` in front (first in its list).
+    DotPrefix,
+}
+
+/// How `byte_test` and `byte_jump` read a number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteRead {
+    pub bytes: u8,
+    pub offset: i32,
+    pub relative: bool,
+    pub little_endian: bool,
+    /// `string,dec|hex|oct`: the bytes are ASCII digits in this base.
+    pub string_base: Option<u32>,
+    pub bitmask: Option<u64>,
+}
+
+impl ByteRead {
+    /// The number at the read position, and the position after it.
+    pub fn read(&self, buf: &[u8], prev_end: usize) -> Option<(u64, usize)> {
+        let base = if self.relative { prev_end as i64 } else { 0 };
+        let start = base + self.offset as i64;
+        if start < 0 {
+            return None;
+        }
+        let start = start as usize;
+        let end = start.checked_add(self.bytes as usize)?;
+        let raw = buf.get(start..end)?;
+        let mut v: u64 = match self.string_base {
+            Some(b) => {
+                let t = std::str::from_utf8(raw).ok()?.trim();
+                let t = if b == 16 {
+                    t.trim_start_matches("0x").trim_start_matches("0X")
+                } else {
+                    t
+                };
+                u64::from_str_radix(t, b).ok()?
+            }
+            None => {
+                let mut v = 0u64;
+                for i in 0..raw.len() {
+                    let byte = if self.little_endian {
+                        raw[raw.len() - 1 - i]
+                    } else {
+                        raw[i]
+                    };
+                    v = v << 8 | byte as u64;
+                }
+                v
+            }
+        };
+        if let Some(m) = self.bitmask.filter(|m| *m != 0) {
+            v = (v & m) >> m.trailing_zeros();
+        }
+        Some((v, end))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteTest {
+    pub read: ByteRead,
+    /// One of `<`, `>`, `=`, `<=`, `>=`, `&`, `^`.
+    pub op: &'static str,
+    pub negated: bool,
+    pub value: u64,
+}
+
+impl ByteTest {
+    pub fn test(&self, v: u64) -> bool {
+        let r = match self.op {
+            "<" => v < self.value,
+            ">" => v > self.value,
+            "=" => v == self.value,
+            "<=" => v <= self.value,
+            ">=" => v >= self.value,
+            "&" => v & self.value != 0,
+            _ => v ^ self.value != 0,
+        };
+        r != self.negated
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteJump {
+    pub read: ByteRead,
+    pub multiplier: u64,
+    pub align: bool,
+    pub from_beginning: bool,
+    pub from_end: bool,
+    pub post_offset: i64,
+}
+
+impl ByteJump {
+    /// Where matching continues after the jump, if inside the buffer.
+    pub fn jump(&self, buf: &[u8], prev_end: usize) -> Option<usize> {
+        let (v, after) = self.read.read(buf, prev_end)?;
+        let mut j = v.checked_mul(self.multiplier)? as i64;
+        if self.align && j % 4 != 0 {
+            j += 4 - j % 4;
+        }
+        let pos = if self.from_beginning {
+            j
+        } else if self.from_end {
+            buf.len() as i64 + j
+        } else {
+            after as i64 + j
+        } + self.post_offset;
+        (0..=buf.len() as i64)
+            .contains(&pos)
+            .then_some(pos as usize)
+    }
+}
+
+fn parse_number(k: &str, v: &str) -> Result<u64, Unsupported> {
+    let v = v.trim();
+    let r = if let Some(h) = v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        u64::from_str_radix(h, 16)
+    } else {
+        v.parse::<u64>()
+    };
+    r.map_err(|_| {
+        unsupported(
+            k,
+            format!("{v:?} is not a number (byte_extract variables are not supported)"),
+        )
+    })
+}
+
+/// `byte_test` / `byte_jump` options after the leading fixed fields.
+fn byte_read(
+    k: &str,
+    bytes: &str,
+    offset: &str,
+    rest: &[&str],
+) -> Result<(ByteRead, Vec<String>), Unsupported> {
+    let bytes = parse_number(k, bytes)?;
+    let offset: i32 = offset.trim().parse().map_err(|_| {
+        unsupported(
+            k,
+            format!("offset {offset:?} is not a number (variables are not supported)"),
+        )
+    })?;
+    let mut r = ByteRead {
+        bytes: 0,
+        offset,
+        relative: false,
+        little_endian: false,
+        string_base: None,
+        bitmask: None,
+    };
+    let mut other = vec![];
+    let mut string = false;
+    for o in rest.iter().map(|s| s.trim()) {
+        match o {
+            "relative" => r.relative = true,
+            "big" => r.little_endian = false,
+            "little" => r.little_endian = true,
+            "string" => string = true,
+            "dec" => r.string_base = Some(10),
+            "hex" => r.string_base = Some(16),
+            "oct" => r.string_base = Some(8),
+            "dce" => return Err(unsupported(k, "dce is not supported")),
+            o if o.starts_with("bitmask") => {
+                let v = o.trim_start_matches("bitmask").trim();
+                r.bitmask = Some(parse_number(k, v)?);
+            }
+            o => other.push(o.to_string()),
+        }
+    }
+    if string && r.string_base.is_none() {
+        r.string_base = Some(10);
+    }
+    let max = if r.string_base.is_some() { 23 } else { 8 };
+    if bytes == 0 || bytes > max {
+        return Err(unsupported(
+            k,
+            format!("reads 1 to {max} bytes, not {bytes}"),
+        ));
+    }
+    r.bytes = bytes as u8;
+    Ok((r, other))
 }
 
 /// `flow:` options.
@@ -1008,6 +1190,87 @@ impl Builder {
                     },
                 );
             }
+            "byte_test" => {
+                let v = need(key)?;
+                let parts: Vec<&str> = v.split(',').collect();
+                if parts.len() < 4 {
+                    return Err(unsupported(key, "needs bytes, operator, value and offset"));
+                }
+                let op_text = parts[1].trim();
+                let (negated, op_text) = match op_text.strip_prefix('!') {
+                    Some(o) => (true, if o.is_empty() { "=" } else { o }),
+                    None => (false, op_text),
+                };
+                let op = match op_text {
+                    "<" => "<",
+                    ">" => ">",
+                    "=" => "=",
+                    "<=" => "<=",
+                    ">=" => ">=",
+                    "&" => "&",
+                    "^" => "^",
+                    other => return Err(unsupported(key, format!("unknown operator {other:?}"))),
+                };
+                let value = parse_number(key, parts[2])?;
+                let (read, other) = byte_read(key, parts[0], parts[3], &parts[4..])?;
+                if let Some(o) = other.first() {
+                    return Err(unsupported(key, format!("unknown option {o:?}")));
+                }
+                self.push(
+                    rule,
+                    Matcher::ByteTest(ByteTest {
+                        read,
+                        op,
+                        negated,
+                        value,
+                    }),
+                );
+            }
+            "byte_jump" => {
+                let v = need(key)?;
+                let parts: Vec<&str> = v.split(',').collect();
+                if parts.len() < 2 {
+                    return Err(unsupported(key, "needs bytes and offset"));
+                }
+                let (read, other) = byte_read(key, parts[0], parts[1], &parts[2..])?;
+                let mut j = ByteJump {
+                    read,
+                    multiplier: 1,
+                    align: false,
+                    from_beginning: false,
+                    from_end: false,
+                    post_offset: 0,
+                };
+                for o in other {
+                    let (name, val) = match o.split_once(' ') {
+                        Some((n, v)) => (n, v.trim()),
+                        None => (o.as_str(), ""),
+                    };
+                    match name {
+                        "align" => j.align = true,
+                        "from_beginning" => j.from_beginning = true,
+                        "from_end" => j.from_end = true,
+                        "multiplier" => j.multiplier = parse_number(key, val)?,
+                        "post_offset" => {
+                            j.post_offset = val.parse().map_err(|_| {
+                                unsupported(key, format!("post_offset {val:?} is not a number"))
+                            })?
+                        }
+                        other => return Err(unsupported(key, format!("unknown option {other:?}"))),
+                    }
+                }
+                self.push(rule, Matcher::ByteJump(j));
+            }
+            "dotprefix" => {
+                let b = self
+                    .sticky
+                    .ok_or_else(|| unsupported(key, "needs a sticky buffer"))?;
+                let list = list_mut(rule, b);
+                if !list.is_empty() {
+                    return Err(unsupported(key, "must come right after its sticky buffer"));
+                }
+                list.push(Matcher::DotPrefix);
+            }
             "bsize" => {
                 let c = Cmp::parse(need(key)?).map_err(|e| unsupported(key, e))?;
                 if self.sticky.is_none() {
@@ -1623,11 +1886,11 @@ mod tests {
     fn unsupported_rules_say_which_keyword_and_why() {
         let v = Vars::default();
         let e = parse_rule(
-            r#"alert tcp any any -> any any (content:"a"; byte_test:1,>,2,0; sid:9;)"#,
+            r#"alert tcp any any -> any any (content:"a"; byte_math:bytes 1,offset 0,oper +,rvalue 1,result x; sid:9;)"#,
             &v,
         )
         .unwrap_err();
-        assert_eq!((e.sid, e.keyword.as_str()), (Some(9), "byte_test"));
+        assert_eq!((e.sid, e.keyword.as_str()), (Some(9), "byte_math"));
         let e = parse_rule(
             r#"alert tcp any any -> any any (pcre:"/(a)\1/"; sid:10;)"#,
             &v,

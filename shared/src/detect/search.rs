@@ -73,6 +73,12 @@ const BUDGET: u32 = 3000;
 /// Does `list` match `buf`?
 pub fn match_list(buf: &[u8], list: &[Matcher]) -> bool {
     let mut budget = BUDGET;
+    if let Some(Matcher::DotPrefix) = list.first() {
+        let mut dotted = Vec::with_capacity(buf.len() + 1);
+        dotted.push(b'.');
+        dotted.extend_from_slice(buf);
+        return step(&dotted, &list[1..], 0, 0, &mut budget);
+    }
     step(buf, list, 0, 0, &mut budget)
 }
 
@@ -81,7 +87,9 @@ fn is_relative(m: &Matcher) -> bool {
         Matcher::Content(c) => c.relative(),
         Matcher::Pcre { relative, .. } => *relative,
         Matcher::IsDataAt { relative, .. } => *relative,
-        Matcher::Bsize(_) => false,
+        Matcher::Bsize(_) | Matcher::DotPrefix => false,
+        Matcher::ByteTest(t) => t.read.relative,
+        Matcher::ByteJump(j) => j.read.relative,
     }
 }
 
@@ -225,6 +233,21 @@ fn go(buf: &[u8], list: &[Matcher], i: usize, prev_end: usize, budget: &mut u32)
                 Final
             }
         }
+        Matcher::ByteTest(t) => {
+            let fail = if t.read.relative { Retry } else { Final };
+            match t.read.read(buf, prev_end) {
+                Some((v, _)) if t.test(v) => go(buf, list, i + 1, prev_end, budget),
+                _ => fail,
+            }
+        }
+        Matcher::ByteJump(j) => {
+            let fail = if j.read.relative { Retry } else { Final };
+            match j.jump(buf, prev_end) {
+                Some(pos) => go(buf, list, i + 1, pos, budget),
+                None => fail,
+            }
+        }
+        Matcher::DotPrefix => go(buf, list, i + 1, prev_end, budget),
     }
 }
 
@@ -288,6 +311,44 @@ mod tests {
             b"ac"
         ));
         assert!(!matches(r#"content:"a"; content:!"b"; within:1;"#, b"ab"));
+    }
+
+    #[test]
+    fn byte_test_byte_jump_and_dotprefix() {
+        // Big-endian 16-bit 0x0102 = 258 at offset 1.
+        let buf = b"\x00\x01\x02\x03abc";
+        assert!(matches("byte_test:2,=,258,1;", buf));
+        assert!(matches("byte_test:2,>,257,1;", buf));
+        assert!(!matches("byte_test:2,!=,258,1;", buf));
+        assert!(matches("byte_test:2,=,513,1,little;", buf));
+        assert!(matches("byte_test:1,&,0x02,2;", buf));
+        assert!(!matches("byte_test:2,=,1,7;", buf), "past the end");
+        assert!(matches(
+            r#"content:"12"; byte_test:2,=,34,0,relative,string,dec;"#,
+            b"1234"
+        ));
+        // Length byte 3 at offset 0, jump over it, then "abc".
+        assert!(matches(
+            r#"byte_jump:1,0; content:"abc"; within:3;"#,
+            b"\x03xyzabc"
+        ));
+        assert!(!matches(
+            r#"byte_jump:1,0; content:"abc"; within:3;"#,
+            b"\x02xyzabc"
+        ));
+        assert!(matches(
+            "byte_jump:1,0,from_beginning,post_offset 1; isdataat:!1,relative;",
+            b"\x02xy"
+        ));
+        let r = parse_rule(
+            r#"alert dns any any -> any any (dns.query; dotprefix; content:".example.com"; endswith; sid:1;)"#,
+            &Vars::default(),
+        )
+        .unwrap();
+        let l = r.list(Buffer::DnsQuery).unwrap();
+        assert!(match_list(b"example.com", l));
+        assert!(match_list(b"www.example.com", l));
+        assert!(!match_list(b"badexample.com", l));
     }
 
     #[test]

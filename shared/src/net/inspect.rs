@@ -364,7 +364,9 @@ impl Detector {
 
         // Stream reassembly and application parsing.
         let mut new = vec![];
-        if tcp && ctx.streams[dir].started() && !ctx.closed[dir] {
+        // Data on a RST is not stream data (as Suricata: the packet is inspected, the stream
+        // does not take it).
+        if tcp && ctx.streams[dir].started() && !ctx.closed[dir] && f & tcp_flags::RST == 0 {
             let seq = if f & tcp_flags::SYN != 0 {
                 info.seq.wrapping_add(1)
             } else {
