@@ -72,6 +72,12 @@ enum Command {
         /// List every rule that does not load, with the keyword and the reason, on stderr.
         #[arg(long)]
         list_unsupported: bool,
+        /// An indicator file (IPs and CIDR blocks, domains, JA3/JA4; one per line).
+        #[arg(long)]
+        iocs: Option<PathBuf>,
+        /// Do not run the scan, SYN flood and DNS tunnelling heuristics.
+        #[arg(long)]
+        no_heuristics: bool,
     },
     /// Sigma rules.
     Sigma {
@@ -315,8 +321,10 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             format,
             rules,
             list_unsupported,
+            iocs,
+            no_heuristics,
         } => {
-            use lindi_agent::replay::{Format, replay};
+            use lindi_agent::replay::{Format, ReplayOptions, replay_with};
             let format = if format == "jsonl" {
                 Format::Jsonl
             } else {
@@ -345,9 +353,32 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                 );
                 Some(engine)
             };
+            let iocs = match iocs {
+                None => None,
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading indicators {}", path.display()))?;
+                    let set = lindi_shared::detect::ioc::IocSet::parse(&text);
+                    for (line, why) in &set.rejected {
+                        eprintln!("indicator not loaded: {}:{line}: {why}", path.display());
+                    }
+                    eprintln!(
+                        "indicators: {} loaded, {} rejected",
+                        set.len(),
+                        set.rejected.len()
+                    );
+                    Some(std::sync::Arc::new(set))
+                }
+            };
+            let options = ReplayOptions {
+                engine,
+                iocs,
+                heuristics: (!no_heuristics).then(Default::default),
+                ..Default::default()
+            };
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            let s = replay(&file, format, Default::default(), engine, &mut out)?;
+            let s = replay_with(&file, format, options, &mut out)?;
             use std::io::Write;
             out.flush()?;
             eprintln!(

@@ -81,6 +81,15 @@ fn write_records(
     Ok(())
 }
 
+/// What runs on the traffic besides flows and application metadata.
+#[derive(Default)]
+pub struct ReplayOptions {
+    pub flow: FlowConfig,
+    pub engine: Option<Engine>,
+    pub iocs: Option<std::sync::Arc<lindi_shared::detect::ioc::IocSet>>,
+    pub heuristics: Option<lindi_shared::detect::heuristics::HeuristicConfig>,
+}
+
 /// Replay `path`, writing events to `out`; with `engine`, its rules run on the traffic.
 pub fn replay(
     path: &Path,
@@ -89,6 +98,31 @@ pub fn replay(
     engine: Option<Engine>,
     out: &mut dyn Write,
 ) -> Result<ReplaySummary, ReplayError> {
+    replay_with(
+        path,
+        format,
+        ReplayOptions {
+            flow: flow_config,
+            engine,
+            ..Default::default()
+        },
+        out,
+    )
+}
+
+/// Replay `path` with rules, indicators and heuristics as `options` say.
+pub fn replay_with(
+    path: &Path,
+    format: Format,
+    options: ReplayOptions,
+    out: &mut dyn Write,
+) -> Result<ReplaySummary, ReplayError> {
+    let ReplayOptions {
+        flow: flow_config,
+        engine,
+        iocs,
+        heuristics,
+    } = options;
     let open_err = |detail: String| ReplayError::Open {
         path: path.display().to_string(),
         detail,
@@ -99,6 +133,12 @@ pub fn replay(
     let mut pipeline = Pipeline::new(flow_config);
     if let Some(e) = engine {
         pipeline = pipeline.with_rules(e);
+    }
+    if let Some(i) = iocs {
+        pipeline = pipeline.with_iocs(i);
+    }
+    if let Some(h) = heuristics {
+        pipeline = pipeline.with_heuristics(h);
     }
     let mut summary = ReplaySummary::default();
     let started = Instant::now();
@@ -225,6 +265,103 @@ mod tests {
                 .unwrap()
                 .contains("\"kind_name\":\"flow\"")
         );
+    }
+
+    fn tcp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, syn: bool, rst: bool) -> Vec<u8> {
+        let mut out = vec![];
+        let mut b = PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4(src, dst, 64)
+            .tcp(sport, dport, 1, 1000);
+        if syn {
+            b = b.syn();
+        }
+        if rst {
+            b = b.rst().ack(2);
+        }
+        b.write(&mut out, b"").unwrap();
+        out
+    }
+
+    fn dns_query(name: &str) -> Vec<u8> {
+        // Header: id 9, recursion desired, one question; then the name, type A, class IN.
+        let mut msg = vec![0, 9, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in name.trim_end_matches('.').split('.') {
+            msg.push(label.len() as u8);
+            msg.extend_from_slice(label.as_bytes());
+        }
+        msg.extend_from_slice(&[0, 0, 1, 0, 1]);
+        let mut out = vec![];
+        PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4([10, 0, 0, 5], [10, 0, 0, 53], 64)
+            .udp(5353, 53)
+            .write(&mut out, &msg)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn indicators_and_heuristics_raise_alerts() {
+        let dir = tempfile::tempdir().unwrap();
+        let pcap_path = dir.path().join("t.pcap");
+        let mut frames = vec![];
+        // A port scan: 20 ports, each refused with a RST.
+        for p in 1..=20u16 {
+            frames.push((
+                100,
+                tcp([10, 0, 0, 9], 40000, [10, 0, 0, 1], p, true, false),
+            ));
+            frames.push((
+                100,
+                tcp([10, 0, 0, 1], p, [10, 0, 0, 9], 40000, false, true),
+            ));
+        }
+        frames.push((101, dns_query("c2.evil.example.")));
+        frames.push((102, udp([10, 0, 0, 5], 4444, [203, 0, 113, 7], 4444)));
+        write_pcap(&pcap_path, &frames);
+        let iocs = lindi_shared::detect::ioc::IocSet::parse(
+            "domain:evil.example known C2
+203.0.113.0/24 bad range
+",
+        );
+        let mut out = vec![];
+        let s = replay_with(
+            &pcap_path,
+            Format::Eve,
+            ReplayOptions {
+                iocs: Some(std::sync::Arc::new(iocs)),
+                heuristics: Some(Default::default()),
+                ..Default::default()
+            },
+            &mut out,
+        )
+        .unwrap();
+        let alerts: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["event_type"] == "alert")
+            .collect();
+        let sigs: Vec<(u64, u64)> = alerts
+            .iter()
+            .map(|a| {
+                (
+                    a["alert"]["gid"].as_u64().unwrap(),
+                    a["alert"]["signature_id"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert!(sigs.contains(&(9001, 1)), "domain indicator: {sigs:?}");
+        assert!(sigs.contains(&(9001, 2)), "address indicator: {sigs:?}");
+        assert!(sigs.contains(&(9002, 1)), "port scan: {sigs:?}");
+        let scan = alerts.iter().find(|a| a["alert"]["gid"] == 9002).unwrap();
+        assert_eq!(scan["src_ip"], "10.0.0.9");
+        assert!(
+            scan["alert"]["signature"]
+                .as_str()
+                .unwrap()
+                .starts_with("Port scan: 15 ports of 10.0.0.1")
+        );
+        assert_eq!(s.alerts as usize, alerts.len());
     }
 
     #[test]

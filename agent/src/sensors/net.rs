@@ -29,6 +29,8 @@ pub struct NetSettings {
     pub rules: Arc<Vec<lindi_shared::detect::Rule>>,
     /// Rules that did not load, with the reason (reported once at start).
     pub rules_unsupported: Vec<String>,
+    pub iocs: Option<Arc<lindi_shared::detect::ioc::IocSet>>,
+    pub heuristics: Option<lindi_shared::detect::heuristics::HeuristicConfig>,
 }
 
 fn emit(sink: &EventSink, records: Vec<NetRecord>) {
@@ -80,6 +82,12 @@ fn capture_loop(
     let mut pipeline = Pipeline::new(settings.flow.clone());
     if !settings.rules.is_empty() {
         pipeline = pipeline.with_rules(lindi_shared::detect::Engine::new(settings.rules.to_vec()));
+    }
+    if let Some(i) = &settings.iocs {
+        pipeline = pipeline.with_iocs(i.clone());
+    }
+    if let Some(h) = settings.heuristics {
+        pipeline = pipeline.with_heuristics(h);
     }
     let mut last_stats = Instant::now();
     while !stop.load(Ordering::Relaxed) {

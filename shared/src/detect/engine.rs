@@ -128,6 +128,8 @@ impl FlowDetect {
 /// One alert.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Alert {
+    /// What raised it: `suricata` (a rule), `ioc` (an indicator set), `heuristic`.
+    pub engine: &'static str,
     pub ts_ns: i64,
     pub sid: u32,
     pub gid: u32,
@@ -573,6 +575,7 @@ impl Engine {
             let r = &self.rules[i];
             self.stats.alerts += 1;
             alerts.push(Alert {
+                engine: "suricata",
                 ts_ns: p.ts_ns,
                 sid: r.sid,
                 gid: r.gid,

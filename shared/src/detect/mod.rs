@@ -5,6 +5,8 @@
 
 pub mod addr;
 pub mod engine;
+pub mod heuristics;
+pub mod ioc;
 pub mod rule;
 pub mod search;
 

@@ -21,9 +21,68 @@ use super::http::{
 use super::packet::{PacketInfo, tcp_flags};
 use super::stream::{StreamConfig, TcpStream};
 use super::tls::{ClientHello, ServerHello, TlsConn, TlsEvent};
+use crate::detect::heuristics::{Finding, HeuristicConfig, Heuristics};
+use crate::detect::ioc::{Indicator, IocKind, IocSet};
 use crate::detect::{
     Alert, AppProto, Buffer, Buffers, Engine, FlowDetect, PacketView, Phase, Side,
 };
+
+/// Generator ids of alerts that do not come from rules (EVE `alert.gid`).
+pub const GID_IOC: u32 = 9001;
+pub const GID_HEURISTIC: u32 = 9002;
+
+fn ioc_alert(v: &PacketView, ind: &Indicator, seen: &str) -> Alert {
+    let mut msg = format!("IoC {} {}", ind.kind.name(), ind.value);
+    if seen != ind.value {
+        msg.push_str(&format!(" ({seen})"));
+    }
+    if !ind.description.is_empty() {
+        msg.push_str(&format!(": {}", ind.description));
+    }
+    Alert {
+        engine: "ioc",
+        ts_ns: v.ts_ns,
+        sid: ind.line,
+        gid: GID_IOC,
+        rev: 0,
+        msg,
+        classtype: Some("bad-unknown".into()),
+        priority: 2,
+        src: v.src,
+        sport: v.sport,
+        dst: v.dst,
+        dport: v.dport,
+        proto: v.proto,
+        app: v.app,
+    }
+}
+
+fn heuristic_alert(v: &PacketView, f: &Finding) -> Alert {
+    let (sid, msg) = f.signature();
+    let (src, dst, classtype, priority) = match f {
+        Finding::PortScan { src, dst, .. } => (*src, *dst, "attempted-recon", 2),
+        Finding::AddressScan { src, .. } => (*src, v.dst, "attempted-recon", 2),
+        Finding::SynFlood { dst, .. } => (v.src, *dst, "attempted-dos", 2),
+        Finding::DnsTunnel { client, server, .. } => (*client, *server, "policy-violation", 1),
+    };
+    let same_way = src == v.src;
+    Alert {
+        engine: "heuristic",
+        ts_ns: v.ts_ns,
+        sid,
+        gid: GID_HEURISTIC,
+        rev: 0,
+        msg,
+        classtype: Some(classtype.into()),
+        priority,
+        src,
+        sport: if same_way { v.sport } else { v.dport },
+        dst,
+        dport: if same_way { v.dport } else { v.sport },
+        proto: v.proto,
+        app: v.app,
+    }
+}
 
 /// Bytes of earlier stream data kept in front of new data for stream inspection.
 const STREAM_TAIL: usize = 512;
@@ -172,6 +231,8 @@ pub struct Detector {
     flows: HashMap<u64, FlowCtx, ahash::RandomState>,
     stream_cfg: StreamConfig,
     http_cfg: HttpConfig,
+    iocs: Option<std::sync::Arc<IocSet>>,
+    heuristics: Option<Heuristics>,
     pub stats: DetectStats,
 }
 
@@ -288,8 +349,25 @@ impl Detector {
             flows: HashMap::with_hasher(ahash::RandomState::new()),
             stream_cfg: StreamConfig::default(),
             http_cfg: HttpConfig::default(),
+            iocs: None,
+            heuristics: None,
             stats: DetectStats::default(),
         }
+    }
+
+    /// Replace the ruleset (flow state is kept).
+    pub fn set_engine(&mut self, engine: Engine) {
+        self.engine = engine;
+    }
+
+    /// Match flows, DNS, TLS and HTTP against an indicator set.
+    pub fn set_iocs(&mut self, iocs: std::sync::Arc<IocSet>) {
+        self.iocs = Some(iocs);
+    }
+
+    /// Run the scan, flood and DNS tunnelling heuristics.
+    pub fn set_heuristics(&mut self, cfg: HeuristicConfig) {
+        self.heuristics = Some(Heuristics::new(cfg));
     }
 
     pub fn engine(&self) -> &Engine {
@@ -306,6 +384,7 @@ impl Detector {
     ) -> Inspected {
         let mut alerts = vec![];
         let mut records = vec![];
+        let new_flow = !self.flows.contains_key(&cur.id);
         let ctx = self.flows.entry(cur.id).or_default();
         let dir = if cur.to_server { 0 } else { 1 };
         let f = info.tcp_flags;
@@ -361,6 +440,22 @@ impl Detector {
             stream_offset: 0,
             no_payload: matches!(&ctx.app, App::Tls(t) if t.encrypted),
         };
+
+        if new_flow && let Some(iocs) = &self.iocs {
+            for ip in [info.src, info.dst] {
+                if let Some(ind) = iocs.ip(ip) {
+                    alerts.push(ioc_alert(&view, ind, &ip.to_string()));
+                }
+            }
+        }
+        if tcp
+            && f & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN
+            && let Some(h) = self.heuristics.as_mut()
+        {
+            for finding in h.syn(ts_ns, info.dst, info.dport) {
+                alerts.push(heuristic_alert(&view, &finding));
+            }
+        }
 
         // Stream reassembly and application parsing.
         let mut new = vec![];
@@ -483,6 +578,13 @@ impl Detector {
                     tx: http_summary(tx),
                 });
             }
+            if side == Side::Request
+                && let Some(iocs) = &self.iocs
+                && let Ok(host) = std::str::from_utf8(&tx.host_norm)
+                && let Some(ind) = iocs.domain(host)
+            {
+                alerts.push(ioc_alert(&view, ind, host));
+            }
             let mut v = view;
             v.payload = &ctx.window[dir];
             let stream = [ctx.head[dir].as_slice(), ctx.window[dir].as_slice()];
@@ -499,6 +601,24 @@ impl Detector {
                 && let Some(first) = conn.retire()
             {
                 ctx.detect.retire_below(first);
+            }
+        }
+        if let Some(iocs) = &self.iocs {
+            for ev in &tls_events {
+                if let TlsEvent::Client(c) = ev {
+                    let hits = [
+                        c.sni
+                            .as_deref()
+                            .and_then(|s| iocs.domain(s).map(|i| (i, s))),
+                        iocs.fingerprint(IocKind::Ja3, &c.ja3_hash)
+                            .map(|i| (i, c.ja3_hash.as_str())),
+                        iocs.fingerprint(IocKind::Ja4, &c.ja4)
+                            .map(|i| (i, c.ja4.as_str())),
+                    ];
+                    for (ind, seen) in hits.into_iter().flatten() {
+                        alerts.push(ioc_alert(&view, ind, seen));
+                    }
+                }
             }
         }
         for ev in &tls_events {
@@ -524,6 +644,18 @@ impl Detector {
                 &TlsBufs { event: ev },
                 &mut ctx.detect,
             ));
+        }
+        for m in dns_msgs.iter().filter(|m| !m.response) {
+            for (name, _) in &m.queries {
+                if let Some(ind) = self.iocs.as_ref().and_then(|i| i.domain(name)) {
+                    alerts.push(ioc_alert(&view, ind, name));
+                }
+                if let Some(h) = self.heuristics.as_mut() {
+                    for finding in h.dns_query(ts_ns, info.src, info.dst, name) {
+                        alerts.push(heuristic_alert(&view, &finding));
+                    }
+                }
+            }
         }
         for m in dns_msgs {
             let ctx = self.flows.get_mut(&cur.id).expect("present");
@@ -580,8 +712,37 @@ impl Detector {
     pub fn flow_ended(&mut self, rec: &FlowRecord) -> Inspected {
         let mut alerts = vec![];
         let mut records = vec![];
+        // A TCP connection the responder refused or never answered.
+        if rec.proto == 6
+            && rec.tcp_flags_ts & tcp_flags::SYN != 0
+            && rec.tcp_flags_tc & (tcp_flags::SYN | tcp_flags::ACK)
+                != (tcp_flags::SYN | tcp_flags::ACK)
+            && let Some(h) = self.heuristics.as_mut()
+        {
+            let view = PacketView {
+                ts_ns: rec.end_ns,
+                src: rec.src,
+                dst: rec.dst,
+                sport: rec.sport,
+                dport: rec.dport,
+                proto: 6,
+                ttl: 0,
+                tcp_flags: 0,
+                payload: &[],
+                dsize: 0,
+                to_server: true,
+                established: false,
+                app: None,
+                stream_offset: 0,
+                no_payload: false,
+            };
+            for finding in h.failed_connection(rec.end_ns, rec.src, rec.dst, rec.dport) {
+                alerts.push(heuristic_alert(&view, &finding));
+            }
+        }
         let Some(mut ctx) = self.flows.remove(&rec.id) else {
-            return Inspected::default();
+            self.stats.alerts += alerts.len() as u64;
+            return Inspected { alerts, records };
         };
         let ends = Endpoints {
             client: rec.src,

@@ -72,7 +72,26 @@ impl Pipeline {
 
     /// Run `engine`'s rules on every packet, stream and transaction.
     pub fn with_rules(mut self, engine: Engine) -> Self {
-        self.detector = Some(Detector::new(engine));
+        match self.detector.as_mut() {
+            Some(d) => d.set_engine(engine),
+            None => self.detector = Some(Detector::new(engine)),
+        }
+        self
+    }
+
+    /// Match an indicator set on flows, DNS, TLS and HTTP.
+    pub fn with_iocs(mut self, iocs: std::sync::Arc<crate::detect::ioc::IocSet>) -> Self {
+        if let Some(d) = self.detector.as_mut() {
+            d.set_iocs(iocs);
+        }
+        self
+    }
+
+    /// Run the scan, flood and DNS tunnelling heuristics.
+    pub fn with_heuristics(mut self, cfg: crate::detect::heuristics::HeuristicConfig) -> Self {
+        if let Some(d) = self.detector.as_mut() {
+            d.set_heuristics(cfg);
+        }
         self
     }
 
@@ -307,7 +326,7 @@ impl NetRecord {
                 alert,
                 community_id,
             } => event::Kind::Detection(DetectionEvent {
-                engine: "suricata".into(),
+                engine: alert.engine.into(),
                 rule_id: format!("{}:{}", alert.gid, alert.sid),
                 rev: alert.rev,
                 title: alert.msg.clone(),
