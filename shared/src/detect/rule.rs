@@ -91,6 +91,11 @@ pub enum Buffer {
     Ja3sHash,
     Ja3sString,
     Ja4Hash,
+    TlsCertSubject,
+    TlsCertIssuer,
+    TlsCertSerial,
+    TlsCertFingerprint,
+    TlsCerts,
 }
 
 /// Which side of a transaction a buffer belongs to.
@@ -144,6 +149,11 @@ impl Buffer {
             "ja3s.hash" | "ja3s_hash" => Ja3sHash,
             "ja3s.string" | "ja3s_string" => Ja3sString,
             "ja4.hash" => Ja4Hash,
+            "tls.cert_subject" | "tls_cert_subject" => TlsCertSubject,
+            "tls.cert_issuer" | "tls_cert_issuer" => TlsCertIssuer,
+            "tls.cert_serial" | "tls_cert_serial" => TlsCertSerial,
+            "tls.cert_fingerprint" | "tls_cert_fingerprint" => TlsCertFingerprint,
+            "tls.certs" => TlsCerts,
             _ => return None,
         })
     }
@@ -215,7 +225,12 @@ impl Buffer {
             | Buffer::Ja3String
             | Buffer::Ja3sHash
             | Buffer::Ja3sString
-            | Buffer::Ja4Hash => Some(AppProto::Tls),
+            | Buffer::Ja4Hash
+            | Buffer::TlsCertSubject
+            | Buffer::TlsCertIssuer
+            | Buffer::TlsCertSerial
+            | Buffer::TlsCertFingerprint
+            | Buffer::TlsCerts => Some(AppProto::Tls),
             _ => Some(AppProto::Http),
         }
     }

@@ -271,23 +271,41 @@ impl Buffers for DnsBufs<'_> {
     }
 }
 
+/// Everything the TLS session has shown so far (one transaction, as in Suricata).
 struct TlsBufs<'a> {
-    event: &'a TlsEvent,
+    conn: &'a TlsConn,
+    /// Certificates of the client (to_server inspection) or of the server.
+    client_side: bool,
 }
 
 impl Buffers for TlsBufs<'_> {
     fn get(&self, b: Buffer) -> Vec<&[u8]> {
-        match (self.event, b) {
-            (TlsEvent::Client(c), Buffer::TlsSni) => c
-                .sni
-                .as_deref()
-                .map(|s| vec![s.as_bytes()])
+        let (c, s, certs) = (
+            self.conn.client.as_ref(),
+            self.conn.server.as_ref(),
+            if self.client_side {
+                self.conn.client_certificates.as_ref()
+            } else {
+                self.conn.certificates.as_ref()
+            },
+        );
+        fn one(v: Option<&str>) -> Vec<&[u8]> {
+            v.map(|v| vec![v.as_bytes()]).unwrap_or_default()
+        }
+        match b {
+            Buffer::TlsSni => one(c.and_then(|c| c.sni.as_deref())),
+            Buffer::Ja3Hash => one(c.map(|c| c.ja3_hash.as_str())),
+            Buffer::Ja3String => one(c.map(|c| c.ja3.as_str())),
+            Buffer::Ja4Hash => one(c.map(|c| c.ja4.as_str())),
+            Buffer::Ja3sHash => one(s.map(|s| s.ja3s_hash.as_str())),
+            Buffer::Ja3sString => one(s.map(|s| s.ja3s.as_str())),
+            Buffer::TlsCertSubject => one(certs.map(|c| c.subject.as_str())),
+            Buffer::TlsCertIssuer => one(certs.map(|c| c.issuer.as_str())),
+            Buffer::TlsCertSerial => one(certs.map(|c| c.serial.as_str())),
+            Buffer::TlsCertFingerprint => one(certs.map(|c| c.fingerprint.as_str())),
+            Buffer::TlsCerts => certs
+                .map(|c| c.chain.iter().map(|d| d.as_slice()).collect())
                 .unwrap_or_default(),
-            (TlsEvent::Client(c), Buffer::Ja3Hash) => vec![c.ja3_hash.as_bytes()],
-            (TlsEvent::Client(c), Buffer::Ja3String) => vec![c.ja3.as_bytes()],
-            (TlsEvent::Client(c), Buffer::Ja4Hash) => vec![c.ja4.as_bytes()],
-            (TlsEvent::Server(s), Buffer::Ja3sHash) => vec![s.ja3s_hash.as_bytes()],
-            (TlsEvent::Server(s), Buffer::Ja3sString) => vec![s.ja3s.as_bytes()],
             _ => vec![],
         }
     }
@@ -623,9 +641,8 @@ impl Detector {
         }
         for ev in &tls_events {
             let ctx = self.flows.get_mut(&cur.id).expect("present");
-            if let (TlsEvent::Server(_), App::Tls(conn)) = (ev, &ctx.app)
-                && !ctx.tls_logged
-            {
+            let App::Tls(conn) = &ctx.app else { break };
+            if matches!(ev, TlsEvent::Server(_)) && !ctx.tls_logged {
                 ctx.tls_logged = true;
                 records.push(AppRecord::Tls {
                     ts_ns,
@@ -634,14 +651,18 @@ impl Detector {
                     server: conn.server.clone(),
                 });
             }
-            let (tx, side) = match ev {
-                TlsEvent::Client(_) => (0, Side::Request),
-                TlsEvent::Server(_) => (1, Side::Response),
+            let side = match ev {
+                TlsEvent::Client(_) => Side::Request,
+                TlsEvent::Certificate(_) if cur.to_server => Side::Request,
+                _ => Side::Response,
             };
             alerts.extend(self.engine.inspect(
-                Phase::App { tx, side },
+                Phase::App { tx: 0, side },
                 &view,
-                &TlsBufs { event: ev },
+                &TlsBufs {
+                    conn,
+                    client_side: cur.to_server,
+                },
                 &mut ctx.detect,
             ));
         }

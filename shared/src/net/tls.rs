@@ -36,10 +36,62 @@ pub struct ServerHello {
     pub ja3s_hash: String,
 }
 
+/// The server's certificate chain (TLS 1.2 and earlier, where it is sent in the clear).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Certificates {
+    /// Of the first (the server's own) certificate, as Suricata writes them.
+    pub subject: String,
+    pub issuer: String,
+    /// Hex bytes, upper case, colon separated.
+    pub serial: String,
+    /// SHA-1 of the DER, lower case hex, colon separated.
+    pub fingerprint: String,
+    /// Every certificate of the chain, DER.
+    pub chain: Vec<Vec<u8>>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TlsEvent {
     Client(ClientHello),
     Server(ServerHello),
+    Certificate(Certificates),
+}
+
+fn certificates(body: &[u8]) -> Option<Certificates> {
+    // 3-byte total length, then 3-byte length + DER per certificate.
+    let total = u32::from_be_bytes([0, *body.first()?, *body.get(1)?, *body.get(2)?]) as usize;
+    let mut rest = body.get(3..3 + total.min(body.len().saturating_sub(3)))?;
+    let mut chain = vec![];
+    while rest.len() >= 3 && chain.len() < 16 {
+        let n = u32::from_be_bytes([0, rest[0], rest[1], rest[2]]) as usize;
+        let Some(der) = rest.get(3..3 + n) else {
+            break;
+        };
+        chain.push(der.to_vec());
+        rest = &rest[3 + n..];
+    }
+    let first = chain.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(first).ok()?;
+    let colon_hex = |b: &[u8], upper: bool| {
+        b.iter()
+            .map(|x| {
+                if upper {
+                    format!("{x:02X}")
+                } else {
+                    format!("{x:02x}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    let sha1 = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, first);
+    Some(Certificates {
+        subject: cert.subject().to_string(),
+        issuer: cert.issuer().to_string(),
+        serial: colon_hex(cert.raw_serial(), true),
+        fingerprint: colon_hex(sha1.as_ref(), false),
+        chain,
+    })
 }
 
 #[derive(Debug, Default)]
@@ -55,6 +107,9 @@ pub struct TlsConn {
     dirs: [Dir; 2],
     pub client: Option<ClientHello>,
     pub server: Option<ServerHello>,
+    pub certificates: Option<Certificates>,
+    /// A client certificate (mutual TLS), if the client sent one.
+    pub client_certificates: Option<Certificates>,
     /// A ChangeCipherSpec or application data record was seen: what follows is encrypted.
     pub encrypted: bool,
 }
@@ -296,17 +351,33 @@ impl TlsConn {
                     let c = client_hello(&ch);
                     self.client = Some(c.clone());
                     out.push(TlsEvent::Client(c));
-                    d.done = true;
-                    break;
+                    // A client certificate may follow later in this direction.
                 }
                 Ok((_, TlsMessage::Handshake(TlsMessageHandshake::ServerHello(sh)))) => {
                     let s = server_hello(&sh);
                     self.server = Some(s.clone());
                     out.push(TlsEvent::Server(s));
+                    // The certificate follows in the same direction (TLS 1.2 and earlier).
+                }
+                _ if msg[0] == 11 => {
+                    if let Some(c) = certificates(&msg[4..]) {
+                        if to_server {
+                            self.client_certificates = Some(c.clone());
+                        } else {
+                            self.certificates = Some(c.clone());
+                        }
+                        out.push(TlsEvent::Certificate(c));
+                    }
                     d.done = true;
                     break;
                 }
-                _ => {}
+                _ => {
+                    if self.server.is_some() && !to_server {
+                        // Past the certificate's place (ServerKeyExchange, ServerHelloDone).
+                        d.done = true;
+                        break;
+                    }
+                }
             }
         }
         if d.records.len() + d.handshake.len() > MAX_HANDSHAKE {
