@@ -406,6 +406,15 @@ impl Engine {
         &self.rules
     }
 
+    /// Some rule matches application buffers and stream payload together (the pipeline then
+    /// keeps the first bytes of each stream for it).
+    pub fn needs_stream_head(&self) -> bool {
+        self.rules
+            .iter()
+            .zip(&self.app_rule)
+            .any(|(r, app)| *app && r.list(Buffer::Payload).is_some())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }

@@ -558,6 +558,8 @@ impl HttpConn {
             && !t.response_done
         {
             t.response_body = decode_body(&t.response_headers, &t.response_body_raw, &cfg);
+            // The raw body is not inspected: free it now.
+            t.response_body_raw = Vec::new();
             t.response_done = true;
             ev.push(HttpEvent::Response(id));
         }

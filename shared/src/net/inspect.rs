@@ -91,7 +91,7 @@ const STREAM_HEAD: usize = 4096;
 /// Bytes of a direction read without recognising a protocol before giving up.
 const DETECT_LIMIT: u64 = 2048;
 /// Pending bytes of DNS over TCP held per direction.
-const DNS_TCP_LIMIT: usize = 64 << 10;
+const DNS_TCP_LIMIT: usize = 16 << 10;
 
 #[derive(Debug, Default)]
 enum App {
@@ -233,6 +233,8 @@ pub struct Detector {
     http_cfg: HttpConfig,
     iocs: Option<std::sync::Arc<IocSet>>,
     heuristics: Option<Heuristics>,
+    /// Keep the first bytes of each stream (only some rules need them).
+    keep_head: bool,
     pub stats: DetectStats,
 }
 
@@ -362,6 +364,7 @@ fn detect_app(
 
 impl Detector {
     pub fn new(engine: Engine) -> Self {
+        let keep_head = engine.needs_stream_head();
         Detector {
             engine,
             flows: HashMap::with_hasher(ahash::RandomState::new()),
@@ -369,12 +372,14 @@ impl Detector {
             http_cfg: HttpConfig::default(),
             iocs: None,
             heuristics: None,
+            keep_head,
             stats: DetectStats::default(),
         }
     }
 
     /// Replace the ruleset (flow state is kept).
     pub fn set_engine(&mut self, engine: Engine) {
+        self.keep_head = engine.needs_stream_head();
         self.engine = engine;
     }
 
@@ -507,11 +512,13 @@ impl Detector {
                 }
             }
             view.app = ctx.app.proto();
-            // Stream window.
             // Stream window: the last bytes before the new data, then the new data, so that a
-            // pattern split across segments is seen whole.
+            // pattern split across segments is seen whole (only rules look at it).
+            if self.engine.is_empty() {
+                ctx.window[dir].clear();
+            }
             let h = &mut ctx.head[dir];
-            if h.len() < STREAM_HEAD {
+            if self.keep_head && h.len() < STREAM_HEAD {
                 let take = (STREAM_HEAD - h.len()).min(new.len());
                 h.extend_from_slice(&new[..take]);
             }
