@@ -256,7 +256,10 @@ pub struct Engine {
     /// The application buffers that have a prefilter.
     app_buffers: Vec<Buffer>,
     /// Rules with no prefilter pattern, split by phase kind: [packet rules, app rules].
-    always: [Vec<u32>; 2],
+    /// Rules with no prefilter pattern: packet rules by payload bucket, app rules by the
+    /// application protocol they need (None: any).
+    always_packet: HashMap<Bucket, Vec<u32>>,
+    always_app: HashMap<Option<AppProto>, Vec<u32>>,
     thresholds: HashMap<(u32, IpAddr, IpAddr), ThresholdState>,
     marks: Vec<u32>,
     generation: u32,
@@ -317,9 +320,18 @@ impl Engine {
             .map(|r| r.lists.iter().any(|(b, _)| *b != Buffer::Payload))
             .collect();
         let mut patterns: HashMap<(Buffer, Bucket), PatternTable> = HashMap::new();
-        let mut always: [Vec<u32>; 2] = [vec![], vec![]];
+        let mut always_packet: HashMap<Bucket, Vec<u32>> = HashMap::new();
+        let mut always_app: HashMap<Option<AppProto>, Vec<u32>> = HashMap::new();
         for (i, r) in rules.iter().enumerate() {
-            let kind = app_rule[i] as usize;
+            let mut always = |i: usize| {
+                if app_rule[i] {
+                    always_app.entry(r.app()).or_default().push(i as u32);
+                } else {
+                    for bk in buckets(r, Buffer::Payload) {
+                        always_packet.entry(bk).or_default().push(i as u32);
+                    }
+                }
+            };
             let transformed = r
                 .prefilter
                 .as_ref()
@@ -328,10 +340,19 @@ impl Engine {
             match &r.prefilter {
                 // The App phase scans application buffers only: an app rule whose pattern is in
                 // the payload is evaluated on every transaction instead.
-                Some((Buffer::Payload, _, _)) if app_rule[i] => always[1].push(i as u32),
-                // A transformed buffer is not what the prefilter scans.
-                Some(_) if transformed => always[kind].push(i as u32),
+                Some((Buffer::Payload, _, _)) if app_rule[i] => always(i),
                 Some((b, p, _)) => {
+                    // On a dotprefix buffer the pattern without its leading dot occurs in the
+                    // untransformed buffer wherever the pattern occurs in the transformed one.
+                    let p = if transformed {
+                        p.strip_prefix(b".").unwrap_or(p)
+                    } else {
+                        p.as_slice()
+                    };
+                    if p.is_empty() {
+                        always(i);
+                        continue;
+                    }
                     let key = p.to_ascii_lowercase();
                     for bk in buckets(r, *b) {
                         let e = patterns.entry((scanned_as(*b), bk)).or_default();
@@ -343,7 +364,7 @@ impl Engine {
                         e.1[at].push(i as u32);
                     }
                 }
-                None => always[kind].push(i as u32),
+                None => always(i),
             }
         }
         let prefilters: HashMap<(Buffer, Bucket), Prefilter> = patterns
@@ -394,7 +415,8 @@ impl Engine {
             bits,
             app_rule,
             prefilters,
-            always,
+            always_packet,
+            always_app,
             thresholds: HashMap::new(),
             marks: vec![0; n],
             generation: 0,
@@ -434,7 +456,27 @@ impl Engine {
             self.generation = 1;
         }
         let app_phase = matches!(phase, Phase::App { .. });
-        let mut out: Vec<u32> = self.always[app_phase as usize].clone();
+        let transport = match p.proto {
+            6 => T_TCP,
+            17 => T_UDP,
+            1 | 58 => T_ICMP,
+            _ => T_OTHER,
+        };
+        let bucket = Bucket {
+            transport,
+            app: p.app.filter(|_| matches!(transport, T_TCP | T_UDP)),
+        };
+        let mut out: Vec<u32> = if app_phase {
+            let mut v = self.always_app.get(&None).cloned().unwrap_or_default();
+            if let Some(a) = p.app
+                && let Some(l) = self.always_app.get(&Some(a))
+            {
+                v.extend_from_slice(l);
+            }
+            v
+        } else {
+            self.always_packet.get(&bucket).cloned().unwrap_or_default()
+        };
         let scan = |b: (Buffer, Bucket), data: &[u8], out: &mut Vec<u32>, marks: &mut Vec<u32>| {
             if let Some(pf) = self.prefilters.get(&b) {
                 for m in pf.ac.find_overlapping_iter(data) {
@@ -461,17 +503,7 @@ impl Engine {
                 }
             }
         } else if !p.no_payload {
-            let transport = match p.proto {
-                6 => T_TCP,
-                17 => T_UDP,
-                1 | 58 => T_ICMP,
-                _ => T_OTHER,
-            };
-            let bk = Bucket {
-                transport,
-                app: p.app.filter(|_| matches!(transport, T_TCP | T_UDP)),
-            };
-            scan((Buffer::Payload, bk), p.payload, &mut out, &mut marks);
+            scan((Buffer::Payload, bucket), p.payload, &mut out, &mut marks);
         }
         self.marks = marks;
         out.sort_unstable();
