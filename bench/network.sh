@@ -11,6 +11,9 @@
 #  3. Peak RSS of each with the ruleset loaded.
 #  4. How many of Suricata's alerts Lindi raised too, on one copy (sid and addresses).
 #
+# Lindi runs without its heuristics (--no-heuristics): Suricata has none, so both do the same
+# work.
+#
 # Usage: bench/network.sh [COPIES]   (default 20). Installs tcpdump, and Suricata from
 # bookworm-backports, with apt if missing.
 set -euo pipefail
@@ -79,11 +82,11 @@ suri() {
         --set app-layer.protocols.http.libhtp.default-config.randomize-inspection-sizes=no
 }
 
-run lindi_rules_1 "$LINDI" replay "$work/one.pcap" --rules "$RULES"
-run lindi_rules_n "$LINDI" replay "$work/many.pcap" --rules "$RULES"
+run lindi_rules_1 "$LINDI" replay "$work/one.pcap" --rules "$RULES" --no-heuristics
+run lindi_rules_n "$LINDI" replay "$work/many.pcap" --rules "$RULES" --no-heuristics
 suri suri_1 "$work/one.pcap"
 suri suri_n "$work/many.pcap"
-run lindi_bare_n "$LINDI" replay "$work/many.pcap"
+run lindi_bare_n "$LINDI" replay "$work/many.pcap" --no-heuristics
 run tcpdump_n tcpdump -r "$work/many.pcap" -w /dev/null
 cp "$work/lindi_rules_1.out" "$work/lindi-eve.json"
 

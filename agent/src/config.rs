@@ -516,6 +516,14 @@ impl AgentConfig {
             None
         };
         let n = &self.sensors.net;
+        let network_detectors =
+            !self.detectors.suricata_rules.is_empty() || !self.detectors.iocs.is_empty();
+        if network_detectors && !n.enabled {
+            return Err(invalid(
+                "detectors",
+                "suricata_rules and iocs run in the network sensor: set sensors.net.enabled = true",
+            ));
+        }
         let net = if n.enabled {
             if n.interfaces.is_empty() {
                 return Err(invalid(
@@ -671,6 +679,66 @@ mod tests {
             PathBuf::from("/b")
         );
         assert_eq!(c.validate(None).unwrap().state_dir, PathBuf::from("/a"));
+    }
+
+    #[test]
+    fn network_detectors_load_and_refuse_what_cannot_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("a.rules");
+        std::fs::write(
+            &rules,
+            "alert tcp any any -> any 80 (content:\"x\"; sid:1;)\nalert smb any any -> any any (sid:2;)\n",
+        )
+        .unwrap();
+        let iocs = dir.path().join("iocs.txt");
+        std::fs::write(&iocs, "evil.example\n10.0.0.0/8\n").unwrap();
+        let net = |extra: &str| {
+            format!(
+                "[sensors.net]\nenabled = true\ninterfaces = [\"lo\"]\n[detectors]\nsuricata_rules = [{rules:?}]\niocs = [{iocs:?}]\n{extra}"
+            )
+        };
+        let s = AgentConfig::parse(&net(""), Path::new("a.toml"))
+            .unwrap()
+            .validate(None)
+            .unwrap();
+        let n = s.net.unwrap();
+        assert_eq!(n.rules.len(), 1);
+        assert_eq!(
+            n.rules_unsupported.len(),
+            1,
+            "the smb rule, with its reason"
+        );
+        assert_eq!(n.iocs.unwrap().len(), 2);
+        assert_eq!(n.heuristics.unwrap().port_scan_ports, 15);
+        let off = AgentConfig::parse(
+            &net("[detectors.net_heuristics]\nenabled = false\nport_scan_ports = 5"),
+            Path::new("a.toml"),
+        )
+        .unwrap()
+        .validate(None)
+        .unwrap();
+        assert!(off.net.unwrap().heuristics.is_none());
+        // Rules without the network sensor, a missing file, a bad indicator: refused.
+        let c = AgentConfig::parse(
+            &format!("[detectors]\nsuricata_rules = [{rules:?}]"),
+            Path::new("a.toml"),
+        )
+        .unwrap();
+        assert!(
+            c.validate(None)
+                .unwrap_err()
+                .to_string()
+                .contains("sensors.net")
+        );
+        let c = AgentConfig::parse(
+            &net("").replace(rules.to_str().unwrap(), "/nonexistent.rules"),
+            Path::new("a.toml"),
+        )
+        .unwrap();
+        assert!(c.validate(None).is_err());
+        std::fs::write(&iocs, "what is this\n").unwrap();
+        let c = AgentConfig::parse(&net(""), Path::new("a.toml")).unwrap();
+        assert!(c.validate(None).unwrap_err().to_string().contains("line 1"));
     }
 
     #[test]
