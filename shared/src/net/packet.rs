@@ -126,12 +126,44 @@ fn tunnel_inner(proto: u8, body: &[u8], dport: u16) -> Option<(i32, &[u8])> {
     }
 }
 
+/// The packet inside a Network Service Header (EtherType 0x894F) of an Ethernet frame.
+fn nsh_inner(frame: &[u8]) -> Option<(i32, &[u8])> {
+    let mut at = 12;
+    loop {
+        let et = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]);
+        match et {
+            0x8100 | 0x88a8 | 0x9100 => at += 4,
+            0x894f => break,
+            _ => return None,
+        }
+    }
+    let nsh = frame.get(at + 2..)?;
+    let len = (*nsh.get(1)? & 0x3f) as usize * 4;
+    let inner = nsh.get(len..)?;
+    match *nsh.get(3)? {
+        1 | 2 => Some((LINKTYPE_RAW, inner)),
+        3 => Some((LINKTYPE_ETHERNET, inner)),
+        _ => None,
+    }
+}
+
 fn decode_layer(
     linktype: i32,
     frame: &[u8],
     depth: u8,
 ) -> Result<(PacketInfo, &[u8]), DecodeError> {
-    let (info, body) = decode_one(linktype, frame)?;
+    let (info, body) = match decode_one(linktype, frame) {
+        Ok(d) => d,
+        Err(e) => {
+            if linktype == LINKTYPE_ETHERNET
+                && depth < MAX_TUNNEL_DEPTH
+                && let Some((lt, inner)) = nsh_inner(frame)
+            {
+                return decode_layer(lt, inner, depth + 1);
+            }
+            return Err(e);
+        }
+    };
     if depth < MAX_TUNNEL_DEPTH
         && !info.fragment
         && let Some((lt, inner)) = tunnel_inner(info.proto, body, info.dport)
@@ -395,6 +427,42 @@ mod tests {
         for n in 0..f.len() {
             let _ = decode(LINKTYPE_ETHERNET, &f[..n]);
         }
+    }
+
+    #[test]
+    fn unwraps_nsh_gre_and_vxlan() {
+        let mut ip = vec![];
+        PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .udp(1000, 2000)
+            .write(&mut ip, b"inner")
+            .unwrap();
+        // Ethernet, EtherType NSH; NSH of 6 words, MD type 1, next protocol IPv4.
+        let mut f = vec![2u8; 12];
+        f.extend_from_slice(&[0x89, 0x4f, 0x00, 0x06, 0x01, 0x01]);
+        f.extend_from_slice(&[0u8; 20]);
+        f.extend_from_slice(&ip);
+        let (p, body) = decode_with_payload(LINKTYPE_ETHERNET, &f).unwrap();
+        assert_eq!((p.sport, p.dport, body), (1000, 2000, b"inner".as_slice()));
+        // GRE (IPv4 inside) and VXLAN (Ethernet inside).
+        let mut gre = vec![0u8, 0, 0x08, 0x00];
+        gre.extend_from_slice(&ip);
+        let mut outer = vec![];
+        PacketBuilder::ipv4([192, 0, 2, 1], [192, 0, 2, 2], 64)
+            .write(&mut outer, etherparse::IpNumber(47), &gre)
+            .unwrap();
+        let p = decode(LINKTYPE_RAW, &outer).unwrap();
+        assert_eq!((p.src.to_string().as_str(), p.dport), ("10.0.0.1", 2000));
+        let mut vx = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
+        vx.extend_from_slice(&[2u8; 12]);
+        vx.extend_from_slice(&[0x08, 0x00]);
+        vx.extend_from_slice(&ip);
+        let mut outer = vec![];
+        PacketBuilder::ipv4([192, 0, 2, 1], [192, 0, 2, 2], 64)
+            .udp(5555, 4789)
+            .write(&mut outer, &vx)
+            .unwrap();
+        let p = decode(LINKTYPE_RAW, &outer).unwrap();
+        assert_eq!((p.src.to_string().as_str(), p.dport), ("10.0.0.1", 2000));
     }
 
     #[test]
