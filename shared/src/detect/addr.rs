@@ -244,6 +244,19 @@ impl PortSet {
         self.any
     }
 
+    /// The ports of a set of at most `max` ports.
+    pub fn few(&self, max: usize) -> Option<Vec<u16>> {
+        if self.any {
+            return None;
+        }
+        let n: usize = self
+            .ranges
+            .iter()
+            .map(|(a, b)| (*b - *a) as usize + 1)
+            .sum();
+        (n <= max).then(|| self.ranges.iter().flat_map(|(a, b)| *a..=*b).collect())
+    }
+
     pub fn contains(&self, port: u16) -> bool {
         if self.any {
             return true;

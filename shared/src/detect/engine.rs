@@ -162,12 +162,16 @@ pub struct EngineStats {
 struct Bucket {
     transport: u8,
     app: Option<AppProto>,
+    /// Non-zero: the patterns of TCP or UDP rules written for this port only, scanned in
+    /// addition to the protocol's automaton when a packet has this port at either end.
+    port: u16,
 }
 
 impl Bucket {
     const ALL: Bucket = Bucket {
         transport: 0,
         app: None,
+        port: 0,
     };
 }
 
@@ -201,21 +205,53 @@ fn buckets(r: &Rule, b: Buffer) -> Vec<Bucket> {
         return vec![Bucket::ALL];
     }
     let all_apps = || std::iter::once(None).chain(APPS.iter().copied().map(Some));
-    let on =
-        |t: u8| -> Vec<Bucket> { all_apps().map(|app| Bucket { transport: t, app }).collect() };
+    let on = |t: u8| -> Vec<Bucket> {
+        all_apps()
+            .map(|app| Bucket {
+                transport: t,
+                app,
+                port: 0,
+            })
+            .collect()
+    };
     match r.proto {
         Proto::Ip => [T_TCP, T_UDP, T_ICMP, T_OTHER]
             .into_iter()
             .flat_map(on)
             .collect(),
-        Proto::Tcp => on(T_TCP),
-        Proto::Udp => on(T_UDP),
+        Proto::Tcp | Proto::Udp => {
+            let t = if r.proto == Proto::Tcp { T_TCP } else { T_UDP };
+            // A rule for a few ports only goes into those ports' automata.
+            let few = |s: &super::addr::PortSet| s.few(8);
+            let ports = match (few(&r.dport), few(&r.sport)) {
+                (Some(d), Some(s)) => Some(d.into_iter().chain(s).collect::<Vec<u16>>()),
+                (Some(d), None) if r.sport.is_any() || !r.bidirectional => Some(d),
+                (None, Some(s)) if r.dport.is_any() || !r.bidirectional => Some(s),
+                _ => None,
+            };
+            match ports {
+                Some(mut ports) if !ports.contains(&0) => {
+                    ports.sort_unstable();
+                    ports.dedup();
+                    ports
+                        .into_iter()
+                        .map(|port| Bucket {
+                            transport: t,
+                            app: None,
+                            port,
+                        })
+                        .collect()
+                }
+                _ => on(t),
+            }
+        }
         Proto::Icmp => on(T_ICMP),
         Proto::App(a) => [T_TCP, T_UDP]
             .into_iter()
             .map(|t| Bucket {
                 transport: t,
                 app: Some(a),
+                port: 0,
             })
             .collect(),
     }
@@ -465,6 +501,7 @@ impl Engine {
         let bucket = Bucket {
             transport,
             app: p.app.filter(|_| matches!(transport, T_TCP | T_UDP)),
+            port: 0,
         };
         let mut out: Vec<u32> = if app_phase {
             let mut v = self.always_app.get(&None).cloned().unwrap_or_default();
@@ -475,7 +512,23 @@ impl Engine {
             }
             v
         } else {
-            self.always_packet.get(&bucket).cloned().unwrap_or_default()
+            let mut v = self.always_packet.get(&bucket).cloned().unwrap_or_default();
+            if matches!(transport, T_TCP | T_UDP) {
+                for port in [p.dport, p.sport] {
+                    if port == 0 || (port == p.sport && p.sport == p.dport) {
+                        continue;
+                    }
+                    let bk = Bucket {
+                        transport,
+                        app: None,
+                        port,
+                    };
+                    if let Some(l) = self.always_packet.get(&bk) {
+                        v.extend_from_slice(l);
+                    }
+                }
+            }
+            v
         };
         let scan = |b: (Buffer, Bucket), data: &[u8], out: &mut Vec<u32>, marks: &mut Vec<u32>| {
             if let Some(pf) = self.prefilters.get(&b) {
@@ -504,6 +557,19 @@ impl Engine {
             }
         } else if !p.no_payload {
             scan((Buffer::Payload, bucket), p.payload, &mut out, &mut marks);
+            if matches!(transport, T_TCP | T_UDP) {
+                for port in [p.dport, p.sport] {
+                    if port == 0 || (port == p.sport && p.sport == p.dport) {
+                        continue;
+                    }
+                    let bk = Bucket {
+                        transport,
+                        app: None,
+                        port,
+                    };
+                    scan((Buffer::Payload, bk), p.payload, &mut out, &mut marks);
+                }
+            }
         }
         self.marks = marks;
         out.sort_unstable();
