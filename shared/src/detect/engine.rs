@@ -514,8 +514,9 @@ impl Engine {
         } else {
             let mut v = self.always_packet.get(&bucket).cloned().unwrap_or_default();
             if matches!(transport, T_TCP | T_UDP) {
-                for port in [p.dport, p.sport] {
-                    if port == 0 || (port == p.sport && p.sport == p.dport) {
+                let second = (p.sport != p.dport).then_some(p.sport);
+                for port in std::iter::once(p.dport).chain(second) {
+                    if port == 0 {
                         continue;
                     }
                     let bk = Bucket {
@@ -558,8 +559,9 @@ impl Engine {
         } else if !p.no_payload {
             scan((Buffer::Payload, bucket), p.payload, &mut out, &mut marks);
             if matches!(transport, T_TCP | T_UDP) {
-                for port in [p.dport, p.sport] {
-                    if port == 0 || (port == p.sport && p.sport == p.dport) {
+                let second = (p.sport != p.dport).then_some(p.sport);
+                for port in std::iter::once(p.dport).chain(second) {
+                    if port == 0 {
                         continue;
                     }
                     let bk = Bucket {
@@ -925,6 +927,37 @@ alert tcp any any -> any 81 (msg:"d"; content:"GET"; sid:4;)"#,
         let a = e.inspect(Phase::Packet, &pkt(b"GET /"), &NoBuffers, &mut f);
         assert!(a.is_empty(), "limit 1");
         assert!(e.stats.candidates < 8, "prefilter kept most rules out");
+    }
+
+    #[test]
+    fn port_specific_rules_match_on_either_port() {
+        let mut e = engine(
+            r#"alert udp any 1985 -> any 1985 (content:"|00 04|"; depth:3; sid:1;)
+alert tcp any any -> any 445 (content:"SMB"; sid:2;)
+alert tcp any 445 -> any any (content:"SMB"; sid:3;)
+alert tcp any any -> any 445 (dsize:>1; sid:4;)"#,
+        );
+        let mut f = FlowDetect::default();
+        let mut p = pkt(b"\x00\x00\x04 hello");
+        (p.proto, p.sport, p.dport) = (17, 1985, 1985);
+        assert_eq!(e.inspect(Phase::Packet, &p, &NoBuffers, &mut f).len(), 1);
+        let mut p = pkt(b"\xffSMB");
+        (p.sport, p.dport) = (50000, 445);
+        let sids: Vec<u32> = e
+            .inspect(Phase::Packet, &p, &NoBuffers, &mut f)
+            .iter()
+            .map(|a| a.sid)
+            .collect();
+        assert_eq!(sids, vec![2, 4]);
+        (p.sport, p.dport) = (445, 50000);
+        let sids: Vec<u32> = e
+            .inspect(Phase::Packet, &p, &NoBuffers, &mut f)
+            .iter()
+            .map(|a| a.sid)
+            .collect();
+        assert_eq!(sids, vec![3]);
+        (p.sport, p.dport) = (1, 2);
+        assert!(e.inspect(Phase::Packet, &p, &NoBuffers, &mut f).is_empty());
     }
 
     struct Uri(&'static [u8]);
