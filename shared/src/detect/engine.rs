@@ -199,6 +199,24 @@ fn scanned_as(b: Buffer) -> Buffer {
     }
 }
 
+/// The per-port buckets of a TCP or UDP packet: its destination port, then its source port.
+fn port_buckets(p: &PacketView, transport: u8) -> impl Iterator<Item = Bucket> {
+    let ports = if matches!(transport, T_TCP | T_UDP) {
+        [Some(p.dport), (p.sport != p.dport).then_some(p.sport)]
+    } else {
+        [None, None]
+    };
+    ports
+        .into_iter()
+        .flatten()
+        .filter(|port| *port != 0)
+        .map(move |port| Bucket {
+            transport,
+            app: None,
+            port,
+        })
+}
+
 /// The payload buckets a rule's patterns go into.
 fn buckets(r: &Rule, b: Buffer) -> Vec<Bucket> {
     if b != Buffer::Payload {
@@ -512,21 +530,10 @@ impl Engine {
             }
             v
         } else {
-            let mut v = self.always_packet.get(&bucket).cloned().unwrap_or_default();
-            if matches!(transport, T_TCP | T_UDP) {
-                let second = (p.sport != p.dport).then_some(p.sport);
-                for port in std::iter::once(p.dport).chain(second) {
-                    if port == 0 {
-                        continue;
-                    }
-                    let bk = Bucket {
-                        transport,
-                        app: None,
-                        port,
-                    };
-                    if let Some(l) = self.always_packet.get(&bk) {
-                        v.extend_from_slice(l);
-                    }
+            let mut v = vec![];
+            for bk in std::iter::once(bucket).chain(port_buckets(p, transport)) {
+                if let Some(l) = self.always_packet.get(&bk) {
+                    v.extend_from_slice(l);
                 }
             }
             v
@@ -557,20 +564,8 @@ impl Engine {
                 }
             }
         } else if !p.no_payload {
-            scan((Buffer::Payload, bucket), p.payload, &mut out, &mut marks);
-            if matches!(transport, T_TCP | T_UDP) {
-                let second = (p.sport != p.dport).then_some(p.sport);
-                for port in std::iter::once(p.dport).chain(second) {
-                    if port == 0 {
-                        continue;
-                    }
-                    let bk = Bucket {
-                        transport,
-                        app: None,
-                        port,
-                    };
-                    scan((Buffer::Payload, bk), p.payload, &mut out, &mut marks);
-                }
+            for bk in std::iter::once(bucket).chain(port_buckets(p, transport)) {
+                scan((Buffer::Payload, bk), p.payload, &mut out, &mut marks);
             }
         }
         self.marks = marks;

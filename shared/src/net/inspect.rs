@@ -216,6 +216,32 @@ fn http_summary(tx: &HttpTx) -> HttpSummary {
     }
 }
 
+/// A view of a flow that ended, in one direction, for what is inspected at its end.
+fn record_view<'a>(rec: &FlowRecord, to_server: bool, payload: &'a [u8]) -> PacketView<'a> {
+    let (src, sport, dst, dport) = if to_server {
+        (rec.src, rec.sport, rec.dst, rec.dport)
+    } else {
+        (rec.dst, rec.dport, rec.src, rec.sport)
+    };
+    PacketView {
+        ts_ns: rec.end_ns,
+        src,
+        dst,
+        sport,
+        dport,
+        proto: rec.proto,
+        ttl: 0,
+        tcp_flags: 0,
+        payload,
+        dsize: 0,
+        to_server,
+        established: false,
+        app: None,
+        stream_offset: 0,
+        no_payload: false,
+    }
+}
+
 /// Counters of detection.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DetectStats {
@@ -747,23 +773,7 @@ impl Detector {
                 != (tcp_flags::SYN | tcp_flags::ACK)
             && let Some(h) = self.heuristics.as_mut()
         {
-            let view = PacketView {
-                ts_ns: rec.end_ns,
-                src: rec.src,
-                dst: rec.dst,
-                sport: rec.sport,
-                dport: rec.dport,
-                proto: 6,
-                ttl: 0,
-                tcp_flags: 0,
-                payload: &[],
-                dsize: 0,
-                to_server: true,
-                established: false,
-                app: None,
-                stream_offset: 0,
-                no_payload: false,
-            };
+            let view = record_view(rec, true, &[]);
             for finding in h.failed_connection(rec.end_ns, rec.src, rec.dst, rec.dport) {
                 alerts.push(heuristic_alert(&view, &finding));
             }
@@ -799,27 +809,12 @@ impl Detector {
             if flushed[d].is_empty() {
                 continue;
             }
-            let (src, sport, dst, dport) = if to_server {
-                (rec.src, rec.sport, rec.dst, rec.dport)
-            } else {
-                (rec.dst, rec.dport, rec.src, rec.sport)
-            };
             let view = PacketView {
-                ts_ns: rec.end_ns,
-                src,
-                dst,
-                sport,
-                dport,
-                proto: rec.proto,
-                ttl: 0,
-                tcp_flags: 0,
-                payload: &flushed[d],
-                dsize: 0,
-                to_server,
                 established: ctx.hs & 4 != 0,
                 app: ctx.app.proto(),
                 stream_offset: ctx.streams[d].delivered() - flushed[d].len() as u64,
                 no_payload: matches!(&ctx.app, App::Tls(t) if t.encrypted),
+                ..record_view(rec, to_server, &flushed[d])
             };
             alerts.extend(
                 self.engine
@@ -852,27 +847,10 @@ impl Detector {
                     tx: http_summary(tx),
                 });
             }
-            let (src, sport, dst, dport) = if to_server {
-                (rec.src, rec.sport, rec.dst, rec.dport)
-            } else {
-                (rec.dst, rec.dport, rec.src, rec.sport)
-            };
             let view = PacketView {
-                ts_ns: rec.end_ns,
-                src,
-                dst,
-                sport,
-                dport,
-                proto: rec.proto,
-                ttl: 0,
-                tcp_flags: 0,
-                payload: &[],
-                dsize: 0,
-                to_server,
                 established: ctx.hs & 4 != 0,
                 app: Some(AppProto::Http),
-                stream_offset: 0,
-                no_payload: false,
+                ..record_view(rec, to_server, &[])
             };
             let d = if to_server { 0 } else { 1 };
             let stream = [ctx.head[d].as_slice(), ctx.window[d].as_slice()];
