@@ -229,6 +229,10 @@ pub struct NetSensorSection {
     /// Most flows tracked per interface; the least recently seen are evicted and counted.
     /// Default 100000 (about 25 MB per interface).
     pub max_flows: usize,
+    /// Bytes all flows of one interface may hold for reassembly and application parsing;
+    /// past it, the flow that grows gives its buffers back (counted in the sensor's health).
+    /// Default 268435456 (256 MiB).
+    pub memcap_bytes: usize,
 }
 
 impl Default for NetSensorSection {
@@ -239,6 +243,7 @@ impl Default for NetSensorSection {
             bpf_filter: String::new(),
             snaplen: 65_535,
             buffer_bytes: 16 << 20,
+            memcap_bytes: 256 << 20,
             promiscuous: true,
             max_flows: 100_000,
         }
@@ -602,6 +607,7 @@ impl AgentConfig {
                     max_flows: n.max_flows,
                     ..Default::default()
                 },
+                memcap_bytes: n.memcap_bytes,
             })
         } else {
             None

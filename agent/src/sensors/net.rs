@@ -25,6 +25,8 @@ pub struct NetSettings {
     pub buffer_bytes: i32,
     pub promiscuous: bool,
     pub flow: FlowConfig,
+    /// Bytes all flows may hold for reassembly and application parsing.
+    pub memcap_bytes: usize,
     /// Suricata rules; each capture thread runs its own engine over them.
     pub rules: Arc<Vec<lindi_shared::detect::Rule>>,
     /// Rules that did not load, with the reason (reported once at start).
@@ -79,7 +81,7 @@ fn capture_loop(
         }
     };
     let linktype = cap.get_datalink().0;
-    let mut pipeline = Pipeline::new(settings.flow.clone());
+    let mut pipeline = Pipeline::new(settings.flow.clone()).with_memcap(settings.memcap_bytes);
     if !settings.rules.is_empty() {
         pipeline = pipeline.with_rules(lindi_shared::detect::Engine::new(settings.rules.to_vec()));
     }
@@ -123,13 +125,15 @@ fn capture_loop(
                 sink.stats.set_state(
                     "running",
                     format!(
-                        "{iface}: {} received, {} dropped by the kernel, {} by the interface, {} not decodable; {} flows open; {} alerts",
+                        "{iface}: {} received, {} dropped by the kernel, {} by the interface, {} not decodable; {} flows open; {} alerts; {} bytes held, {} flows shed at the memory cap",
                         st.received,
                         st.dropped,
                         st.if_dropped,
                         pipeline.stats.decode_errors,
                         pipeline.flows_open(),
-                        pipeline.stats.alerts
+                        pipeline.stats.alerts,
+                        pipeline.detector().map(|d| d.stats.held_bytes).unwrap_or(0),
+                        pipeline.detector().map(|d| d.stats.memcap_shed).unwrap_or(0)
                     ),
                 );
             }

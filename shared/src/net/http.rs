@@ -451,6 +451,23 @@ impl HttpConn {
         self.txs.iter().find(|t| t.id == id)
     }
 
+    /// Bytes this connection holds (buffered input, headers and bodies of open transactions).
+    pub fn held(&self) -> usize {
+        self.req.buf.len()
+            + self.resp.buf.len()
+            + self
+                .txs
+                .iter()
+                .map(|t| {
+                    t.request_body.len()
+                        + t.response_body_raw.len()
+                        + t.response_body.len()
+                        + t.request_headers_raw.len() * 3
+                        + t.response_headers_raw.len() * 3
+                })
+                .sum::<usize>()
+    }
+
     /// Drop transactions whose both sides are complete, except the last.
     pub fn retire(&mut self) -> Option<u64> {
         while self.txs.len() > 1

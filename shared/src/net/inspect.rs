@@ -138,6 +138,42 @@ struct FlowCtx {
     tls_logged: bool,
 }
 
+impl FlowCtx {
+    /// Bytes of buffered data this flow holds (approximate, for the memory cap).
+    fn held(&self) -> usize {
+        let app = match &self.app {
+            App::Http(c) => c.held(),
+            App::Tls(_) => 1 << 10,
+            _ => 0,
+        };
+        self.streams[0].held()
+            + self.streams[1].held()
+            + self.window[0].capacity()
+            + self.window[1].capacity()
+            + self.head[0].capacity()
+            + self.head[1].capacity()
+            + self.dns_tcp[0].capacity()
+            + self.dns_tcp[1].capacity()
+            + app
+    }
+
+    /// Give the flow's buffers back: no more application parsing or out-of-order data.
+    fn shed(&mut self) {
+        if matches!(self.app, App::Http(_) | App::Tls(_) | App::Dns) {
+            self.app = App::Failed;
+        }
+        for d in 0..2 {
+            self.streams[d].drop_pending();
+            self.window[d] = Vec::new();
+            self.head[d] = Vec::new();
+            self.dns_tcp[d] = Vec::new();
+        }
+    }
+}
+
+/// Default cap on the bytes all flows of one pipeline hold for detection.
+pub const DEFAULT_MEMCAP: usize = 256 << 20;
+
 /// The two ends of a connection, client first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Endpoints {
@@ -249,6 +285,10 @@ pub struct DetectStats {
     pub http_txs: u64,
     pub stream_gaps: u64,
     pub app_failed: u64,
+    /// Flows whose buffers were given back because all flows together reached the cap.
+    pub memcap_shed: u64,
+    /// Bytes all flows hold now.
+    pub held_bytes: u64,
 }
 
 /// The rule engine with the per-flow state it needs.
@@ -261,6 +301,8 @@ pub struct Detector {
     heuristics: Option<Heuristics>,
     /// Keep the first bytes of each stream (only some rules need them).
     keep_head: bool,
+    memcap: usize,
+    held: usize,
     pub stats: DetectStats,
 }
 
@@ -399,8 +441,16 @@ impl Detector {
             iocs: None,
             heuristics: None,
             keep_head,
+            memcap: DEFAULT_MEMCAP,
+            held: 0,
             stats: DetectStats::default(),
         }
+    }
+
+    /// Cap the bytes all flows hold for detection: past it, the flow that grew gives its
+    /// buffers back (counted in `memcap_shed`) and is inspected packet by packet only.
+    pub fn set_memcap(&mut self, bytes: usize) {
+        self.memcap = bytes;
     }
 
     /// Replace the ruleset (flow state is kept).
@@ -435,6 +485,7 @@ impl Detector {
         let mut records = vec![];
         let new_flow = !self.flows.contains_key(&cur.id);
         let ctx = self.flows.entry(cur.id).or_default();
+        let held_before = ctx.held();
         let dir = if cur.to_server { 0 } else { 1 };
         let f = info.tcp_flags;
         // A malformed transport header: an IP packet to the rules (as Suricata sees it).
@@ -742,6 +793,7 @@ impl Detector {
                 ctx.window_start[dir],
                 &mut ctx.detect,
             ));
+            self.account(cur.id, held_before);
             self.stats.alerts += alerts.len() as u64;
             return Inspected { alerts, records };
         }
@@ -758,8 +810,24 @@ impl Detector {
                     .inspect(Phase::Stream, &v, &NoBufs, &mut ctx.detect),
             );
         }
+        self.account(cur.id, held_before);
         self.stats.alerts += alerts.len() as u64;
         Inspected { alerts, records }
+    }
+
+    /// Update the bytes held after flow `id` changed from `before`; shed it past the cap.
+    fn account(&mut self, id: u64, before: usize) {
+        let Some(ctx) = self.flows.get_mut(&id) else {
+            return;
+        };
+        let mut after = ctx.held();
+        if self.held + after > self.memcap + before {
+            ctx.shed();
+            self.stats.memcap_shed += 1;
+            after = ctx.held();
+        }
+        self.held = (self.held + after).saturating_sub(before);
+        self.stats.held_bytes = self.held as u64;
     }
 
     /// A flow ended: inspect what its application parser still held, and forget it.
@@ -782,6 +850,8 @@ impl Detector {
             self.stats.alerts += alerts.len() as u64;
             return Inspected { alerts, records };
         };
+        self.held = self.held.saturating_sub(ctx.held());
+        self.stats.held_bytes = self.held as u64;
         let ends = Endpoints {
             client: rec.src,
             client_port: rec.sport,
@@ -863,5 +933,106 @@ impl Detector {
         }
         self.stats.alerts += alerts.len() as u64;
         Inspected { alerts, records }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::flow::{FlowConfig, FlowTable};
+    use crate::net::packet::decode_with_payload;
+    use etherparse::PacketBuilder;
+
+    fn seg(
+        src: [u8; 4],
+        sport: u16,
+        dst: [u8; 4],
+        dport: u16,
+        seq: u32,
+        flags: u8,
+        data: &[u8],
+    ) -> Vec<u8> {
+        let mut b = PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4(src, dst, 64)
+            .tcp(sport, dport, seq, 65000);
+        if flags & tcp_flags::SYN != 0 {
+            b = b.syn();
+        }
+        if flags & tcp_flags::ACK != 0 {
+            b = b.ack(1);
+        }
+        let mut out = vec![];
+        b.write(&mut out, data).unwrap();
+        out
+    }
+
+    /// Feed frames through a flow table and a detector, as the pipeline does.
+    fn run(d: &mut Detector, t: &mut FlowTable, frames: &[Vec<u8>]) {
+        for (i, f) in frames.iter().enumerate() {
+            let (info, payload) = decode_with_payload(1, f).unwrap();
+            for r in t.packet(i as i64, &info) {
+                d.flow_ended(&r);
+            }
+            let cur = t.current().unwrap();
+            d.packet(i as i64, &info, payload, cur);
+        }
+    }
+
+    #[test]
+    fn flows_past_the_memory_cap_give_their_buffers_back() {
+        let mut d = Detector::new(Engine::new(vec![]));
+        d.set_memcap(600 << 10);
+        let mut t = FlowTable::new(FlowConfig::default());
+        let body = vec![b'x'; 60_000];
+        let (c, s) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+        let mut frames = vec![];
+        // 40 connections, each a request and a response whose body never ends (no
+        // Content-Length, no close): each would hold 60 kB until its flow ends.
+        for i in 0..40u16 {
+            let port = 20_000 + i;
+            frames.push(seg(c, port, s, 80, 0, tcp_flags::SYN, b""));
+            frames.push(seg(s, 80, c, port, 0, tcp_flags::SYN | tcp_flags::ACK, b""));
+            frames.push(seg(c, port, s, 80, 1, tcp_flags::ACK, b""));
+            frames.push(seg(
+                c,
+                port,
+                s,
+                80,
+                1,
+                tcp_flags::ACK,
+                b"GET / HTTP/1.0\r\n\r\n",
+            ));
+            let mut resp = b"HTTP/1.0 200 OK\r\n\r\n".to_vec();
+            resp.extend_from_slice(&body);
+            for (k, chunk) in resp.chunks(1400).enumerate() {
+                frames.push(seg(
+                    s,
+                    80,
+                    c,
+                    port,
+                    1 + 1400 * k as u32,
+                    tcp_flags::ACK,
+                    chunk,
+                ));
+            }
+        }
+        run(&mut d, &mut t, &frames);
+        assert!(d.stats.memcap_shed > 0, "{:?}", d.stats);
+        assert!(
+            d.stats.held_bytes <= (600 << 10) + (64 << 10),
+            "held {} bytes, over the cap",
+            d.stats.held_bytes
+        );
+        let sum: usize = d.flows.values().map(|c| c.held()).sum();
+        assert_eq!(
+            sum as u64, d.stats.held_bytes,
+            "accounting matches the flows"
+        );
+        // Every flow ends: nothing is held any more.
+        for r in t.drain() {
+            d.flow_ended(&r);
+        }
+        assert_eq!(d.stats.held_bytes, 0);
+        assert!(d.flows.is_empty());
     }
 }

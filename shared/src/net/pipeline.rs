@@ -87,6 +87,14 @@ impl Pipeline {
         self
     }
 
+    /// Cap the bytes all flows hold for stream and application inspection.
+    pub fn with_memcap(mut self, bytes: usize) -> Self {
+        if let Some(d) = self.detector.as_mut() {
+            d.set_memcap(bytes);
+        }
+        self
+    }
+
     /// Run the scan, flood and DNS tunnelling heuristics.
     pub fn with_heuristics(mut self, cfg: crate::detect::heuristics::HeuristicConfig) -> Self {
         if let Some(d) = self.detector.as_mut() {

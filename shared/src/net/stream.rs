@@ -62,6 +62,20 @@ impl TcpStream {
         self.base.is_some()
     }
 
+    /// Bytes held out of order.
+    pub fn held(&self) -> usize {
+        self.pending_bytes
+    }
+
+    /// Forget what is held out of order (counted as a gap), to give memory back.
+    pub fn drop_pending(&mut self) {
+        if !self.pending.is_empty() {
+            self.stats.gaps += 1;
+        }
+        self.pending.clear();
+        self.pending_bytes = 0;
+    }
+
     /// Bytes delivered so far.
     pub fn delivered(&self) -> u64 {
         self.next
