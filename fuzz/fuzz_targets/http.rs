@@ -28,7 +28,12 @@ fuzz_target!(|data: &[u8]| {
             HttpEvent::Response(id) => (id, Side::Response),
         };
         if let Some(tx) = c.tx(id) {
-            for b in [Buffer::HttpUri, Buffer::HttpHeader, Buffer::FileData, Buffer::HttpHost] {
+            for b in [
+                Buffer::HttpUri,
+                Buffer::HttpHeader,
+                Buffer::FileData,
+                Buffer::HttpHost,
+            ] {
                 let _ = tx.buffer(b, side);
             }
         }
