@@ -543,28 +543,10 @@ impl AgentConfig {
                     "snaplen must be 64..=262144, buffer_bytes at least 65536, max_flows above 0",
                 ));
             }
-            let mut set = lindi_shared::detect::RuleSet::default();
-            for path in &self.detectors.suricata_rules {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    invalid(
-                        "detectors.suricata_rules",
-                        &format!("cannot read {}: {e}", path.display()),
-                    )
-                })?;
-                set.add(&path.display().to_string(), &text, &Default::default());
-            }
-            let mut iocs = String::new();
-            for path in &self.detectors.iocs {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    invalid(
-                        "detectors.iocs",
-                        &format!("cannot read {}: {e}", path.display()),
-                    )
-                })?;
-                iocs.push_str(&text);
-                iocs.push('\n');
-            }
-            let iocs = lindi_shared::detect::ioc::IocSet::parse(&iocs);
+            let set = crate::detectors::load_suricata_rules(&self.detectors.suricata_rules)
+                .map_err(|e| invalid("detectors.suricata_rules", &e))?;
+            let iocs = crate::detectors::load_iocs(&self.detectors.iocs)
+                .map_err(|e| invalid("detectors.iocs", &e))?;
             if let Some((line, why)) = iocs.rejected.first() {
                 return Err(invalid(
                     "detectors.iocs",

@@ -21,6 +21,30 @@ pub type Named = Vec<(String, String)>;
 
 /// Read every `.yml`/`.yaml` file under `paths` (files or directories, recursively, without
 /// following symbolic links to directories). Unreadable files are returned as failures.
+/// Suricata rule files, read and parsed into one set (what does not load is in `rejected`).
+/// The error names the file that could not be read.
+pub fn load_suricata_rules(paths: &[PathBuf]) -> Result<lindi_shared::detect::RuleSet, String> {
+    let mut set = lindi_shared::detect::RuleSet::default();
+    for path in paths {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        set.add(&path.display().to_string(), &text, &Default::default());
+    }
+    Ok(set)
+}
+
+/// Indicator files, read in order into one set (line numbers count across the files).
+pub fn load_iocs(paths: &[PathBuf]) -> Result<lindi_shared::detect::ioc::IocSet, String> {
+    let mut text = String::new();
+    for path in paths {
+        let t = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        text.push_str(&t);
+        text.push('\n');
+    }
+    Ok(lindi_shared::detect::ioc::IocSet::parse(&text))
+}
+
 pub fn read_rule_files(paths: &[PathBuf]) -> (Named, Named) {
     let mut found = vec![];
     let mut failed = vec![];

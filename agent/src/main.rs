@@ -334,12 +334,8 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                 None
             } else {
                 let started = std::time::Instant::now();
-                let mut set = lindi_shared::detect::RuleSet::default();
-                for path in &rules {
-                    let text = std::fs::read_to_string(path)
-                        .with_context(|| format!("reading rules {}", path.display()))?;
-                    set.add(&path.display().to_string(), &text, &Default::default());
-                }
+                let set = lindi_agent::detectors::load_suricata_rules(&rules)
+                    .map_err(anyhow::Error::msg)?;
                 if list_unsupported {
                     for (src, line, why) in &set.rejected {
                         eprintln!("unsupported: {src}:{line}: {why}");
@@ -356,9 +352,8 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             let iocs = match iocs {
                 None => None,
                 Some(path) => {
-                    let text = std::fs::read_to_string(&path)
-                        .with_context(|| format!("reading indicators {}", path.display()))?;
-                    let set = lindi_shared::detect::ioc::IocSet::parse(&text);
+                    let set = lindi_agent::detectors::load_iocs(std::slice::from_ref(&path))
+                        .map_err(anyhow::Error::msg)?;
                     for (line, why) in &set.rejected {
                         eprintln!("indicator not loaded: {}:{line}: {why}", path.display());
                     }

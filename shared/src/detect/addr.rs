@@ -111,7 +111,7 @@ impl AddrSet {
     /// Parse an address expression.
     pub fn parse(text: &str, vars: &Vars) -> Result<Self, String> {
         let mut set = AddrSet::default();
-        add_addr(&mut set, text.trim(), false, vars, 0)?;
+        add_addr(&mut set, text.trim(), vars)?;
         if set.include.is_empty() && !set.exclude.is_empty() {
             set.any = true;
         }
@@ -122,47 +122,62 @@ impl AddrSet {
     }
 }
 
-fn add_addr(
-    set: &mut AddrSet,
+/// Walk an address or port expression: `!` negation, `[..]` lists and `$VARIABLES` (from
+/// `vars`, named `kind` in errors), handing each leaf and whether it is negated to `leaf`.
+fn walk(
     text: &str,
     negated: bool,
-    vars: &Vars,
+    vars: &std::collections::HashMap<String, String>,
+    kind: &str,
     depth: u32,
+    leaf: &mut dyn FnMut(&str, bool) -> Result<(), String>,
 ) -> Result<(), String> {
     if depth > 16 {
-        return Err("address variables nest too deep".into());
+        return Err(format!("{kind} variables nest too deep"));
     }
     let text = text.trim();
     if let Some(rest) = text.strip_prefix('!') {
-        return add_addr(set, rest, !negated, vars, depth + 1);
+        return walk(rest, !negated, vars, kind, depth + 1, leaf);
     }
     if let Some(inner) = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
         for item in split_list(inner)? {
-            add_addr(set, item, negated, vars, depth + 1)?;
+            walk(item, negated, vars, kind, depth + 1, leaf)?;
         }
         return Ok(());
     }
     if let Some(name) = text.strip_prefix('$') {
         let value = vars
-            .addresses
             .get(name)
-            .ok_or_else(|| format!("unknown address variable ${name}"))?;
-        return add_addr(set, value, negated, vars, depth + 1);
+            .ok_or_else(|| format!("unknown {kind} variable ${name}"))?;
+        return walk(value, negated, vars, kind, depth + 1, leaf);
     }
-    if text.eq_ignore_ascii_case("any") {
-        if negated {
-            return Err("!any matches nothing".into());
-        }
-        set.any = true;
-        return Ok(());
-    }
-    let cidr = parse_cidr(text)?;
-    if negated {
-        set.exclude.push(cidr);
-    } else {
-        set.include.push(cidr);
-    }
-    Ok(())
+    leaf(text, negated)
+}
+
+fn add_addr(set: &mut AddrSet, text: &str, vars: &Vars) -> Result<(), String> {
+    walk(
+        text,
+        false,
+        &vars.addresses,
+        "address",
+        0,
+        &mut |leaf, negated| {
+            if leaf.eq_ignore_ascii_case("any") {
+                if negated {
+                    return Err("!any matches nothing".into());
+                }
+                set.any = true;
+                return Ok(());
+            }
+            let cidr = parse_cidr(leaf)?;
+            if negated {
+                set.exclude.push(cidr);
+            } else {
+                set.include.push(cidr);
+            }
+            Ok(())
+        },
+    )
 }
 
 fn parse_cidr(text: &str) -> Result<Cidr, String> {
@@ -277,9 +292,7 @@ impl PortSet {
             &mut exclude,
             &mut saw_include,
             text.trim(),
-            false,
             vars,
-            0,
         )?;
         if !saw_include {
             *include = [u64::MAX; 1024];
@@ -325,83 +338,39 @@ fn add_ports(
     exclude: &mut [u64; 1024],
     saw_include: &mut bool,
     text: &str,
-    negated: bool,
     vars: &Vars,
-    depth: u32,
 ) -> Result<(), String> {
-    if depth > 16 {
-        return Err("port variables nest too deep".into());
-    }
-    let text = text.trim();
-    if let Some(rest) = text.strip_prefix('!') {
-        return add_ports(
-            include,
-            exclude,
-            saw_include,
-            rest,
-            !negated,
-            vars,
-            depth + 1,
-        );
-    }
-    if let Some(inner) = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
-        for item in split_list(inner)? {
-            add_ports(
-                include,
-                exclude,
-                saw_include,
-                item,
-                negated,
-                vars,
-                depth + 1,
-            )?;
-        }
-        return Ok(());
-    }
-    if let Some(name) = text.strip_prefix('$') {
-        let value = vars
-            .ports
-            .get(name)
-            .ok_or_else(|| format!("unknown port variable ${name}"))?;
-        return add_ports(
-            include,
-            exclude,
-            saw_include,
-            value,
-            negated,
-            vars,
-            depth + 1,
-        );
-    }
-    let (lo, hi) = if text.eq_ignore_ascii_case("any") {
-        (0u16, u16::MAX)
-    } else if let Some((a, b)) = text.split_once(':') {
-        let lo = if a.trim().is_empty() {
-            0
+    walk(text, false, &vars.ports, "port", 0, &mut |leaf, negated| {
+        let (lo, hi) = if leaf.eq_ignore_ascii_case("any") {
+            (0u16, u16::MAX)
+        } else if let Some((a, b)) = leaf.split_once(':') {
+            let lo = if a.trim().is_empty() {
+                0
+            } else {
+                parse_port(a)?
+            };
+            let hi = if b.trim().is_empty() {
+                u16::MAX
+            } else {
+                parse_port(b)?
+            };
+            if lo > hi {
+                return Err(format!("empty port range {leaf:?}"));
+            }
+            (lo, hi)
         } else {
-            parse_port(a)?
+            let p = parse_port(leaf)?;
+            (p, p)
         };
-        let hi = if b.trim().is_empty() {
-            u16::MAX
+        let target = if negated {
+            &mut *exclude
         } else {
-            parse_port(b)?
+            *saw_include = true;
+            &mut *include
         };
-        if lo > hi {
-            return Err(format!("empty port range {text:?}"));
-        }
-        (lo, hi)
-    } else {
-        let p = parse_port(text)?;
-        (p, p)
-    };
-    let target = if negated {
-        exclude
-    } else {
-        *saw_include = true;
-        include
-    };
-    set_range(target, lo as usize, hi as usize);
-    Ok(())
+        set_range(target, lo as usize, hi as usize);
+        Ok(())
+    })
 }
 
 /// Set bits lo..=hi, a word at a time.

@@ -495,14 +495,6 @@ impl Engine {
         self.rules.is_empty()
     }
 
-    /// Rules that look at application buffers of `app`.
-    pub fn wants_app(&self, app: AppProto) -> bool {
-        self.rules
-            .iter()
-            .zip(&self.app_rule)
-            .any(|(r, is_app)| *is_app && r.app() == Some(app) || r.proto == Proto::App(app))
-    }
-
     fn candidates(&mut self, phase: Phase, p: &PacketView, bufs: &dyn Buffers) -> Vec<u32> {
         self.generation = self.generation.wrapping_add(1);
         if self.generation == 0 {

@@ -511,11 +511,7 @@ impl HttpConn {
             return ev;
         }
         dir.buf.extend_from_slice(data);
-        if to_server {
-            self.parse_request(&mut ev);
-        } else {
-            self.parse_response(&mut ev);
-        }
+        self.parse(to_server, &mut ev);
         ev
     }
 
@@ -600,227 +596,107 @@ impl HttpConn {
         }
     }
 
-    fn parse_request(&mut self, ev: &mut Vec<HttpEvent>) {
-        let mut buf = std::mem::take(&mut self.req.buf);
-        let mut pos = 0;
-        loop {
-            match self.req.state {
-                State::Line => {
-                    let Some(line) = take_line(&buf, &mut pos) else {
-                        break;
-                    };
-                    if trim(&line).is_empty() {
-                        continue;
-                    }
-                    let id = self.new_tx();
-                    self.req.tx = Some(id);
-                    let mut parts = line
-                        .split(|b| *b == b' ' || *b == b'\t')
-                        .filter(|p| !p.is_empty());
-                    let method = parts.next().unwrap_or_default().to_vec();
-                    let uri = parts.next().unwrap_or_default().to_vec();
-                    let proto: Vec<u8> = parts.collect::<Vec<_>>().join(&b' ');
-                    let t = self.tx_mut(id).expect("just created");
-                    t.request_line = line.clone();
-                    t.uri_norm = normalize_uri(&uri);
-                    t.method = method;
-                    t.uri_raw = uri;
-                    // No protocol but a header line follows: headers anyway (as libhtp).
-                    let headers_follow = next_line(&buf, pos).is_some_and(|(l, _, _)| {
-                        !l.is_empty() && !is_ws(l[0]) && l.contains(&b':')
-                    });
-                    if proto.is_empty() && !headers_follow {
-                        // HTTP/0.9: no headers, no body.
-                        self.req.tx = None;
-                        let (all, names, start, lines) = build_header_bufs(&[], &line);
-                        let t = self.tx_mut(id).expect("exists");
-                        (t.req_header_buf, t.req_names_buf, t.req_start, t.req_lines) =
-                            (all, names, start, lines);
-                        self.finish_request(id, ev);
-                        continue;
-                    }
-                    t.request_protocol = proto;
-                    self.req.state = State::Headers;
-                }
-                State::Headers => {
-                    let Some(end) = header_block_end(&buf[pos..]) else {
-                        if buf.len() - pos > self.cfg.header_limit {
-                            self.req.state = State::Failed;
-                            self.stats.failed += 1;
-                        }
-                        break;
-                    };
-                    let block = buf[pos..pos + end].to_vec();
-                    pos += end;
-                    let id = self.req.tx.expect("a request is open");
-                    let st = self.headers_done(true, id, &block);
-                    self.req.state = st;
-                    if st == State::Line {
-                        self.req.tx = None;
-                        self.finish_request(id, ev);
-                    }
-                }
-                State::Length(n) => {
-                    let id = self.req.tx.expect("a request is open");
-                    let avail = (buf.len() - pos) as u64;
-                    let take = n.min(avail) as usize;
-                    let chunk = buf[pos..pos + take].to_vec();
-                    self.body_bytes(true, id, &chunk);
-                    pos += take;
-                    if n - (take as u64) == 0 {
-                        self.req.state = State::Line;
-                        self.req.tx = None;
-                        self.finish_request(id, ev);
-                    } else {
-                        self.req.state = State::Length(n - take as u64);
-                        break;
-                    }
-                }
-                State::Chunked(c) => {
-                    let id = self.req.tx.expect("a request is open");
-                    match self.chunk_step(true, id, c, &buf, &mut pos) {
-                        Some(State::Line) => {
-                            self.req.state = State::Line;
-                            self.req.tx = None;
-                            self.finish_request(id, ev);
-                        }
-                        Some(s) => self.req.state = s,
-                        None => break,
-                    }
-                }
-                State::UntilClose | State::AfterBody => {
-                    let id = self.req.tx.expect("a request is open");
-                    let rest = buf[pos..].to_vec();
-                    self.body_bytes(true, id, &rest);
-                    pos = buf.len();
-                    break;
-                }
-                State::Failed => {
-                    pos = buf.len();
-                    break;
-                }
-            }
+    fn dir(&mut self, request: bool) -> &mut Dir {
+        if request {
+            &mut self.req
+        } else {
+            &mut self.resp
         }
-        buf.drain(..pos);
-        self.req.buf = buf;
     }
 
-    fn parse_response(&mut self, ev: &mut Vec<HttpEvent>) {
-        let mut buf = std::mem::take(&mut self.resp.buf);
+    /// A message of this direction is complete: report it and wait for the next.
+    fn end_message(&mut self, request: bool, id: u64, ev: &mut Vec<HttpEvent>) {
+        let d = self.dir(request);
+        d.state = State::Line;
+        d.tx = None;
+        if request {
+            self.finish_request(id, ev);
+        } else {
+            self.finish_response(id, ev);
+        }
+    }
+
+    /// Parse what one direction has buffered. The states after the start line and headers
+    /// (bodies by length, chunks or close) are the same for requests and responses.
+    fn parse(&mut self, request: bool, ev: &mut Vec<HttpEvent>) {
+        let mut buf = std::mem::take(&mut self.dir(request).buf);
         let mut pos = 0;
         loop {
-            match self.resp.state {
-                State::Line => {
-                    // Skip blank lines between messages.
-                    let rest = &buf[pos..];
-                    let lead = rest
-                        .iter()
-                        .position(|b| !matches!(b, b'\r' | b'\n'))
-                        .unwrap_or(rest.len());
-                    pos += lead;
-                    if pos >= buf.len() {
-                        break;
-                    }
-                    let Some((raw, next, _)) = next_line(&buf, pos) else {
-                        if buf.len() - pos > self.cfg.header_limit {
-                            self.resp.state = State::Failed;
-                            self.stats.failed += 1;
-                        }
-                        break;
-                    };
-                    let skip = raw
-                        .iter()
-                        .position(|b| !is_ws(*b) && *b != 0)
-                        .unwrap_or(raw.len());
-                    let line = raw[skip..].to_vec();
-                    let status_line = line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"http");
-                    if !status_line {
-                        // Junk before a status line is skipped; anything else is an HTTP/0.9
-                        // style response: a body to the close.
-                        if raw.len() <= 2 || matches!(buf.get(next), Some(b'H' | b'h')) {
-                            pos = next;
-                            continue;
-                        }
-                        let id = self.response_tx();
-                        self.resp.tx = Some(id);
-                        self.resp.state = State::UntilClose;
-                        continue;
-                    }
-                    pos = next;
-                    let id = self.response_tx();
-                    self.resp.tx = Some(id);
-                    let mut parts = line.splitn(2, |b| *b == b' ' || *b == b'\t');
-                    let proto = parts.next().unwrap_or_default().to_vec();
-                    let rest = trim(parts.next().unwrap_or_default());
-                    let (code, msg) = match rest.iter().position(|b| *b == b' ') {
-                        Some(i) => (rest[..i].to_vec(), trim(&rest[i + 1..]).to_vec()),
-                        None => (rest.to_vec(), vec![]),
-                    };
-                    let t = self.tx_mut(id).expect("exists");
-                    t.response_line = line;
-                    t.response_protocol = proto;
-                    t.status = code;
-                    t.status_msg = msg;
-                    self.resp.state = State::Headers;
+            let state = self.dir(request).state;
+            if matches!(state, State::Failed) {
+                pos = buf.len();
+                break;
+            }
+            if state == State::Line {
+                let more = if request {
+                    self.request_line(&buf, &mut pos, ev)
+                } else {
+                    self.status_line(&buf, &mut pos)
+                };
+                if !more {
+                    break;
                 }
+                continue;
+            }
+            // Every other state belongs to an open message; without one, stop reading.
+            let Some(id) = self.dir(request).tx else {
+                self.dir(request).state = State::Failed;
+                self.stats.failed += 1;
+                continue;
+            };
+            match state {
                 State::Headers => {
                     let Some(end) = header_block_end(&buf[pos..]) else {
                         if buf.len() - pos > self.cfg.header_limit {
-                            self.resp.state = State::Failed;
+                            self.dir(request).state = State::Failed;
                             self.stats.failed += 1;
                         }
                         break;
                     };
                     let block = buf[pos..pos + end].to_vec();
                     pos += end;
-                    let id = self.resp.tx.expect("a response is open");
-                    let st = self.headers_done(false, id, &block);
-                    self.resp.state = st;
-                    if st == State::Line {
-                        self.resp.tx = None;
-                        let interim = self
+                    let st = self.headers_done(request, id, &block);
+                    self.dir(request).state = st;
+                    if st != State::Line {
+                        continue;
+                    }
+                    let interim = !request
+                        && self
                             .tx(id)
                             .is_some_and(|t| t.status.starts_with(b"1") && t.status != b"101");
-                        if interim {
-                            // 100 Continue and friends: the real response follows.
-                            if let Some(t) = self.tx_mut(id) {
-                                t.response_headers.clear();
-                                t.response_headers_raw.clear();
-                            }
-                            self.next_response = id;
-                        } else {
-                            self.finish_response(id, ev);
+                    if interim {
+                        // 100 Continue and friends: the real response follows.
+                        self.resp.tx = None;
+                        if let Some(t) = self.tx_mut(id) {
+                            t.response_headers.clear();
+                            t.response_headers_raw.clear();
                         }
+                        self.next_response = id;
+                    } else {
+                        self.end_message(request, id, ev);
                     }
                 }
                 State::Length(n) => {
-                    let id = self.resp.tx.expect("a response is open");
-                    let avail = (buf.len() - pos) as u64;
-                    let take = n.min(avail) as usize;
-                    let chunk = buf[pos..pos + take].to_vec();
-                    self.body_bytes(false, id, &chunk);
+                    let take = n.min((buf.len() - pos) as u64) as usize;
+                    self.body_bytes(request, id, &buf[pos..pos + take]);
                     pos += take;
-                    if n - (take as u64) == 0 {
-                        self.resp.state = State::AfterBody;
-                    } else {
-                        self.resp.state = State::Length(n - take as u64);
+                    let left = n - take as u64;
+                    if left > 0 {
+                        self.dir(request).state = State::Length(left);
                         break;
                     }
-                }
-                State::Chunked(c) => {
-                    let id = self.resp.tx.expect("a response is open");
-                    match self.chunk_step(false, id, c, &buf, &mut pos) {
-                        Some(State::Line) => {
-                            self.resp.state = State::Line;
-                            self.resp.tx = None;
-                            self.finish_response(id, ev);
-                        }
-                        Some(s) => self.resp.state = s,
-                        None => break,
+                    if request {
+                        self.end_message(request, id, ev);
+                    } else {
+                        self.resp.state = State::AfterBody;
                     }
                 }
-                State::AfterBody => {
-                    let id = self.resp.tx.expect("a response is open");
+                State::Chunked(c) => match self.chunk_step(request, id, c, &buf, &mut pos) {
+                    Some(State::Line) => self.end_message(request, id, ev),
+                    Some(s) => self.dir(request).state = s,
+                    None => break,
+                },
+                State::AfterBody if !request => {
                     let rest = &buf[pos..];
                     let skip = rest
                         .iter()
@@ -830,33 +706,121 @@ impl HttpConn {
                         break;
                     }
                     if rest[skip..skip + 4].eq_ignore_ascii_case(b"http") {
-                        self.resp.state = State::Line;
-                        self.resp.tx = None;
-                        self.finish_response(id, ev);
+                        self.end_message(request, id, ev);
                         continue;
                     }
                     let Some((_, next, _)) = next_line(&buf, pos) else {
                         break;
                     };
-                    let extra = buf[pos..next].to_vec();
-                    self.body_bytes(false, id, &extra);
+                    self.body_bytes(request, id, &buf[pos..next]);
                     pos = next;
                 }
-                State::UntilClose => {
-                    let id = self.resp.tx.expect("a response is open");
-                    let rest = buf[pos..].to_vec();
-                    self.body_bytes(false, id, &rest);
-                    pos = buf.len();
-                    break;
-                }
-                State::Failed => {
+                _ => {
+                    // UntilClose (and AfterBody, which requests never reach).
+                    self.body_bytes(request, id, &buf[pos..]);
                     pos = buf.len();
                     break;
                 }
             }
         }
         buf.drain(..pos);
-        self.resp.buf = buf;
+        self.dir(request).buf = buf;
+    }
+
+    /// The request line; false when more data is needed.
+    fn request_line(&mut self, buf: &[u8], pos: &mut usize, ev: &mut Vec<HttpEvent>) -> bool {
+        let Some(line) = take_line(buf, pos) else {
+            return false;
+        };
+        if trim(&line).is_empty() {
+            return true;
+        }
+        let id = self.new_tx();
+        let mut parts = line
+            .split(|b| *b == b' ' || *b == b'\t')
+            .filter(|p| !p.is_empty());
+        let method = parts.next().unwrap_or_default().to_vec();
+        let uri = parts.next().unwrap_or_default().to_vec();
+        let proto: Vec<u8> = parts.collect::<Vec<_>>().join(&b' ');
+        // No protocol but a header line follows: headers anyway (as libhtp).
+        let headers_follow = next_line(buf, *pos)
+            .is_some_and(|(l, _, _)| !l.is_empty() && !is_ws(l[0]) && l.contains(&b':'));
+        let http09 = proto.is_empty() && !headers_follow;
+        let Some(t) = self.tx_mut(id) else {
+            return true;
+        };
+        t.uri_norm = normalize_uri(&uri);
+        t.method = method;
+        t.uri_raw = uri;
+        t.request_protocol = proto;
+        if http09 {
+            // HTTP/0.9: no headers, no body.
+            (t.req_header_buf, t.req_names_buf, t.req_start, t.req_lines) =
+                build_header_bufs(&[], &line);
+            t.request_line = line;
+            self.finish_request(id, ev);
+            return true;
+        }
+        t.request_line = line;
+        self.req.tx = Some(id);
+        self.req.state = State::Headers;
+        true
+    }
+
+    /// The status line (or junk before it, or an HTTP/0.9 body); false when more data is
+    /// needed.
+    fn status_line(&mut self, buf: &[u8], pos: &mut usize) -> bool {
+        // Skip blank lines between messages.
+        let rest = &buf[*pos..];
+        *pos += rest
+            .iter()
+            .position(|b| !matches!(b, b'\r' | b'\n'))
+            .unwrap_or(rest.len());
+        if *pos >= buf.len() {
+            return false;
+        }
+        let Some((raw, next, _)) = next_line(buf, *pos) else {
+            if buf.len() - *pos > self.cfg.header_limit {
+                self.resp.state = State::Failed;
+                self.stats.failed += 1;
+            }
+            return false;
+        };
+        let skip = raw
+            .iter()
+            .position(|b| !is_ws(*b) && *b != 0)
+            .unwrap_or(raw.len());
+        let line = raw[skip..].to_vec();
+        let status_line = line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"http");
+        if !status_line {
+            // Junk before a status line is skipped; anything else is an HTTP/0.9 style
+            // response: a body to the close.
+            if raw.len() <= 2 || matches!(buf.get(next), Some(b'H' | b'h')) {
+                *pos = next;
+                return true;
+            }
+            self.resp.tx = Some(self.response_tx());
+            self.resp.state = State::UntilClose;
+            return true;
+        }
+        *pos = next;
+        let id = self.response_tx();
+        self.resp.tx = Some(id);
+        let mut parts = line.splitn(2, |b| *b == b' ' || *b == b'\t');
+        let proto = parts.next().unwrap_or_default().to_vec();
+        let rest = trim(parts.next().unwrap_or_default());
+        let (code, msg) = match rest.iter().position(|b| *b == b' ') {
+            Some(i) => (rest[..i].to_vec(), trim(&rest[i + 1..]).to_vec()),
+            None => (rest.to_vec(), vec![]),
+        };
+        if let Some(t) = self.tx_mut(id) {
+            t.response_line = line;
+            t.response_protocol = proto;
+            t.status = code;
+            t.status_msg = msg;
+        }
+        self.resp.state = State::Headers;
+        true
     }
 
     /// The transaction the next response belongs to (a new one if no request is waiting).
@@ -866,12 +830,8 @@ impl HttpConn {
             self.next_response += 1;
             return id;
         }
-        let id = if id >= self.next_id {
-            self.new_tx()
-        } else {
-            // The request was dropped (limits): answer into a fresh transaction.
-            self.new_tx()
-        };
+        // No request waits (none came, or limits dropped it): a fresh transaction.
+        let id = self.new_tx();
         self.next_response = id + 1;
         id
     }

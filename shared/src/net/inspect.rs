@@ -24,7 +24,7 @@ use super::tls::{ClientHello, ServerHello, TlsConn, TlsEvent};
 use crate::detect::heuristics::{Finding, HeuristicConfig, Heuristics};
 use crate::detect::ioc::{Indicator, IocKind, IocSet};
 use crate::detect::{
-    Alert, AppProto, Buffer, Buffers, Engine, FlowDetect, PacketView, Phase, Side,
+    Alert, AppProto, Buffer, Buffers, Engine, FlowDetect, NoBuffers, PacketView, Phase, Side,
 };
 
 /// Generator ids of alerts that do not come from rules (EVE `alert.gid`).
@@ -217,6 +217,8 @@ pub enum AppRecord {
 pub struct Inspected {
     pub alerts: Vec<Alert>,
     pub records: Vec<AppRecord>,
+    /// The DNS message of a UDP packet to or from port 53, parsed once for rules and records.
+    pub udp_dns: Option<dns::DnsInfo>,
 }
 
 fn http_summary(tx: &HttpTx) -> HttpSummary {
@@ -378,14 +380,6 @@ impl Buffers for TlsBufs<'_> {
                 .unwrap_or_default(),
             _ => vec![],
         }
-    }
-}
-
-struct NoBufs;
-
-impl Buffers for NoBufs {
-    fn get(&self, _: Buffer) -> Vec<&[u8]> {
-        vec![]
     }
 }
 
@@ -649,12 +643,16 @@ impl Detector {
                 b.clear();
             }
         }
+        let mut udp_dns_at = None;
         if info.proto == 17
             && (info.sport == 53 || info.dport == 53 || matches!(ctx.app, App::Dns))
             && let Some(m) = dns::parse(payload)
         {
             if matches!(ctx.app, App::Unknown) {
                 ctx.app = App::Dns;
+            }
+            if info.sport == 53 || info.dport == 53 {
+                udp_dns_at = Some(dns_msgs.len());
             }
             dns_msgs.push(m);
         } else if info.proto == 17 && matches!(ctx.app, App::Unknown) && !payload.is_empty() {
@@ -762,7 +760,7 @@ impl Detector {
                 }
             }
         }
-        for m in dns_msgs {
+        for m in &dns_msgs {
             let ctx = self.flows.get_mut(&cur.id).expect("present");
             let id = ctx.dns_tx;
             ctx.dns_tx += 1;
@@ -795,11 +793,16 @@ impl Detector {
             ));
             self.account(cur.id, held_before);
             self.stats.alerts += alerts.len() as u64;
-            return Inspected { alerts, records };
+            let udp_dns = udp_dns_at.and_then(|i| dns_msgs.into_iter().nth(i));
+            return Inspected {
+                alerts,
+                records,
+                udp_dns,
+            };
         }
         alerts.extend(
             self.engine
-                .inspect(Phase::Packet, &view, &NoBufs, &mut ctx.detect),
+                .inspect(Phase::Packet, &view, &NoBuffers, &mut ctx.detect),
         );
         if !new.is_empty() && ctx.window[dir].as_slice() != payload {
             let mut v = view;
@@ -807,12 +810,17 @@ impl Detector {
             v.stream_offset = ctx.window_start[dir];
             alerts.extend(
                 self.engine
-                    .inspect(Phase::Stream, &v, &NoBufs, &mut ctx.detect),
+                    .inspect(Phase::Stream, &v, &NoBuffers, &mut ctx.detect),
             );
         }
         self.account(cur.id, held_before);
         self.stats.alerts += alerts.len() as u64;
-        Inspected { alerts, records }
+        let udp_dns = udp_dns_at.and_then(|i| dns_msgs.into_iter().nth(i));
+        Inspected {
+            alerts,
+            records,
+            udp_dns,
+        }
     }
 
     /// Update the bytes held after flow `id` changed from `before`; shed it past the cap.
@@ -848,7 +856,11 @@ impl Detector {
         }
         let Some(mut ctx) = self.flows.remove(&rec.id) else {
             self.stats.alerts += alerts.len() as u64;
-            return Inspected { alerts, records };
+            return Inspected {
+                alerts,
+                records,
+                udp_dns: None,
+            };
         };
         self.held = self.held.saturating_sub(ctx.held());
         self.stats.held_bytes = self.held as u64;
@@ -888,12 +900,16 @@ impl Detector {
             };
             alerts.extend(
                 self.engine
-                    .inspect(Phase::Stream, &view, &NoBufs, &mut ctx.detect),
+                    .inspect(Phase::Stream, &view, &NoBuffers, &mut ctx.detect),
             );
         }
         let App::Http(conn) = &mut ctx.app else {
             self.stats.alerts += alerts.len() as u64;
-            return Inspected { alerts, records };
+            return Inspected {
+                alerts,
+                records,
+                udp_dns: None,
+            };
         };
         let mut events = vec![];
         for (d, ts) in [(0, true), (1, false)] {
@@ -932,7 +948,11 @@ impl Detector {
             ));
         }
         self.stats.alerts += alerts.len() as u64;
-        Inspected { alerts, records }
+        Inspected {
+            alerts,
+            records,
+            udp_dns: None,
+        }
     }
 }
 

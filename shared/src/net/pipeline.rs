@@ -218,16 +218,16 @@ impl Pipeline {
     fn process(&mut self, ts_ns: i64, info: &PacketInfo, payload: &[u8]) -> Vec<NetRecord> {
         let ended = self.table.packet(ts_ns, info);
         let mut out = self.ended(ended);
+        let mut udp_dns = None;
         if let Some(d) = self.detector.as_mut()
             && let Some(cur) = self.table.current()
         {
-            let found = d.packet(ts_ns, info, payload, cur);
+            let mut found = d.packet(ts_ns, info, payload, cur);
+            udp_dns = found.udp_dns.take();
             self.found(found, &mut out);
         }
-        if info.proto == 17
-            && (info.sport == 53 || info.dport == 53)
-            && let Some(msg) = dns::parse(payload)
-        {
+        // The detector parsed the DNS message (once, for its rules and for this record).
+        if let Some(msg) = udp_dns {
             self.stats.dns_messages += 1;
             out.push(NetRecord::Dns {
                 ts_ns,

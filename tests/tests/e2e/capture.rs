@@ -11,6 +11,28 @@ use lindi_shared::proto::event;
 use lindi_tests::netns::{Veth, write_pcap};
 use lindi_tests::{Agent, Collector, FAST_AGENT, wait_until};
 
+/// A collector and an agent capturing on the host end of `veth` (plus `extra` config), with
+/// `pcap` replayed onto the other end; the agent is stopped, which reports the flows still
+/// open and delivers everything.
+fn capture_live(veth: &Veth, pcap: &std::path::Path, extra: &str) -> (Collector, Agent) {
+    let mut c = Collector::init();
+    c.start();
+    let mut a = Agent::enroll(&c.token("network-team"));
+    a.configure(&FAST_AGENT.replace(
+        "[sensors.net]\nenabled = false",
+        &format!(
+            "[sensors.net]\nenabled = true\ninterfaces = [{:?}]\nbpf_filter = \"udp or tcp\"\n{extra}",
+            veth.host_end
+        ),
+    ));
+    a.start();
+    std::thread::sleep(Duration::from_secs(2));
+    veth.inject(pcap);
+    std::thread::sleep(Duration::from_millis(500));
+    a.stop();
+    (c, a)
+}
+
 #[test]
 fn live_capture_finds_the_flows_offline_replay_finds() {
     let Some(veth) = Veth::for_test() else { return };
@@ -41,22 +63,7 @@ fn live_capture_finds_the_flows_offline_replay_finds() {
         .collect();
     assert_eq!(expected.len(), 6);
 
-    let mut c = Collector::init();
-    c.start();
-    let mut a = Agent::enroll(&c.token("network-team"));
-    a.configure(&FAST_AGENT.replace(
-        "[sensors.net]\nenabled = false",
-        &format!(
-            "[sensors.net]\nenabled = true\ninterfaces = [{:?}]\nbpf_filter = \"udp or tcp\"",
-            veth.host_end
-        ),
-    ));
-    a.start();
-    std::thread::sleep(Duration::from_secs(2));
-    veth.inject(&pcap_path);
-    std::thread::sleep(Duration::from_millis(500));
-    // Stopping the agent reports the flows still open and delivers them.
-    a.stop();
+    let (c, a) = capture_live(&veth, &pcap_path, "");
     let live = || -> BTreeSet<(String, u64, u64)> {
         c.events_of_kind(&a.agent_id, "flow")
             .into_iter()
@@ -135,23 +142,11 @@ fn live_capture_raises_the_alerts_offline_replay_raises() {
         "offline: {expected:#?}"
     );
 
-    let mut c = Collector::init();
-    c.start();
-    let mut a = Agent::enroll(&c.token("network-team"));
-    a.configure(
-        &FAST_AGENT.replace(
-            "[sensors.net]\nenabled = false",
-            &format!(
-                "[sensors.net]\nenabled = true\ninterfaces = [{:?}]\nbpf_filter = \"udp or tcp\"\n\n[detectors]\nsuricata_rules = [{:?}]",
-                veth.host_end, rules_path
-            ),
-        ),
+    let (c, a) = capture_live(
+        &veth,
+        &pcap_path,
+        &format!("\n[detectors]\nsuricata_rules = [{rules_path:?}]"),
     );
-    a.start();
-    std::thread::sleep(Duration::from_secs(2));
-    veth.inject(&pcap_path);
-    std::thread::sleep(Duration::from_millis(500));
-    a.stop();
     let live = || -> BTreeSet<AlertKey> {
         c.events_of_kind(&a.agent_id, "detection")
             .into_iter()
