@@ -5,11 +5,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use lindi_shared::codec::BatchLimits;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::pipeline::{ConstituencyConfig, TriageSection, TriageSettings};
 use crate::store::Synchronous;
 
 #[derive(Debug, Error)]
@@ -60,6 +62,10 @@ pub struct CollectorConfig {
     pub max_connections: usize,
     pub ingest: IngestSection,
     pub store: StoreSection,
+    /// Classification, dedup, ticket rules, workflows and task templates (docs/triage.md).
+    pub triage: TriageSection,
+    /// Constituencies and their assets (with criticality, for priority).
+    pub constituencies: Vec<ConstituencyConfig>,
 }
 
 impl Default for CollectorConfig {
@@ -76,6 +82,8 @@ impl Default for CollectorConfig {
             max_connections: 10_000,
             ingest: IngestSection::default(),
             store: StoreSection::default(),
+            triage: TriageSection::default(),
+            constituencies: vec![],
         }
     }
 }
@@ -142,6 +150,7 @@ pub struct CollectorSettings {
     pub max_streams_per_connection: u32,
     pub limits: BatchLimits,
     pub synchronous: Synchronous,
+    pub triage: Arc<TriageSettings>,
 }
 
 impl CollectorConfig {
@@ -247,6 +256,10 @@ impl CollectorConfig {
                 max_events: i.max_events_per_batch,
             },
             synchronous: self.store.synchronous,
+            triage: Arc::new(
+                TriageSettings::new(&self.triage, &self.constituencies)
+                    .map_err(|e| invalid("triage", e.to_string()))?,
+            ),
         })
     }
 }

@@ -34,6 +34,7 @@ use tokio::sync::watch;
 
 use crate::authority::Authority;
 use crate::enrollment;
+use crate::pipeline::PipelineHandle;
 use crate::store::{AgentRecord, BatchMeta, BatchOutcome, Store};
 
 /// How often live connections are checked against the revocation list.
@@ -92,6 +93,8 @@ enum Peer {
 }
 
 pub struct Ingest {
+    /// Woken after each stored batch (never waited for).
+    pipeline: Arc<PipelineHandle>,
     store: Arc<dyn Store>,
     authority: Authority,
     settings: IngestSettings,
@@ -131,9 +134,15 @@ fn ack_frame(sequence: u64, status: AckStatus, code: &str, message: String) -> S
 }
 
 impl Ingest {
-    pub fn new(store: Arc<dyn Store>, authority: Authority, settings: IngestSettings) -> Arc<Self> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        authority: Authority,
+        settings: IngestSettings,
+        pipeline: Arc<PipelineHandle>,
+    ) -> Arc<Self> {
         Arc::new(Ingest {
             store,
+            pipeline,
             authority,
             settings,
             stats: Arc::new(IngestStats::default()),
@@ -494,6 +503,7 @@ impl Ingest {
         match work {
             Ok(Ok((BatchOutcome::Stored, n))) => {
                 bump(&self.stats.batches_stored);
+                self.pipeline.wake();
                 self.stats
                     .events_stored
                     .fetch_add(n as u64, Ordering::Relaxed);

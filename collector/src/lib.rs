@@ -3,8 +3,9 @@
 //!
 //! Overview: [`config`] parses and validates `collector.toml`; [`authority`] owns the CA and
 //! server certificate; [`enrollment`] issues one-time tokens and signs agent CSRs; [`ingest`]
-//! is the QUIC server that stores batches exactly once in the [`store`]; [`api`] serves status,
-//! agents and event search. [`start`] runs ingest and the API together.
+//! is the QUIC server that stores batches exactly once in the [`store`]; [`pipeline`] triages
+//! stored detections into alerts and tickets; [`api`] serves status, agents, events, alerts,
+//! tickets and suppressions. [`start`] runs ingest and the API together.
 
 pub mod api;
 pub mod authority;
@@ -12,11 +13,13 @@ pub mod bench;
 pub mod config;
 pub mod enrollment;
 pub mod ingest;
+pub mod pipeline;
 pub mod store;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
@@ -26,6 +29,7 @@ use tokio::task::JoinHandle;
 use crate::authority::{Authority, AuthorityError};
 use crate::config::{CONFIG_FILE_NAME, CollectorConfig, CollectorSettings};
 use crate::ingest::{Ingest, IngestError, IngestSettings};
+use crate::pipeline::{Pipeline, PipelineHandle};
 use crate::store::{SqliteStore, Store, StoreError};
 
 #[derive(Debug, Error)]
@@ -49,9 +53,13 @@ pub enum CollectorError {
 }
 
 pub fn now_s() -> i64 {
+    now_ns() / 1_000_000_000
+}
+
+pub fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
+        .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
 }
 
@@ -128,7 +136,10 @@ pub struct RunningCollector {
     pub http_addr: SocketAddr,
     pub store: Arc<SqliteStore>,
     pub ingest: Arc<Ingest>,
+    pub pipeline: Arc<PipelineHandle>,
     stop: watch::Sender<bool>,
+    pipeline_stop: Arc<AtomicBool>,
+    triage_thread: Option<std::thread::JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -137,10 +148,15 @@ impl RunningCollector {
         format!("http://{}", self.http_addr)
     }
 
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
-        for t in self.tasks {
+        for t in std::mem::take(&mut self.tasks) {
             let _ = t.await;
+        }
+        self.pipeline_stop.store(true, Ordering::Release);
+        self.pipeline.wake();
+        if let Some(t) = self.triage_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
     }
 }
@@ -149,6 +165,8 @@ impl RunningCollector {
 pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, CollectorError> {
     let authority = Authority::load(&settings.data_dir)?;
     let store = open_store(settings)?;
+    let pipeline = Pipeline::new(store.clone(), settings.triage.clone())?;
+    let pipeline_handle = pipeline.handle();
     let ingest = Ingest::new(
         store.clone() as Arc<dyn Store>,
         authority,
@@ -160,6 +178,7 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
             limits: settings.limits.clone(),
             agent_cert_validity_days: settings.agent_cert_validity_days,
         },
+        pipeline_handle.clone(),
     );
     let endpoint = ingest.bind()?;
     let quic_addr = endpoint.local_addr().map_err(|source| CollectorError::Io {
@@ -177,8 +196,12 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
         source,
     })?;
     let (stop, stop_rx) = watch::channel(false);
+    let pipeline_stop = Arc::new(AtomicBool::new(false));
+    let triage_thread = pipeline.spawn(pipeline_stop.clone());
     let api_state = Arc::new(api::ApiState {
-        store: store.clone() as Arc<dyn Store>,
+        store: store.clone(),
+        pipeline: pipeline_handle.clone(),
+        triage: settings.triage.clone(),
         stats: ingest.stats.clone(),
         quic_addr,
     });
@@ -200,7 +223,10 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
         http_addr,
         store,
         ingest,
+        pipeline: pipeline_handle,
         stop,
+        pipeline_stop,
+        triage_thread: Some(triage_thread),
         tasks: vec![quic, http],
     })
 }

@@ -118,6 +118,23 @@ enum Command {
         #[arg(long, default_value = "full")]
         synchronous: String,
     },
+    /// Benchmark helper: feed N synthetic detections (95% repeats of --keys keys, 5% unique)
+    /// through store, classification, triage and ticket rules; print detections/s, alerts,
+    /// tickets and the latency from a batch's commit to its triage.
+    BenchTriage {
+        #[arg(long, default_value_t = 1_000_000)]
+        detections: u64,
+        #[arg(long, default_value_t = 1000)]
+        batch_events: usize,
+        #[arg(long, default_value_t = 300)]
+        keys: u64,
+        /// Directory for the throwaway database [default: the system's temporary directory].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// `full` or `normal`, as the collector's store.synchronous.
+        #[arg(long, default_value = "full")]
+        synchronous: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -308,17 +325,30 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             println!("{} is valid: {settings:#?}", config.display());
         }
         Command::Demo { data_dir } => demo::run(&data_dir).await?,
+        Command::BenchTriage {
+            detections,
+            batch_events,
+            keys,
+            dir,
+            synchronous,
+        } => {
+            let dir = dir.unwrap_or_else(std::env::temp_dir);
+            let report = lindi_collector::bench::triage(
+                detections,
+                batch_events.max(1),
+                keys,
+                &dir,
+                synchronous_arg(&synchronous)?,
+            )?;
+            println!("{}", serde_json::to_string(&report)?);
+        }
         Command::BenchStore {
             events,
             batch_events,
             dir,
             synchronous,
         } => {
-            let sync = match synchronous.as_str() {
-                "full" => lindi_collector::store::Synchronous::Full,
-                "normal" => lindi_collector::store::Synchronous::Normal,
-                other => bail!("--synchronous must be full or normal, not {other:?}"),
-            };
+            let sync = synchronous_arg(&synchronous)?;
             let report = lindi_collector::bench::plain_insert(
                 events,
                 batch_events.max(1),
@@ -329,4 +359,12 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn synchronous_arg(s: &str) -> anyhow::Result<lindi_collector::store::Synchronous> {
+    Ok(match s {
+        "full" => lindi_collector::store::Synchronous::Full,
+        "normal" => lindi_collector::store::Synchronous::Normal,
+        other => bail!("--synchronous must be full or normal, not {other:?}"),
+    })
 }

@@ -13,6 +13,9 @@
 //! - [`token`]: one-time enrollment tokens.
 //! - [`net`]: packet decoding, flows with Community ID, Suricata EVE rendering.
 //! - [`sigma`]: Sigma rules (process_creation, file_event) on host events, with rsigma.
+//! - [`taxonomy`]: RSIT classes and types, the mapping table that classifies detections, TLP.
+//! - [`triage`]: dedup keys, sliding windows, suppression, asset criticality and priority.
+//! - [`ticket`]: ticket rules, workflows (NIST SP 800-61 by default), resolutions, task templates.
 //! - [`duration`]: human durations such as `10m` for command lines.
 //!
 //! ```
@@ -33,8 +36,11 @@ pub mod proto;
 pub mod protocol;
 pub mod sigma;
 pub mod synthetic;
+pub mod taxonomy;
+pub mod ticket;
 pub mod tls;
 pub mod token;
+pub mod triage;
 
 /// ALPN protocol name of the agent-collector protocol, version 1.
 pub const ALPN_AGENT_V1: &[u8] = b"lindi/1";

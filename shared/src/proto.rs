@@ -330,6 +330,17 @@ pub struct DetectionEvent {
     /// The rule's own level name (Sigma: informational, low, medium, high, critical).
     #[prost(string, tag = "13")]
     pub level: String,
+    /// Entities of the event that matched, for triage keys and observables (host detections;
+    /// network detections carry theirs in `flow`).
+    #[prost(string, tag = "14")]
+    pub user: String,
+    #[prost(string, tag = "15")]
+    pub file_path: String,
+    #[prost(string, tag = "16")]
+    pub process_exe: String,
+    /// SHA-256 of the file or executable involved.
+    #[prost(string, tag = "17")]
+    pub sha256: String,
 }
 
 #[derive(Clone, PartialEq, Message, Serialize)]

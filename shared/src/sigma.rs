@@ -180,6 +180,7 @@ impl SigmaRules {
                     flow: None,
                     author,
                     summary: summary.clone(),
+                    ..entities(event)
                 }
             })
             .collect()
@@ -204,6 +205,28 @@ pub fn severity(level: Option<Level>) -> u32 {
         Some(Level::Medium) => 2,
         Some(Level::Low) => 3,
         Some(Level::Informational) | None => 4,
+    }
+}
+
+/// The entities of a host event a detection on it carries (user, file, executable, hash).
+pub fn entities(event: &Event) -> DetectionEvent {
+    match event.kind.as_ref() {
+        Some(event::Kind::Process(p)) => DetectionEvent {
+            user: p.user.clone(),
+            process_exe: p.exe.clone(),
+            sha256: p.exe_sha256.clone(),
+            ..Default::default()
+        },
+        Some(event::Kind::File(f)) => DetectionEvent {
+            file_path: f.path.clone(),
+            sha256: f
+                .after
+                .as_ref()
+                .map(|s| s.sha256.clone())
+                .unwrap_or_default(),
+            ..Default::default()
+        },
+        _ => DetectionEvent::default(),
     }
 }
 

@@ -1,11 +1,12 @@
-//! The collector's HTTP API (read-only for now, bound to loopback): status, agents and event
-//! search. Errors are JSON `{"error": {"code": "...", "message": "..."}}` with a 4xx status;
+//! The collector's HTTP API (bound to loopback; authentication comes with the responder
+//! interfaces): status, agents, event search, alerts, tickets and suppressions. Errors are JSON `{"error": {"code": "...", "message": "..."}}` with a 4xx status;
 //! bad input never yields a 500. The responder-interface issue adds authentication and writes.
 //!
 //! - `GET /healthz`
 //! - `GET /api/v1/status`
 //! - `GET /api/v1/agents`
 //! - `GET /api/v1/events?agent=ID&kind=KIND&since=10m&until_ns=N&limit=N`
+//! - alerts, tickets, suppressions and triage counters: see [`tickets`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,13 +23,18 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::ingest::IngestStats;
-use crate::store::{EventQuery, Store};
+use crate::pipeline::{PipelineHandle, TriageSettings};
+use crate::store::{EventQuery, SqliteStore, Store};
+
+mod tickets;
 
 /// Most events one query returns.
 pub const MAX_EVENTS_PER_QUERY: u32 = 10_000;
 
 pub struct ApiState {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<SqliteStore>,
+    pub pipeline: Arc<PipelineHandle>,
+    pub triage: Arc<TriageSettings>,
     pub stats: Arc<IngestStats>,
     pub quic_addr: SocketAddr,
 }
@@ -39,6 +45,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/agents", get(agents))
         .route("/api/v1/events", get(events))
+        .merge(tickets::routes())
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
@@ -52,7 +59,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -60,11 +67,11 @@ impl ApiError {
         }
     }
 
-    fn bad(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn bad(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
-    fn internal(e: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(e: impl std::fmt::Display) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
@@ -83,7 +90,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)

@@ -11,8 +11,12 @@
 //! 4. Schema changes are numbered migrations in [`MIGRATIONS`], applied in order, recorded in
 //!    `schema_migrations`; a database newer than this build is refused.
 //!
+//! [`triage`] holds what the pipeline writes (alerts, suppressions, tickets, the audit trail).
+//!
 //! One writer connection behind a mutex (SQLite has one writer anyway) and a fresh reader
 //! connection per query, so API reads never wait for ingest.
+
+pub mod triage;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -44,7 +48,8 @@ pub enum StoreError {
 }
 
 /// Numbered schema migrations; index + 1 is the version. Never edit one that shipped.
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE agents (
     agent_id TEXT PRIMARY KEY,
     constituency TEXT NOT NULL,
@@ -95,7 +100,132 @@ CREATE TABLE events (
 );
 CREATE INDEX events_agent_ts ON events (agent_id, ts_ns);
 CREATE INDEX events_kind_ts ON events (kind, ts_ns);
-"#];
+"#,
+    r#"
+CREATE INDEX events_detections ON events (id) WHERE kind = 'detection';
+CREATE TABLE pipeline_cursors (
+    name TEXT PRIMARY KEY,
+    last_event_id INTEGER NOT NULL
+);
+CREATE TABLE alerts (
+    id INTEGER PRIMARY KEY,
+    constituency TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    host_name TEXT NOT NULL,
+    dedup_key TEXT NOT NULL,
+    engine TEXT NOT NULL,
+    rule_id TEXT NOT NULL,
+    title TEXT NOT NULL,
+    rsit_class TEXT NOT NULL,
+    rsit_type TEXT NOT NULL,
+    classified_by TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    score INTEGER NOT NULL,
+    asset TEXT,
+    state TEXT NOT NULL DEFAULT 'open',
+    first_seen_ns INTEGER NOT NULL,
+    last_seen_ns INTEGER NOT NULL,
+    window_ns INTEGER NOT NULL,
+    occurrences INTEGER NOT NULL,
+    created_at_ns INTEGER NOT NULL,
+    updated_at_ns INTEGER NOT NULL,
+    ticket_id INTEGER,
+    entities TEXT NOT NULL
+);
+CREATE INDEX alerts_open_key ON alerts (dedup_key) WHERE state = 'open';
+CREATE INDEX alerts_constituency ON alerts (constituency, last_seen_ns);
+CREATE INDEX alerts_ticket ON alerts (ticket_id) WHERE ticket_id IS NOT NULL;
+CREATE TABLE alert_occurrences (
+    alert_id INTEGER NOT NULL,
+    event_id INTEGER NOT NULL,
+    PRIMARY KEY (alert_id, event_id)
+) WITHOUT ROWID;
+CREATE TABLE suppressions (
+    id INTEGER PRIMARY KEY,
+    constituency TEXT NOT NULL,
+    agent_id TEXT,
+    rule TEXT,
+    entity TEXT NOT NULL,
+    author TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    created_at_s INTEGER NOT NULL,
+    expires_at_s INTEGER,
+    removed_at_s INTEGER,
+    hits INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE suppressed_occurrences (
+    suppression_id INTEGER NOT NULL,
+    event_id INTEGER NOT NULL,
+    PRIMARY KEY (suppression_id, event_id)
+) WITHOUT ROWID;
+CREATE TABLE unmapped_detections (
+    engine TEXT NOT NULL,
+    rule_id TEXT NOT NULL,
+    title TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (engine, rule_id)
+) WITHOUT ROWID;
+CREATE TABLE tickets (
+    id INTEGER PRIMARY KEY,
+    constituency TEXT NOT NULL,
+    incident_key TEXT NOT NULL,
+    ticket_rule TEXT NOT NULL,
+    title TEXT NOT NULL,
+    rsit_class TEXT NOT NULL,
+    rsit_type TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    tlp TEXT NOT NULL,
+    workflow TEXT NOT NULL,
+    state TEXT NOT NULL,
+    closed INTEGER NOT NULL DEFAULT 0,
+    assignee TEXT,
+    resolution TEXT,
+    summary TEXT NOT NULL DEFAULT '',
+    opened_at_ns INTEGER NOT NULL,
+    acknowledged_at_ns INTEGER,
+    acknowledged_by TEXT,
+    resolved_at_ns INTEGER,
+    updated_at_ns INTEGER NOT NULL
+);
+CREATE INDEX tickets_open_key ON tickets (incident_key) WHERE closed = 0;
+CREATE INDEX tickets_constituency ON tickets (constituency, closed);
+CREATE TABLE ticket_observables (
+    ticket_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    value TEXT NOT NULL,
+    alert_id INTEGER NOT NULL,
+    PRIMARY KEY (ticket_id, kind, value)
+) WITHOUT ROWID;
+CREATE TABLE ticket_tasks (
+    id INTEGER PRIMARY KEY,
+    ticket_id INTEGER NOT NULL,
+    title TEXT NOT NULL,
+    done_by TEXT,
+    done_at_ns INTEGER
+);
+CREATE INDEX ticket_tasks_ticket ON ticket_tasks (ticket_id);
+CREATE TABLE ticket_comments (
+    id INTEGER PRIMARY KEY,
+    ticket_id INTEGER NOT NULL,
+    author TEXT NOT NULL,
+    body TEXT NOT NULL,
+    at_ns INTEGER NOT NULL
+);
+CREATE INDEX ticket_comments_ticket ON ticket_comments (ticket_id);
+CREATE TABLE audit_log (
+    id INTEGER PRIMARY KEY,
+    at_ns INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    constituency TEXT NOT NULL,
+    object_kind TEXT NOT NULL,
+    object_id INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    before TEXT,
+    after TEXT
+);
+CREATE INDEX audit_object ON audit_log (object_kind, object_id);
+"#,
+];
 
 /// The part of the events schema the store benchmark reproduces (same table, same indexes).
 pub fn events_schema() -> &'static str {

@@ -1,0 +1,509 @@
+//! Alerts, tickets and suppressions over HTTP.
+//!
+//! - `GET /api/v1/alerts?constituency=C&state=open&severity=high&limit=N`
+//! - `GET /api/v1/alerts/{id}` (with the event row ids of its occurrences, first 1000)
+//! - `GET /api/v1/tickets?constituency=C&state=S&severity=V&open=true&limit=N` (most severe first)
+//! - `GET /api/v1/tickets/{id}` (alerts, observables, tasks, comments, audit trail)
+//! - `POST /api/v1/tickets/{id}/transition` `{"actor","to","resolution"?,"assignee"?,"summary"?,"comment"?}`
+//! - `POST /api/v1/tickets/{id}/assign` `{"actor","assignee"}`
+//! - `POST /api/v1/tickets/{id}/ack` `{"actor"}`
+//! - `POST /api/v1/tickets/{id}/comment` `{"actor","body"}`
+//! - `POST /api/v1/tickets/{id}/tlp` `{"actor","tlp"}`
+//! - `POST /api/v1/tickets/{id}/tasks/{task}/done` `{"actor"}`
+//! - `GET|POST /api/v1/suppressions`, `DELETE /api/v1/suppressions/{id}?actor=A`
+//! - `GET /api/v1/triage`: pipeline counters, store counts, the most frequent unmapped rules
+//!
+//! Until the responder-interface issue adds sessions, the actor is named in the request; every
+//! write lands in the audit trail under that name. A refused transition is a 409 with the
+//! workflow's reason.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use lindi_shared::taxonomy::Tlp;
+use lindi_shared::ticket::{Resolution, TicketError};
+use lindi_shared::triage::{Level, Suppression, SuppressionMatcher};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiState, blocking};
+use crate::store::triage::{ListQuery, TicketEdit};
+
+/// Longest comment or summary accepted, bytes.
+const MAX_TEXT_BYTES: usize = 64 * 1024;
+/// Most rows a list returns.
+const MAX_LIST: u32 = 10_000;
+
+pub fn routes() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/alerts/{id}", get(alert))
+        .route("/api/v1/tickets", get(tickets))
+        .route("/api/v1/tickets/{id}", get(ticket))
+        .route("/api/v1/tickets/{id}/transition", post(transition))
+        .route("/api/v1/tickets/{id}/assign", post(assign))
+        .route("/api/v1/tickets/{id}/ack", post(ack))
+        .route("/api/v1/tickets/{id}/comment", post(comment))
+        .route("/api/v1/tickets/{id}/tlp", post(set_tlp))
+        .route("/api/v1/tickets/{id}/tasks/{task}/done", post(task_done))
+        .route("/api/v1/suppressions", get(suppressions).post(suppress))
+        .route("/api/v1/suppressions/{id}", delete(unsuppress))
+        .route("/api/v1/triage", get(triage))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    constituency: Option<String>,
+    state: Option<String>,
+    severity: Option<String>,
+    open: Option<bool>,
+    limit: Option<u32>,
+}
+
+impl ListParams {
+    fn query(self) -> Result<ListQuery, ApiError> {
+        let limit = self.limit.unwrap_or(100);
+        if limit == 0 || limit > MAX_LIST {
+            return Err(ApiError::bad(
+                "bad_limit",
+                format!("limit must be 1..={MAX_LIST}"),
+            ));
+        }
+        let severity = self
+            .severity
+            .map(|s| {
+                Level::parse(&s).ok_or_else(|| {
+                    ApiError::bad("bad_severity", "severity is low, medium, high or critical")
+                })
+            })
+            .transpose()?;
+        Ok(ListQuery {
+            constituency: self.constituency,
+            state: self.state,
+            severity,
+            open: self.open,
+            limit,
+        })
+    }
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::bad("bad_query", e.body_text()))
+}
+
+fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    p.map(|Path(t)| t)
+        .map_err(|e| ApiError::bad("bad_path", e.body_text()))
+}
+
+fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    b.map(|Json(t)| t)
+        .map_err(|e| ApiError::bad("bad_body", e.body_text()))
+}
+
+fn not_found(what: &str, id: i64) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no {what} {id}"),
+    )
+}
+
+fn check_text(field: &'static str, s: &str, allow_empty: bool) -> Result<(), ApiError> {
+    if (!allow_empty && s.trim().is_empty()) || s.len() > MAX_TEXT_BYTES {
+        return Err(ApiError::bad(
+            "bad_field",
+            format!("{field} must be 1..={MAX_TEXT_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+async fn alerts(
+    State(s): State<Arc<ApiState>>,
+    q: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?.query()?;
+    let store = s.store.clone();
+    let rows = blocking(move || store.alerts(&q))
+        .await?
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({ "count": rows.len(), "alerts": rows })))
+}
+
+async fn alert(
+    State(s): State<Arc<ApiState>>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let id = path(id)?;
+    let store = s.store.clone();
+    let (a, events) = blocking(move || store.alert(id))
+        .await?
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| not_found("alert", id))?;
+    let mut v = serde_json::to_value(a).map_err(ApiError::internal)?;
+    v["occurrence_event_ids"] = json!(events);
+    Ok(Json(v))
+}
+
+async fn tickets(
+    State(s): State<Arc<ApiState>>,
+    q: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?.query()?;
+    let store = s.store.clone();
+    let rows = blocking(move || store.tickets(&q))
+        .await?
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({ "count": rows.len(), "tickets": rows })))
+}
+
+async fn ticket(
+    State(s): State<Arc<ApiState>>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let id = path(id)?;
+    let store = s.store.clone();
+    let t = blocking(move || store.ticket(id))
+        .await?
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| not_found("ticket", id))?;
+    let allowed = s
+        .triage
+        .workflows
+        .by_name(&t.ticket.workflow)
+        .map(|w| w.allowed_from(&t.ticket.state).to_vec())
+        .unwrap_or_default();
+    let mut v = serde_json::to_value(t).map_err(ApiError::internal)?;
+    v["allowed_transitions"] = json!(allowed);
+    Ok(Json(v))
+}
+
+/// Apply `edit` to ticket `id` as `actor` and answer with the ticket as it is now.
+async fn change(
+    s: Arc<ApiState>,
+    id: i64,
+    actor: String,
+    action: &'static str,
+    mut edit: impl FnMut(&mut TicketEdit, i64) -> Result<(), TicketError> + Send + 'static,
+) -> Result<Json<Value>, ApiError> {
+    check_text("actor", &actor, false)?;
+    let store = s.store.clone();
+    let outcome = blocking(move || {
+        let now = crate::now_ns();
+        store.change_ticket(id, &actor, action, now, &mut |t| edit(t, now))
+    })
+    .await?
+    .map_err(ApiError::internal)?
+    .ok_or_else(|| not_found("ticket", id))?;
+    match outcome {
+        Ok(t) => Ok(Json(json!({ "ticket": t }))),
+        Err(e) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            match e {
+                TicketError::MissingField { .. } => "missing_field",
+                _ => "transition_refused",
+            },
+            e.to_string(),
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransitionBody {
+    actor: String,
+    to: String,
+    resolution: Option<String>,
+    assignee: Option<String>,
+    summary: Option<String>,
+    comment: Option<String>,
+}
+
+async fn transition(
+    State(s): State<Arc<ApiState>>,
+    id: Result<Path<i64>, PathRejection>,
+    b: Result<Json<TransitionBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let (id, b) = (path(id)?, body(b)?);
+    let resolution = b
+        .resolution
+        .as_deref()
+        .map(|r| {
+            Resolution::parse(r).ok_or_else(|| {
+                let names: Vec<_> = Resolution::ALL.iter().map(|r| r.name()).collect();
+                ApiError::bad(
+                    "bad_resolution",
+                    format!("resolution is one of {}", names.join(", ")),
+                )
+            })
+        })
+        .transpose()?;
+    for (field, v) in [
+        ("assignee", &b.assignee),
+        ("summary", &b.summary),
+        ("comment", &b.comment),
+    ] {
+        if let Some(v) = v {
+            check_text(field, v, false)?;
+        }
+    }
+    let triage = s.triage.clone();
+    let actor = b.actor.clone();
+    change(s, id, b.actor, "transition", move |e, now| {
+        let t = &mut e.ticket;
+        if let Some(a) = &b.assignee {
+            t.assignee = Some(a.clone());
+        }
+        if let Some(r) = resolution {
+            t.resolution = Some(r);
+        }
+        if let Some(sm) = &b.summary {
+            t.summary = sm.clone();
+        }
+        e.comment = b.comment.clone();
+        let wf = triage.workflows.by_name(&t.workflow).unwrap_or_else(|| {
+            triage
+                .workflows
+                .for_type(&lindi_shared::taxonomy::RsitClass::undetermined())
+        });
+        let has_comment = e.comment.is_some();
+        let target = wf.check(&t.state, &b.to, &|f| match f {
+            "assignee" => t.assignee.is_some(),
+            "resolution" => t.resolution.is_some(),
+            "summary" => !t.summary.is_empty(),
+            "comment" => has_comment,
+            _ => false,
+        })?;
+        let (acks, closes) = (target.acknowledges, target.closed);
+        t.state = b.to.clone();
+        if acks && t.acknowledged_at_ns.is_none() {
+            t.acknowledged_at_ns = Some(now);
+            t.acknowledged_by = Some(actor.clone());
+        }
+        if closes && !t.closed {
+            t.closed = true;
+            t.resolved_at_ns = Some(now);
+        } else if !closes && t.closed {
+            // Reopened: the clocks start again, the old resolution no longer holds.
+            t.closed = false;
+            t.resolved_at_ns = None;
+            t.resolution = None;
+            t.acknowledged_at_ns = Some(now);
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssignBody {
+    actor: String,
+    assignee: String,
+}
+
+async fn assign(
+    State(s): State<Arc<ApiState>>,
+    id: Result<Path<i64>, PathRejection>,
+    b: Result<Json<AssignBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let (id, b) = (path(id)?, body(b)?);
+    check_text("assignee", &b.assignee, false)?;
+    change(s, id, b.actor, "assign", move |e, _| {
+        e.ticket.assignee = Some(b.assignee.clone());
+        Ok(())
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActorBody {
+    actor: String,
+}
+
+async fn ack(
+    State(s): State<Arc<ApiState>>,
+    id: Result<Path<i64>, PathRejection>,
+    b: Result<Json<ActorBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let (id, b) = (path(id)?, body(b)?);
+    let actor = b.actor.clone();
+    change(s, id, b.actor, "acknowledge", move |e, now| {
+        if e.ticket.acknowledged_at_ns.is_none() {
+            e.ticket.acknowledged_at_ns = Some(now);
+            e.ticket.acknowledged_by = Some(actor.clone());
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommentBody {
+    actor: String,
+    body: String,
+}
+
+async fn comment(
+    State(s): State<Arc<ApiState>>,
+    id: Result<Path<i64>, PathRejection>,
+    b: Result<Json<CommentBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let (id, b) = (path(id)?, body(b)?);
+    check_text("body", &b.body, false)?;
+    change(s, id, b.actor, "comment", move |e, _| {
+        e.comment = Some(b.body.clone());
+        Ok(())
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlpBody {
+    actor: String,
+    tlp: String,
+}
+
+async fn set_tlp(
+    State(s): State<Arc<ApiState>>,
+    id: Result<Path<i64>, PathRejection>,
+    b: Result<Json<TlpBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let (id, b) = (path(id)?, body(b)?);
+    let tlp = Tlp::parse(&b.tlp).ok_or_else(|| {
+        ApiError::bad(
+            "bad_tlp",
+            "tlp is TLP:CLEAR, TLP:GREEN, TLP:AMBER, TLP:AMBER+STRICT or TLP:RED",
+        )
+    })?;
+    change(s, id, b.actor, "tlp", move |e, _| {
+        e.ticket.tlp = tlp;
+        Ok(())
+    })
+    .await
+}
+
+async fn task_done(
+    State(s): State<Arc<ApiState>>,
+    ids: Result<Path<(i64, i64)>, PathRejection>,
+    b: Result<Json<ActorBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let ((id, task), b) = (path(ids)?, body(b)?);
+    check_text("actor", &b.actor, false)?;
+    let store = s.store.clone();
+    blocking(move || store.complete_task(id, task, &b.actor, crate::now_ns()))
+        .await?
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| not_found("task", task))?;
+    Ok(Json(json!({ "ok": true })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConstituencyParam {
+    constituency: Option<String>,
+}
+
+async fn suppressions(
+    State(s): State<Arc<ApiState>>,
+    q: Result<Query<ConstituencyParam>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?;
+    let store = s.store.clone();
+    let rows = blocking(move || store.suppressions(q.constituency.as_deref()))
+        .await?
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({ "count": rows.len(), "suppressions": rows })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SuppressBody {
+    actor: String,
+    constituency: String,
+    agent_id: Option<String>,
+    rule: Option<String>,
+    #[serde(default)]
+    entity: std::collections::BTreeMap<String, String>,
+    reason: String,
+    /// Seconds from now until it lapses; none = until removed.
+    expires_in_secs: Option<u64>,
+}
+
+async fn suppress(
+    State(s): State<Arc<ApiState>>,
+    b: Result<Json<SuppressBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let b = body(b)?;
+    check_text("reason", &b.reason, false)?;
+    check_text("actor", &b.actor, false)?;
+    let now_s = crate::now_s();
+    let mut sup = Suppression {
+        id: 0,
+        constituency: b.constituency,
+        agent_id: b.agent_id,
+        rule: b.rule,
+        entity: b.entity.into_iter().collect(),
+        author: b.actor,
+        reason: b.reason,
+        created_at_s: now_s,
+        expires_at_s: b
+            .expires_in_secs
+            .map(|e| now_s.saturating_add(e.min(i64::MAX as u64) as i64)),
+        hits: 0,
+    };
+    SuppressionMatcher::new(&sup).map_err(|e| ApiError::bad("bad_suppression", e.to_string()))?;
+    let store = s.store.clone();
+    let stored = sup.clone();
+    sup.id = blocking(move || store.insert_suppression(&stored, crate::now_ns()))
+        .await?
+        .map_err(ApiError::internal)?;
+    s.pipeline.suppressions_changed();
+    Ok((StatusCode::CREATED, Json(json!({ "suppression": sup }))))
+}
+
+async fn unsuppress(
+    State(s): State<Arc<ApiState>>,
+    id: Result<Path<i64>, PathRejection>,
+    q: Result<Query<ActorBody>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let (id, q) = (path(id)?, query(q)?);
+    check_text("actor", &q.actor, false)?;
+    let store = s.store.clone();
+    let removed = blocking(move || store.remove_suppression(id, &q.actor, crate::now_ns()))
+        .await?
+        .map_err(ApiError::internal)?;
+    if !removed {
+        return Err(not_found("suppression", id));
+    }
+    s.pipeline.suppressions_changed();
+    Ok(Json(json!({ "removed": id })))
+}
+
+async fn triage(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
+    let store = s.store.clone();
+    let (counts, unmapped) = blocking(move || {
+        Ok::<_, crate::store::StoreError>((store.triage_counts()?, store.unmapped_detections(50)?))
+    })
+    .await?
+    .map_err(ApiError::internal)?;
+    let unmapped: Vec<Value> = unmapped
+        .into_iter()
+        .map(|(engine, rule_id, title, count)| json!({"engine": engine, "rule_id": rule_id, "title": title, "count": count}))
+        .collect();
+    Ok(Json(json!({
+        "pipeline": &*s.pipeline.stats,
+        "store": counts,
+        "unmapped": unmapped,
+    })))
+}

@@ -1,0 +1,971 @@
+//! What the triage pipeline writes: alerts with every occurrence, suppressions with their
+//! hits, tickets with observables, tasks, comments, and the audit trail of every change.
+//!
+//! Constraints:
+//! 1. The pipeline reads detections after a durable cursor and writes their outcome and the
+//!    new cursor in one transaction ([`SqliteStore::write_triage`]): a detection is triaged
+//!    exactly once, whatever crashes.
+//! 2. Every change to a ticket goes through [`SqliteStore::change_ticket`], which writes the
+//!    audit row (who, when, the fields before and after) in the same transaction.
+//! 3. Every read names its constituency filter or a row limit.
+
+use lindi_shared::proto::Event;
+use lindi_shared::taxonomy::{RsitClass, Tlp};
+use lindi_shared::ticket::{Resolution, TicketError};
+use lindi_shared::triage::{Level, Suppression, Window};
+use prost::Message;
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{SqliteStore, StoreError};
+
+/// A detection the pipeline has not triaged yet.
+#[derive(Clone, Debug)]
+pub struct PendingDetection {
+    pub row_id: i64,
+    pub constituency: String,
+    pub event: Event,
+}
+
+/// Name of the triage pipeline's cursor.
+pub const TRIAGE_CURSOR: &str = "triage";
+
+/// An alert as stored.
+#[derive(Clone, Debug, Serialize)]
+pub struct AlertRecord {
+    pub id: i64,
+    pub constituency: String,
+    pub agent_id: String,
+    pub host_name: String,
+    pub dedup_key: String,
+    pub engine: String,
+    pub rule_id: String,
+    pub title: String,
+    pub rsit_class: String,
+    pub rsit_type: String,
+    pub classified_by: String,
+    pub severity: String,
+    pub score: u32,
+    pub asset: Option<String>,
+    pub state: String,
+    pub first_seen_ns: i64,
+    pub last_seen_ns: i64,
+    pub occurrences: u64,
+    pub created_at_ns: i64,
+    pub updated_at_ns: i64,
+    pub ticket_id: Option<i64>,
+    pub entities: Value,
+}
+
+const ALERT_COLUMNS: &str = "id, constituency, agent_id, host_name, dedup_key, engine, rule_id, title, rsit_class, rsit_type, classified_by, severity, score, asset, state, first_seen_ns, last_seen_ns, occurrences, created_at_ns, updated_at_ns, ticket_id, entities";
+
+fn alert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRecord> {
+    Ok(AlertRecord {
+        id: r.get(0)?,
+        constituency: r.get(1)?,
+        agent_id: r.get(2)?,
+        host_name: r.get(3)?,
+        dedup_key: r.get(4)?,
+        engine: r.get(5)?,
+        rule_id: r.get(6)?,
+        title: r.get(7)?,
+        rsit_class: r.get(8)?,
+        rsit_type: r.get(9)?,
+        classified_by: r.get(10)?,
+        severity: r.get(11)?,
+        score: r.get(12)?,
+        asset: r.get(13)?,
+        state: r.get(14)?,
+        first_seen_ns: r.get(15)?,
+        last_seen_ns: r.get(16)?,
+        occurrences: r.get::<_, i64>(17)? as u64,
+        created_at_ns: r.get(18)?,
+        updated_at_ns: r.get(19)?,
+        ticket_id: r.get(20)?,
+        entities: serde_json::from_str(&r.get::<_, String>(21)?).unwrap_or(Value::Null),
+    })
+}
+
+/// A new alert from its first occurrence.
+pub struct NewAlert<'a> {
+    pub constituency: &'a str,
+    pub agent_id: &'a str,
+    pub host_name: &'a str,
+    pub dedup_key: &'a str,
+    pub engine: &'a str,
+    pub rule_id: &'a str,
+    pub title: &'a str,
+    pub rsit: &'a RsitClass,
+    pub classified_by: &'a str,
+    pub severity: Level,
+    pub score: u32,
+    pub asset: Option<&'a str>,
+    pub window: Window,
+    pub window_ns: i64,
+    pub occurrences: u64,
+    pub entities: &'a Value,
+}
+
+/// A ticket's own fields (what the audit trail compares).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Ticket {
+    pub id: i64,
+    pub constituency: String,
+    pub title: String,
+    pub rsit_class: String,
+    pub rsit_type: String,
+    pub severity: Level,
+    pub tlp: Tlp,
+    pub workflow: String,
+    pub state: String,
+    pub closed: bool,
+    pub assignee: Option<String>,
+    pub resolution: Option<Resolution>,
+    pub summary: String,
+    pub incident_key: String,
+    pub ticket_rule: String,
+    pub opened_at_ns: i64,
+    pub acknowledged_at_ns: Option<i64>,
+    pub acknowledged_by: Option<String>,
+    pub resolved_at_ns: Option<i64>,
+    pub updated_at_ns: i64,
+}
+
+const TICKET_COLUMNS: &str = "id, constituency, title, rsit_class, rsit_type, severity, tlp, workflow, state, closed, assignee, resolution, summary, incident_key, ticket_rule, opened_at_ns, acknowledged_at_ns, acknowledged_by, resolved_at_ns, updated_at_ns";
+
+fn ticket_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Ticket> {
+    let text = |i: usize| r.get::<_, String>(i);
+    Ok(Ticket {
+        id: r.get(0)?,
+        constituency: text(1)?,
+        title: text(2)?,
+        rsit_class: text(3)?,
+        rsit_type: text(4)?,
+        severity: Level::parse(&text(5)?).unwrap_or_default(),
+        tlp: Tlp::parse(&text(6)?).unwrap_or(Tlp::Amber),
+        workflow: text(7)?,
+        state: text(8)?,
+        closed: r.get::<_, i64>(9)? != 0,
+        assignee: r.get(10)?,
+        resolution: r
+            .get::<_, Option<String>>(11)?
+            .and_then(|s| Resolution::parse(&s)),
+        summary: text(12)?,
+        incident_key: text(13)?,
+        ticket_rule: text(14)?,
+        opened_at_ns: r.get(15)?,
+        acknowledged_at_ns: r.get(16)?,
+        acknowledged_by: r.get(17)?,
+        resolved_at_ns: r.get(18)?,
+        updated_at_ns: r.get(19)?,
+    })
+}
+
+/// A new ticket, opened by its first alert.
+pub struct NewTicket<'a> {
+    pub constituency: &'a str,
+    pub incident_key: &'a str,
+    pub ticket_rule: &'a str,
+    pub title: &'a str,
+    pub rsit: &'a RsitClass,
+    pub severity: Level,
+    pub tlp: Tlp,
+    pub workflow: &'a str,
+    pub state: &'a str,
+    pub tasks: &'a [String],
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Observable {
+    pub kind: String,
+    pub value: String,
+    pub alert_id: i64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Task {
+    pub id: i64,
+    pub title: String,
+    pub done_by: Option<String>,
+    pub done_at_ns: Option<i64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Comment {
+    pub id: i64,
+    pub author: String,
+    pub body: String,
+    pub at_ns: i64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at_ns: i64,
+    pub actor: String,
+    pub action: String,
+    pub before: Value,
+    pub after: Value,
+}
+
+/// A ticket with everything hanging off it.
+#[derive(Clone, Debug, Serialize)]
+pub struct TicketView {
+    #[serde(flatten)]
+    pub ticket: Ticket,
+    pub alerts: Vec<AlertRecord>,
+    pub observables: Vec<Observable>,
+    pub tasks: Vec<Task>,
+    pub comments: Vec<Comment>,
+    pub audit: Vec<AuditEntry>,
+}
+
+/// A ticket being changed, and the comment that comes with the change.
+pub struct TicketEdit {
+    pub ticket: Ticket,
+    pub comment: Option<String>,
+}
+
+/// Filters of a ticket or alert list; `limit` is always applied.
+#[derive(Clone, Debug, Default)]
+pub struct ListQuery {
+    pub constituency: Option<String>,
+    pub state: Option<String>,
+    pub severity: Option<Level>,
+    /// Only open (true) or only closed (false) items.
+    pub open: Option<bool>,
+    pub limit: u32,
+}
+
+/// An alert joining a ticket.
+pub struct Attach<'a> {
+    pub ticket_id: i64,
+    pub ticket_severity: Level,
+    pub alert_id: i64,
+    pub alert_severity: Level,
+    pub constituency: &'a str,
+    pub observables: &'a [(&'static str, String)],
+}
+
+/// The writes of one pipeline transaction.
+pub struct TriageTx<'a> {
+    tx: Transaction<'a>,
+}
+
+impl TriageTx<'_> {
+    /// The open alert with this key, with its window.
+    pub fn open_alert(&self, key: &str) -> Result<Option<(i64, Window)>, StoreError> {
+        Ok(self
+            .tx
+            .prepare_cached(
+                "SELECT id, first_seen_ns, last_seen_ns FROM alerts WHERE dedup_key = ?1 AND state = 'open' ORDER BY id DESC LIMIT 1",
+            )?
+            .query_row([key], |r| {
+                Ok((
+                    r.get(0)?,
+                    Window {
+                        first_ns: r.get(1)?,
+                        last_ns: r.get(2)?,
+                    },
+                ))
+            })
+            .optional()?)
+    }
+
+    pub fn insert_alert(&self, a: &NewAlert<'_>, now_ns: i64) -> Result<i64, StoreError> {
+        self.tx.prepare_cached(
+            "INSERT INTO alerts (constituency, agent_id, host_name, dedup_key, engine, rule_id, title, rsit_class, rsit_type, classified_by, severity, score, asset, first_seen_ns, last_seen_ns, window_ns, occurrences, created_at_ns, updated_at_ns, entities) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?18, ?19)",
+        )?
+        .execute(params![
+            a.constituency,
+            a.agent_id,
+            a.host_name,
+            a.dedup_key,
+            a.engine,
+            a.rule_id,
+            a.title,
+            a.rsit.class,
+            a.rsit.kind,
+            a.classified_by,
+            a.severity.name(),
+            a.score,
+            a.asset,
+            a.window.first_ns,
+            a.window.last_ns,
+            a.window_ns,
+            a.occurrences as i64,
+            now_ns,
+            a.entities.to_string(),
+        ])?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    /// Stretch an open alert; false when it was closed meanwhile (the caller opens a new one).
+    pub fn extend_alert(
+        &self,
+        id: i64,
+        window: Window,
+        added: u64,
+        now_ns: i64,
+    ) -> Result<bool, StoreError> {
+        let n = self
+            .tx
+            .prepare_cached(
+                "UPDATE alerts SET first_seen_ns = ?2, last_seen_ns = ?3, occurrences = occurrences + ?4, updated_at_ns = ?5 WHERE id = ?1 AND state = 'open'",
+            )?
+            .execute(params![id, window.first_ns, window.last_ns, added as i64, now_ns])?;
+        Ok(n == 1)
+    }
+
+    pub fn add_occurrences(&self, alert_id: i64, event_ids: &[i64]) -> Result<(), StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT OR IGNORE INTO alert_occurrences (alert_id, event_id) VALUES (?1, ?2)",
+        )?;
+        for e in event_ids {
+            stmt.execute(params![alert_id, e])?;
+        }
+        Ok(())
+    }
+
+    pub fn suppressed(&self, suppression_id: i64, event_ids: &[i64]) -> Result<(), StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT OR IGNORE INTO suppressed_occurrences (suppression_id, event_id) VALUES (?1, ?2)",
+        )?;
+        for e in event_ids {
+            stmt.execute(params![suppression_id, e])?;
+        }
+        self.tx
+            .prepare_cached("UPDATE suppressions SET hits = hits + ?2 WHERE id = ?1")?
+            .execute(params![suppression_id, event_ids.len() as i64])?;
+        Ok(())
+    }
+
+    pub fn count_unmapped(
+        &self,
+        engine: &str,
+        rule_id: &str,
+        title: &str,
+        n: u64,
+    ) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO unmapped_detections (engine, rule_id, title, count) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (engine, rule_id) DO UPDATE SET count = count + ?4, title = ?3",
+            )?
+            .execute(params![engine, rule_id, title, n as i64])?;
+        Ok(())
+    }
+
+    /// The open ticket with this incident key: id and severity.
+    pub fn open_ticket(&self, incident_key: &str) -> Result<Option<(i64, Level)>, StoreError> {
+        Ok(self
+            .tx
+            .prepare_cached(
+                "SELECT id, severity FROM tickets WHERE incident_key = ?1 AND closed = 0 ORDER BY id DESC LIMIT 1",
+            )?
+            .query_row([incident_key], |r| {
+                Ok((
+                    r.get(0)?,
+                    Level::parse(&r.get::<_, String>(1)?).unwrap_or_default(),
+                ))
+            })
+            .optional()?)
+    }
+
+    pub fn insert_ticket(&self, t: &NewTicket<'_>, now_ns: i64) -> Result<i64, StoreError> {
+        self.tx.execute(
+            "INSERT INTO tickets (constituency, incident_key, ticket_rule, title, rsit_class, rsit_type, severity, tlp, workflow, state, opened_at_ns, updated_at_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+            params![
+                t.constituency,
+                t.incident_key,
+                t.ticket_rule,
+                t.title,
+                t.rsit.class,
+                t.rsit.kind,
+                t.severity.name(),
+                t.tlp.label(),
+                t.workflow,
+                t.state,
+                now_ns
+            ],
+        )?;
+        let id = self.tx.last_insert_rowid();
+        for title in t.tasks {
+            self.tx.execute(
+                "INSERT INTO ticket_tasks (ticket_id, title) VALUES (?1, ?2)",
+                params![id, title],
+            )?;
+        }
+        let after = serde_json::json!({
+            "state": t.state, "severity": t.severity, "rsit_type": t.rsit.to_string(),
+            "tlp": t.tlp, "rule": t.ticket_rule,
+        });
+        audit(
+            &self.tx,
+            now_ns,
+            "pipeline",
+            t.constituency,
+            "ticket",
+            id,
+            "opened",
+            None,
+            Some(&after),
+        )?;
+        Ok(id)
+    }
+
+    /// Link an alert to a ticket, raise the ticket's severity to the alert's, and add the
+    /// alert's entities as observables (each kind and value once per ticket).
+    pub fn attach_alert(&self, a: &Attach<'_>, now_ns: i64) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached("UPDATE alerts SET ticket_id = ?2 WHERE id = ?1")?
+            .execute(params![a.alert_id, a.ticket_id])?;
+        let mut obs = self.tx.prepare_cached(
+            "INSERT OR IGNORE INTO ticket_observables (ticket_id, kind, value, alert_id) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for (kind, value) in a.observables {
+            obs.execute(params![a.ticket_id, kind, value, a.alert_id])?;
+        }
+        let mut changes = serde_json::Map::new();
+        changes.insert("alert".into(), a.alert_id.into());
+        if a.alert_severity > a.ticket_severity {
+            self.tx
+                .prepare_cached(
+                    "UPDATE tickets SET severity = ?2, updated_at_ns = ?3 WHERE id = ?1",
+                )?
+                .execute(params![a.ticket_id, a.alert_severity.name(), now_ns])?;
+            changes.insert("severity".into(), a.alert_severity.name().into());
+        }
+        audit(
+            &self.tx,
+            now_ns,
+            "pipeline",
+            a.constituency,
+            "ticket",
+            a.ticket_id,
+            "alert_attached",
+            None,
+            Some(&Value::Object(changes)),
+        )
+    }
+
+    pub fn set_cursor(&self, last_event_id: i64) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO pipeline_cursors (name, last_event_id) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET last_event_id = ?2",
+            )?
+            .execute(params![TRIAGE_CURSOR, last_event_id])?;
+        Ok(())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn audit(
+    tx: &Transaction<'_>,
+    at_ns: i64,
+    actor: &str,
+    constituency: &str,
+    kind: &str,
+    id: i64,
+    action: &str,
+    before: Option<&Value>,
+    after: Option<&Value>,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO audit_log (at_ns, actor, constituency, object_kind, object_id, action, before, after) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        at_ns,
+        actor,
+        constituency,
+        kind,
+        id,
+        action,
+        before.map(Value::to_string),
+        after.map(Value::to_string)
+    ])?;
+    Ok(())
+}
+
+/// The fields that differ between two serialized tickets: (before, after).
+fn diff(before: &Ticket, after: &Ticket) -> (Value, Value) {
+    let (Ok(Value::Object(b)), Ok(Value::Object(a))) =
+        (serde_json::to_value(before), serde_json::to_value(after))
+    else {
+        return (Value::Null, Value::Null);
+    };
+    let mut old = serde_json::Map::new();
+    let mut new = serde_json::Map::new();
+    for (k, v) in &a {
+        if k == "updated_at_ns" {
+            continue;
+        }
+        let was = b.get(k).cloned().unwrap_or(Value::Null);
+        if was != *v {
+            old.insert(k.clone(), was);
+            new.insert(k.clone(), v.clone());
+        }
+    }
+    (Value::Object(old), Value::Object(new))
+}
+
+fn push_filters(sql: &mut String, args: &mut Vec<rusqlite::types::Value>, q: &ListQuery) {
+    if let Some(c) = &q.constituency {
+        sql.push_str(" AND constituency = ?");
+        args.push(c.clone().into());
+    }
+    if let Some(s) = &q.state {
+        sql.push_str(" AND state = ?");
+        args.push(s.clone().into());
+    }
+    if let Some(s) = q.severity {
+        sql.push_str(" AND severity = ?");
+        args.push(s.name().to_string().into());
+    }
+}
+
+/// Severity as a sortable number in SQL.
+const SEVERITY_RANK: &str =
+    "CASE severity WHEN 'critical' THEN 4 WHEN 'high' THEN 3 WHEN 'medium' THEN 2 ELSE 1 END";
+
+impl SqliteStore {
+    /// The triage cursor: the last event row id the pipeline has triaged.
+    pub fn triage_cursor(&self) -> Result<i64, StoreError> {
+        let conn = self.reader()?;
+        Ok(conn
+            .query_row(
+                "SELECT last_event_id FROM pipeline_cursors WHERE name = ?1",
+                [TRIAGE_CURSOR],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    /// Detections stored after `after_row_id`, oldest first, at most `limit`. A body this
+    /// build cannot decode is skipped (and counted by the caller through the row ids).
+    pub fn pending_detections(
+        &self,
+        after_row_id: i64,
+        limit: u32,
+    ) -> Result<(Vec<PendingDetection>, i64), StoreError> {
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, constituency, body FROM events INDEXED BY events_detections WHERE kind = 'detection' AND id > ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let mut rows = stmt.query(params![after_row_id, limit as i64])?;
+        let mut out = Vec::new();
+        let mut last = after_row_id;
+        while let Some(r) = rows.next()? {
+            let row_id: i64 = r.get(0)?;
+            last = row_id;
+            let body: Vec<u8> = r.get(2)?;
+            if let Ok(event) = Event::decode(body.as_slice()) {
+                out.push(PendingDetection {
+                    row_id,
+                    constituency: r.get(1)?,
+                    event,
+                });
+            }
+        }
+        Ok((out, last))
+    }
+
+    /// Run `f` in one write transaction and commit if it succeeds.
+    pub fn write_triage<T>(
+        &self,
+        f: impl FnOnce(&TriageTx<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.writer();
+        let t = TriageTx {
+            tx: conn.transaction()?,
+        };
+        let out = f(&t)?;
+        t.tx.commit()?;
+        Ok(out)
+    }
+
+    pub fn alerts(&self, q: &ListQuery) -> Result<Vec<AlertRecord>, StoreError> {
+        let conn = self.reader()?;
+        let mut sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE 1=1");
+        let mut args = vec![];
+        push_filters(&mut sql, &mut args, q);
+        if let Some(open) = q.open {
+            sql.push_str(if open {
+                " AND state = 'open'"
+            } else {
+                " AND state != 'open'"
+            });
+        }
+        sql.push_str(" ORDER BY last_seen_ns DESC, id DESC LIMIT ?");
+        args.push((q.limit.max(1) as i64).into());
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), alert_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn alert(&self, id: i64) -> Result<Option<(AlertRecord, Vec<i64>)>, StoreError> {
+        let conn = self.reader()?;
+        let Some(a) = conn
+            .query_row(
+                &format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?1"),
+                [id],
+                alert_row,
+            )
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let mut stmt = conn.prepare(
+            "SELECT event_id FROM alert_occurrences WHERE alert_id = ?1 ORDER BY event_id LIMIT 1000",
+        )?;
+        let events = stmt
+            .query_map([id], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(Some((a, events)))
+    }
+
+    pub fn tickets(&self, q: &ListQuery) -> Result<Vec<Ticket>, StoreError> {
+        let conn = self.reader()?;
+        let mut sql = format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE 1=1");
+        let mut args = vec![];
+        push_filters(&mut sql, &mut args, q);
+        if let Some(open) = q.open {
+            sql.push_str(if open {
+                " AND closed = 0"
+            } else {
+                " AND closed = 1"
+            });
+        }
+        sql.push_str(&format!(
+            " ORDER BY closed, {SEVERITY_RANK} DESC, opened_at_ns LIMIT ?"
+        ));
+        args.push((q.limit.max(1) as i64).into());
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), ticket_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn ticket(&self, id: i64) -> Result<Option<TicketView>, StoreError> {
+        let conn = self.reader()?;
+        let Some(ticket) = conn
+            .query_row(
+                &format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE id = ?1"),
+                [id],
+                ticket_row,
+            )
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let alerts = conn
+            .prepare(&format!(
+                "SELECT {ALERT_COLUMNS} FROM alerts WHERE ticket_id = ?1 ORDER BY id LIMIT 1000"
+            ))?
+            .query_map([id], alert_row)?
+            .collect::<Result<_, _>>()?;
+        let observables = conn
+            .prepare("SELECT kind, value, alert_id FROM ticket_observables WHERE ticket_id = ?1 ORDER BY kind, value LIMIT 10000")?
+            .query_map([id], |r| {
+                Ok(Observable {
+                    kind: r.get(0)?,
+                    value: r.get(1)?,
+                    alert_id: r.get(2)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let tasks = conn
+            .prepare("SELECT id, title, done_by, done_at_ns FROM ticket_tasks WHERE ticket_id = ?1 ORDER BY id LIMIT 1000")?
+            .query_map([id], |r| {
+                Ok(Task {
+                    id: r.get(0)?,
+                    title: r.get(1)?,
+                    done_by: r.get(2)?,
+                    done_at_ns: r.get(3)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let comments = conn
+            .prepare("SELECT id, author, body, at_ns FROM ticket_comments WHERE ticket_id = ?1 ORDER BY id LIMIT 10000")?
+            .query_map([id], |r| {
+                Ok(Comment {
+                    id: r.get(0)?,
+                    author: r.get(1)?,
+                    body: r.get(2)?,
+                    at_ns: r.get(3)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let audit = conn
+            .prepare("SELECT id, at_ns, actor, action, before, after FROM audit_log WHERE object_kind = 'ticket' AND object_id = ?1 ORDER BY id LIMIT 10000")?
+            .query_map([id], |r| {
+                let json = |v: Option<String>| {
+                    v.and_then(|s| serde_json::from_str(&s).ok())
+                        .unwrap_or(Value::Null)
+                };
+                Ok(AuditEntry {
+                    id: r.get(0)?,
+                    at_ns: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    before: json(r.get(4)?),
+                    after: json(r.get(5)?),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(Some(TicketView {
+            ticket,
+            alerts,
+            observables,
+            tasks,
+            comments,
+            audit,
+        }))
+    }
+
+    /// Change a ticket in one transaction: `f` edits it (and may refuse), then the ticket, the
+    /// comment that came with the change and an audit row of what differs are written. When
+    /// the ticket closes, its alerts close too, so new occurrences open new alerts.
+    pub fn change_ticket(
+        &self,
+        id: i64,
+        actor: &str,
+        action: &str,
+        now_ns: i64,
+        f: &mut dyn FnMut(&mut TicketEdit) -> Result<(), TicketError>,
+    ) -> Result<Option<Result<Ticket, TicketError>>, StoreError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        let Some(before) = tx
+            .query_row(
+                &format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE id = ?1"),
+                [id],
+                ticket_row,
+            )
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let mut edit = TicketEdit {
+            ticket: before.clone(),
+            comment: None,
+        };
+        if let Err(e) = f(&mut edit) {
+            return Ok(Some(Err(e)));
+        }
+        let mut t = edit.ticket;
+        t.updated_at_ns = now_ns;
+        tx.execute(
+            "UPDATE tickets SET title = ?2, severity = ?3, tlp = ?4, state = ?5, closed = ?6, assignee = ?7, resolution = ?8, summary = ?9, acknowledged_at_ns = ?10, acknowledged_by = ?11, resolved_at_ns = ?12, updated_at_ns = ?13 WHERE id = ?1",
+            params![
+                id,
+                t.title,
+                t.severity.name(),
+                t.tlp.label(),
+                t.state,
+                t.closed as i64,
+                t.assignee,
+                t.resolution.map(|r| r.name()),
+                t.summary,
+                t.acknowledged_at_ns,
+                t.acknowledged_by,
+                t.resolved_at_ns,
+                now_ns
+            ],
+        )?;
+        if t.closed && !before.closed {
+            tx.execute(
+                "UPDATE alerts SET state = 'closed', updated_at_ns = ?2 WHERE ticket_id = ?1 AND state = 'open'",
+                params![id, now_ns],
+            )?;
+        }
+        if let Some(body) = &edit.comment {
+            tx.execute(
+                "INSERT INTO ticket_comments (ticket_id, author, body, at_ns) VALUES (?1, ?2, ?3, ?4)",
+                params![id, actor, body, now_ns],
+            )?;
+        }
+        let (old, mut new) = diff(&before, &t);
+        if let (Some(body), Value::Object(m)) = (&edit.comment, &mut new) {
+            m.insert("comment".into(), body.clone().into());
+        }
+        audit(
+            &tx,
+            now_ns,
+            actor,
+            &t.constituency,
+            "ticket",
+            id,
+            action,
+            Some(&old),
+            Some(&new),
+        )?;
+        tx.commit()?;
+        Ok(Some(Ok(t)))
+    }
+
+    /// Mark a task of a ticket done. `None` when the ticket has no such task.
+    pub fn complete_task(
+        &self,
+        ticket_id: i64,
+        task_id: i64,
+        actor: &str,
+        now_ns: i64,
+    ) -> Result<Option<()>, StoreError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        let Some((title, constituency)) = tx
+            .query_row(
+                "SELECT k.title, t.constituency FROM ticket_tasks k JOIN tickets t ON t.id = k.ticket_id WHERE k.id = ?1 AND k.ticket_id = ?2",
+                params![task_id, ticket_id],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            )
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        tx.execute(
+            "UPDATE ticket_tasks SET done_by = ?2, done_at_ns = ?3 WHERE id = ?1 AND done_at_ns IS NULL",
+            params![task_id, actor, now_ns],
+        )?;
+        let after = serde_json::json!({ "task": task_id, "title": title });
+        audit(
+            &tx,
+            now_ns,
+            actor,
+            &constituency,
+            "ticket",
+            ticket_id,
+            "task_done",
+            None,
+            Some(&after),
+        )?;
+        tx.commit()?;
+        Ok(Some(()))
+    }
+
+    /// Store a suppression (its id is assigned here) and audit it.
+    pub fn insert_suppression(&self, s: &Suppression, now_ns: i64) -> Result<i64, StoreError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO suppressions (constituency, agent_id, rule, entity, author, reason, created_at_s, expires_at_s) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                s.constituency,
+                s.agent_id,
+                s.rule,
+                serde_json::to_string(&s.entity).unwrap_or_default(),
+                s.author,
+                s.reason,
+                s.created_at_s,
+                s.expires_at_s
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        let after = serde_json::to_value(s).unwrap_or(Value::Null);
+        audit(
+            &tx,
+            now_ns,
+            &s.author,
+            &s.constituency,
+            "suppression",
+            id,
+            "created",
+            None,
+            Some(&after),
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Remove a suppression (kept, marked removed, so its hits stay countable).
+    pub fn remove_suppression(
+        &self,
+        id: i64,
+        actor: &str,
+        now_ns: i64,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        let Some(constituency) = tx
+            .query_row(
+                "SELECT constituency FROM suppressions WHERE id = ?1 AND removed_at_s IS NULL",
+                [id],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?
+        else {
+            return Ok(false);
+        };
+        tx.execute(
+            "UPDATE suppressions SET removed_at_s = ?2 WHERE id = ?1",
+            params![id, now_ns / 1_000_000_000],
+        )?;
+        audit(
+            &tx,
+            now_ns,
+            actor,
+            &constituency,
+            "suppression",
+            id,
+            "removed",
+            None,
+            None,
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Suppressions not removed (expired ones too: they stay listed with their hits).
+    pub fn suppressions(&self, constituency: Option<&str>) -> Result<Vec<Suppression>, StoreError> {
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare(
+            "SELECT id, constituency, agent_id, rule, entity, author, reason, created_at_s, expires_at_s, hits FROM suppressions WHERE removed_at_s IS NULL AND (?1 IS NULL OR constituency = ?1) ORDER BY id LIMIT 10000",
+        )?;
+        let rows = stmt.query_map([constituency], |r| {
+            Ok(Suppression {
+                id: r.get(0)?,
+                constituency: r.get(1)?,
+                agent_id: r.get(2)?,
+                rule: r.get(3)?,
+                entity: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or_default(),
+                author: r.get(5)?,
+                reason: r.get(6)?,
+                created_at_s: r.get(7)?,
+                expires_at_s: r.get(8)?,
+                hits: r.get::<_, i64>(9)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Detections no classification entry mapped, most frequent first.
+    pub fn unmapped_detections(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(String, String, String, u64)>, StoreError> {
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare(
+            "SELECT engine, rule_id, title, count FROM unmapped_detections ORDER BY count DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Counts for status and metrics: open alerts, open tickets, suppressed occurrences.
+    pub fn triage_counts(&self) -> Result<Value, StoreError> {
+        let conn = self.reader()?;
+        let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0));
+        Ok(serde_json::json!({
+            "alerts": count("SELECT COUNT(*) FROM alerts")?,
+            "alerts_open": count("SELECT COUNT(*) FROM alerts WHERE state = 'open'")?,
+            "occurrences": count("SELECT COALESCE(SUM(occurrences), 0) FROM alerts")?,
+            "suppressed": count("SELECT COUNT(*) FROM suppressed_occurrences")?,
+            "tickets": count("SELECT COUNT(*) FROM tickets")?,
+            "tickets_open": count("SELECT COUNT(*) FROM tickets WHERE closed = 0")?,
+            "unmapped": count("SELECT COALESCE(SUM(count), 0) FROM unmapped_detections")?,
+        }))
+    }
+}
