@@ -11,6 +11,7 @@ use lindi_shared::codec::BatchLimits;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::escalator::{EscalationSection, EscalationSettings};
 use crate::pipeline::{ConstituencyConfig, TriageSection, TriageSettings};
 use crate::store::Synchronous;
 
@@ -66,6 +67,8 @@ pub struct CollectorConfig {
     pub triage: TriageSection,
     /// Constituencies and their assets (with criticality, for priority).
     pub constituencies: Vec<ConstituencyConfig>,
+    /// Channels, contacts, rotas, escalation policies and SLA targets (docs/triage.md).
+    pub escalation: EscalationSection,
 }
 
 impl Default for CollectorConfig {
@@ -84,6 +87,7 @@ impl Default for CollectorConfig {
             store: StoreSection::default(),
             triage: TriageSection::default(),
             constituencies: vec![],
+            escalation: EscalationSection::default(),
         }
     }
 }
@@ -151,6 +155,7 @@ pub struct CollectorSettings {
     pub limits: BatchLimits,
     pub synchronous: Synchronous,
     pub triage: Arc<TriageSettings>,
+    pub escalation: Arc<EscalationSettings>,
 }
 
 impl CollectorConfig {
@@ -259,6 +264,9 @@ impl CollectorConfig {
             triage: Arc::new(
                 TriageSettings::new(&self.triage, &self.constituencies)
                     .map_err(|e| invalid("triage", e.to_string()))?,
+            ),
+            escalation: Arc::new(
+                EscalationSettings::new(&self.escalation).map_err(|e| invalid("escalation", e))?,
             ),
         })
     }

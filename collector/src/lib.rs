@@ -12,9 +12,13 @@ pub mod authority;
 pub mod bench;
 pub mod config;
 pub mod enrollment;
+pub mod escalator;
 pub mod ingest;
+pub mod notify;
 pub mod pipeline;
 pub mod store;
+#[cfg(test)]
+mod testutil;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -28,6 +32,7 @@ use tokio::task::JoinHandle;
 
 use crate::authority::{Authority, AuthorityError};
 use crate::config::{CONFIG_FILE_NAME, CollectorConfig, CollectorSettings};
+use crate::escalator::{Escalator, Notifier};
 use crate::ingest::{Ingest, IngestError, IngestSettings};
 use crate::pipeline::{Pipeline, PipelineHandle};
 use crate::store::{SqliteStore, Store, StoreError};
@@ -139,7 +144,8 @@ pub struct RunningCollector {
     pub pipeline: Arc<PipelineHandle>,
     stop: watch::Sender<bool>,
     pipeline_stop: Arc<AtomicBool>,
-    triage_thread: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    wakes: Vec<std::sync::mpsc::SyncSender<()>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -155,9 +161,16 @@ impl RunningCollector {
         }
         self.pipeline_stop.store(true, Ordering::Release);
         self.pipeline.wake();
-        if let Some(t) = self.triage_thread.take() {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        for w in &self.wakes {
+            let _ = w.try_send(());
         }
+        let threads = std::mem::take(&mut self.threads);
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
     }
 }
 
@@ -198,10 +211,24 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
     let (stop, stop_rx) = watch::channel(false);
     let pipeline_stop = Arc::new(AtomicBool::new(false));
     let triage_thread = pipeline.spawn(pipeline_stop.clone());
+    let escalator = Escalator::new(store.clone(), settings.escalation.clone());
+    let escalation_stats = escalator.stats.clone();
+    let notifier = Notifier::new(
+        store.clone(),
+        settings.escalation.clone(),
+        escalation_stats.clone(),
+        settings.name.clone(),
+    );
+    let (escalator_wake, escalator_rx) = std::sync::mpsc::sync_channel(1);
+    let (notifier_wake, notifier_rx) = std::sync::mpsc::sync_channel(1);
+    let escalator_thread =
+        escalator.spawn(pipeline_stop.clone(), escalator_rx, notifier_wake.clone());
+    let notifier_thread = notifier.spawn(pipeline_stop.clone(), notifier_rx);
     let api_state = Arc::new(api::ApiState {
         store: store.clone(),
         pipeline: pipeline_handle.clone(),
         triage: settings.triage.clone(),
+        escalation: escalation_stats,
         stats: ingest.stats.clone(),
         quic_addr,
     });
@@ -226,7 +253,8 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
         pipeline: pipeline_handle,
         stop,
         pipeline_stop,
-        triage_thread: Some(triage_thread),
+        threads: vec![triage_thread, escalator_thread, notifier_thread],
+        wakes: vec![escalator_wake, notifier_wake],
         tasks: vec![quic, http],
     })
 }

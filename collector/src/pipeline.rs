@@ -647,106 +647,10 @@ fn observables(it: &Item) -> Vec<(&'static str, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::triage::ListQuery;
-    use crate::store::{BatchMeta, Store, Synchronous};
-    use lindi_shared::proto::{Event, FlowEvent};
+    use lindi_shared::proto::Event;
     use lindi_shared::triage::Suppression;
 
-    const MIN: i64 = 60_000_000_000;
-
-    struct Fixture {
-        _dir: tempfile::TempDir,
-        store: Arc<SqliteStore>,
-        seq: u64,
-    }
-
-    impl Fixture {
-        fn new() -> Fixture {
-            let dir = tempfile::tempdir().unwrap();
-            let store =
-                Arc::new(SqliteStore::open(&dir.path().join("t.db"), Synchronous::Normal).unwrap());
-            Fixture {
-                _dir: dir,
-                store,
-                seq: 0,
-            }
-        }
-
-        /// Store detections of rule `sid` from `src` at the given minutes, as `agent` of `c`.
-        fn detect(&mut self, c: &str, agent: &str, sid: &str, src: &str, minutes: &[i64]) {
-            let events: Vec<Event> = minutes
-                .iter()
-                .map(|m| Event {
-                    event_id: format!("{agent}-{}-{m}", self.seq),
-                    agent_id: agent.into(),
-                    host_name: format!("{agent}.example"),
-                    timestamp_ns: 1_700_000_000_000_000_000 + m * MIN,
-                    sensor: "net".into(),
-                    kind: Some(event::Kind::Detection(DetectionEvent {
-                        engine: "suricata".into(),
-                        rule_id: sid.into(),
-                        title: format!("rule {sid}"),
-                        severity: 1,
-                        classtype: "trojan-activity".into(),
-                        confidence: 100,
-                        flow: Some(FlowEvent {
-                            src_ip: src.into(),
-                            dest_ip: "198.51.100.7".into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    })),
-                })
-                .collect();
-            self.store_events(c, agent, &events);
-        }
-
-        fn store_events(&mut self, c: &str, agent: &str, events: &[Event]) {
-            self.seq += 1;
-            let meta = BatchMeta {
-                agent_id: agent,
-                constituency: c,
-                sequence: self.seq,
-                compressed_bytes: 0,
-                uncompressed_bytes: 0,
-                first_ts_ns: 0,
-                last_ts_ns: 0,
-                received_at_s: 0,
-                spool_dropped_events: 0,
-                spool_dropped_batches: 0,
-            };
-            self.store.insert_batch(&meta, events).unwrap();
-        }
-
-        fn pipeline(&self, section: &TriageSection) -> Pipeline {
-            let settings = TriageSettings::new(section, &[]).unwrap();
-            Pipeline::new(self.store.clone(), Arc::new(settings)).unwrap()
-        }
-
-        fn alerts(&self, c: &str) -> Vec<crate::store::triage::AlertRecord> {
-            self.store
-                .alerts(&ListQuery {
-                    constituency: Some(c.into()),
-                    limit: 100,
-                    ..Default::default()
-                })
-                .unwrap()
-        }
-
-        fn tickets(&self, c: &str) -> Vec<crate::store::triage::Ticket> {
-            self.store
-                .tickets(&ListQuery {
-                    constituency: Some(c.into()),
-                    limit: 100,
-                    ..Default::default()
-                })
-                .unwrap()
-        }
-    }
-
-    fn drain(p: &mut Pipeline) {
-        while p.run_once(1).unwrap() > 0 {}
-    }
+    use crate::testutil::{Fixture, MIN, drain};
 
     #[test]
     fn windows_slide_per_key_and_every_occurrence_is_kept() {

@@ -16,6 +16,7 @@
 //! - [`taxonomy`]: RSIT classes and types, the mapping table that classifies detections, TLP.
 //! - [`triage`]: dedup keys, sliding windows, suppression, asset criticality and priority.
 //! - [`ticket`]: ticket rules, workflows (NIST SP 800-61 by default), resolutions, task templates.
+//! - [`escalation`]: escalation policies, climbs, on-call rotas and SLA clocks (time passed in).
 //! - [`duration`]: human durations such as `10m` for command lines.
 //!
 //! ```
@@ -30,6 +31,7 @@
 pub mod codec;
 pub mod detect;
 pub mod duration;
+pub mod escalation;
 pub mod net;
 pub mod pki;
 pub mod proto;

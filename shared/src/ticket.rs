@@ -315,7 +315,7 @@ impl WorkflowConfig {
                 "eradication -> recovery",
                 "recovery -> lessons-learned",
                 "lessons-learned -> closed",
-                "closed -> triage",
+                "closed -> new",
             ]
             .map(String::from)
             .to_vec(),
@@ -563,7 +563,7 @@ mod tests {
             e.to_string().contains("allowed from new: triage, closed"),
             "{e}"
         );
-        nist.check("closed", "triage", &all).unwrap();
+        nist.check("closed", "new", &all).unwrap();
     }
 
     #[test]

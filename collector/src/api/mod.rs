@@ -22,6 +22,7 @@ use lindi_shared::proto::EVENT_KIND_NAMES;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::escalator::EscalationStats;
 use crate::ingest::IngestStats;
 use crate::pipeline::{PipelineHandle, TriageSettings};
 use crate::store::{EventQuery, SqliteStore, Store};
@@ -35,6 +36,7 @@ pub struct ApiState {
     pub store: Arc<SqliteStore>,
     pub pipeline: Arc<PipelineHandle>,
     pub triage: Arc<TriageSettings>,
+    pub escalation: Arc<EscalationStats>,
     pub stats: Arc<IngestStats>,
     pub quic_addr: SocketAddr,
 }

@@ -170,10 +170,12 @@ async fn ticket(
 ) -> Result<Json<Value>, ApiError> {
     let id = path(id)?;
     let store = s.store.clone();
-    let t = blocking(move || store.ticket(id))
-        .await?
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| not_found("ticket", id))?;
+    let (t, escalation) = blocking(move || {
+        Ok::<_, crate::store::StoreError>((store.ticket(id)?, store.escalation(id)?))
+    })
+    .await?
+    .map_err(ApiError::internal)?;
+    let t = t.ok_or_else(|| not_found("ticket", id))?;
     let allowed = s
         .triage
         .workflows
@@ -182,6 +184,7 @@ async fn ticket(
         .unwrap_or_default();
     let mut v = serde_json::to_value(t).map_err(ApiError::internal)?;
     v["allowed_transitions"] = json!(allowed);
+    v["escalation"] = json!(escalation);
     Ok(Json(v))
 }
 
@@ -283,6 +286,15 @@ async fn transition(
         })?;
         let (acks, closes) = (target.acknowledges, target.closed);
         t.state = b.to.clone();
+        if !closes && t.closed {
+            // Reopened: the old resolution no longer holds, and the clocks and escalation
+            // start again unless the state entered acknowledges it at once.
+            t.closed = false;
+            t.resolved_at_ns = None;
+            t.resolution = None;
+            t.acknowledged_at_ns = None;
+            t.acknowledged_by = None;
+        }
         if acks && t.acknowledged_at_ns.is_none() {
             t.acknowledged_at_ns = Some(now);
             t.acknowledged_by = Some(actor.clone());
@@ -290,12 +302,6 @@ async fn transition(
         if closes && !t.closed {
             t.closed = true;
             t.resolved_at_ns = Some(now);
-        } else if !closes && t.closed {
-            // Reopened: the clocks start again, the old resolution no longer holds.
-            t.closed = false;
-            t.resolved_at_ns = None;
-            t.resolution = None;
-            t.acknowledged_at_ns = Some(now);
         }
         Ok(())
     })
@@ -503,6 +509,7 @@ async fn triage(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError>
         .collect();
     Ok(Json(json!({
         "pipeline": &*s.pipeline.stats,
+        "escalation": &*s.escalation,
         "store": counts,
         "unmapped": unmapped,
     })))

@@ -11,11 +11,13 @@
 //! 4. Schema changes are numbered migrations in [`MIGRATIONS`], applied in order, recorded in
 //!    `schema_migrations`; a database newer than this build is refused.
 //!
+//! [`escalation`] holds the escalator's climbs, SLA clocks and notification outbox;
 //! [`triage`] holds what the pipeline writes (alerts, suppressions, tickets, the audit trail).
 //!
 //! One writer connection behind a mutex (SQLite has one writer anyway) and a fresh reader
 //! connection per query, so API reads never wait for ingest.
 
+pub mod escalation;
 pub mod triage;
 
 use std::path::{Path, PathBuf};
@@ -224,6 +226,63 @@ CREATE TABLE audit_log (
     after TEXT
 );
 CREATE INDEX audit_object ON audit_log (object_kind, object_id);
+"#,
+    r#"
+CREATE TABLE escalation_policies (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    digest TEXT NOT NULL UNIQUE,
+    body TEXT NOT NULL,
+    first_used_at_ns INTEGER NOT NULL
+);
+CREATE TABLE escalations (
+    ticket_id INTEGER PRIMARY KEY,
+    state TEXT NOT NULL,
+    started INTEGER NOT NULL DEFAULT 0,
+    clock_start_ns INTEGER NOT NULL,
+    policy_id INTEGER,
+    epoch INTEGER NOT NULL DEFAULT 0,
+    round INTEGER NOT NULL DEFAULT 0,
+    level INTEGER NOT NULL DEFAULT 0,
+    next_at_ns INTEGER,
+    ack_due_ns INTEGER,
+    resolve_due_ns INTEGER,
+    ack_breach_ns INTEGER,
+    resolve_breach_ns INTEGER
+);
+CREATE INDEX escalations_unstarted ON escalations (ticket_id) WHERE started = 0;
+CREATE INDEX escalations_due ON escalations (next_at_ns) WHERE state = 'climbing';
+CREATE INDEX escalations_ack_due ON escalations (ack_due_ns) WHERE ack_breach_ns IS NULL;
+CREATE INDEX escalations_resolve_due ON escalations (resolve_due_ns) WHERE resolve_breach_ns IS NULL;
+CREATE TABLE notifications (
+    id INTEGER PRIMARY KEY,
+    dedup TEXT NOT NULL UNIQUE,
+    ticket_id INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    round INTEGER NOT NULL,
+    level INTEGER NOT NULL,
+    contact TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    address TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at_ns INTEGER NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at_ns INTEGER NOT NULL,
+    delivered_at_ns INTEGER,
+    last_error TEXT
+);
+CREATE INDEX notifications_pending ON notifications (next_attempt_at_ns) WHERE state = 'pending';
+CREATE INDEX notifications_ticket ON notifications (ticket_id);
+CREATE TABLE notification_attempts (
+    notification_id INTEGER NOT NULL,
+    at_ns INTEGER NOT NULL,
+    ok INTEGER NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX notification_attempts_id ON notification_attempts (notification_id);
 "#,
 ];
 

@@ -390,6 +390,10 @@ impl TriageTx<'_> {
             ],
         )?;
         let id = self.tx.last_insert_rowid();
+        self.tx.execute(
+            "INSERT INTO escalations (ticket_id, state, clock_start_ns) VALUES (?1, 'pending', ?2)",
+            params![id, now_ns],
+        )?;
         for title in t.tasks {
             self.tx.execute(
                 "INSERT INTO ticket_tasks (ticket_id, title) VALUES (?1, ?2)",
@@ -772,6 +776,13 @@ impl SqliteStore {
                 t.resolved_at_ns,
                 now_ns
             ],
+        )?;
+        super::escalation::follow_ticket_change(
+            &tx,
+            id,
+            (before.closed, before.acknowledged_at_ns.is_some()),
+            (t.closed, t.acknowledged_at_ns.is_some()),
+            now_ns,
         )?;
         if t.closed && !before.closed {
             tx.execute(

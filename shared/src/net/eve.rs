@@ -21,25 +21,11 @@ pub fn proto_name(proto: u8) -> String {
 
 /// `2009-11-24T21:27:09.534255+0000`, from nanoseconds since the Unix epoch (UTC).
 pub fn timestamp(ns: i64) -> String {
-    let secs = ns.div_euclid(1_000_000_000);
+    let c = crate::duration::Civil::from_unix(ns.div_euclid(1_000_000_000));
     let micros = ns.rem_euclid(1_000_000_000) / 1000;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}+0000",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{micros:06}+0000",
+        c.year, c.month, c.day, c.hour, c.minute, c.second
     )
 }
 

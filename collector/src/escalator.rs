@@ -1,0 +1,765 @@
+//! The escalator and the notifier: two threads that turn tickets into pages.
+//!
+//! The escalator sets up each new (or reopened) ticket's SLA clocks and climb, moves due
+//! climbs up their policy's levels, and records SLA breaches; every page becomes one
+//! notification per contact and channel in the store's outbox, in the same transaction as the
+//! move. The notifier delivers the outbox with retries and exponential backoff and logs every
+//! attempt.
+//!
+//! Constraints:
+//! 1. Both take `now` as an argument in [`Escalator::run_once`] and [`Notifier::run_once`], so
+//!    tests drive them with a simulated clock; the threads only feed them the wall clock.
+//! 2. A climb in progress keeps the policy version it started with (stored by digest); a
+//!    changed configuration applies to climbs that start after it.
+//! 3. Delivery is at least once: a crash between a send and its record resends that one
+//!    notification, with the same delivery id, after the restart; nothing else is resent.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use lindi_shared::escalation::{
+    Climb, EscalationError, EscalationPolicy, EscalationPolicyConfig, Page, RotaConfig, Rotas,
+    SlaConfig,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::notify::{self, ChannelConfig, ChannelKind, Message};
+use crate::store::escalation::{EscalationTx, NewNotification, TicketBrief};
+use crate::store::{SqliteStore, StoreError};
+
+/// Rows handled per step.
+const STEP_LIMIT: u32 = 500;
+/// Longest wait between two delivery attempts.
+const MAX_BACKOFF_NS: i64 = 3600 * 1_000_000_000;
+
+/// `[[escalation.contacts]]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ContactConfig {
+    pub name: String,
+    /// E-mail address, sent through `email_channel` (default: the only smtp channel).
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub email_channel: Option<String>,
+    /// Webhook and Slack channels this contact is paged on.
+    #[serde(default)]
+    pub channels: Vec<String>,
+}
+
+/// `[escalation]` in collector.toml.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EscalationSection {
+    /// How often the escalator looks at its clocks, milliseconds. Default 1000.
+    pub tick_ms: u64,
+    /// Delivery attempts before a notification is given up (and shown as failed). Default 8.
+    pub max_attempts: u32,
+    /// First retry after this many milliseconds, doubling up to an hour. Default 2000.
+    pub retry_base_ms: u64,
+    pub channels: Vec<ChannelConfig>,
+    pub contacts: Vec<ContactConfig>,
+    pub rotas: Vec<RotaConfig>,
+    /// Chosen per ticket by constituency and severity: the first that serves it.
+    pub policies: Vec<EscalationPolicyConfig>,
+    /// Time to acknowledge and to resolve, per severity.
+    pub sla: SlaConfig,
+}
+
+impl Default for EscalationSection {
+    fn default() -> Self {
+        EscalationSection {
+            tick_ms: 1000,
+            max_attempts: 8,
+            retry_base_ms: 2000,
+            channels: vec![],
+            contacts: vec![],
+            rotas: vec![],
+            policies: vec![],
+            sla: SlaConfig::default(),
+        }
+    }
+}
+
+/// A contact's ways to be reached: (channel name, address) pairs.
+type Routes = Vec<(String, String)>;
+
+/// Validated escalation settings.
+#[derive(Debug)]
+pub struct EscalationSettings {
+    pub tick: Duration,
+    pub max_attempts: u32,
+    pub retry_base_ns: i64,
+    pub channels: BTreeMap<String, ChannelConfig>,
+    routes: BTreeMap<String, Routes>,
+    pub rotas: Rotas,
+    pub policies: Vec<EscalationPolicy>,
+    pub sla: SlaConfig,
+}
+
+impl EscalationSettings {
+    pub fn new(s: &EscalationSection) -> Result<EscalationSettings, String> {
+        let mut channels = BTreeMap::new();
+        for c in &s.channels {
+            c.validate()?;
+            if channels.insert(c.name.clone(), c.clone()).is_some() {
+                return Err(format!("channel {} named twice", c.name));
+            }
+        }
+        let smtp: Vec<&String> = channels
+            .values()
+            .filter(|c| c.kind == ChannelKind::Smtp)
+            .map(|c| &c.name)
+            .collect();
+        let mut routes = BTreeMap::new();
+        for c in &s.contacts {
+            let mut r: Routes = Vec::new();
+            if let Some(email) = &c.email {
+                let ch = match (&c.email_channel, smtp.as_slice()) {
+                    (Some(ch), _) => ch.clone(),
+                    (None, [only]) => (*only).clone(),
+                    (None, _) => {
+                        return Err(format!(
+                            "contact {}: has an e-mail address; name its email_channel (there is not exactly one smtp channel)",
+                            c.name
+                        ));
+                    }
+                };
+                if channels.get(&ch).map(|c| c.kind) != Some(ChannelKind::Smtp) {
+                    return Err(format!("contact {}: {ch} is not an smtp channel", c.name));
+                }
+                if email.contains(['\r', '\n', '<', '>']) || !email.contains('@') {
+                    return Err(format!("contact {}: bad e-mail address", c.name));
+                }
+                r.push((ch, email.clone()));
+            }
+            for ch in &c.channels {
+                match channels.get(ch).map(|c| c.kind) {
+                    Some(ChannelKind::Webhook | ChannelKind::Slack) => {
+                        r.push((ch.clone(), String::new()))
+                    }
+                    Some(ChannelKind::Smtp) => {
+                        return Err(format!(
+                            "contact {}: {ch} is smtp; give an email instead",
+                            c.name
+                        ));
+                    }
+                    None => return Err(format!("contact {}: no channel {ch}", c.name)),
+                }
+            }
+            if r.is_empty() {
+                return Err(format!(
+                    "contact {}: no e-mail and no channel: unreachable",
+                    c.name
+                ));
+            }
+            if routes.insert(c.name.clone(), r).is_some() {
+                return Err(format!("contact {} named twice", c.name));
+            }
+        }
+        let contact_names: BTreeSet<String> = routes.keys().cloned().collect();
+        let rotas = Rotas::new(&s.rotas, &contact_names).map_err(|e| e.to_string())?;
+        let rota_names = rotas.names();
+        let mut names = BTreeSet::new();
+        let policies = s
+            .policies
+            .iter()
+            .map(|p| {
+                if !names.insert(p.name.clone()) {
+                    return Err(EscalationError::Policy {
+                        policy: p.name.clone(),
+                        message: "named twice".into(),
+                    });
+                }
+                EscalationPolicy::new(p, &contact_names, &rota_names)
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        s.sla.validate().map_err(|e| e.to_string())?;
+        if s.tick_ms == 0 || s.max_attempts == 0 || s.retry_base_ms == 0 {
+            return Err("tick_ms, max_attempts and retry_base_ms must be above 0".into());
+        }
+        Ok(EscalationSettings {
+            tick: Duration::from_millis(s.tick_ms.min(60_000)),
+            max_attempts: s.max_attempts,
+            retry_base_ns: s.retry_base_ms.min(3_600_000) as i64 * 1_000_000,
+            channels,
+            routes,
+            rotas,
+            policies,
+            sla: s.sla.clone(),
+        })
+    }
+}
+
+/// What the escalator and notifier have done.
+#[derive(Debug, Default, Serialize)]
+pub struct EscalationStats {
+    pub climbs_started: AtomicU64,
+    pub pages: AtomicU64,
+    pub sla_breaches: AtomicU64,
+    pub notifications_queued: AtomicU64,
+    pub delivered: AtomicU64,
+    pub delivery_failures: AtomicU64,
+    pub given_up: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+pub struct Escalator {
+    store: Arc<SqliteStore>,
+    settings: Arc<EscalationSettings>,
+    pub stats: Arc<EscalationStats>,
+}
+
+impl Escalator {
+    pub fn new(store: Arc<SqliteStore>, settings: Arc<EscalationSettings>) -> Escalator {
+        Escalator {
+            store,
+            settings,
+            stats: Arc::default(),
+        }
+    }
+
+    /// Start new climbs, move due ones, record SLA breaches. Returns how much it did.
+    pub fn run_once(&self, now_ns: i64) -> Result<usize, StoreError> {
+        let s = &self.settings;
+        let now_s = now_ns.div_euclid(1_000_000_000);
+        let mut work = 0;
+
+        let unstarted = self.store.unstarted_escalations(STEP_LIMIT)?;
+        let due = self.store.due_climbs(now_ns, STEP_LIMIT)?;
+        let sla = self.store.sla_due(now_ns, STEP_LIMIT)?;
+        if unstarted.is_empty() && due.is_empty() && sla.is_empty() {
+            return Ok(0);
+        }
+        let queued = self.store.write_escalation(|tx| {
+            let mut queued = 0;
+            for u in &unstarted {
+                let t = &u.ticket;
+                let dues = s.sla.due(t.severity, u.clock_start_ns);
+                let policy = s
+                    .policies
+                    .iter()
+                    .find(|p| p.serves(&t.constituency, t.severity));
+                match (u.state.as_str(), policy) {
+                    ("pending", Some(p)) => {
+                        let pid = tx.policy_id(&p.config, &p.digest(), now_ns)?;
+                        let (climb, page) = p.start(u.epoch, now_ns);
+                        tx.start(t.id, Some(pid), Some(&climb), "climbing", dues)?;
+                        bump(&self.stats.climbs_started, 1);
+                        queued += self.page(tx, t, &page, "escalation", now_ns, now_s)?;
+                    }
+                    ("pending", None) => tx.start(t.id, None, None, "no_policy", dues)?,
+                    (state, _) => tx.start(t.id, None, None, state, dues)?,
+                }
+                work += 1;
+            }
+            for d in &due {
+                // The version the climb started with, as stored (validated when first used).
+                let p = EscalationPolicy {
+                    config: d.policy.clone(),
+                };
+                queued += self.climb(tx, &p, d.climb, &d.ticket, now_ns, now_s)?;
+                work += 1;
+            }
+            for b in &sla {
+                tx.breach(b.ticket.id, b.kind, b.due_ns)?;
+                bump(&self.stats.sla_breaches, 1);
+                work += 1;
+                let Some(p) = &b.policy else {
+                    tracing::warn!(
+                        "ticket {}: {} SLA breached; no escalation policy to notify",
+                        b.ticket.id,
+                        b.kind
+                    );
+                    continue;
+                };
+                // Everyone paged so far in this climb hears of the breach.
+                let reached = if b.climb.round > 0 {
+                    p.levels.len() - 1
+                } else {
+                    b.climb.level.min(p.levels.len() - 1)
+                };
+                let targets: Vec<String> = p.levels[..=reached]
+                    .iter()
+                    .flat_map(|l| l.contacts.iter().cloned())
+                    .collect();
+                let page = Page {
+                    epoch: b.climb.epoch,
+                    round: 0,
+                    level: 0,
+                    targets,
+                };
+                let reason = if b.kind == "ack" {
+                    "sla_ack_breach"
+                } else {
+                    "sla_resolve_breach"
+                };
+                queued += self.page(tx, &b.ticket, &page, reason, now_ns, now_s)?;
+            }
+            Ok(queued)
+        })?;
+        bump(&self.stats.notifications_queued, queued as u64);
+        Ok(work)
+    }
+
+    fn climb(
+        &self,
+        tx: &EscalationTx<'_>,
+        p: &EscalationPolicy,
+        mut climb: Climb,
+        t: &TicketBrief,
+        now_ns: i64,
+        now_s: i64,
+    ) -> Result<usize, StoreError> {
+        let pages = climb.advance(p, now_ns);
+        let mut queued = 0;
+        for page in &pages {
+            queued += self.page(tx, t, page, "escalation", now_ns, now_s)?;
+        }
+        tx.save_climb(t.id, &climb)?;
+        Ok(queued)
+    }
+
+    /// Queue one page: every target resolved (rotas at `now_s`) to each of its routes.
+    fn page(
+        &self,
+        tx: &EscalationTx<'_>,
+        t: &TicketBrief,
+        page: &Page,
+        reason: &str,
+        now_ns: i64,
+        now_s: i64,
+    ) -> Result<usize, StoreError> {
+        bump(&self.stats.pages, 1);
+        let what = match reason {
+            "escalation" => format!("escalation level {}", page.level + 1),
+            "sla_ack_breach" => "SLA breached: not acknowledged in time".into(),
+            _ => "SLA breached: not resolved in time".into(),
+        };
+        let subject = format!(
+            "[Lindi] {} {} ticket #{} ({}): {} — {what}",
+            t.tlp,
+            t.severity.name().to_uppercase(),
+            t.id,
+            t.constituency,
+            t.title
+        );
+        let text = format!(
+            "{subject}\n\nTicket #{id}: {title}\nConstituency: {c}\nIncident type (RSIT): {rsit}\nSeverity: {sev}\nState: {state}\nAssignee: {who}\n\nAcknowledge it to stop the escalation: lindi tickets ack {id}\n\n{tlp}: share only as {tlp} allows.",
+            id = t.id,
+            title = t.title,
+            c = t.constituency,
+            rsit = t.rsit_type,
+            sev = t.severity,
+            state = t.state,
+            who = t.assignee.as_deref().unwrap_or("nobody"),
+            tlp = t.tlp,
+        );
+        let mut queued = 0;
+        for contact in self.settings.rotas.resolve(&page.targets, now_s) {
+            let Some(routes) = self.settings.routes.get(&contact) else {
+                tracing::warn!("ticket {}: contact {contact} is no longer configured", t.id);
+                continue;
+            };
+            for (channel, address) in routes {
+                let payload = json!({
+                    "reason": reason,
+                    "level": page.level + 1,
+                    "round": page.round,
+                    "contact": contact,
+                    "subject": subject,
+                    "text": text,
+                    "ticket": t,
+                });
+                let created = tx.notify(
+                    &NewNotification {
+                        ticket_id: t.id,
+                        reason,
+                        epoch: page.epoch,
+                        round: page.round,
+                        level: page.level,
+                        contact: &contact,
+                        channel,
+                        address,
+                        subject: &subject,
+                        payload: &payload,
+                    },
+                    now_ns,
+                )?;
+                queued += created as usize;
+            }
+        }
+        Ok(queued)
+    }
+
+    /// Run on its own thread until `stop`; `wake` makes it look at once.
+    pub fn spawn(
+        self,
+        stop: Arc<AtomicBool>,
+        wake: std::sync::mpsc::Receiver<()>,
+        notifier: std::sync::mpsc::SyncSender<()>,
+    ) -> std::thread::JoinHandle<()> {
+        std::thread::Builder::new()
+            .name("lindi-escalator".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    match self.run_once(crate::now_ns()) {
+                        Ok(n) if n > 0 => {
+                            let _ = notifier.try_send(());
+                            continue;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            bump(&self.stats.errors, 1);
+                            tracing::error!("escalator: {e}; retrying");
+                        }
+                    }
+                    let _ = wake.recv_timeout(self.settings.tick);
+                }
+            })
+            .expect("spawn the escalator thread")
+    }
+}
+
+pub struct Notifier {
+    store: Arc<SqliteStore>,
+    settings: Arc<EscalationSettings>,
+    stats: Arc<EscalationStats>,
+    sender_name: String,
+}
+
+impl Notifier {
+    pub fn new(
+        store: Arc<SqliteStore>,
+        settings: Arc<EscalationSettings>,
+        stats: Arc<EscalationStats>,
+        sender_name: String,
+    ) -> Notifier {
+        Notifier {
+            store,
+            settings,
+            stats,
+            sender_name,
+        }
+    }
+
+    /// Deliver what is due; returns how many it tried.
+    pub fn run_once(&self, now_ns: i64) -> Result<usize, StoreError> {
+        let due = self.store.due_notifications(now_ns, STEP_LIMIT)?;
+        for n in &due {
+            let outcome = match self.settings.channels.get(&n.channel) {
+                None => Err(format!("channel {} is no longer configured", n.channel)),
+                Some(ch) => notify::send(
+                    ch,
+                    &Message {
+                        delivery_id: &n.dedup,
+                        to: &n.address,
+                        subject: &n.subject,
+                        text: n.payload["text"].as_str().unwrap_or(&n.subject),
+                        json: &n.payload,
+                        sender_name: &self.sender_name,
+                    },
+                )
+                .map_err(|e| e.to_string()),
+            };
+            let attempts = n.attempts + 1;
+            let next = match &outcome {
+                Ok(()) => {
+                    bump(&self.stats.delivered, 1);
+                    None
+                }
+                Err(e) => {
+                    bump(&self.stats.delivery_failures, 1);
+                    tracing::warn!("notification {} via {}: {e}", n.id, n.channel);
+                    if attempts >= self.settings.max_attempts {
+                        bump(&self.stats.given_up, 1);
+                        None
+                    } else {
+                        let backoff = self
+                            .settings
+                            .retry_base_ns
+                            .saturating_mul(1 << (attempts - 1).min(20))
+                            .min(MAX_BACKOFF_NS);
+                        Some(now_ns.saturating_add(backoff))
+                    }
+                }
+            };
+            self.store.record_attempt(
+                n.id,
+                now_ns,
+                outcome.as_ref().map(|_| ()).map_err(String::as_str),
+                next,
+            )?;
+        }
+        Ok(due.len())
+    }
+
+    pub fn spawn(
+        self,
+        stop: Arc<AtomicBool>,
+        wake: std::sync::mpsc::Receiver<()>,
+    ) -> std::thread::JoinHandle<()> {
+        std::thread::Builder::new()
+            .name("lindi-notifier".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    match self.run_once(crate::now_ns()) {
+                        Ok(n) if n > 0 => continue,
+                        Ok(_) => {}
+                        Err(e) => {
+                            bump(&self.stats.errors, 1);
+                            tracing::error!("notifier: {e}; retrying");
+                        }
+                    }
+                    let _ = wake.recv_timeout(self.settings.tick);
+                }
+            })
+            .expect("spawn the notifier thread")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::TriageSection;
+    use crate::testutil::{Fixture, drain_at};
+    use lindi_shared::escalation::EscalationLevelConfig;
+
+    const S: i64 = 1_000_000_000;
+    const T0: i64 = 1_800_000_000 * S;
+
+    fn section(hook_url: &str) -> EscalationSection {
+        let contact = |name: &str| ContactConfig {
+            name: name.into(),
+            email: Some(format!("{name}@example.org")),
+            email_channel: None,
+            channels: vec!["hook".into()],
+        };
+        EscalationSection {
+            channels: vec![
+                ChannelConfig {
+                    name: "mail".into(),
+                    kind: ChannelKind::Smtp,
+                    url: String::new(),
+                    headers: Default::default(),
+                    server: "127.0.0.1:9".into(),
+                    from: "lindi@example.org".into(),
+                },
+                ChannelConfig {
+                    name: "hook".into(),
+                    kind: ChannelKind::Webhook,
+                    url: hook_url.into(),
+                    headers: Default::default(),
+                    server: String::new(),
+                    from: String::new(),
+                },
+            ],
+            contacts: ["oncall", "desk", "manager", "ciso"].map(contact).to_vec(),
+            policies: vec![EscalationPolicyConfig {
+                name: "default".into(),
+                constituencies: vec!["*".into()],
+                severities: lindi_shared::triage::Level::ALL.to_vec(),
+                levels: vec![
+                    EscalationLevelConfig {
+                        contacts: vec!["oncall".into(), "desk".into()],
+                        delay_secs: 600,
+                    },
+                    EscalationLevelConfig {
+                        contacts: vec!["manager".into(), "ciso".into()],
+                        delay_secs: 1800,
+                    },
+                ],
+                repeat: 0,
+            }],
+            max_attempts: 3,
+            ..Default::default()
+        }
+    }
+
+    /// A store with one open ticket (high: a severity-1 trojan detection).
+    fn with_ticket() -> (Fixture, i64) {
+        let mut f = Fixture::new();
+        f.detect("bank-a", "ag1", "1:100", "10.0.0.1", &[0]);
+        drain_at(&mut f.pipeline(&TriageSection::default()), T0);
+        let id = f.tickets("bank-a")[0].id;
+        (f, id)
+    }
+
+    fn escalator(f: &Fixture, s: &EscalationSection) -> Escalator {
+        Escalator::new(
+            f.store.clone(),
+            Arc::new(EscalationSettings::new(s).unwrap()),
+        )
+    }
+
+    /// (reason, level, contact, channel) of every notification of a ticket.
+    fn sent(f: &Fixture, ticket: i64) -> Vec<(String, u32, String, String)> {
+        f.store
+            .escalation(ticket)
+            .unwrap()
+            .unwrap()
+            .notifications
+            .into_iter()
+            .map(|n| (n.reason, n.level, n.contact, n.channel))
+            .collect()
+    }
+
+    fn ack(f: &Fixture, ticket: i64, at: i64) {
+        f.store
+            .change_ticket(ticket, "ana", "acknowledge", at, &mut |e| {
+                e.ticket.acknowledged_at_ns = Some(at);
+                Ok(())
+            })
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+
+    #[test]
+    fn levels_climb_on_a_simulated_clock_and_an_ack_stops_them() {
+        let (f, t) = with_ticket();
+        let e = escalator(&f, &section("http://127.0.0.1:9/hook"));
+        e.run_once(T0).unwrap();
+        let level1 = sent(&f, t);
+        assert_eq!(
+            level1.len(),
+            4,
+            "two contacts, each by mail and webhook: {level1:?}"
+        );
+        assert!(level1.iter().all(|n| n.1 == 0));
+        e.run_once(T0 + 599 * S).unwrap();
+        assert_eq!(sent(&f, t).len(), 4, "not before the delay");
+        e.run_once(T0 + 600 * S).unwrap();
+        let after = sent(&f, t);
+        assert_eq!(after.len(), 8);
+        assert!(
+            after[4..]
+                .iter()
+                .all(|n| n.1 == 1 && (n.2 == "manager" || n.2 == "ciso"))
+        );
+        e.run_once(T0 + 600 * S).unwrap();
+        assert_eq!(sent(&f, t).len(), 8, "once per level");
+        ack(&f, t, T0 + 700 * S);
+        e.run_once(T0 + 80_000 * S).unwrap();
+        let esc = f.store.escalation(t).unwrap().unwrap();
+        assert_eq!(esc.state, "acknowledged");
+        assert_eq!(
+            esc.ack_breach_ns,
+            Some(0),
+            "acknowledged within the high SLA (1 h)"
+        );
+        assert!(
+            sent(&f, t).iter().all(|n| n.0 == "escalation"),
+            "no further pages (the resolve SLA, 1 day, has not run out)"
+        );
+    }
+
+    #[test]
+    fn a_restarted_escalator_continues_on_time_without_resending() {
+        let (f, t) = with_ticket();
+        let s = section("http://127.0.0.1:9/hook");
+        escalator(&f, &s).run_once(T0).unwrap();
+        // "Restart": a new escalator over the same store, between levels.
+        let e = escalator(&f, &s);
+        e.run_once(T0 + 300 * S).unwrap();
+        assert_eq!(sent(&f, t).len(), 4);
+        e.run_once(T0 + 601 * S).unwrap();
+        assert_eq!(sent(&f, t).len(), 8);
+    }
+
+    #[test]
+    fn a_climb_keeps_the_policy_version_it_started_with() {
+        let (f, t) = with_ticket();
+        let s = section("http://127.0.0.1:9/hook");
+        escalator(&f, &s).run_once(T0).unwrap();
+        let mut changed = s.clone();
+        changed.policies[0].levels[1].contacts = vec!["oncall".into(), "desk".into()];
+        escalator(&f, &changed).run_once(T0 + 600 * S).unwrap();
+        let level2: Vec<_> = sent(&f, t).into_iter().filter(|n| n.1 == 1).collect();
+        assert!(
+            level2.iter().all(|n| n.2 == "manager" || n.2 == "ciso"),
+            "{level2:?}"
+        );
+    }
+
+    #[test]
+    fn sla_breaches_notify_once_and_a_reopened_ticket_climbs_again() {
+        let (f, t) = with_ticket();
+        let mut s = section("http://127.0.0.1:9/hook");
+        s.policies[0].levels[0].delay_secs = 86_400;
+        let e = escalator(&f, &s);
+        e.run_once(T0).unwrap();
+        // High: acknowledge within an hour.
+        e.run_once(T0 + 3601 * S).unwrap();
+        e.run_once(T0 + 3700 * S).unwrap();
+        let breaches: Vec<_> = sent(&f, t)
+            .into_iter()
+            .filter(|n| n.0 == "sla_ack_breach")
+            .collect();
+        assert_eq!(breaches.len(), 4, "level-1 contacts, once: {breaches:?}");
+        let esc = f.store.escalation(t).unwrap().unwrap();
+        assert_eq!(esc.ack_breach_ns, esc.ack_due_ns);
+        // Close, then reopen: a new epoch pages level 1 again.
+        let close_at = T0 + 4000 * S;
+        f.store
+            .change_ticket(t, "ana", "transition", close_at, &mut |e| {
+                e.ticket.closed = true;
+                e.ticket.acknowledged_at_ns = Some(close_at);
+                Ok(())
+            })
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        f.store
+            .change_ticket(t, "ana", "transition", close_at + S, &mut |e| {
+                e.ticket.closed = false;
+                e.ticket.acknowledged_at_ns = None;
+                Ok(())
+            })
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        e.run_once(close_at + 2 * S).unwrap();
+        let esc = f.store.escalation(t).unwrap().unwrap();
+        assert_eq!((esc.epoch, esc.state.as_str()), (1, "climbing"));
+        let epoch1 = esc.notifications.iter().filter(|n| n.epoch == 1).count();
+        assert_eq!(epoch1, 4);
+    }
+
+    #[test]
+    fn failed_deliveries_back_off_then_give_up_and_delivered_ones_are_not_resent() {
+        let (f, t) = with_ticket();
+        let s = section("http://127.0.0.1:9/hook");
+        let settings = Arc::new(EscalationSettings::new(&s).unwrap());
+        let e = Escalator::new(f.store.clone(), settings.clone());
+        e.run_once(T0).unwrap();
+        let n = Notifier::new(f.store.clone(), settings, e.stats.clone(), "lindi".into());
+        // Port 9 on loopback refuses: every attempt fails.
+        assert_eq!(n.run_once(T0).unwrap(), 4);
+        assert_eq!(n.run_once(T0 + S).unwrap(), 0, "backing off (2 s)");
+        assert_eq!(n.run_once(T0 + 2 * S).unwrap(), 4);
+        assert_eq!(n.run_once(T0 + 5 * S).unwrap(), 0, "backing off (4 s)");
+        assert_eq!(n.run_once(T0 + 6 * S).unwrap(), 4);
+        assert_eq!(
+            n.run_once(T0 + 10_000 * S).unwrap(),
+            0,
+            "given up after 3 attempts"
+        );
+        let esc = f.store.escalation(t).unwrap().unwrap();
+        assert!(
+            esc.notifications
+                .iter()
+                .all(|n| n.state == "failed" && n.attempts == 3)
+        );
+        assert!(esc.notifications.iter().all(|n| n.last_error.is_some()));
+        assert_eq!(e.stats.given_up.load(Ordering::Relaxed), 4);
+    }
+}
