@@ -6,6 +6,7 @@
 //! Every child process is killed when its handle drops, and every wait is bounded.
 
 pub mod netns;
+pub mod receivers;
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
@@ -146,6 +147,39 @@ impl Collector {
 
     pub fn http_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Add (or replace) top-level sections of `collector.toml` with those in `toml`.
+    pub fn configure(&self, toml: &str) {
+        let path = self.data_dir.join("collector.toml");
+        let mut table: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+        let extra: toml::Table = toml.parse().unwrap();
+        table.extend(extra);
+        std::fs::write(&path, toml::to_string(&table).unwrap()).unwrap();
+    }
+
+    /// GET an API path; the JSON answer.
+    pub fn api_get(&self, path: &str) -> serde_json::Value {
+        ureq::get(format!("{}{path}", self.http_url()))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_json()
+            .unwrap()
+    }
+
+    /// POST JSON to an API path; the status and JSON answer.
+    pub fn api_post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut resp = agent
+            .post(format!("{}{path}", self.http_url()))
+            .send_json(body)
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_json().unwrap_or_default())
     }
 
     pub fn quic_addr(&self) -> String {

@@ -4,6 +4,7 @@
 mod capture;
 mod delivery;
 mod enrollment;
+mod escalation;
 mod fim;
 mod hostile;
 mod privileges;
