@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::escalator::{EscalationSection, EscalationSettings};
+use crate::monitor::MonitorSection;
 use crate::pipeline::{ConstituencyConfig, TriageSection, TriageSettings};
 use crate::store::Synchronous;
 
@@ -69,6 +70,8 @@ pub struct CollectorConfig {
     pub constituencies: Vec<ConstituencyConfig>,
     /// Channels, contacts, rotas, escalation policies and SLA targets (docs/triage.md).
     pub escalation: EscalationSection,
+    /// Alarms on silent agents and sensors and on rising loss counters.
+    pub monitors: MonitorSection,
 }
 
 impl Default for CollectorConfig {
@@ -88,6 +91,7 @@ impl Default for CollectorConfig {
             triage: TriageSection::default(),
             constituencies: vec![],
             escalation: EscalationSection::default(),
+            monitors: MonitorSection::default(),
         }
     }
 }
@@ -156,6 +160,7 @@ pub struct CollectorSettings {
     pub synchronous: Synchronous,
     pub triage: Arc<TriageSettings>,
     pub escalation: Arc<EscalationSettings>,
+    pub monitors: MonitorSection,
 }
 
 impl CollectorConfig {
@@ -268,6 +273,12 @@ impl CollectorConfig {
             escalation: Arc::new(
                 EscalationSettings::new(&self.escalation).map_err(|e| invalid("escalation", e))?,
             ),
+            monitors: {
+                self.monitors
+                    .validate()
+                    .map_err(|e| invalid("monitors", e))?;
+                self.monitors.clone()
+            },
         })
     }
 }

@@ -26,7 +26,9 @@ use lindi_shared::escalation::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::monitor::Monitor;
 use crate::notify::{self, ChannelConfig, ChannelKind, Message};
+use crate::pipeline::PipelineHandle;
 use crate::store::escalation::{EscalationTx, NewNotification, TicketBrief};
 use crate::store::{SqliteStore, StoreError};
 
@@ -400,9 +402,12 @@ impl Escalator {
         Ok(queued)
     }
 
-    /// Run on its own thread until `stop`; `wake` makes it look at once.
+    /// Run on its own thread until `stop`, with the monitors every their interval; `wake`
+    /// makes it look at once. Alarms wake the pipeline, pages wake the notifier.
     pub fn spawn(
         self,
+        monitor: Monitor,
+        pipeline: Arc<PipelineHandle>,
         stop: Arc<AtomicBool>,
         wake: std::sync::mpsc::Receiver<()>,
         notifier: std::sync::mpsc::SyncSender<()>,
@@ -410,7 +415,19 @@ impl Escalator {
         std::thread::Builder::new()
             .name("lindi-escalator".into())
             .spawn(move || {
+                let mut next_monitor = std::time::Instant::now();
                 while !stop.load(Ordering::Acquire) {
+                    if std::time::Instant::now() >= next_monitor {
+                        next_monitor += monitor.interval();
+                        match monitor.run_once(crate::now_ns()) {
+                            Ok(0) => {}
+                            Ok(_) => pipeline.wake(),
+                            Err(e) => {
+                                bump(&self.stats.errors, 1);
+                                tracing::error!("monitors: {e}");
+                            }
+                        }
+                    }
                     match self.run_once(crate::now_ns()) {
                         Ok(n) if n > 0 => {
                             let _ = notifier.try_send(());

@@ -14,6 +14,7 @@ pub mod config;
 pub mod enrollment;
 pub mod escalator;
 pub mod ingest;
+pub mod monitor;
 pub mod notify;
 pub mod pipeline;
 pub mod store;
@@ -34,6 +35,7 @@ use crate::authority::{Authority, AuthorityError};
 use crate::config::{CONFIG_FILE_NAME, CollectorConfig, CollectorSettings};
 use crate::escalator::{Escalator, Notifier};
 use crate::ingest::{Ingest, IngestError, IngestSettings};
+use crate::monitor::Monitor;
 use crate::pipeline::{Pipeline, PipelineHandle};
 use crate::store::{SqliteStore, Store, StoreError};
 
@@ -221,8 +223,14 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
     );
     let (escalator_wake, escalator_rx) = std::sync::mpsc::sync_channel(1);
     let (notifier_wake, notifier_rx) = std::sync::mpsc::sync_channel(1);
-    let escalator_thread =
-        escalator.spawn(pipeline_stop.clone(), escalator_rx, notifier_wake.clone());
+    let monitor = Monitor::new(store.clone(), settings.monitors.clone());
+    let escalator_thread = escalator.spawn(
+        monitor,
+        pipeline_handle.clone(),
+        pipeline_stop.clone(),
+        escalator_rx,
+        notifier_wake.clone(),
+    );
     let notifier_thread = notifier.spawn(pipeline_stop.clone(), notifier_rx);
     let api_state = Arc::new(api::ApiState {
         store: store.clone(),

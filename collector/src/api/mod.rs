@@ -7,6 +7,7 @@
 //! - `GET /api/v1/agents`
 //! - `GET /api/v1/events?agent=ID&kind=KIND&since=10m&until_ns=N&limit=N`
 //! - alerts, tickets, suppressions and triage counters: see [`tickets`].
+//! - `GET /metrics` (Prometheus) and `GET /api/v1/metrics`: see [`metrics`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use crate::ingest::IngestStats;
 use crate::pipeline::{PipelineHandle, TriageSettings};
 use crate::store::{EventQuery, SqliteStore, Store};
 
+mod metrics;
 mod tickets;
 
 /// Most events one query returns.
@@ -48,6 +50,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/agents", get(agents))
         .route("/api/v1/events", get(events))
         .merge(tickets::routes())
+        .merge(metrics::routes())
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })

@@ -18,12 +18,14 @@
 //! connection per query, so API reads never wait for ingest.
 
 pub mod escalation;
+pub mod metrics;
+pub mod monitor;
 pub mod triage;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use lindi_shared::proto::Event;
+use lindi_shared::proto::{Event, event};
 use prost::Message;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
@@ -283,6 +285,18 @@ CREATE TABLE notification_attempts (
     detail TEXT NOT NULL
 );
 CREATE INDEX notification_attempts_id ON notification_attempts (notification_id);
+"#,
+    r#"
+ALTER TABLE agents ADD COLUMN last_health_ns INTEGER;
+ALTER TABLE agents ADD COLUMN last_health BLOB;
+CREATE TABLE monitor_state (
+    agent_id TEXT NOT NULL,
+    check_name TEXT NOT NULL,
+    raised INTEGER NOT NULL,
+    value INTEGER NOT NULL,
+    since_ns INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, check_name)
+) WITHOUT ROWID;
 "#,
 ];
 
@@ -598,6 +612,17 @@ impl Store for SqliteStore {
             return Ok(BatchOutcome::Duplicate);
         }
         insert_event_rows(&tx, meta.constituency, meta.sequence, events)?;
+        // The agent's latest health report, for monitors and the fleet view.
+        if let Some(h) = events
+            .iter()
+            .filter(|e| matches!(e.kind, Some(event::Kind::AgentHealth(_))))
+            .max_by_key(|e| e.timestamp_ns)
+        {
+            tx.execute(
+                "UPDATE agents SET last_health_ns = ?2, last_health = ?3 WHERE agent_id = ?1 AND COALESCE(last_health_ns, 0) <= ?2",
+                params![meta.agent_id, h.timestamp_ns, h.encode_to_vec()],
+            )?;
+        }
         tx.commit()?;
         Ok(BatchOutcome::Stored)
     }

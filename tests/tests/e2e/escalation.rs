@@ -236,6 +236,19 @@ fn a_detection_escalates_until_acknowledged_across_a_collector_restart() {
     );
     assert!(!view.to_string().contains("e2e-channel-secret"));
     assert!(!c.log_text().contains("e2e-channel-secret"));
+    // Effectiveness: the acknowledged ticket counts in the Prometheus metrics.
+    let metrics = ureq::get(format!("{}/metrics", c.http_url()))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "lindi_tickets_acknowledged_total{constituency=\"bank-a\",rsit_type=\"malicious-code/infected-system\",severity=\"high\"} 1"
+        ),
+        "{metrics}"
+    );
     // Every notification is recorded as delivered.
     assert!(
         esc["notifications"]

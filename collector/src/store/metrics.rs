@@ -1,0 +1,188 @@
+//! Effectiveness figures, aggregated from alerts and tickets on demand: per constituency,
+//! incident type and severity the counts and the sums behind MTTD (event to alert), MTTA
+//! (ticket opened to acknowledged) and MTTR (opened to resolved), SLA breaches, suppressed
+//! detections, and per rule how its alerts' tickets were resolved (its false-positive rate).
+//!
+//! Sums and counts, not averages, so Prometheus can take rates over any window; the JSON view
+//! divides them.
+
+use rusqlite::params;
+use serde::Serialize;
+
+use super::{SqliteStore, StoreError};
+
+/// One (constituency, RSIT type, severity) group.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct GroupFigures {
+    pub constituency: String,
+    pub rsit_type: String,
+    pub severity: String,
+    pub alerts: u64,
+    pub occurrences: u64,
+    /// Sum over alerts of (created − first occurrence), seconds.
+    pub detect_seconds_sum: f64,
+    pub tickets: u64,
+    pub tickets_open: u64,
+    pub acknowledged: u64,
+    pub acknowledge_seconds_sum: f64,
+    pub resolved: u64,
+    pub resolve_seconds_sum: f64,
+    pub sla_ack_breaches: u64,
+    pub sla_resolve_breaches: u64,
+}
+
+/// How one rule's alerts ended, through their tickets.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct RuleFigures {
+    pub engine: String,
+    pub rule_id: String,
+    pub title: String,
+    pub alerts: u64,
+    /// Alerts whose ticket was resolved, and those resolved as false positives.
+    pub resolved: u64,
+    pub false_positive: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Effectiveness {
+    pub groups: Vec<GroupFigures>,
+    pub rules: Vec<RuleFigures>,
+    /// Suppressed detections per constituency.
+    pub suppressed: Vec<(String, u64)>,
+}
+
+/// Most rule rows reported (the noisiest first).
+const MAX_RULES: i64 = 1000;
+
+impl SqliteStore {
+    pub fn effectiveness(&self, constituency: Option<&str>) -> Result<Effectiveness, StoreError> {
+        let conn = self.reader()?;
+        let mut groups: std::collections::BTreeMap<(String, String, String), GroupFigures> =
+            Default::default();
+        let key = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(String, String, String)> {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        };
+        let mut stmt = conn.prepare(
+            "SELECT constituency, rsit_class || '/' || rsit_type, severity, COUNT(*), SUM(occurrences), SUM(MAX(created_at_ns - first_seen_ns, 0)) / 1e9 FROM alerts WHERE ?1 IS NULL OR constituency = ?1 GROUP BY 1, 2, 3",
+        )?;
+        let mut rows = stmt.query(params![constituency])?;
+        while let Some(r) = rows.next()? {
+            let g = groups.entry(key(r)?).or_default();
+            g.alerts = r.get::<_, i64>(3)? as u64;
+            g.occurrences = r.get::<_, i64>(4)? as u64;
+            g.detect_seconds_sum = r.get::<_, f64>(5)?;
+        }
+        let mut stmt = conn.prepare(
+            "SELECT t.constituency, t.rsit_class || '/' || t.rsit_type, t.severity, COUNT(*), SUM(t.closed = 0), COUNT(t.acknowledged_at_ns), COALESCE(SUM(t.acknowledged_at_ns - t.opened_at_ns), 0) / 1e9, COUNT(t.resolved_at_ns), COALESCE(SUM(t.resolved_at_ns - t.opened_at_ns), 0) / 1e9, COALESCE(SUM(e.ack_breach_ns > 0), 0), COALESCE(SUM(e.resolve_breach_ns > 0), 0) FROM tickets t LEFT JOIN escalations e ON e.ticket_id = t.id WHERE ?1 IS NULL OR t.constituency = ?1 GROUP BY 1, 2, 3",
+        )?;
+        let mut rows = stmt.query(params![constituency])?;
+        while let Some(r) = rows.next()? {
+            let g = groups.entry(key(r)?).or_default();
+            g.tickets = r.get::<_, i64>(3)? as u64;
+            g.tickets_open = r.get::<_, i64>(4)? as u64;
+            g.acknowledged = r.get::<_, i64>(5)? as u64;
+            g.acknowledge_seconds_sum = r.get(6)?;
+            g.resolved = r.get::<_, i64>(7)? as u64;
+            g.resolve_seconds_sum = r.get(8)?;
+            g.sla_ack_breaches = r.get::<_, i64>(9)? as u64;
+            g.sla_resolve_breaches = r.get::<_, i64>(10)? as u64;
+        }
+        let groups = groups
+            .into_iter()
+            .map(|((c, t, s), mut g)| {
+                (g.constituency, g.rsit_type, g.severity) = (c, t, s);
+                g
+            })
+            .collect();
+        let mut stmt = conn.prepare(
+            "SELECT a.engine, a.rule_id, MAX(a.title), COUNT(*), COUNT(t.resolution), COALESCE(SUM(t.resolution = 'false-positive'), 0) FROM alerts a LEFT JOIN tickets t ON t.id = a.ticket_id WHERE ?1 IS NULL OR a.constituency = ?1 GROUP BY 1, 2 ORDER BY 6 DESC, 4 DESC LIMIT ?2",
+        )?;
+        let rules = stmt
+            .query_map(params![constituency, MAX_RULES], |r| {
+                Ok(RuleFigures {
+                    engine: r.get(0)?,
+                    rule_id: r.get(1)?,
+                    title: r.get(2)?,
+                    alerts: r.get::<_, i64>(3)? as u64,
+                    resolved: r.get::<_, i64>(4)? as u64,
+                    false_positive: r.get::<_, i64>(5)? as u64,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut stmt = conn.prepare(
+            "SELECT s.constituency, COUNT(o.event_id) FROM suppressions s LEFT JOIN suppressed_occurrences o ON o.suppression_id = s.id WHERE ?1 IS NULL OR s.constituency = ?1 GROUP BY 1",
+        )?;
+        let suppressed = stmt
+            .query_map(params![constituency], |r| {
+                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(Effectiveness {
+            groups,
+            rules,
+            suppressed,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::pipeline::TriageSection;
+    use crate::testutil::{Fixture, drain_at};
+    use lindi_shared::ticket::Resolution;
+
+    const S: i64 = 1_000_000_000;
+
+    #[test]
+    fn means_and_false_positive_rates_come_from_tickets() {
+        let mut f = Fixture::new();
+        // Two incidents (two sources) of one rule in bank-a, one in bank-b; the detection
+        // times are 2023-11-14 (the fixture's epoch), triaged "now" = T.
+        f.detect("bank-a", "ag1", "1:100", "10.0.0.1", &[0]);
+        f.detect("bank-a", "ag1", "1:100", "10.0.0.2", &[0]);
+        f.detect("bank-b", "ag9", "1:100", "10.0.0.1", &[0]);
+        let t = 1_700_000_100 * S;
+        drain_at(&mut f.pipeline(&TriageSection::default()), t);
+        let tickets = f.tickets("bank-a");
+        assert_eq!(tickets.len(), 2);
+        for (i, tk) in tickets.iter().enumerate() {
+            let at = t + (i as i64 + 1) * 60 * S;
+            f.store
+                .change_ticket(tk.id, "ana", "transition", at, &mut |e| {
+                    e.ticket.acknowledged_at_ns = Some(at);
+                    e.ticket.closed = true;
+                    e.ticket.resolved_at_ns = Some(at);
+                    e.ticket.resolution = Some(if i == 0 {
+                        Resolution::FalsePositive
+                    } else {
+                        Resolution::TruePositiveWithoutImpact
+                    });
+                    Ok(())
+                })
+                .unwrap()
+                .unwrap()
+                .unwrap();
+        }
+        let e = f.store.effectiveness(Some("bank-a")).unwrap();
+        assert_eq!(e.groups.len(), 1, "{:?}", e.groups);
+        let g = &e.groups[0];
+        assert_eq!(
+            (g.alerts, g.tickets, g.tickets_open, g.resolved),
+            (2, 2, 0, 2)
+        );
+        assert_eq!(
+            g.detect_seconds_sum, 200.0,
+            "100 s from event to alert, twice"
+        );
+        assert_eq!(g.acknowledge_seconds_sum, 180.0, "60 s and 120 s");
+        assert_eq!(g.resolve_seconds_sum, 180.0);
+        assert_eq!(
+            (g.rsit_type.as_str(), g.severity.as_str()),
+            ("malicious-code/infected-system", "high")
+        );
+        let r = &e.rules[0];
+        assert_eq!((r.alerts, r.resolved, r.false_positive), (2, 2, 1));
+        let all = f.store.effectiveness(None).unwrap();
+        assert_eq!(all.groups.len(), 2, "bank-b is its own group");
+    }
+}
