@@ -615,6 +615,7 @@ fn entities(d: &DetectionEvent) -> Value {
     put("file_path", &d.file_path);
     put("process_exe", &d.process_exe);
     put("sha256", &d.sha256);
+    put("domain", &d.domain);
     put("summary", &d.summary);
     Value::Object(m)
 }
@@ -636,6 +637,7 @@ fn observables(it: &Item) -> Vec<(&'static str, String)> {
         ("file", &d.file_path),
         ("file", &d.process_exe),
         ("sha256", &d.sha256),
+        ("domain", &d.domain),
     ] {
         if !v.is_empty() {
             out.push((kind, v.clone()));

@@ -341,6 +341,9 @@ pub struct DetectionEvent {
     /// SHA-256 of the file or executable involved.
     #[prost(string, tag = "17")]
     pub sha256: String,
+    /// The name a network detection's flow was for (DNS query, TLS SNI, HTTP host).
+    #[prost(string, tag = "18")]
+    pub domain: String,
 }
 
 #[derive(Clone, PartialEq, Message, Serialize)]

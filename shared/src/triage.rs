@@ -61,11 +61,12 @@ pub enum Field {
     FilePath,
     ProcessExe,
     Sha256,
+    Domain,
     RsitType,
 }
 
 impl Field {
-    const ALL: [Field; 14] = [
+    const ALL: [Field; 15] = [
         Field::Rule,
         Field::Engine,
         Field::Agent,
@@ -79,9 +80,10 @@ impl Field {
         Field::FilePath,
         Field::ProcessExe,
         Field::Sha256,
+        Field::Domain,
         Field::RsitType,
     ];
-    pub const NAMES: [&'static str; 14] = [
+    pub const NAMES: [&'static str; 15] = [
         "rule",
         "engine",
         "agent",
@@ -95,6 +97,7 @@ impl Field {
         "file_path",
         "process_exe",
         "sha256",
+        "domain",
         "rsit_type",
     ];
 
@@ -150,6 +153,7 @@ impl Subject<'_> {
             Field::FilePath => d.file_path.clone(),
             Field::ProcessExe => d.process_exe.clone(),
             Field::Sha256 => d.sha256.clone(),
+            Field::Domain => d.domain.clone(),
             Field::RsitType => self.rsit.to_string(),
         }
     }

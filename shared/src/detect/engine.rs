@@ -143,6 +143,8 @@ pub struct Alert {
     pub dport: u16,
     pub proto: u8,
     pub app: Option<AppProto>,
+    /// The name the flow was for (DNS query, TLS SNI, HTTP host), filled in by the sensor.
+    pub domain: Option<Box<str>>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -685,6 +687,7 @@ impl Engine {
                 dport: p.dport,
                 proto: p.proto,
                 app: p.app,
+                domain: None,
             });
         }
         alerts

@@ -54,6 +54,7 @@ fn ioc_alert(v: &PacketView, ind: &Indicator, seen: &str) -> Alert {
         dport: v.dport,
         proto: v.proto,
         app: v.app,
+        domain: None,
     }
 }
 
@@ -81,6 +82,17 @@ fn heuristic_alert(v: &PacketView, f: &Finding) -> Alert {
         dport: if same_way { v.dport } else { v.sport },
         proto: v.proto,
         app: v.app,
+        domain: None,
+    }
+}
+
+/// Give a flow's alerts the name the flow was for (only when there are alerts: no cost
+/// otherwise).
+fn name_alerts(alerts: &mut [Alert], ctx: &FlowCtx) {
+    if let Some(d) = &ctx.domain {
+        for a in alerts.iter_mut().filter(|a| a.domain.is_none()) {
+            a.domain = Some(d.clone());
+        }
     }
 }
 
@@ -136,6 +148,8 @@ struct FlowCtx {
     detect: FlowDetect,
     closed: [bool; 2],
     tls_logged: bool,
+    /// The latest name this flow was for (DNS query, TLS SNI, HTTP host), for alerts.
+    domain: Option<Box<str>>,
 }
 
 impl FlowCtx {
@@ -679,11 +693,13 @@ impl Detector {
                 });
             }
             if side == Side::Request
-                && let Some(iocs) = &self.iocs
                 && let Ok(host) = std::str::from_utf8(&tx.host_norm)
-                && let Some(ind) = iocs.domain(host)
+                && !host.is_empty()
             {
-                alerts.push(ioc_alert(&view, ind, host));
+                if let Some(ind) = self.iocs.as_ref().and_then(|i| i.domain(host)) {
+                    alerts.push(ioc_alert(&view, ind, host));
+                }
+                ctx.domain = Some(host.into());
             }
             let mut v = view;
             v.payload = &ctx.window[dir];
@@ -724,6 +740,11 @@ impl Detector {
         for ev in &tls_events {
             let ctx = self.flows.get_mut(&cur.id).expect("present");
             let App::Tls(conn) = &ctx.app else { break };
+            if let TlsEvent::Client(c) = ev
+                && let Some(sni) = &c.sni
+            {
+                ctx.domain = Some(sni.as_str().into());
+            }
             if matches!(ev, TlsEvent::Server(_)) && !ctx.tls_logged {
                 ctx.tls_logged = true;
                 records.push(AppRecord::Tls {
@@ -747,6 +768,14 @@ impl Detector {
                 },
                 &mut ctx.detect,
             ));
+        }
+        if let Some((name, _)) = dns_msgs
+            .iter()
+            .filter(|m| !m.response)
+            .find_map(|m| m.queries.first())
+        {
+            let ctx = self.flows.get_mut(&cur.id).expect("present");
+            ctx.domain = Some(name.as_str().into());
         }
         for m in dns_msgs.iter().filter(|m| !m.response) {
             for (name, _) in &m.queries {
@@ -791,6 +820,7 @@ impl Detector {
                 ctx.window_start[dir],
                 &mut ctx.detect,
             ));
+            name_alerts(&mut alerts, ctx);
             self.account(cur.id, held_before);
             self.stats.alerts += alerts.len() as u64;
             let udp_dns = udp_dns_at.and_then(|i| dns_msgs.into_iter().nth(i));
@@ -813,6 +843,7 @@ impl Detector {
                     .inspect(Phase::Stream, &v, &NoBuffers, &mut ctx.detect),
             );
         }
+        name_alerts(&mut alerts, ctx);
         self.account(cur.id, held_before);
         self.stats.alerts += alerts.len() as u64;
         let udp_dns = udp_dns_at.and_then(|i| dns_msgs.into_iter().nth(i));
@@ -903,6 +934,7 @@ impl Detector {
                     .inspect(Phase::Stream, &view, &NoBuffers, &mut ctx.detect),
             );
         }
+        name_alerts(&mut alerts, &ctx);
         let App::Http(conn) = &mut ctx.app else {
             self.stats.alerts += alerts.len() as u64;
             return Inspected {
@@ -946,6 +978,12 @@ impl Detector {
                 &HttpBufs { tx, side, stream },
                 &mut ctx.detect,
             ));
+            if side == Side::Request && !tx.host_norm.is_empty() {
+                let host = String::from_utf8_lossy(&tx.host_norm);
+                for a in alerts.iter_mut().filter(|a| a.domain.is_none()) {
+                    a.domain = Some(host.as_ref().into());
+                }
+            }
         }
         self.stats.alerts += alerts.len() as u64;
         Inspected {
@@ -996,6 +1034,57 @@ mod tests {
             let cur = t.current().unwrap();
             d.packet(i as i64, &info, payload, cur);
         }
+    }
+
+    #[test]
+    fn alerts_carry_the_name_their_flow_was_for() {
+        let mut rs = crate::detect::RuleSet::default();
+        rs.add(
+            "t",
+            "alert http any any -> any any (msg:\"req\"; http.method; content:\"GET\"; sid:1;)\n\
+             alert tcp any 80 -> any any (msg:\"resp\"; content:\"secret-data\"; sid:2;)\n",
+            &crate::detect::addr::Vars::default(),
+        );
+        assert!(rs.rejected.is_empty(), "{:?}", rs.rejected);
+        let mut d = Detector::new(Engine::new(rs.rules));
+        let mut t = FlowTable::new(FlowConfig::default());
+        let (c, s) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+        let frames = [
+            seg(c, 40000, s, 80, 0, tcp_flags::SYN, b""),
+            seg(s, 80, c, 40000, 0, tcp_flags::SYN | tcp_flags::ACK, b""),
+            seg(c, 40000, s, 80, 1, tcp_flags::ACK, b""),
+            seg(
+                c,
+                40000,
+                s,
+                80,
+                1,
+                tcp_flags::ACK,
+                b"GET / HTTP/1.1\r\nHost: Evil.Example:8080\r\n\r\n",
+            ),
+            seg(
+                s,
+                80,
+                c,
+                40000,
+                1,
+                tcp_flags::ACK,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nsecret-data",
+            ),
+        ];
+        let mut alerts = vec![];
+        for (i, f) in frames.iter().enumerate() {
+            let (info, payload) = decode_with_payload(1, f).unwrap();
+            t.packet(i as i64, &info);
+            let cur = t.current().unwrap();
+            alerts.extend(d.packet(i as i64, &info, payload, cur).alerts);
+        }
+        let named: Vec<_> = alerts
+            .iter()
+            .map(|a| (a.sid, a.domain.as_deref()))
+            .collect();
+        assert!(named.contains(&(1, Some("evil.example"))), "{named:?}");
+        assert!(named.contains(&(2, Some("evil.example"))), "{named:?}");
     }
 
     #[test]

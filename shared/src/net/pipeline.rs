@@ -354,6 +354,7 @@ impl NetRecord {
                     .app
                     .map(|a| vec![format!("app_proto:{}", a.name())])
                     .unwrap_or_default(),
+                domain: alert.domain.as_deref().unwrap_or_default().into(),
                 ..Default::default()
             }),
             NetRecord::App {

@@ -19,7 +19,7 @@ fn escalation_config(smtp: &SmtpSink, hook: &HttpReceiver) -> String {
     let contact = |name: &str, hooked: bool| {
         format!(
             "[[escalation.contacts]]\nname = \"{name}\"\nemail = \"{name}@bank-a.test\"\nchannels = [{}]\n",
-            if hooked { "\"hook\"" } else { "" }
+            if hooked { "\"hook\", \"chat\"" } else { "" }
         )
     };
     let mut t = format!(
@@ -39,6 +39,11 @@ kind = "webhook"
 url = "{hook}"
 headers = {{ Authorization = "Bearer e2e-channel-secret" }}
 
+[[escalation.channels]]
+name = "chat"
+kind = "slack"
+url = "{slack}"
+
 [[escalation.policies]]
 name = "bank-a"
 constituencies = ["bank-a"]
@@ -54,6 +59,7 @@ delay_secs = {d}
 "#,
         smtp = smtp.addr(),
         hook = hook.url("/lindi"),
+        slack = hook.url("/slack"),
         d = LEVEL_DELAY_SECS,
     );
     for (name, hooked) in [
@@ -207,7 +213,16 @@ fn a_detection_escalates_until_acknowledged_across_a_collector_restart() {
 
     // The webhook: one request per page of a hooked contact, each delivery id once, with the
     // channel's header; the secret appears neither in the API nor in the collector's log.
-    let requests = hook.requests();
+    let (slack, requests): (Vec<_>, Vec<_>) = hook
+        .requests()
+        .into_iter()
+        .partition(|r| r.path == "/slack");
+    assert!(
+        slack.iter().any(|r| r.json()["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("escalation level 2"))),
+        "no Slack-style message for level 2: {slack:?}"
+    );
     let mut ids: Vec<_> = requests
         .iter()
         .map(|r| r.header("X-Lindi-Delivery").unwrap_or_default().to_string())
