@@ -756,6 +756,45 @@ mod tests {
     }
 
     #[test]
+    fn merged_tickets_pool_alerts_and_observables_once_and_never_across_constituencies() {
+        let mut f = Fixture::new();
+        // Two sources: two incidents (the incident key names src_ip), one shared destination.
+        f.detect("bank-a", "ag1", "1:100", "10.0.0.1", &[0]);
+        f.detect("bank-a", "ag1", "1:100", "10.0.0.2", &[0]);
+        f.detect("bank-b", "ag9", "1:100", "10.0.0.1", &[0]);
+        drain(&mut f.pipeline(&TriageSection::default()));
+        let a = f.tickets("bank-a");
+        let b = f.tickets("bank-b");
+        let closed = |_: &str| "closed".to_string();
+        let refused = f
+            .store
+            .merge_tickets(a[0].id, b[0].id, &closed, "ana", 5)
+            .unwrap()
+            .unwrap();
+        assert!(refused.is_err(), "never across constituencies");
+        f.store
+            .merge_tickets(a[1].id, a[0].id, &closed, "ana", 5)
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let into = f.store.ticket(a[0].id).unwrap().unwrap();
+        assert_eq!(into.alerts.len(), 2);
+        let ips: Vec<_> = into
+            .observables
+            .iter()
+            .filter(|o| o.kind == "ip")
+            .map(|o| o.value.as_str())
+            .collect();
+        assert_eq!(ips, ["10.0.0.1", "10.0.0.2", "198.51.100.7"], "each once");
+        let from = f.store.ticket(a[1].id).unwrap().unwrap().ticket;
+        assert!(from.closed);
+        assert_eq!(
+            from.resolution,
+            Some(lindi_shared::ticket::Resolution::Duplicate)
+        );
+    }
+
+    #[test]
     fn a_restarted_pipeline_continues_from_its_cursor() {
         let mut f = Fixture::new();
         f.detect("bank-a", "ag1", "1:100", "10.0.0.1", &[0, 1, 2]);

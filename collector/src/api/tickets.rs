@@ -10,6 +10,8 @@
 //! - `POST /api/v1/tickets/{id}/comment` `{"actor","body"}`
 //! - `POST /api/v1/tickets/{id}/tlp` `{"actor","tlp"}`
 //! - `POST /api/v1/tickets/{id}/tasks/{task}/done` `{"actor"}`
+//! - `POST /api/v1/tickets/{id}/merge` `{"actor","into"}`: alerts and observables move to
+//!   `into` (deduplicated), this ticket closes as a duplicate
 //! - `GET|POST /api/v1/suppressions`, `DELETE /api/v1/suppressions/{id}?actor=A`
 //! - `GET /api/v1/triage`: pipeline counters, store counts, the most frequent unmapped rules
 //!
@@ -50,6 +52,7 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .route("/api/v1/tickets/{id}/comment", post(comment))
         .route("/api/v1/tickets/{id}/tlp", post(set_tlp))
         .route("/api/v1/tickets/{id}/tasks/{task}/done", post(task_done))
+        .route("/api/v1/tickets/{id}/merge", post(merge))
         .route("/api/v1/suppressions", get(suppressions).post(suppress))
         .route("/api/v1/suppressions/{id}", delete(unsuppress))
         .route("/api/v1/triage", get(triage))
@@ -412,6 +415,37 @@ async fn task_done(
         .map_err(ApiError::internal)?
         .ok_or_else(|| not_found("task", task))?;
     Ok(Json(json!({ "ok": true })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MergeBody {
+    actor: String,
+    into: i64,
+}
+
+async fn merge(
+    State(s): State<Arc<ApiState>>,
+    id: Result<Path<i64>, PathRejection>,
+    b: Result<Json<MergeBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let (id, b) = (path(id)?, body(b)?);
+    check_text("actor", &b.actor, false)?;
+    let store = s.store.clone();
+    let triage = s.triage.clone();
+    let closed_state = move |workflow: &str| {
+        triage
+            .workflows
+            .by_name(workflow)
+            .and_then(|w| w.states.iter().find(|st| st.closed))
+            .map_or_else(|| "closed".to_string(), |st| st.name.clone())
+    };
+    blocking(move || store.merge_tickets(id, b.into, &closed_state, &b.actor, crate::now_ns()))
+        .await?
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| not_found("ticket", id))?
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "merge_refused", e))?;
+    Ok(Json(json!({ "merged": id, "into": b.into })))
 }
 
 #[derive(Debug, Deserialize)]

@@ -815,6 +815,102 @@ impl SqliteStore {
         Ok(Some(Ok(t)))
     }
 
+    /// Merge ticket `from` into ticket `into`: its alerts move over, its observables join
+    /// (each kind and value once), the target takes the higher severity, and `from` closes as a
+    /// duplicate, in the state `closed_state` names for its workflow. Both must be open and of
+    /// one constituency. `None` when either is missing.
+    pub fn merge_tickets(
+        &self,
+        from: i64,
+        into: i64,
+        closed_state: &dyn Fn(&str) -> String,
+        actor: &str,
+        now_ns: i64,
+    ) -> Result<Option<Result<(), String>>, StoreError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        let get = |id: i64| {
+            tx.query_row(
+                &format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE id = ?1"),
+                [id],
+                ticket_row,
+            )
+            .optional()
+        };
+        let (Some(src), Some(dst)) = (get(from)?, get(into)?) else {
+            return Ok(None);
+        };
+        if from == into {
+            return Ok(Some(Err("a ticket cannot be merged into itself".into())));
+        }
+        if src.constituency != dst.constituency {
+            return Ok(Some(Err(
+                "tickets of different constituencies are never merged".into(),
+            )));
+        }
+        if src.closed || dst.closed {
+            return Ok(Some(Err("both tickets must be open".into())));
+        }
+        let moved = tx.execute(
+            "UPDATE alerts SET ticket_id = ?2 WHERE ticket_id = ?1",
+            params![from, into],
+        )?;
+        let observables = tx.execute(
+            "INSERT OR IGNORE INTO ticket_observables (ticket_id, kind, value, alert_id) SELECT ?2, kind, value, alert_id FROM ticket_observables WHERE ticket_id = ?1",
+            params![from, into],
+        )?;
+        let severity = src.severity.max(dst.severity);
+        tx.execute(
+            "UPDATE tickets SET severity = ?2, updated_at_ns = ?3 WHERE id = ?1",
+            params![into, severity.name(), now_ns],
+        )?;
+        tx.execute(
+            "UPDATE tickets SET state = ?2, closed = 1, resolution = 'duplicate', resolved_at_ns = ?3, updated_at_ns = ?3 WHERE id = ?1",
+            params![
+                from,
+                closed_state(&src.workflow),
+                now_ns
+            ],
+        )?;
+        super::escalation::follow_ticket_change(
+            &tx,
+            from,
+            (false, src.acknowledged_at_ns.is_some()),
+            (true, src.acknowledged_at_ns.is_some()),
+            now_ns,
+        )?;
+        let into_after = serde_json::json!({
+            "merged_from": from, "alerts_moved": moved, "observables_added": observables,
+            "severity": severity,
+        });
+        audit(
+            &tx,
+            now_ns,
+            actor,
+            &dst.constituency,
+            "ticket",
+            into,
+            "merged_in",
+            None,
+            Some(&into_after),
+        )?;
+        let from_after =
+            serde_json::json!({"merged_into": into, "closed": true, "resolution": "duplicate"});
+        audit(
+            &tx,
+            now_ns,
+            actor,
+            &src.constituency,
+            "ticket",
+            from,
+            "merged_away",
+            None,
+            Some(&from_after),
+        )?;
+        tx.commit()?;
+        Ok(Some(Ok(())))
+    }
+
     /// Mark a task of a ticket done. `None` when the ticket has no such task.
     pub fn complete_task(
         &self,
