@@ -319,4 +319,29 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/collector.toml");
         CollectorConfig::load(&path).unwrap().validate().unwrap();
     }
+
+    /// Every TOML example in docs/triage.md parses (no unknown fields); those that are whole
+    /// (everything they name is defined) also validate.
+    #[test]
+    fn triage_doc_examples_parse() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/triage.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let blocks: Vec<&str> = doc
+            .split("```toml\n")
+            .skip(1)
+            .map(|b| b.split("```").next().unwrap())
+            .collect();
+        assert!(blocks.len() >= 6, "{} blocks", blocks.len());
+        for b in blocks {
+            if b.starts_with("[[map]]") {
+                lindi_shared::taxonomy::Classifier::with_extensions(&[("doc".into(), b.into())])
+                    .unwrap_or_else(|e| panic!("{e}\n{b}"));
+                continue;
+            }
+            let c: CollectorConfig = toml::from_str(b).unwrap_or_else(|e| panic!("{e}\n{b}"));
+            if !b.contains("[escalation") {
+                c.validate().unwrap_or_else(|e| panic!("{e}\n{b}"));
+            }
+        }
+    }
 }
