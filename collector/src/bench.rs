@@ -203,19 +203,7 @@ pub fn triage(
         }
         for (c, events) in std::mem::take(&mut by_constituency) {
             seq += 1;
-            let meta = BatchMeta {
-                agent_id: "bench",
-                constituency: &c,
-                sequence: seq,
-                compressed_bytes: 0,
-                uncompressed_bytes: 0,
-                first_ts_ns: 0,
-                last_ts_ns: 0,
-                received_at_s: 0,
-                spool_dropped_events: 0,
-                spool_dropped_batches: 0,
-            };
-            store.insert_batch(&meta, &events)?;
+            store.insert_batch(&BatchMeta::local("bench", &c, seq), &events)?;
         }
         made += n;
         handle.wake();

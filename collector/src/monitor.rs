@@ -328,16 +328,9 @@ mod tests {
         f.store
             .insert_batch(
                 &BatchMeta {
-                    agent_id: id,
-                    constituency: "bank-a",
-                    sequence: seq,
-                    compressed_bytes: 0,
-                    uncompressed_bytes: 0,
-                    first_ts_ns: 0,
-                    last_ts_ns: 0,
                     received_at_s: at_s,
                     spool_dropped_events: dropped,
-                    spool_dropped_batches: 0,
+                    ..BatchMeta::local(id, "bank-a", seq)
                 },
                 &[health],
             )

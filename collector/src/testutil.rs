@@ -60,19 +60,9 @@ impl Fixture {
 
     pub fn store_events(&mut self, c: &str, agent: &str, events: &[Event]) {
         self.seq += 1;
-        let meta = BatchMeta {
-            agent_id: agent,
-            constituency: c,
-            sequence: self.seq,
-            compressed_bytes: 0,
-            uncompressed_bytes: 0,
-            first_ts_ns: 0,
-            last_ts_ns: 0,
-            received_at_s: 0,
-            spool_dropped_events: 0,
-            spool_dropped_batches: 0,
-        };
-        self.store.insert_batch(&meta, events).unwrap();
+        self.store
+            .insert_batch(&BatchMeta::local(agent, c, self.seq), events)
+            .unwrap();
     }
 
     pub fn pipeline(&self, section: &TriageSection) -> Pipeline {

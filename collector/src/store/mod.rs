@@ -352,6 +352,24 @@ pub struct BatchMeta<'a> {
     pub spool_dropped_batches: u64,
 }
 
+impl<'a> BatchMeta<'a> {
+    /// A batch made on this side (benchmarks, tests): no wire sizes, times or loss counters.
+    pub fn local(agent_id: &'a str, constituency: &'a str, sequence: u64) -> BatchMeta<'a> {
+        BatchMeta {
+            agent_id,
+            constituency,
+            sequence,
+            compressed_bytes: 0,
+            uncompressed_bytes: 0,
+            first_ts_ns: 0,
+            last_ts_ns: 0,
+            received_at_s: 0,
+            spool_dropped_events: 0,
+            spool_dropped_batches: 0,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BatchOutcome {
     Stored,

@@ -528,6 +528,19 @@ fn push_filters(sql: &mut String, args: &mut Vec<rusqlite::types::Value>, q: &Li
     }
 }
 
+/// The rows of one ticket's `sql` (its one parameter is the ticket id).
+fn by_ticket<T>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    id: i64,
+    row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, StoreError> {
+    Ok(conn
+        .prepare(sql)?
+        .query_map([id], row)?
+        .collect::<Result<_, _>>()?)
+}
+
 /// Severity as a sortable number in SQL.
 const SEVERITY_RANK: &str =
     "CASE severity WHEN 'critical' THEN 4 WHEN 'high' THEN 3 WHEN 'medium' THEN 2 ELSE 1 END";
@@ -662,51 +675,61 @@ impl SqliteStore {
         else {
             return Ok(None);
         };
-        let alerts = conn
-            .prepare(&format!(
+        let alerts = by_ticket(
+            &conn,
+            &format!(
                 "SELECT {ALERT_COLUMNS} FROM alerts WHERE ticket_id = ?1 ORDER BY id LIMIT 1000"
-            ))?
-            .query_map([id], alert_row)?
-            .collect::<Result<_, _>>()?;
-        let observables = conn
-            .prepare("SELECT kind, value, alert_id FROM ticket_observables WHERE ticket_id = ?1 ORDER BY kind, value LIMIT 10000")?
-            .query_map([id], |r| {
+            ),
+            id,
+            alert_row,
+        )?;
+        let observables = by_ticket(
+            &conn,
+            "SELECT kind, value, alert_id FROM ticket_observables WHERE ticket_id = ?1 ORDER BY kind, value LIMIT 10000",
+            id,
+            |r| {
                 Ok(Observable {
                     kind: r.get(0)?,
                     value: r.get(1)?,
                     alert_id: r.get(2)?,
                 })
-            })?
-            .collect::<Result<_, _>>()?;
-        let tasks = conn
-            .prepare("SELECT id, title, done_by, done_at_ns FROM ticket_tasks WHERE ticket_id = ?1 ORDER BY id LIMIT 1000")?
-            .query_map([id], |r| {
+            },
+        )?;
+        let tasks = by_ticket(
+            &conn,
+            "SELECT id, title, done_by, done_at_ns FROM ticket_tasks WHERE ticket_id = ?1 ORDER BY id LIMIT 1000",
+            id,
+            |r| {
                 Ok(Task {
                     id: r.get(0)?,
                     title: r.get(1)?,
                     done_by: r.get(2)?,
                     done_at_ns: r.get(3)?,
                 })
-            })?
-            .collect::<Result<_, _>>()?;
-        let comments = conn
-            .prepare("SELECT id, author, body, at_ns FROM ticket_comments WHERE ticket_id = ?1 ORDER BY id LIMIT 10000")?
-            .query_map([id], |r| {
+            },
+        )?;
+        let comments = by_ticket(
+            &conn,
+            "SELECT id, author, body, at_ns FROM ticket_comments WHERE ticket_id = ?1 ORDER BY id LIMIT 10000",
+            id,
+            |r| {
                 Ok(Comment {
                     id: r.get(0)?,
                     author: r.get(1)?,
                     body: r.get(2)?,
                     at_ns: r.get(3)?,
                 })
-            })?
-            .collect::<Result<_, _>>()?;
-        let audit = conn
-            .prepare("SELECT id, at_ns, actor, action, before, after FROM audit_log WHERE object_kind = 'ticket' AND object_id = ?1 ORDER BY id LIMIT 10000")?
-            .query_map([id], |r| {
-                let json = |v: Option<String>| {
-                    v.and_then(|s| serde_json::from_str(&s).ok())
-                        .unwrap_or(Value::Null)
-                };
+            },
+        )?;
+        let json = |v: Option<String>| {
+            v.and_then(|s| serde_json::from_str(&s).ok())
+                .unwrap_or(Value::Null)
+        };
+        let audit = by_ticket(
+            &conn,
+            "SELECT id, at_ns, actor, action, before, after FROM audit_log WHERE object_kind = 'ticket' AND object_id = ?1 ORDER BY id LIMIT 10000",
+            id,
+            |r| {
                 Ok(AuditEntry {
                     id: r.get(0)?,
                     at_ns: r.get(1)?,
@@ -715,8 +738,8 @@ impl SqliteStore {
                     before: json(r.get(4)?),
                     after: json(r.get(5)?),
                 })
-            })?
-            .collect::<Result<_, _>>()?;
+            },
+        )?;
         Ok(Some(TicketView {
             ticket,
             alerts,
