@@ -108,6 +108,10 @@ pub async fn run(data_dir: &Path) -> anyhow::Result<()> {
         "  curl -s '{}/api/v1/events?kind=agent_health&limit=1'",
         collector.http_url()
     );
+    println!("What the collector made of the detections (docs/triage.md):");
+    println!("  curl -s '{}/api/v1/tickets?open=true'", collector.http_url());
+    println!("  curl -s '{}/api/v1/alerts'", collector.http_url());
+    println!("  curl -s '{}/metrics'", collector.http_url());
     println!();
     println!("Press Ctrl-C to stop both.");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
