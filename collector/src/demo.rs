@@ -109,7 +109,10 @@ pub async fn run(data_dir: &Path) -> anyhow::Result<()> {
         collector.http_url()
     );
     println!("What the collector made of the detections (docs/triage.md):");
-    println!("  curl -s '{}/api/v1/tickets?open=true'", collector.http_url());
+    println!(
+        "  curl -s '{}/api/v1/tickets?open=true'",
+        collector.http_url()
+    );
     println!("  curl -s '{}/api/v1/alerts'", collector.http_url());
     println!("  curl -s '{}/metrics'", collector.http_url());
     println!();

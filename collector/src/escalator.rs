@@ -778,5 +778,13 @@ mod tests {
         );
         assert!(esc.notifications.iter().all(|n| n.last_error.is_some()));
         assert_eq!(e.stats.given_up.load(Ordering::Relaxed), 4);
+        let (ticket, log) = f
+            .store
+            .delivery_log(esc.notifications[0].id)
+            .unwrap()
+            .unwrap();
+        assert_eq!(ticket, t);
+        assert_eq!(log.len(), 3, "every attempt is logged");
+        assert!(log.iter().all(|a| !a.delivered && !a.detail.is_empty()));
     }
 }

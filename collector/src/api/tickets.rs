@@ -13,6 +13,7 @@
 //! - `POST /api/v1/tickets/{id}/merge` `{"actor","into"}`: alerts and observables move to
 //!   `into` (deduplicated), this ticket closes as a duplicate
 //! - `GET|POST /api/v1/suppressions`, `DELETE /api/v1/suppressions/{id}?actor=A`
+//! - `GET /api/v1/notifications/{id}`: a notification's delivery log (every attempt)
 //! - `GET /api/v1/triage`: pipeline counters, store counts, the most frequent unmapped rules
 //!
 //! Until the responder-interface issue adds sessions, the actor is named in the request; every
@@ -55,6 +56,7 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .route("/api/v1/tickets/{id}/merge", post(merge))
         .route("/api/v1/suppressions", get(suppressions).post(suppress))
         .route("/api/v1/suppressions/{id}", delete(unsuppress))
+        .route("/api/v1/notifications/{id}", get(delivery_log))
         .route("/api/v1/triage", get(triage))
 }
 
@@ -528,6 +530,21 @@ async fn unsuppress(
     }
     s.pipeline.suppressions_changed();
     Ok(Json(json!({ "removed": id })))
+}
+
+async fn delivery_log(
+    State(s): State<Arc<ApiState>>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let id = path(id)?;
+    let store = s.store.clone();
+    let (ticket, attempts) = blocking(move || store.delivery_log(id))
+        .await?
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| not_found("notification", id))?;
+    Ok(Json(
+        json!({ "notification": id, "ticket_id": ticket, "attempts": attempts }),
+    ))
 }
 
 async fn triage(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {

@@ -121,6 +121,15 @@ pub struct NotificationRecord {
     pub last_error: Option<String>,
 }
 
+/// One delivery attempt of a notification.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeliveryAttempt {
+    pub at_ns: i64,
+    pub delivered: bool,
+    /// `delivered`, or why not (secrets scrubbed).
+    pub detail: String,
+}
+
 /// A ticket's escalation and SLA clocks as the API shows them.
 #[derive(Clone, Debug, Serialize)]
 pub struct EscalationRecord {
@@ -420,6 +429,38 @@ impl SqliteStore {
         )?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// A notification's ticket and delivery log, oldest attempt first; `None` when there is
+    /// no such notification.
+    pub fn delivery_log(
+        &self,
+        notification_id: i64,
+    ) -> Result<Option<(i64, Vec<DeliveryAttempt>)>, StoreError> {
+        let conn = self.reader()?;
+        let Some(ticket) = conn
+            .query_row(
+                "SELECT ticket_id FROM notifications WHERE id = ?1",
+                [notification_id],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let mut stmt = conn.prepare(
+            "SELECT at_ns, ok, detail FROM notification_attempts WHERE notification_id = ?1 ORDER BY at_ns LIMIT 1000",
+        )?;
+        let rows = stmt
+            .query_map([notification_id], |r| {
+                Ok(DeliveryAttempt {
+                    at_ns: r.get(0)?,
+                    delivered: r.get::<_, i64>(1)? != 0,
+                    detail: r.get(2)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(Some((ticket, rows)))
     }
 
     /// A ticket's escalation, SLA clocks and notifications.
