@@ -330,7 +330,7 @@ impl Pipeline {
             .fetch_add(items.len() as u64, Ordering::Relaxed);
         let now_s = now_ns / 1_000_000_000;
 
-        let mut suppressed: HashMap<i64, Vec<i64>> = HashMap::new();
+        let mut suppressed: HashMap<i64, Vec<(i64, String)>> = HashMap::new();
         let mut unmapped: HashMap<(String, String), (String, u64)> = HashMap::new();
         let mut groups: Vec<(String, i64, Vec<usize>)> = Vec::new();
         let mut group_of: HashMap<String, usize> = HashMap::new();
@@ -348,7 +348,10 @@ impl Pipeline {
                 .iter()
                 .find(|s| s.applies(&subject, now_s))
             {
-                suppressed.entry(s.id).or_default().push(it.row_id);
+                suppressed
+                    .entry(s.id)
+                    .or_default()
+                    .push((it.row_id, it.rsit.to_string()));
                 continue;
             }
             let (key, window_ns) = self.settings.dedup.key(&subject);
@@ -715,6 +718,12 @@ mod tests {
         let sups = f.store.suppressions(Some("bank-a")).unwrap();
         assert_eq!((sups[0].id, sups[0].hits), (sid, 2));
         assert_eq!(p.handle.stats.suppressed.load(Ordering::Relaxed), 2);
+        let m = f.store.effectiveness(None).unwrap().suppressed;
+        assert_eq!(m.len(), 1);
+        assert_eq!(
+            (m[0].constituency.as_str(), m[0].rsit_type.as_str(), m[0].count),
+            ("bank-a", "malicious-code/infected-system", 2)
+        );
     }
 
     #[test]

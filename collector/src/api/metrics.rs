@@ -8,7 +8,7 @@
 //! - `lindi_tickets_total`, `lindi_tickets_open`, `lindi_tickets_acknowledged_total`,
 //!   `lindi_time_to_acknowledge_seconds_sum`, `lindi_tickets_resolved_total`,
 //!   `lindi_time_to_resolve_seconds_sum`, `lindi_sla_breaches_total{…, kind}`
-//! - `lindi_suppressed_detections_total{constituency}`
+//! - `lindi_suppressed_detections_total{constituency, rsit_type}`
 //! - `lindi_rule_alerts_total`, `lindi_rule_alerts_resolved_total`,
 //!   `lindi_rule_false_positives_total` `{engine, rule}`
 //! - the collector's own counters: `lindi_ingest_*`, `lindi_pipeline_*`, `lindi_escalation_*`
@@ -163,11 +163,14 @@ async fn prometheus(State(s): State<Arc<ApiState>>) -> Result<impl IntoResponse,
         "counter",
         "Detections silenced by suppression rules (kept, countable).",
     );
-    for (c, n) in &e.suppressed {
+    for x in &e.suppressed {
         t.sample(
             "lindi_suppressed_detections_total",
-            &[("constituency", c)],
-            n,
+            &[
+                ("constituency", &x.constituency),
+                ("rsit_type", &x.rsit_type),
+            ],
+            x.count,
         );
     }
     for (name, help, value) in [
@@ -254,6 +257,6 @@ async fn effectiveness(
     Ok(Json(json!({
         "groups": groups,
         "rules": rules,
-        "suppressed": e.suppressed.iter().map(|(c, n)| json!({"constituency": c, "count": n})).collect::<Vec<_>>(),
+        "suppressed": e.suppressed,
     })))
 }

@@ -47,8 +47,15 @@ pub struct RuleFigures {
 pub struct Effectiveness {
     pub groups: Vec<GroupFigures>,
     pub rules: Vec<RuleFigures>,
-    /// Suppressed detections per constituency.
-    pub suppressed: Vec<(String, u64)>,
+    pub suppressed: Vec<Suppressed>,
+}
+
+/// Detections suppression rules silenced, per constituency and incident type.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Suppressed {
+    pub constituency: String,
+    pub rsit_type: String,
+    pub count: u64,
 }
 
 /// Most rule rows reported (the noisiest first).
@@ -110,11 +117,15 @@ impl SqliteStore {
             })?
             .collect::<Result<_, _>>()?;
         let mut stmt = conn.prepare(
-            "SELECT s.constituency, COUNT(o.event_id) FROM suppressions s LEFT JOIN suppressed_occurrences o ON o.suppression_id = s.id WHERE ?1 IS NULL OR s.constituency = ?1 GROUP BY 1",
+            "SELECT s.constituency, COALESCE(o.rsit_type, 'other/undetermined'), COUNT(*) FROM suppressions s JOIN suppressed_occurrences o ON o.suppression_id = s.id WHERE ?1 IS NULL OR s.constituency = ?1 GROUP BY 1, 2",
         )?;
         let suppressed = stmt
             .query_map(params![constituency], |r| {
-                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+                Ok(Suppressed {
+                    constituency: r.get(0)?,
+                    rsit_type: r.get(1)?,
+                    count: r.get::<_, i64>(2)? as u64,
+                })
             })?
             .collect::<Result<_, _>>()?;
         Ok(Effectiveness {

@@ -298,6 +298,9 @@ CREATE TABLE monitor_state (
     PRIMARY KEY (agent_id, check_name)
 ) WITHOUT ROWID;
 "#,
+    r#"
+ALTER TABLE suppressed_occurrences ADD COLUMN rsit_type TEXT;
+"#,
 ];
 
 /// The part of the events schema the store benchmark reproduces (same table, same indexes).

@@ -328,16 +328,21 @@ impl TriageTx<'_> {
         Ok(())
     }
 
-    pub fn suppressed(&self, suppression_id: i64, event_ids: &[i64]) -> Result<(), StoreError> {
+    /// Record detections (event row id, RSIT `class/type`) a suppression silenced.
+    pub fn suppressed(
+        &self,
+        suppression_id: i64,
+        events: &[(i64, String)],
+    ) -> Result<(), StoreError> {
         let mut stmt = self.tx.prepare_cached(
-            "INSERT OR IGNORE INTO suppressed_occurrences (suppression_id, event_id) VALUES (?1, ?2)",
+            "INSERT OR IGNORE INTO suppressed_occurrences (suppression_id, event_id, rsit_type) VALUES (?1, ?2, ?3)",
         )?;
-        for e in event_ids {
-            stmt.execute(params![suppression_id, e])?;
+        for (e, rsit) in events {
+            stmt.execute(params![suppression_id, e, rsit])?;
         }
         self.tx
             .prepare_cached("UPDATE suppressions SET hits = hits + ?2 WHERE id = ?1")?
-            .execute(params![suppression_id, event_ids.len() as i64])?;
+            .execute(params![suppression_id, events.len() as i64])?;
         Ok(())
     }
 
