@@ -38,7 +38,7 @@ events_total = $N
 TOML
 
 stored() {
-  curl -sf "http://127.0.0.1:$hport/api/v1/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["events_stored_total"])'
+  curl -sf -H "Authorization: Bearer $LINDI_TOKEN" "http://127.0.0.1:$hport/api/v1/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["events_stored_total"])'
 }
 
 start=$(date +%s.%N)

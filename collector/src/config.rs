@@ -52,7 +52,7 @@ pub struct CollectorConfig {
     /// DNS names and IP addresses the server certificate names, besides `lindi-collector`.
     /// Default `["localhost", "127.0.0.1", "::1"]`. Used by `init` only.
     pub server_names: Vec<String>,
-    /// TCP address of the read-only HTTP API. It has no authentication yet, so it must be a
+    /// TCP address of the HTTP API (tokens and console sessions). It has no TLS yet, so it must be a
     /// loopback address. Default `127.0.0.1:8470`.
     pub http_listen_addr: String,
     /// Enrollment tokens expire after this many seconds unless `--ttl-secs` says otherwise.
@@ -203,7 +203,7 @@ impl CollectorConfig {
         if !http_listen_addr.ip().is_loopback() {
             return Err(invalid(
                 "http_listen_addr",
-                "the API has no authentication yet, so it may only listen on loopback".into(),
+                "the API has no TLS yet (its tokens would cross the network in clear), so it may only listen on loopback; put a TLS reverse proxy in front of it".into(),
             ));
         }
         let advertise_addr = match &self.advertise_addr {

@@ -11,7 +11,9 @@ use tokio::process::{Child, Command};
 use lindi_collector::authority::Authority;
 use lindi_collector::config::CollectorConfig;
 use lindi_collector::store::Store;
+use lindi_collector::store::accounts::hash_password;
 use lindi_collector::{enrollment, now_s};
+use lindi_shared::access::{Role, Scope};
 
 /// Where the agent binary is: `LINDI_AGENT_BIN`, else beside this executable, else on PATH.
 pub fn agent_binary() -> PathBuf {
@@ -86,6 +88,23 @@ pub async fn run(data_dir: &Path) -> anyhow::Result<()> {
             bail!("the local agent could not enroll ({status})");
         }
     }
+    // A demo administrator: a new password the first time (printed once), a new API token
+    // (valid a day) every run, for the CLI and curl.
+    let now = lindi_collector::now_ns();
+    let mut password = None;
+    if collector.store.user_for_login("demo")?.is_none() {
+        let pw = lindi_shared::token::random_hex::<12>()
+            .map_err(|_| anyhow::anyhow!("no secure random source"))?;
+        let hash = hash_password(&pw).map_err(anyhow::Error::msg)?;
+        let _ = collector
+            .store
+            .add_user("demo", &hash, Role::Admin, &Scope::All, "demo", now)?;
+        password = Some(pw);
+    }
+    let (_, api_token) = collector
+        .store
+        .create_token("demo", "demo", now + 86_400 * 1_000_000_000, "demo", now)?
+        .map_err(|_| anyhow::anyhow!("the demo user is missing"))?;
     let mut agent: Child = Command::new(&agent_bin)
         .arg("run")
         .arg("--config")
@@ -101,20 +120,26 @@ pub async fn run(data_dir: &Path) -> anyhow::Result<()> {
     println!("  data directory:               {}", data_dir.display());
     println!("  agent state directory:        {}", agent_dir.display());
     println!();
+    match &password {
+        Some(pw) => println!("  console and API user:         demo / {pw} (shown once)"),
+        None => println!("  console and API user:         demo (password as first shown)"),
+    }
+    println!();
     println!("Look at what the agent sees (in another terminal):");
+    println!("  export LINDI_TOKEN={api_token}   # valid for a day");
     println!("  lindi agents");
     println!("  lindi events --kind process --since 10m");
     println!(
-        "  curl -s '{}/api/v1/events?kind=agent_health&limit=1'",
+        "  curl -s -H \"Authorization: Bearer $LINDI_TOKEN\" '{}/api/v1/events?kind=agent_health&limit=1'",
         collector.http_url()
     );
     println!("What the collector made of the detections (docs/triage.md):");
+    println!("  lindi tickets list");
+    println!("  lindi alerts list");
     println!(
-        "  curl -s '{}/api/v1/tickets?open=true'",
+        "  curl -s -H \"Authorization: Bearer $LINDI_TOKEN\" {}/metrics",
         collector.http_url()
     );
-    println!("  curl -s '{}/api/v1/alerts'", collector.http_url());
-    println!("  curl -s '{}/metrics'", collector.http_url());
     println!();
     println!("Press Ctrl-C to stop both.");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -547,7 +547,8 @@ impl Notifier {
 mod tests {
     use super::*;
     use crate::pipeline::TriageSection;
-    use crate::testutil::{Fixture, drain_at};
+    use crate::testutil::{Fixture, as_user, drain_at};
+    use lindi_shared::access::Viewer;
     use lindi_shared::escalation::EscalationLevelConfig;
 
     const S: i64 = 1_000_000_000;
@@ -631,7 +632,7 @@ mod tests {
 
     fn ack(f: &Fixture, ticket: i64, at: i64) {
         f.store
-            .change_ticket(ticket, "ana", "acknowledge", at, &mut |e| {
+            .change_ticket(&as_user("ana"), ticket, "acknowledge", at, &mut |e| {
                 e.ticket.acknowledged_at_ns = Some(at);
                 Ok(())
             })
@@ -727,7 +728,7 @@ mod tests {
         // Close, then reopen: a new epoch pages level 1 again.
         let close_at = T0 + 4000 * S;
         f.store
-            .change_ticket(t, "ana", "transition", close_at, &mut |e| {
+            .change_ticket(&as_user("ana"), t, "transition", close_at, &mut |e| {
                 e.ticket.closed = true;
                 e.ticket.acknowledged_at_ns = Some(close_at);
                 Ok(())
@@ -736,7 +737,7 @@ mod tests {
             .unwrap()
             .unwrap();
         f.store
-            .change_ticket(t, "ana", "transition", close_at + S, &mut |e| {
+            .change_ticket(&as_user("ana"), t, "transition", close_at + S, &mut |e| {
                 e.ticket.closed = false;
                 e.ticket.acknowledged_at_ns = None;
                 Ok(())
@@ -780,7 +781,7 @@ mod tests {
         assert_eq!(e.stats.given_up.load(Ordering::Relaxed), 4);
         let (ticket, log) = f
             .store
-            .delivery_log(esc.notifications[0].id)
+            .delivery_log(&Viewer::system(), esc.notifications[0].id)
             .unwrap()
             .unwrap();
         assert_eq!(ticket, t);

@@ -237,6 +237,7 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
         pipeline: pipeline_handle.clone(),
         triage: settings.triage.clone(),
         escalation: escalation_stats,
+        logins: Default::default(),
         stats: ingest.stats.clone(),
         quic_addr,
     });
@@ -245,7 +246,8 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
         let shutdown = async move {
             let _ = api_stop.changed().await;
         };
-        if let Err(e) = axum::serve(listener, api::router(api_state))
+        let app = api::router(api_state).into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
         {

@@ -88,6 +88,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Responder accounts (the API and console users) and their API tokens.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
     /// Enrolled agents.
     Agents {
         #[command(subcommand)]
@@ -150,6 +155,45 @@ enum TokenCommand {
         /// Lifetime in seconds [default: token_ttl_secs from the config, 86400].
         #[arg(long)]
         ttl_secs: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Add a user; the password is read from standard input (one line).
+    Add {
+        #[command(flatten)]
+        location: Location,
+        name: String,
+        /// admin, detection_developer, responder, constituent_viewer or partner.
+        #[arg(long)]
+        role: String,
+        /// A constituency the user serves (repeatable); `*` for all.
+        #[arg(long = "constituency", required = true)]
+        constituencies: Vec<String>,
+    },
+    /// List users.
+    List {
+        #[command(flatten)]
+        location: Location,
+    },
+    /// Disable a user: its tokens and sessions stop working at once.
+    Disable {
+        #[command(flatten)]
+        location: Location,
+        name: String,
+    },
+    /// Print a new API token for a user (shown once).
+    Token {
+        #[command(flatten)]
+        location: Location,
+        name: String,
+        /// Lifetime (e.g. 30d, 12h) [default: 90d].
+        #[arg(long, default_value = "90d")]
+        ttl: String,
+        /// What the token is for.
+        #[arg(long = "token-name", default_value = "cli")]
+        token_name: String,
     },
 }
 
@@ -320,6 +364,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                 "agent {agent_id} revoked; a running collector closes its connections within seconds"
             );
         }
+        Command::Users { command } => users(command)?,
         Command::CheckConfig { config } => {
             let settings = CollectorConfig::load(&config)?.validate()?;
             println!("{} is valid: {settings:#?}", config.display());
@@ -367,4 +412,77 @@ fn synchronous_arg(s: &str) -> anyhow::Result<lindi_collector::store::Synchronou
         "normal" => lindi_collector::store::Synchronous::Normal,
         other => bail!("--synchronous must be full or normal, not {other:?}"),
     })
+}
+
+/// Local account administration (as the collector's own user: no API token needed).
+fn users(command: UsersCommand) -> anyhow::Result<()> {
+    use lindi_collector::store::accounts::hash_password;
+    use lindi_shared::access::{Role, Scope};
+    const LOCAL: &str = "lindi-collector (local)";
+    match command {
+        UsersCommand::Add {
+            location,
+            name,
+            role,
+            constituencies,
+        } => {
+            let role = Role::parse(&role).with_context(|| {
+                let names: Vec<_> = Role::ALL.iter().map(|r| r.name()).collect();
+                format!("--role is one of {}", names.join(", "))
+            })?;
+            let scope = Scope::from_list(&constituencies).context("name a constituency or *")?;
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("cannot read the password from standard input")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            lindi_collector::api::auth::check_new_user(&name, password)
+                .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+            let hash = hash_password(password).map_err(anyhow::Error::msg)?;
+            let store = open_store(&location.settings()?)?;
+            match store.add_user(&name, &hash, role, &scope, LOCAL, lindi_collector::now_ns())? {
+                Ok(()) => println!("user {name} added ({role}, {})", scope.to_list().join(", ")),
+                Err(_) => bail!("user {name} exists"),
+            }
+        }
+        UsersCommand::List { location } => {
+            let users = open_store(&location.settings()?)?.users()?;
+            println!(
+                "{:<24} {:<20} {:<9} CONSTITUENCIES",
+                "USER", "ROLE", "STATE"
+            );
+            for u in users {
+                println!(
+                    "{:<24} {:<20} {:<9} {}",
+                    u.name,
+                    u.role,
+                    if u.disabled { "disabled" } else { "active" },
+                    u.constituencies.join(", ")
+                );
+            }
+        }
+        UsersCommand::Disable { location, name } => {
+            let store = open_store(&location.settings()?)?;
+            if !store.disable_user(&name, LOCAL, lindi_collector::now_ns())? {
+                bail!("no enabled user {name}");
+            }
+            println!("user {name} disabled; its tokens and sessions no longer work");
+        }
+        UsersCommand::Token {
+            location,
+            name,
+            ttl,
+            token_name,
+        } => {
+            let ttl = lindi_shared::duration::parse_duration(&ttl).map_err(anyhow::Error::msg)?;
+            let now = lindi_collector::now_ns();
+            let expires = now.saturating_add(ttl.as_nanos().min(i64::MAX as u128) as i64);
+            let store = open_store(&location.settings()?)?;
+            match store.create_token(&name, &token_name, expires, LOCAL, now)? {
+                Ok((_, token)) => println!("{token}"),
+                Err(_) => bail!("no user {name}"),
+            }
+        }
+    }
+    Ok(())
 }

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::Duration;
 
+use lindi_shared::access::Viewer;
 use lindi_shared::proto::{DetectionEvent, event};
 use lindi_shared::taxonomy::{ClassifiedBy, Classifier, RsitClass, TaxonomyError, Tlp};
 use lindi_shared::ticket::{
@@ -302,7 +303,7 @@ impl Pipeline {
         }
         self.suppressions = self
             .store
-            .suppressions(None)?
+            .suppressions(&Viewer::system(), None)?
             .iter()
             .filter_map(|s| match SuppressionMatcher::new(s) {
                 Ok(m) => Some(m),
@@ -655,7 +656,8 @@ mod tests {
     use lindi_shared::proto::Event;
     use lindi_shared::triage::Suppression;
 
-    use crate::testutil::{Fixture, MIN, drain};
+    use crate::testutil::{Fixture, MIN, as_user, drain};
+    use lindi_shared::access::Viewer;
 
     #[test]
     fn windows_slide_per_key_and_every_occurrence_is_kept() {
@@ -674,13 +676,21 @@ mod tests {
         );
         assert_eq!(alerts[0].last_seen_ns - alerts[0].first_seen_ns, 120 * MIN);
         assert_eq!(alerts[0].rsit_type, "infected-system");
-        let (_, occ) = f.store.alert(alerts[0].id).unwrap().unwrap();
+        let (_, occ) = f
+            .store
+            .alert(&Viewer::system(), alerts[0].id)
+            .unwrap()
+            .unwrap();
         assert_eq!(occ.len(), 4);
         // Both alerts are severity-1 trojan activity: high, so one ticket (same incident key).
         let tickets = f.tickets("bank-a");
         assert_eq!(tickets.len(), 1);
         assert_eq!(tickets[0].state, "new");
-        let view = f.store.ticket(tickets[0].id).unwrap().unwrap();
+        let view = f
+            .store
+            .ticket(&Viewer::system(), tickets[0].id)
+            .unwrap()
+            .unwrap();
         assert_eq!(view.alerts.len(), 2);
         assert_eq!(view.tasks.len(), 4);
         assert!(
@@ -715,13 +725,24 @@ mod tests {
         assert_eq!(f.alerts("bank-b").len(), 1);
         assert_eq!(f.tickets("bank-b").len(), 1);
         assert!(f.tickets("bank-a").is_empty());
-        let sups = f.store.suppressions(Some("bank-a")).unwrap();
+        let sups = f
+            .store
+            .suppressions(&Viewer::system(), Some("bank-a"))
+            .unwrap();
         assert_eq!((sups[0].id, sups[0].hits), (sid, 2));
         assert_eq!(p.handle.stats.suppressed.load(Ordering::Relaxed), 2);
-        let m = f.store.effectiveness(None).unwrap().suppressed;
+        let m = f
+            .store
+            .effectiveness(&Viewer::system(), None)
+            .unwrap()
+            .suppressed;
         assert_eq!(m.len(), 1);
         assert_eq!(
-            (m[0].constituency.as_str(), m[0].rsit_type.as_str(), m[0].count),
+            (
+                m[0].constituency.as_str(),
+                m[0].rsit_type.as_str(),
+                m[0].count
+            ),
             ("bank-a", "malicious-code/infected-system", 2)
         );
     }
@@ -734,7 +755,7 @@ mod tests {
         drain(&mut p);
         let t = &f.tickets("bank-a")[0];
         f.store
-            .change_ticket(t.id, "ana", "transition", 5, &mut |e| {
+            .change_ticket(&as_user("ana"), t.id, "transition", 5, &mut |e| {
                 e.ticket.state = "closed".into();
                 e.ticket.closed = true;
                 Ok(())
@@ -755,7 +776,12 @@ mod tests {
             2,
             "and a new ticket, the old one is closed"
         );
-        let audit = f.store.ticket(t.id).unwrap().unwrap().audit;
+        let audit = f
+            .store
+            .ticket(&Viewer::system(), t.id)
+            .unwrap()
+            .unwrap()
+            .audit;
         let last = audit.last().unwrap();
         assert_eq!(
             (last.actor.as_str(), last.after["state"].as_str()),
@@ -777,16 +803,16 @@ mod tests {
         let closed = |_: &str| "closed".to_string();
         let refused = f
             .store
-            .merge_tickets(a[0].id, b[0].id, &closed, "ana", 5)
+            .merge_tickets(&as_user("ana"), a[0].id, b[0].id, &closed, 5)
             .unwrap()
             .unwrap();
         assert!(refused.is_err(), "never across constituencies");
         f.store
-            .merge_tickets(a[1].id, a[0].id, &closed, "ana", 5)
+            .merge_tickets(&as_user("ana"), a[1].id, a[0].id, &closed, 5)
             .unwrap()
             .unwrap()
             .unwrap();
-        let into = f.store.ticket(a[0].id).unwrap().unwrap();
+        let into = f.store.ticket(&Viewer::system(), a[0].id).unwrap().unwrap();
         assert_eq!(into.alerts.len(), 2);
         let ips: Vec<_> = into
             .observables
@@ -795,7 +821,12 @@ mod tests {
             .map(|o| o.value.as_str())
             .collect();
         assert_eq!(ips, ["10.0.0.1", "10.0.0.2", "198.51.100.7"], "each once");
-        let from = f.store.ticket(a[1].id).unwrap().unwrap().ticket;
+        let from = f
+            .store
+            .ticket(&Viewer::system(), a[1].id)
+            .unwrap()
+            .unwrap()
+            .ticket;
         assert!(from.closed);
         assert_eq!(
             from.resolution,

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use lindi_shared::proto::{DetectionEvent, Event, FlowEvent, event};
 
+use lindi_shared::access::Viewer;
+
 use crate::pipeline::{Pipeline, TriageSection, TriageSettings};
 use crate::store::triage::ListQuery;
 use crate::store::{BatchMeta, SqliteStore, Store, Synchronous};
@@ -72,21 +74,27 @@ impl Fixture {
 
     pub fn alerts(&self, c: &str) -> Vec<crate::store::triage::AlertRecord> {
         self.store
-            .alerts(&ListQuery {
-                constituency: Some(c.into()),
-                limit: 100,
-                ..Default::default()
-            })
+            .alerts(
+                &Viewer::system(),
+                &ListQuery {
+                    constituency: Some(c.into()),
+                    limit: 100,
+                    ..Default::default()
+                },
+            )
             .unwrap()
     }
 
     pub fn tickets(&self, c: &str) -> Vec<crate::store::triage::Ticket> {
         self.store
-            .tickets(&ListQuery {
-                constituency: Some(c.into()),
-                limit: 100,
-                ..Default::default()
-            })
+            .tickets(
+                &Viewer::system(),
+                &ListQuery {
+                    constituency: Some(c.into()),
+                    limit: 100,
+                    ..Default::default()
+                },
+            )
             .unwrap()
     }
 }
@@ -99,4 +107,12 @@ pub fn drain(p: &mut Pipeline) {
 /// Triage everything pending with the clock at `now_ns`.
 pub fn drain_at(p: &mut Pipeline, now_ns: i64) {
     while p.run_once(now_ns).unwrap() > 0 {}
+}
+
+/// The collector's own view, acting as `user` (for audit trails in tests).
+pub fn as_user(user: &str) -> Viewer {
+    Viewer {
+        user: user.into(),
+        ..Viewer::system()
+    }
 }

@@ -1,6 +1,7 @@
 //! Lindi's shared vocabulary: what the agent and the collector both speak, with no sockets.
 //!
 //! Overview:
+//! - [`access`]: roles, permissions, constituency scopes and TLP rules of who sees what.
 //! - [`proto`]: the protobuf messages (prost derive, numbered fields): [`proto::Event`] and its
 //!   kinds, [`proto::Batch`], and the frames of the QUIC streams ([`proto::ClientFrame`],
 //!   [`proto::ServerFrame`]).
@@ -28,6 +29,7 @@
 //! assert_eq!(back, events);
 //! ```
 
+pub mod access;
 pub mod codec;
 pub mod detect;
 pub mod duration;

@@ -76,12 +76,21 @@ fn signal(child: &Child, sig: i32) {
 /// Run a command to completion with a time limit, returning (success, stdout, stderr).
 /// Output is read while the command runs (a full pipe would otherwise stall it).
 pub fn run(cmd: &mut Command, timeout: Duration) -> (bool, String, String) {
-    let child = cmd
-        .stdin(Stdio::null())
+    run_with_input(cmd, "", timeout)
+}
+
+/// [`run`], with `input` on the command's standard input.
+pub fn run_with_input(cmd: &mut Command, input: &str, timeout: Duration) -> (bool, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
+    if let Some(mut stdin) = child.stdin.take() {
+        use std::io::Write;
+        let _ = stdin.write_all(input.as_bytes());
+    }
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -111,9 +120,14 @@ pub struct Collector {
     pub data_dir: PathBuf,
     pub quic_port: u16,
     pub http_port: u16,
+    /// An API token of user `admin` (role admin, every constituency).
+    pub admin_token: String,
     child: Option<Child>,
     log: PathBuf,
 }
+
+/// The password every test user gets.
+pub const TEST_PASSWORD: &str = "correct horse battery staple";
 
 impl Collector {
     /// `lindi-collector init` in a fresh temporary directory on free loopback ports.
@@ -135,14 +149,42 @@ impl Collector {
         );
         assert!(ok, "init failed: {err}");
         let log = tmp.path().join("collector.log");
-        Collector {
+        let mut c = Collector {
             _tmp: tmp,
             data_dir,
             quic_port,
             http_port,
+            admin_token: String::new(),
             child: None,
             log,
+        };
+        c.admin_token = c.user("admin", "admin", &["*"]);
+        c
+    }
+
+    /// Add a user (password [`TEST_PASSWORD`]) with the local command and return an API token
+    /// for it.
+    pub fn user(&self, name: &str, role: &str, constituencies: &[&str]) -> String {
+        let mut add = Command::new(bin("lindi-collector"));
+        add.args(["users", "add", name, "--role", role, "--data-dir"])
+            .arg(&self.data_dir);
+        for c in constituencies {
+            add.args(["--constituency", c]);
         }
+        let (ok, _, err) = run_with_input(
+            &mut add,
+            &format!("{TEST_PASSWORD}\n"),
+            Duration::from_secs(30),
+        );
+        assert!(ok, "users add failed: {err}");
+        let (ok, out, err) = run(
+            Command::new(bin("lindi-collector"))
+                .args(["users", "token", name, "--data-dir"])
+                .arg(&self.data_dir),
+            Duration::from_secs(30),
+        );
+        assert!(ok, "users token failed: {err}");
+        out.trim().to_string()
     }
 
     pub fn http_url(&self) -> String {
@@ -158,26 +200,56 @@ impl Collector {
         std::fs::write(&path, toml::to_string(&table).unwrap()).unwrap();
     }
 
-    /// GET an API path; the JSON answer.
+    /// GET an API path as admin; the JSON answer.
     pub fn api_get(&self, path: &str) -> serde_json::Value {
-        ureq::get(format!("{}{path}", self.http_url()))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_json()
-            .unwrap()
+        let (status, v) = self.api_as(&self.admin_token, "GET", path, None);
+        assert_eq!(status, 200, "GET {path}: {v}");
+        v
     }
 
-    /// POST JSON to an API path; the status and JSON answer.
+    /// POST JSON to an API path as admin; the status and JSON answer.
     pub fn api_post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        self.api_as(&self.admin_token, "POST", path, Some(body))
+    }
+
+    /// Call the API with a token (empty: none); the status and JSON answer (Null if none).
+    pub fn api_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
             .into();
-        let mut resp = agent
-            .post(format!("{}{path}", self.http_url()))
-            .send_json(body)
-            .unwrap();
+        let url = format!("{}{path}", self.http_url());
+        let auth = format!("Bearer {token}");
+        let resp = match method {
+            "GET" => {
+                let mut r = agent.get(&url);
+                if !token.is_empty() {
+                    r = r.header("Authorization", &auth);
+                }
+                r.call()
+            }
+            "DELETE" => {
+                let mut r = agent.delete(&url);
+                if !token.is_empty() {
+                    r = r.header("Authorization", &auth);
+                }
+                r.call()
+            }
+            _ => {
+                let mut r = agent.post(&url);
+                if !token.is_empty() {
+                    r = r.header("Authorization", &auth);
+                }
+                r.send_json(body.cloned().unwrap_or_else(|| serde_json::json!({})))
+            }
+        };
+        let mut resp = resp.unwrap();
         let status = resp.status().as_u16();
         (status, resp.body_mut().read_json().unwrap_or_default())
     }

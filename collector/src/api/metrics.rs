@@ -25,8 +25,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::auth::Auth;
 use super::{ApiError, ApiState, blocking};
 use crate::store::metrics::Effectiveness;
+use lindi_shared::access::Permission;
 
 pub fn routes() -> Router<Arc<ApiState>> {
     Router::new()
@@ -34,9 +36,15 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .route("/api/v1/metrics", get(effectiveness))
 }
 
-async fn load(s: &Arc<ApiState>, constituency: Option<String>) -> Result<Effectiveness, ApiError> {
+async fn load(
+    s: &Arc<ApiState>,
+    auth: &Auth,
+    constituency: Option<String>,
+) -> Result<Effectiveness, ApiError> {
+    auth.require(Permission::ReadMetrics)?;
     let store = s.store.clone();
-    blocking(move || store.effectiveness(constituency.as_deref()))
+    let viewer = auth.0.viewer();
+    blocking(move || store.effectiveness(&viewer, constituency.as_deref()))
         .await?
         .map_err(ApiError::internal)
 }
@@ -76,8 +84,11 @@ impl Text {
     }
 }
 
-async fn prometheus(State(s): State<Arc<ApiState>>) -> Result<impl IntoResponse, ApiError> {
-    let e = load(&s, None).await?;
+async fn prometheus(
+    State(s): State<Arc<ApiState>>,
+    auth: Auth,
+) -> Result<impl IntoResponse, ApiError> {
+    let e = load(&s, &auth, None).await?;
     let mut t = Text(String::with_capacity(16 * 1024));
     type Field = fn(&crate::store::metrics::GroupFigures) -> String;
     let group_series: [(&str, &str, &str, Field); 10] = [
@@ -199,9 +210,12 @@ async fn prometheus(State(s): State<Arc<ApiState>>) -> Result<impl IntoResponse,
             );
         }
     }
-    t.counters("lindi_ingest", json!(&*s.stats));
-    t.counters("lindi_pipeline", json!(&*s.pipeline.stats));
-    t.counters("lindi_escalation", json!(&*s.escalation));
+    // The collector's own counters are for its staff, not for constituents or partners.
+    if auth.0.may(Permission::ReadEvents) {
+        t.counters("lindi_ingest", json!(&*s.stats));
+        t.counters("lindi_pipeline", json!(&*s.pipeline.stats));
+        t.counters("lindi_escalation", json!(&*s.escalation));
+    }
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -219,10 +233,11 @@ struct Params {
 
 async fn effectiveness(
     State(s): State<Arc<ApiState>>,
+    auth: Auth,
     q: Result<Query<Params>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(p) = q.map_err(|e| ApiError::bad("bad_query", e.body_text()))?;
-    let e = load(&s, p.constituency).await?;
+    let e = load(&s, &auth, p.constituency).await?;
     let mean = |sum: f64, n: u64| {
         if n == 0 {
             Value::Null

@@ -1,6 +1,8 @@
-//! The collector's HTTP API (bound to loopback; authentication comes with the responder
-//! interfaces): status, agents, event search, alerts, tickets and suppressions. Errors are JSON `{"error": {"code": "...", "message": "..."}}` with a 4xx status;
-//! bad input never yields a 500. The responder-interface issue adds authentication and writes.
+//! The collector's HTTP API (bound to loopback until it serves TLS): status, agents, event
+//! search, alerts, tickets, suppressions, metrics and accounts. Every route but `/healthz` and
+//! login needs a principal ([`auth`]); every read is filtered to the principal's constituencies
+//! and TLP in the store. Errors are JSON `{"error": {"code": "...", "message": "..."}}` with a
+//! 4xx status; bad input never yields a 500.
 //!
 //! - `GET /healthz`
 //! - `GET /api/v1/status`
@@ -18,16 +20,19 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use lindi_shared::access::Permission;
 use lindi_shared::duration::parse_duration;
 use lindi_shared::proto::EVENT_KIND_NAMES;
 use serde::Deserialize;
 use serde_json::json;
 
+use self::auth::Auth;
 use crate::escalator::EscalationStats;
 use crate::ingest::IngestStats;
 use crate::pipeline::{PipelineHandle, TriageSettings};
 use crate::store::{EventQuery, SqliteStore, Store};
 
+pub mod auth;
 mod metrics;
 mod tickets;
 
@@ -39,6 +44,7 @@ pub struct ApiState {
     pub pipeline: Arc<PipelineHandle>,
     pub triage: Arc<TriageSettings>,
     pub escalation: Arc<EscalationStats>,
+    pub logins: auth::LoginLimiter,
     pub stats: Arc<IngestStats>,
     pub quic_addr: SocketAddr,
 }
@@ -49,6 +55,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/agents", get(agents))
         .route("/api/v1/events", get(events))
+        .merge(auth::routes())
         .merge(tickets::routes())
         .merge(metrics::routes())
         .fallback(|| async {
@@ -70,6 +77,10 @@ impl ApiError {
             code,
             message: message.into(),
         }
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
     }
 
     pub(crate) fn bad(code: &'static str, message: impl Into<String>) -> Self {
@@ -103,7 +114,11 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(ApiError::internal)
 }
 
-async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn status(
+    State(s): State<Arc<ApiState>>,
+    auth: Auth,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    auth.require(Permission::ReadEvents)?;
     let store = s.store.clone();
     let events = blocking(move || store.count_events())
         .await?
@@ -116,9 +131,14 @@ async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<serde_json::Value
     })))
 }
 
-async fn agents(State(s): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn agents(
+    State(s): State<Arc<ApiState>>,
+    auth: Auth,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    auth.require(Permission::ReadAgents)?;
     let store = s.store.clone();
-    let agents = blocking(move || store.agents())
+    let viewer = auth.0.viewer();
+    let agents = blocking(move || store.agents_in(&viewer))
         .await?
         .map_err(ApiError::internal)?;
     Ok(Json(json!({ "agents": agents })))
@@ -138,6 +158,7 @@ pub struct EventsParams {
 
 async fn events(
     State(s): State<Arc<ApiState>>,
+    auth: Auth,
     params: Result<Query<EventsParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::bad("bad_query", e.body_text()))?;
@@ -176,7 +197,9 @@ async fn events(
             format!("limit must be 1..={MAX_EVENTS_PER_QUERY}"),
         ));
     }
+    auth.require(Permission::ReadEvents)?;
     let q = EventQuery {
+        constituencies: auth.0.viewer().constituencies,
         agent_id: p.agent,
         kind: p.kind,
         since_ns,

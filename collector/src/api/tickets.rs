@@ -4,21 +4,23 @@
 //! - `GET /api/v1/alerts/{id}` (with the event row ids of its occurrences, first 1000)
 //! - `GET /api/v1/tickets?constituency=C&state=S&severity=V&open=true&limit=N` (most severe first)
 //! - `GET /api/v1/tickets/{id}` (alerts, observables, tasks, comments, audit trail)
-//! - `POST /api/v1/tickets/{id}/transition` `{"actor","to","resolution"?,"assignee"?,"summary"?,"comment"?}`
-//! - `POST /api/v1/tickets/{id}/assign` `{"actor","assignee"}`
-//! - `POST /api/v1/tickets/{id}/ack` `{"actor"}`
-//! - `POST /api/v1/tickets/{id}/comment` `{"actor","body"}`
-//! - `POST /api/v1/tickets/{id}/tlp` `{"actor","tlp"}`
-//! - `POST /api/v1/tickets/{id}/tasks/{task}/done` `{"actor"}`
-//! - `POST /api/v1/tickets/{id}/merge` `{"actor","into"}`: alerts and observables move to
-//!   `into` (deduplicated), this ticket closes as a duplicate
-//! - `GET|POST /api/v1/suppressions`, `DELETE /api/v1/suppressions/{id}?actor=A`
+//! - `POST /api/v1/tickets/{id}/transition` `{"to","resolution"?,"assignee"?,"summary"?,"comment"?}`
+//! - `POST /api/v1/tickets/{id}/assign` `{"assignee"}`
+//! - `POST /api/v1/tickets/{id}/ack` `{}`
+//! - `POST /api/v1/tickets/{id}/comment` `{"body"}`
+//! - `POST /api/v1/tickets/{id}/tlp` `{"tlp"}` (who labels a ticket RED is named on it)
+//! - `POST /api/v1/tickets/{id}/participants` `{"user"}` (who may read it when it is RED)
+//! - `POST /api/v1/tickets/{id}/tasks/{task}/done` `{}`
+//! - `POST /api/v1/tickets/{id}/merge` `{"into"}`: alerts and observables move to `into`
+//!   (deduplicated), this ticket closes as a duplicate
+//! - `GET|POST /api/v1/suppressions`, `DELETE /api/v1/suppressions/{id}`
 //! - `GET /api/v1/notifications/{id}`: a notification's delivery log (every attempt)
 //! - `GET /api/v1/triage`: pipeline counters, store counts, the most frequent unmapped rules
 //!
-//! Until the responder-interface issue adds sessions, the actor is named in the request; every
-//! write lands in the audit trail under that name. A refused transition is a 409 with the
-//! workflow's reason.
+//! Every route needs a principal ([`super::auth`]); the actor of every write is that principal,
+//! and every read and write sees only tickets of its constituencies and TLP (the store
+//! filters). A ticket out of reach is a 404, never a 403, so its existence does not leak. A
+//! refused transition is a 409 with the workflow's reason.
 
 use std::sync::Arc;
 
@@ -33,8 +35,10 @@ use lindi_shared::triage::{Level, Suppression, SuppressionMatcher};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::auth::Auth;
 use super::{ApiError, ApiState, blocking};
 use crate::store::triage::{ListQuery, TicketEdit};
+use lindi_shared::access::Permission;
 
 /// Longest comment or summary accepted, bytes.
 const MAX_TEXT_BYTES: usize = 64 * 1024;
@@ -54,6 +58,7 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .route("/api/v1/tickets/{id}/tlp", post(set_tlp))
         .route("/api/v1/tickets/{id}/tasks/{task}/done", post(task_done))
         .route("/api/v1/tickets/{id}/merge", post(merge))
+        .route("/api/v1/tickets/{id}/participants", post(add_participant))
         .route("/api/v1/suppressions", get(suppressions).post(suppress))
         .route("/api/v1/suppressions/{id}", delete(unsuppress))
         .route("/api/v1/notifications/{id}", get(delivery_log))
@@ -132,11 +137,14 @@ fn check_text(field: &'static str, s: &str, allow_empty: bool) -> Result<(), Api
 
 async fn alerts(
     State(s): State<Arc<ApiState>>,
+    auth: Auth,
     q: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    auth.require(Permission::ReadAlerts)?;
     let q = query(q)?.query()?;
     let store = s.store.clone();
-    let rows = blocking(move || store.alerts(&q))
+    let viewer = auth.0.viewer();
+    let rows = blocking(move || store.alerts(&viewer, &q))
         .await?
         .map_err(ApiError::internal)?;
     Ok(Json(json!({ "count": rows.len(), "alerts": rows })))
@@ -144,11 +152,14 @@ async fn alerts(
 
 async fn alert(
     State(s): State<Arc<ApiState>>,
+    auth: Auth,
     id: Result<Path<i64>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    auth.require(Permission::ReadAlerts)?;
     let id = path(id)?;
     let store = s.store.clone();
-    let (a, events) = blocking(move || store.alert(id))
+    let viewer = auth.0.viewer();
+    let (a, events) = blocking(move || store.alert(&viewer, id))
         .await?
         .map_err(ApiError::internal)?
         .ok_or_else(|| not_found("alert", id))?;
@@ -159,11 +170,14 @@ async fn alert(
 
 async fn tickets(
     State(s): State<Arc<ApiState>>,
+    auth: Auth,
     q: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    auth.require(Permission::ReadTickets)?;
     let q = query(q)?.query()?;
     let store = s.store.clone();
-    let rows = blocking(move || store.tickets(&q))
+    let viewer = auth.0.viewer();
+    let rows = blocking(move || store.tickets(&viewer, &q))
         .await?
         .map_err(ApiError::internal)?;
     Ok(Json(json!({ "count": rows.len(), "tickets": rows })))
@@ -171,12 +185,18 @@ async fn tickets(
 
 async fn ticket(
     State(s): State<Arc<ApiState>>,
+    auth: Auth,
     id: Result<Path<i64>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    auth.require(Permission::ReadTickets)?;
     let id = path(id)?;
     let store = s.store.clone();
-    let (t, escalation) = blocking(move || {
-        Ok::<_, crate::store::StoreError>((store.ticket(id)?, store.escalation(id)?))
+    let viewer = auth.0.viewer();
+    let (t, escalation, participants) = blocking(move || {
+        let Some(t) = store.ticket(&viewer, id)? else {
+            return Ok::<_, crate::store::StoreError>((None, None, vec![]));
+        };
+        Ok((Some(t), store.escalation(id)?, store.participants(id)?))
     })
     .await?
     .map_err(ApiError::internal)?;
@@ -190,22 +210,24 @@ async fn ticket(
     let mut v = serde_json::to_value(t).map_err(ApiError::internal)?;
     v["allowed_transitions"] = json!(allowed);
     v["escalation"] = json!(escalation);
+    v["participants"] = json!(participants);
     Ok(Json(v))
 }
 
-/// Apply `edit` to ticket `id` as `actor` and answer with the ticket as it is now.
+/// Apply `edit` to ticket `id` as the principal and answer with the ticket as it is now.
 async fn change(
     s: Arc<ApiState>,
+    auth: &Auth,
     id: i64,
-    actor: String,
     action: &'static str,
     mut edit: impl FnMut(&mut TicketEdit, i64) -> Result<(), TicketError> + Send + 'static,
 ) -> Result<Json<Value>, ApiError> {
-    check_text("actor", &actor, false)?;
+    auth.require(Permission::WriteTickets)?;
     let store = s.store.clone();
+    let viewer = auth.0.viewer();
     let outcome = blocking(move || {
         let now = crate::now_ns();
-        store.change_ticket(id, &actor, action, now, &mut |t| edit(t, now))
+        store.change_ticket(&viewer, id, action, now, &mut |t| edit(t, now))
     })
     .await?
     .map_err(ApiError::internal)?
@@ -226,7 +248,6 @@ async fn change(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TransitionBody {
-    actor: String,
     to: String,
     resolution: Option<String>,
     assignee: Option<String>,
@@ -236,6 +257,7 @@ struct TransitionBody {
 
 async fn transition(
     State(s): State<Arc<ApiState>>,
+    auth: Auth,
     id: Result<Path<i64>, PathRejection>,
     b: Result<Json<TransitionBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -263,8 +285,8 @@ async fn transition(
         }
     }
     let triage = s.triage.clone();
-    let actor = b.actor.clone();
-    change(s, id, b.actor, "transition", move |e, now| {
+    let actor = auth.0.user.clone();
+    change(s, &auth, id, "transition", move |e, now| {
         let t = &mut e.ticket;
         if let Some(a) = &b.assignee {
             t.assignee = Some(a.clone());
@@ -316,38 +338,47 @@ async fn transition(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AssignBody {
-    actor: String,
     assignee: String,
 }
 
 async fn assign(
     State(s): State<Arc<ApiState>>,
+    auth: Auth,
     id: Result<Path<i64>, PathRejection>,
     b: Result<Json<AssignBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let (id, b) = (path(id)?, body(b)?);
     check_text("assignee", &b.assignee, false)?;
-    change(s, id, b.actor, "assign", move |e, _| {
+    change(s, &auth, id, "assign", move |e, _| {
         e.ticket.assignee = Some(b.assignee.clone());
         Ok(())
     })
     .await
 }
 
-#[derive(Debug, Deserialize)]
+/// A body with nothing in it (`{}`; an absent body is fine too).
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct ActorBody {
-    actor: String,
+struct Empty {}
+
+/// An optional empty JSON body: absent, or `{}`.
+fn empty(b: Result<Json<Empty>, JsonRejection>) -> Result<(), ApiError> {
+    match b {
+        Ok(_) | Err(JsonRejection::MissingJsonContentType(_)) => Ok(()),
+        Err(e) => Err(ApiError::bad("bad_body", e.body_text())),
+    }
 }
 
 async fn ack(
     State(s): State<Arc<ApiState>>,
+    auth: Auth,
     id: Result<Path<i64>, PathRejection>,
-    b: Result<Json<ActorBody>, JsonRejection>,
+    b: Result<Json<Empty>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let (id, b) = (path(id)?, body(b)?);
-    let actor = b.actor.clone();
-    change(s, id, b.actor, "acknowledge", move |e, now| {
+    let id = path(id)?;
+    empty(b)?;
+    let actor = auth.0.user.clone();
+    change(s, &auth, id, "acknowledge", move |e, now| {
         if e.ticket.acknowledged_at_ns.is_none() {
             e.ticket.acknowledged_at_ns = Some(now);
             e.ticket.acknowledged_by = Some(actor.clone());
@@ -360,18 +391,18 @@ async fn ack(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CommentBody {
-    actor: String,
     body: String,
 }
 
 async fn comment(
     State(s): State<Arc<ApiState>>,
+    auth: Auth,
     id: Result<Path<i64>, PathRejection>,
     b: Result<Json<CommentBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let (id, b) = (path(id)?, body(b)?);
     check_text("body", &b.body, false)?;
-    change(s, id, b.actor, "comment", move |e, _| {
+    change(s, &auth, id, "comment", move |e, _| {
         e.comment = Some(b.body.clone());
         Ok(())
     })
@@ -381,12 +412,12 @@ async fn comment(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TlpBody {
-    actor: String,
     tlp: String,
 }
 
 async fn set_tlp(
     State(s): State<Arc<ApiState>>,
+    auth: Auth,
     id: Result<Path<i64>, PathRejection>,
     b: Result<Json<TlpBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -397,7 +428,7 @@ async fn set_tlp(
             "tlp is TLP:CLEAR, TLP:GREEN, TLP:AMBER, TLP:AMBER+STRICT or TLP:RED",
         )
     })?;
-    change(s, id, b.actor, "tlp", move |e, _| {
+    change(s, &auth, id, "tlp", move |e, _| {
         e.ticket.tlp = tlp;
         Ok(())
     })
@@ -406,13 +437,16 @@ async fn set_tlp(
 
 async fn task_done(
     State(s): State<Arc<ApiState>>,
+    auth: Auth,
     ids: Result<Path<(i64, i64)>, PathRejection>,
-    b: Result<Json<ActorBody>, JsonRejection>,
+    b: Result<Json<Empty>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let ((id, task), b) = (path(ids)?, body(b)?);
-    check_text("actor", &b.actor, false)?;
+    auth.require(Permission::WriteTickets)?;
+    let (id, task) = path(ids)?;
+    empty(b)?;
     let store = s.store.clone();
-    blocking(move || store.complete_task(id, task, &b.actor, crate::now_ns()))
+    let viewer = auth.0.viewer();
+    blocking(move || store.complete_task(&viewer, id, task, crate::now_ns()))
         .await?
         .map_err(ApiError::internal)?
         .ok_or_else(|| not_found("task", task))?;
@@ -421,19 +455,45 @@ async fn task_done(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct ParticipantBody {
+    user: String,
+}
+
+async fn add_participant(
+    State(s): State<Arc<ApiState>>,
+    auth: Auth,
+    id: Result<Path<i64>, PathRejection>,
+    b: Result<Json<ParticipantBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    auth.require(Permission::WriteTickets)?;
+    let (id, b) = (path(id)?, body(b)?);
+    check_text("user", &b.user, false)?;
+    let store = s.store.clone();
+    let viewer = auth.0.viewer();
+    let user = b.user.clone();
+    blocking(move || store.add_participant(&viewer, id, &user, crate::now_ns()))
+        .await?
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| not_found("ticket", id))?;
+    Ok(Json(json!({ "ticket": id, "participant": b.user })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct MergeBody {
-    actor: String,
     into: i64,
 }
 
 async fn merge(
     State(s): State<Arc<ApiState>>,
+    auth: Auth,
     id: Result<Path<i64>, PathRejection>,
     b: Result<Json<MergeBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    auth.require(Permission::WriteTickets)?;
     let (id, b) = (path(id)?, body(b)?);
-    check_text("actor", &b.actor, false)?;
     let store = s.store.clone();
+    let viewer = auth.0.viewer();
     let triage = s.triage.clone();
     let closed_state = move |workflow: &str| {
         triage
@@ -442,7 +502,7 @@ async fn merge(
             .and_then(|w| w.states.iter().find(|st| st.closed))
             .map_or_else(|| "closed".to_string(), |st| st.name.clone())
     };
-    blocking(move || store.merge_tickets(id, b.into, &closed_state, &b.actor, crate::now_ns()))
+    blocking(move || store.merge_tickets(&viewer, id, b.into, &closed_state, crate::now_ns()))
         .await?
         .map_err(ApiError::internal)?
         .ok_or_else(|| not_found("ticket", id))?
@@ -458,11 +518,14 @@ struct ConstituencyParam {
 
 async fn suppressions(
     State(s): State<Arc<ApiState>>,
+    auth: Auth,
     q: Result<Query<ConstituencyParam>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    auth.require(Permission::ReadSuppressions)?;
     let q = query(q)?;
     let store = s.store.clone();
-    let rows = blocking(move || store.suppressions(q.constituency.as_deref()))
+    let viewer = auth.0.viewer();
+    let rows = blocking(move || store.suppressions(&viewer, q.constituency.as_deref()))
         .await?
         .map_err(ApiError::internal)?;
     Ok(Json(json!({ "count": rows.len(), "suppressions": rows })))
@@ -471,7 +534,6 @@ async fn suppressions(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SuppressBody {
-    actor: String,
     constituency: String,
     agent_id: Option<String>,
     rule: Option<String>,
@@ -484,11 +546,12 @@ struct SuppressBody {
 
 async fn suppress(
     State(s): State<Arc<ApiState>>,
+    auth: Auth,
     b: Result<Json<SuppressBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let b = body(b)?;
+    auth.require_in(Permission::ManageSuppressions, &b.constituency)?;
     check_text("reason", &b.reason, false)?;
-    check_text("actor", &b.actor, false)?;
     let now_s = crate::now_s();
     let mut sup = Suppression {
         id: 0,
@@ -496,7 +559,7 @@ async fn suppress(
         agent_id: b.agent_id,
         rule: b.rule,
         entity: b.entity.into_iter().collect(),
-        author: b.actor,
+        author: auth.0.user.clone(),
         reason: b.reason,
         created_at_s: now_s,
         expires_at_s: b
@@ -516,13 +579,14 @@ async fn suppress(
 
 async fn unsuppress(
     State(s): State<Arc<ApiState>>,
+    auth: Auth,
     id: Result<Path<i64>, PathRejection>,
-    q: Result<Query<ActorBody>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let (id, q) = (path(id)?, query(q)?);
-    check_text("actor", &q.actor, false)?;
+    auth.require(Permission::ManageSuppressions)?;
+    let id = path(id)?;
     let store = s.store.clone();
-    let removed = blocking(move || store.remove_suppression(id, &q.actor, crate::now_ns()))
+    let viewer = auth.0.viewer();
+    let removed = blocking(move || store.remove_suppression(&viewer, id, crate::now_ns()))
         .await?
         .map_err(ApiError::internal)?;
     if !removed {
@@ -534,11 +598,14 @@ async fn unsuppress(
 
 async fn delivery_log(
     State(s): State<Arc<ApiState>>,
+    auth: Auth,
     id: Result<Path<i64>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    auth.require(Permission::ReadTickets)?;
     let id = path(id)?;
     let store = s.store.clone();
-    let (ticket, attempts) = blocking(move || store.delivery_log(id))
+    let viewer = auth.0.viewer();
+    let (ticket, attempts) = blocking(move || store.delivery_log(&viewer, id))
         .await?
         .map_err(ApiError::internal)?
         .ok_or_else(|| not_found("notification", id))?;
@@ -547,7 +614,8 @@ async fn delivery_log(
     ))
 }
 
-async fn triage(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
+async fn triage(State(s): State<Arc<ApiState>>, auth: Auth) -> Result<Json<Value>, ApiError> {
+    auth.require(Permission::ReadEvents)?;
     let store = s.store.clone();
     let (counts, unmapped) = blocking(move || {
         Ok::<_, crate::store::StoreError>((store.triage_counts()?, store.unmapped_detections(50)?))

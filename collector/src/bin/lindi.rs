@@ -1,30 +1,55 @@
 //! `lindi`: the responder's command line. It speaks to a collector's HTTP API, found by
-//! `--server URL`, else `LINDI_SERVER`, else the local collector (`http://127.0.0.1:8470`).
+//! `--server URL`, else `LINDI_SERVER`, else the local collector (`http://127.0.0.1:8470`),
+//! with the API token from `--token`, else `LINDI_TOKEN`, else the one `lindi login` saved
+//! (`$XDG_CONFIG_HOME/lindi/credentials.json` or `~/.config/lindi/credentials.json`, mode
+//! 0600).
 
-use std::io::Write;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use serde_json::Value;
+use serde_json::{Value, json};
 
-/// Lindi client: query a collector's events, agents and status.
+/// Lindi client: tickets, alerts, events and agents of a collector.
 #[derive(Parser)]
 #[command(name = "lindi", version)]
 struct Cli {
     /// Collector API base URL.
-    #[arg(
-        long,
-        env = "LINDI_SERVER",
-        default_value = "http://127.0.0.1:8470",
-        global = true
-    )]
-    server: String,
+    #[arg(long, env = "LINDI_SERVER", global = true)]
+    server: Option<String>,
+    /// API token [default: the one `lindi login` saved for this server].
+    #[arg(long, env = "LINDI_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Log in with a user name and password (read from standard input when it is not a
+    /// terminal) and save an API token for this server.
+    Login {
+        #[arg(long)]
+        user: String,
+        /// Token lifetime in days.
+        #[arg(long, default_value_t = 30)]
+        days: u64,
+    },
+    /// Forget the saved token (and revoke it on the collector).
+    Logout,
+    /// Who the token belongs to: user, role, constituencies, permissions.
+    Whoami,
+    /// Tickets: the queue, one ticket, and the work on it.
+    Tickets {
+        #[command(subcommand)]
+        command: TicketsCommand,
+    },
+    /// Alerts (deduplicated detections).
+    Alerts {
+        #[command(subcommand)]
+        command: AlertsCommand,
+    },
     /// Search stored events, newest first.
     Events {
         /// Only this agent's events.
@@ -52,31 +77,195 @@ enum Command {
     Status,
 }
 
-fn get(server: &str, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
-    let url = format!("{}{path}", server.trim_end_matches('/'));
-    let mut req = ureq::get(&url);
-    for (k, v) in query {
-        req = req.query(k, v);
+#[derive(Subcommand)]
+enum TicketsCommand {
+    /// The queue, most severe first.
+    List {
+        #[arg(long)]
+        constituency: Option<String>,
+        /// Only open tickets (default) or, with --closed, only closed ones.
+        #[arg(long)]
+        closed: bool,
+        #[arg(long)]
+        severity: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One ticket with its alerts, observables, tasks, escalation and audit trail.
+    Show {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Acknowledge (stops the escalation).
+    Ack {
+        id: i64,
+    },
+    Assign {
+        id: i64,
+        assignee: String,
+    },
+    /// Move to another workflow state.
+    Transition {
+        id: i64,
+        to: String,
+        #[arg(long)]
+        resolution: Option<String>,
+        #[arg(long)]
+        comment: Option<String>,
+        #[arg(long)]
+        assignee: Option<String>,
+    },
+    Comment {
+        id: i64,
+        text: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AlertsCommand {
+    List {
+        #[arg(long)]
+        constituency: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        id: i64,
+    },
+}
+
+const DEFAULT_SERVER: &str = "http://127.0.0.1:8470";
+
+fn credentials_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("lindi").join("credentials.json"))
+}
+
+/// The saved (server, token), if any.
+fn saved() -> Option<(String, String)> {
+    let text = std::fs::read_to_string(credentials_path()?).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    Some((
+        v["server"].as_str()?.to_string(),
+        v["token"].as_str()?.to_string(),
+    ))
+}
+
+fn save(server: &str, token: &str) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = credentials_path().context("no HOME or XDG_CONFIG_HOME to save the token in")?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let mut resp = req
-        .config()
-        .http_status_as_error(false)
-        .build()
-        .call()
-        .with_context(|| {
-            format!("cannot reach the collector at {server} (set --server or LINDI_SERVER)")
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(f, "{}", json!({ "server": server, "token": token }))?;
+    Ok(path)
+}
+
+struct Client {
+    server: String,
+    token: Option<String>,
+}
+
+impl Client {
+    fn new(cli: &Cli) -> Client {
+        let saved = saved();
+        let server = cli
+            .server
+            .clone()
+            .or_else(|| saved.as_ref().map(|(s, _)| s.clone()))
+            .unwrap_or_else(|| DEFAULT_SERVER.into());
+        let token = cli.token.clone().or_else(|| {
+            saved
+                .filter(|(s, _)| s.trim_end_matches('/') == server.trim_end_matches('/'))
+                .map(|(_, t)| t)
+        });
+        Client { server, token }
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.server.trim_end_matches('/'));
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let sent = match (method, body) {
+            ("GET", _) => {
+                let mut r = agent.get(&url);
+                for (k, v) in query {
+                    r = r.query(k, v);
+                }
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.call()
+            }
+            ("DELETE", _) => {
+                let mut r = agent.delete(&url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.call()
+            }
+            (_, body) => {
+                let mut r = agent.post(&url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.send_json(body.unwrap_or_else(|| json!({})))
+            }
+        };
+        let mut resp = sent.with_context(|| {
+            format!(
+                "cannot reach the collector at {} (set --server or LINDI_SERVER)",
+                self.server
+            )
         })?;
-    let status = resp.status();
-    let body: Value = resp
-        .body_mut()
-        .read_json()
-        .with_context(|| format!("{url} did not answer JSON (status {status})"))?;
-    if !status.is_success() {
-        let code = body["error"]["code"].as_str().unwrap_or("error");
-        let message = body["error"]["message"].as_str().unwrap_or("");
-        bail!("collector refused ({status}): {code}: {message}");
+        let status = resp.status();
+        let v: Value = resp
+            .body_mut()
+            .read_json()
+            .with_context(|| format!("{url} did not answer JSON (status {status})"))?;
+        if !status.is_success() {
+            let code = v["error"]["code"].as_str().unwrap_or("error");
+            let message = v["error"]["message"].as_str().unwrap_or("");
+            if status == 401 {
+                bail!(
+                    "collector refused ({status}): {code}: {message}; run `lindi login --user NAME`"
+                );
+            }
+            bail!("collector refused ({status}): {code}: {message}");
+        }
+        Ok(v)
     }
-    Ok(body)
+
+    fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
+        self.call("GET", path, query, None)
+    }
+
+    fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.call("POST", path, &[], Some(body))
+    }
 }
 
 /// Text from a monitored host, safe for a terminal: control characters (escape sequences
@@ -124,10 +313,251 @@ fn summary(e: &Value) -> String {
     }
 }
 
+fn text(v: &Value) -> String {
+    clean(v.as_str().unwrap_or(""))
+}
+
+fn ticket_line(t: &Value) -> String {
+    format!(
+        "#{:<6} {:<9} {:<17} {:<16} {:<40} {:<16} {}",
+        t["id"],
+        text(&t["severity"]),
+        text(&t["tlp"]),
+        text(&t["state"]),
+        text(&t["title"]).chars().take(40).collect::<String>(),
+        text(&t["constituency"]),
+        t["assignee"]
+            .as_str()
+            .map(clean)
+            .unwrap_or_else(|| "-".into())
+    )
+}
+
+fn show_ticket(out: &mut impl Write, v: &Value) -> anyhow::Result<()> {
+    writeln!(out, "{}", ticket_line(v))?;
+    writeln!(
+        out,
+        "  type: {}/{}   workflow: {}   next: {}",
+        text(&v["rsit_class"]),
+        text(&v["rsit_type"]),
+        text(&v["workflow"]),
+        v["allowed_transitions"]
+    )?;
+    let esc = &v["escalation"];
+    writeln!(
+        out,
+        "  escalation: {} (level {}, policy {})   ack due {}   resolve due {}",
+        text(&esc["state"]),
+        esc["level"].as_u64().unwrap_or(0) + 1,
+        esc["policy"].as_str().unwrap_or("-"),
+        esc["ack_due_ns"],
+        esc["resolve_due_ns"]
+    )?;
+    for a in v["alerts"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "  alert #{} x{} {} {}",
+            a["id"],
+            a["occurrences"],
+            text(&a["rule_id"]),
+            text(&a["title"])
+        )?;
+    }
+    for o in v["observables"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "  observable {} {}",
+            text(&o["kind"]),
+            text(&o["value"])
+        )?;
+    }
+    for t in v["tasks"].as_array().into_iter().flatten() {
+        let done = if t["done_by"].is_null() { " " } else { "x" };
+        writeln!(out, "  [{done}] task #{} {}", t["id"], text(&t["title"]))?;
+    }
+    for c in v["comments"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "  comment by {}: {}",
+            text(&c["author"]),
+            text(&c["body"])
+        )?;
+    }
+    for n in esc["notifications"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "  notified {} via {} (level {}, {}): {}",
+            text(&n["contact"]),
+            text(&n["channel"]),
+            n["level"].as_u64().unwrap_or(0) + 1,
+            text(&n["reason"]),
+            text(&n["state"])
+        )?;
+    }
+    for e in v["audit"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "  audit {} {} {} → {}",
+            text(&e["actor"]),
+            text(&e["action"]),
+            e["before"],
+            e["after"]
+        )?;
+    }
+    Ok(())
+}
+
+fn read_password() -> anyhow::Result<String> {
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprint!("password: ");
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let client = Client::new(&cli);
     let mut out = std::io::stdout().lock();
     match cli.command {
+        Command::Login { user, days } => {
+            let password = read_password()?;
+            let v = client.post(
+                "/api/v1/tokens/login",
+                json!({"user": user, "password": password, "name": "lindi cli", "ttl_secs": days.clamp(1, 366) * 86_400}),
+            )?;
+            let token = v["token"].as_str().context("the collector sent no token")?;
+            let path = save(&client.server, token)?;
+            writeln!(
+                out,
+                "logged in as {user} at {}; token saved in {}",
+                client.server,
+                path.display()
+            )?;
+        }
+        Command::Logout => {
+            if let Some(t) = &client.token
+                && let Some(id) = t.strip_prefix("lindi_").and_then(|r| r.split('.').next())
+            {
+                let _ = client.call("DELETE", &format!("/api/v1/tokens/{id}"), &[], None);
+            }
+            if let Some(p) = credentials_path() {
+                let _ = std::fs::remove_file(p);
+            }
+            writeln!(out, "logged out")?;
+        }
+        Command::Whoami => {
+            let v = client.get("/api/v1/me", &[])?;
+            writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        }
+        Command::Tickets { command } => match command {
+            TicketsCommand::List {
+                constituency,
+                closed,
+                severity,
+                limit,
+                json,
+            } => {
+                let mut q = vec![
+                    ("limit", limit.to_string()),
+                    ("open", (!closed).to_string()),
+                ];
+                if let Some(c) = constituency {
+                    q.push(("constituency", c));
+                }
+                if let Some(s) = severity {
+                    q.push(("severity", s));
+                }
+                let v = client.get("/api/v1/tickets", &q)?;
+                for t in v["tickets"].as_array().into_iter().flatten() {
+                    if json {
+                        writeln!(out, "{t}")?;
+                    } else {
+                        writeln!(out, "{}", ticket_line(t))?;
+                    }
+                }
+            }
+            TicketsCommand::Show { id, json } => {
+                let v = client.get(&format!("/api/v1/tickets/{id}"), &[])?;
+                if json {
+                    writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+                } else {
+                    show_ticket(&mut out, &v)?;
+                }
+            }
+            TicketsCommand::Ack { id } => {
+                let v = client.post(&format!("/api/v1/tickets/{id}/ack"), json!({}))?;
+                writeln!(out, "{}", ticket_line(&v["ticket"]))?;
+            }
+            TicketsCommand::Assign { id, assignee } => {
+                let v = client.post(
+                    &format!("/api/v1/tickets/{id}/assign"),
+                    json!({"assignee": assignee}),
+                )?;
+                writeln!(out, "{}", ticket_line(&v["ticket"]))?;
+            }
+            TicketsCommand::Transition {
+                id,
+                to,
+                resolution,
+                comment,
+                assignee,
+            } => {
+                let mut body = json!({"to": to});
+                for (k, v) in [
+                    ("resolution", resolution),
+                    ("comment", comment),
+                    ("assignee", assignee),
+                ] {
+                    if let Some(v) = v {
+                        body[k] = json!(v);
+                    }
+                }
+                let v = client.post(&format!("/api/v1/tickets/{id}/transition"), body)?;
+                writeln!(out, "{}", ticket_line(&v["ticket"]))?;
+            }
+            TicketsCommand::Comment { id, text: body } => {
+                let v = client.post(
+                    &format!("/api/v1/tickets/{id}/comment"),
+                    json!({"body": body}),
+                )?;
+                writeln!(out, "{}", ticket_line(&v["ticket"]))?;
+            }
+        },
+        Command::Alerts { command } => match command {
+            AlertsCommand::List {
+                constituency,
+                limit,
+                json,
+            } => {
+                let mut q = vec![("limit", limit.to_string())];
+                if let Some(c) = constituency {
+                    q.push(("constituency", c));
+                }
+                let v = client.get("/api/v1/alerts", &q)?;
+                for a in v["alerts"].as_array().into_iter().flatten() {
+                    if json {
+                        writeln!(out, "{a}")?;
+                    } else {
+                        writeln!(
+                            out,
+                            "#{:<6} {:<9} x{:<6} {:<16} {:<40} {}",
+                            a["id"],
+                            text(&a["severity"]),
+                            a["occurrences"],
+                            text(&a["constituency"]),
+                            text(&a["title"]).chars().take(40).collect::<String>(),
+                            a["ticket_id"]
+                        )?;
+                    }
+                }
+            }
+            AlertsCommand::Show { id } => {
+                let v = client.get(&format!("/api/v1/alerts/{id}"), &[])?;
+                writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+            }
+        },
         Command::Events {
             agent,
             kind,
@@ -145,7 +575,7 @@ fn main() -> anyhow::Result<()> {
             if let Some(s) = since {
                 q.push(("since", s));
             }
-            let body = get(&cli.server, "/api/v1/events", &q)?;
+            let body = client.get("/api/v1/events", &q)?;
             let events = body["events"].as_array().cloned().unwrap_or_default();
             for e in &events {
                 if json {
@@ -169,7 +599,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Agents { json } => {
-            let body = get(&cli.server, "/api/v1/agents", &[])?;
+            let body = client.get("/api/v1/agents", &[])?;
             let agents = body["agents"].as_array().cloned().unwrap_or_default();
             for a in &agents {
                 if json {
@@ -193,7 +623,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Status => {
-            let body = get(&cli.server, "/api/v1/status", &[])?;
+            let body = client.get("/api/v1/status", &[])?;
             writeln!(out, "{}", serde_json::to_string_pretty(&body)?)?;
         }
     }

@@ -13,6 +13,7 @@
 //! Escalation states: `pending` (waiting for the escalator to choose a policy), `climbing`,
 //! `acknowledged`, `exhausted` (every level paged, nobody answered), `closed`, `no_policy`.
 
+use lindi_shared::access::Viewer;
 use lindi_shared::escalation::{Climb, ClimbState, EscalationPolicyConfig};
 use lindi_shared::taxonomy::Tlp;
 use lindi_shared::triage::Level;
@@ -435,6 +436,7 @@ impl SqliteStore {
     /// no such notification.
     pub fn delivery_log(
         &self,
+        v: &Viewer,
         notification_id: i64,
     ) -> Result<Option<(i64, Vec<DeliveryAttempt>)>, StoreError> {
         let conn = self.reader()?;
@@ -448,6 +450,9 @@ impl SqliteStore {
         else {
             return Ok(None);
         };
+        if self.ticket(v, ticket)?.is_none() {
+            return Ok(None);
+        }
         let mut stmt = conn.prepare(
             "SELECT at_ns, ok, detail FROM notification_attempts WHERE notification_id = ?1 ORDER BY at_ns LIMIT 1000",
         )?;

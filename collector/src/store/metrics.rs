@@ -6,9 +6,10 @@
 //! Sums and counts, not averages, so Prometheus can take rates over any window; the JSON view
 //! divides them.
 
-use rusqlite::params;
+use lindi_shared::access::Viewer;
 use serde::Serialize;
 
+use super::triage::scope_filter;
 use super::{SqliteStore, StoreError};
 
 /// One (constituency, RSIT type, severity) group.
@@ -62,27 +63,48 @@ pub struct Suppressed {
 const MAX_RULES: i64 = 1000;
 
 impl SqliteStore {
-    pub fn effectiveness(&self, constituency: Option<&str>) -> Result<Effectiveness, StoreError> {
+    /// The figures of what `v` may see, optionally of one constituency. Aggregates follow
+    /// the viewer's constituency scope (counts of TLP-restricted tickets included).
+    pub fn effectiveness(
+        &self,
+        v: &Viewer,
+        constituency: Option<&str>,
+    ) -> Result<Effectiveness, StoreError> {
         let conn = self.reader()?;
+        // `WHERE <col> …` for the viewer's scope and the asked constituency.
+        let filter = |col: &str| {
+            let mut sql = String::from(" WHERE 1=1");
+            let mut args: Vec<rusqlite::types::Value> = vec![];
+            scope_filter(v, col, &mut sql, &mut args);
+            if let Some(c) = constituency {
+                sql.push_str(&format!(" AND {col} = ?"));
+                args.push(c.to_string().into());
+            }
+            (sql, args)
+        };
         let mut groups: std::collections::BTreeMap<(String, String, String), GroupFigures> =
             Default::default();
         let key = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(String, String, String)> {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         };
-        let mut stmt = conn.prepare(
-            "SELECT constituency, rsit_class || '/' || rsit_type, severity, COUNT(*), SUM(occurrences), SUM(MAX(created_at_ns - first_seen_ns, 0)) / 1e9 FROM alerts WHERE ?1 IS NULL OR constituency = ?1 GROUP BY 1, 2, 3",
-        )?;
-        let mut rows = stmt.query(params![constituency])?;
+        let where_a = filter("constituency");
+        let mut stmt = conn.prepare(&format!(
+            "SELECT constituency, rsit_class || '/' || rsit_type, severity, COUNT(*), SUM(occurrences), SUM(MAX(created_at_ns - first_seen_ns, 0)) / 1e9 FROM alerts{} GROUP BY 1, 2, 3",
+            where_a.0
+        ))?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(where_a.1))?;
         while let Some(r) = rows.next()? {
             let g = groups.entry(key(r)?).or_default();
             g.alerts = r.get::<_, i64>(3)? as u64;
             g.occurrences = r.get::<_, i64>(4)? as u64;
             g.detect_seconds_sum = r.get::<_, f64>(5)?;
         }
-        let mut stmt = conn.prepare(
-            "SELECT t.constituency, t.rsit_class || '/' || t.rsit_type, t.severity, COUNT(*), SUM(t.closed = 0), COUNT(t.acknowledged_at_ns), COALESCE(SUM(t.acknowledged_at_ns - t.opened_at_ns), 0) / 1e9, COUNT(t.resolved_at_ns), COALESCE(SUM(t.resolved_at_ns - t.opened_at_ns), 0) / 1e9, COALESCE(SUM(e.ack_breach_ns > 0), 0), COALESCE(SUM(e.resolve_breach_ns > 0), 0) FROM tickets t LEFT JOIN escalations e ON e.ticket_id = t.id WHERE ?1 IS NULL OR t.constituency = ?1 GROUP BY 1, 2, 3",
-        )?;
-        let mut rows = stmt.query(params![constituency])?;
+        let where_t = filter("t.constituency");
+        let mut stmt = conn.prepare(&format!(
+            "SELECT t.constituency, t.rsit_class || '/' || t.rsit_type, t.severity, COUNT(*), SUM(t.closed = 0), COUNT(t.acknowledged_at_ns), COALESCE(SUM(t.acknowledged_at_ns - t.opened_at_ns), 0) / 1e9, COUNT(t.resolved_at_ns), COALESCE(SUM(t.resolved_at_ns - t.opened_at_ns), 0) / 1e9, COALESCE(SUM(e.ack_breach_ns > 0), 0), COALESCE(SUM(e.resolve_breach_ns > 0), 0) FROM tickets t LEFT JOIN escalations e ON e.ticket_id = t.id{} GROUP BY 1, 2, 3",
+            where_t.0
+        ))?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(where_t.1))?;
         while let Some(r) = rows.next()? {
             let g = groups.entry(key(r)?).or_default();
             g.tickets = r.get::<_, i64>(3)? as u64;
@@ -101,11 +123,13 @@ impl SqliteStore {
                 g
             })
             .collect();
-        let mut stmt = conn.prepare(
-            "SELECT a.engine, a.rule_id, MAX(a.title), COUNT(*), COUNT(t.resolution), COALESCE(SUM(t.resolution = 'false-positive'), 0) FROM alerts a LEFT JOIN tickets t ON t.id = a.ticket_id WHERE ?1 IS NULL OR a.constituency = ?1 GROUP BY 1, 2 ORDER BY 6 DESC, 4 DESC LIMIT ?2",
-        )?;
+        let (where_r, mut args) = filter("a.constituency");
+        args.push(MAX_RULES.into());
+        let mut stmt = conn.prepare(&format!(
+            "SELECT a.engine, a.rule_id, MAX(a.title), COUNT(*), COUNT(t.resolution), COALESCE(SUM(t.resolution = 'false-positive'), 0) FROM alerts a LEFT JOIN tickets t ON t.id = a.ticket_id{where_r} GROUP BY 1, 2 ORDER BY 6 DESC, 4 DESC LIMIT ?"
+        ))?;
         let rules = stmt
-            .query_map(params![constituency, MAX_RULES], |r| {
+            .query_map(rusqlite::params_from_iter(args), |r| {
                 Ok(RuleFigures {
                     engine: r.get(0)?,
                     rule_id: r.get(1)?,
@@ -116,11 +140,12 @@ impl SqliteStore {
                 })
             })?
             .collect::<Result<_, _>>()?;
-        let mut stmt = conn.prepare(
-            "SELECT s.constituency, COALESCE(o.rsit_type, 'other/undetermined'), COUNT(*) FROM suppressions s JOIN suppressed_occurrences o ON o.suppression_id = s.id WHERE ?1 IS NULL OR s.constituency = ?1 GROUP BY 1, 2",
-        )?;
+        let (where_s, args) = filter("s.constituency");
+        let mut stmt = conn.prepare(&format!(
+            "SELECT s.constituency, COALESCE(o.rsit_type, 'other/undetermined'), COUNT(*) FROM suppressions s JOIN suppressed_occurrences o ON o.suppression_id = s.id{where_s} GROUP BY 1, 2"
+        ))?;
         let suppressed = stmt
-            .query_map(params![constituency], |r| {
+            .query_map(rusqlite::params_from_iter(args), |r| {
                 Ok(Suppressed {
                     constituency: r.get(0)?,
                     rsit_type: r.get(1)?,
@@ -139,7 +164,8 @@ impl SqliteStore {
 #[cfg(test)]
 mod tests {
     use crate::pipeline::TriageSection;
-    use crate::testutil::{Fixture, drain_at};
+    use crate::testutil::{Fixture, as_user, drain_at};
+    use lindi_shared::access::Viewer;
     use lindi_shared::ticket::Resolution;
 
     const S: i64 = 1_000_000_000;
@@ -159,7 +185,7 @@ mod tests {
         for (i, tk) in tickets.iter().enumerate() {
             let at = t + (i as i64 + 1) * 60 * S;
             f.store
-                .change_ticket(tk.id, "ana", "transition", at, &mut |e| {
+                .change_ticket(&as_user("ana"), tk.id, "transition", at, &mut |e| {
                     e.ticket.acknowledged_at_ns = Some(at);
                     e.ticket.closed = true;
                     e.ticket.resolved_at_ns = Some(at);
@@ -174,7 +200,10 @@ mod tests {
                 .unwrap()
                 .unwrap();
         }
-        let e = f.store.effectiveness(Some("bank-a")).unwrap();
+        let e = f
+            .store
+            .effectiveness(&Viewer::system(), Some("bank-a"))
+            .unwrap();
         assert_eq!(e.groups.len(), 1, "{:?}", e.groups);
         let g = &e.groups[0];
         assert_eq!(
@@ -193,7 +222,7 @@ mod tests {
         );
         let r = &e.rules[0];
         assert_eq!((r.alerts, r.resolved, r.false_positive), (2, 2, 1));
-        let all = f.store.effectiveness(None).unwrap();
+        let all = f.store.effectiveness(&Viewer::system(), None).unwrap();
         assert_eq!(all.groups.len(), 2, "bank-b is its own group");
     }
 }

@@ -17,6 +17,7 @@
 //! One writer connection behind a mutex (SQLite has one writer anyway) and a fresh reader
 //! connection per query, so API reads never wait for ingest.
 
+pub mod accounts;
 pub mod escalation;
 pub mod metrics;
 pub mod monitor;
@@ -301,6 +302,39 @@ CREATE TABLE monitor_state (
     r#"
 ALTER TABLE suppressed_occurrences ADD COLUMN rsit_type TEXT;
 "#,
+    r#"
+CREATE TABLE users (
+    name TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    role TEXT NOT NULL,
+    constituencies TEXT NOT NULL,
+    created_at_ns INTEGER NOT NULL,
+    disabled_at_ns INTEGER
+) WITHOUT ROWID;
+CREATE TABLE api_tokens (
+    id TEXT PRIMARY KEY,
+    user_name TEXT NOT NULL,
+    name TEXT NOT NULL,
+    secret_sha256 TEXT NOT NULL,
+    created_at_ns INTEGER NOT NULL,
+    expires_at_ns INTEGER NOT NULL,
+    revoked_at_ns INTEGER
+) WITHOUT ROWID;
+CREATE TABLE sessions (
+    id TEXT PRIMARY KEY,
+    user_name TEXT NOT NULL,
+    secret_sha256 TEXT NOT NULL,
+    csrf TEXT NOT NULL,
+    created_at_ns INTEGER NOT NULL,
+    expires_at_ns INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX sessions_user ON sessions (user_name);
+CREATE TABLE ticket_participants (
+    ticket_id INTEGER NOT NULL,
+    user_name TEXT NOT NULL,
+    PRIMARY KEY (ticket_id, user_name)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The part of the events schema the store benchmark reproduces (same table, same indexes).
@@ -382,6 +416,8 @@ pub enum BatchOutcome {
 /// An event query. Every field narrows; `limit` is always applied.
 #[derive(Clone, Debug, Default)]
 pub struct EventQuery {
+    /// Only these constituencies (the reader's scope); none = every one.
+    pub constituencies: Option<Vec<String>>,
     pub agent_id: Option<String>,
     pub kind: Option<String>,
     pub since_ns: Option<i64>,
@@ -497,6 +533,23 @@ impl SqliteStore {
 
     fn writer(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl SqliteStore {
+    /// The agents of the constituencies `v` may see.
+    pub fn agents_in(
+        &self,
+        v: &lindi_shared::access::Viewer,
+    ) -> Result<Vec<AgentRecord>, StoreError> {
+        let conn = self.reader()?;
+        let mut sql = format!("SELECT {AGENT_COLUMNS} FROM agents WHERE 1=1");
+        let mut args = vec![];
+        triage::scope_filter(v, "constituency", &mut sql, &mut args);
+        sql.push_str(" ORDER BY enrolled_at_s, agent_id LIMIT 100000");
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), agent_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 }
 
@@ -790,6 +843,16 @@ impl Store for SqliteStore {
         let mut sql =
             String::from("SELECT id, constituency, batch_seq, body FROM events WHERE 1=1");
         let mut args: Vec<rusqlite::types::Value> = vec![];
+        if let Some(list) = &q.constituencies {
+            sql.push_str(&format!(
+                " AND constituency IN ({})",
+                vec!["?"; list.len().max(1)].join(", ")
+            ));
+            args.extend(list.iter().map(|c| c.clone().into()));
+            if list.is_empty() {
+                args.push(rusqlite::types::Value::Null);
+            }
+        }
         if let Some(a) = &q.agent_id {
             sql.push_str(" AND agent_id = ?");
             args.push(a.clone().into());
@@ -958,6 +1021,7 @@ mod tests {
         s.insert_batch(&meta("a2", 1), &events(10, "a2", 1000))
             .unwrap();
         let q = EventQuery {
+            constituencies: None,
             agent_id: Some("a2".into()),
             kind: Some("process".into()),
             since_ns: Some(1005),
@@ -966,6 +1030,22 @@ mod tests {
         };
         let got = s.query_events(&q).unwrap();
         assert_eq!(got.len(), 3);
+        let elsewhere = EventQuery {
+            constituencies: Some(vec!["bank-z".into()]),
+            ..q.clone()
+        };
+        assert!(
+            s.query_events(&elsewhere).unwrap().is_empty(),
+            "out of scope"
+        );
+        let nowhere = EventQuery {
+            constituencies: Some(vec![]),
+            ..q.clone()
+        };
+        assert!(
+            s.query_events(&nowhere).unwrap().is_empty(),
+            "an empty scope sees nothing"
+        );
         assert!(
             got.iter()
                 .all(|e| e.event.agent_id == "a2" && e.event.timestamp_ns >= 1005)

@@ -9,6 +9,7 @@
 //!    audit row (who, when, the fields before and after) in the same transaction.
 //! 3. Every read names its constituency filter or a row limit.
 
+use lindi_shared::access::Viewer;
 use lindi_shared::proto::Event;
 use lindi_shared::taxonomy::{RsitClass, Tlp};
 use lindi_shared::ticket::{Resolution, TicketError};
@@ -469,7 +470,7 @@ impl TriageTx<'_> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn audit(
+pub(super) fn audit(
     tx: &Transaction<'_>,
     at_ns: i64,
     actor: &str,
@@ -516,6 +517,80 @@ fn diff(before: &Ticket, after: &Ticket) -> (Value, Value) {
         }
     }
     (Value::Object(old), Value::Object(new))
+}
+
+/// Rank of a TLP label column in SQL (CLEAR 0 .. RED 4; unknown text counts as RED).
+fn tlp_rank_sql(col: &str) -> String {
+    format!(
+        "CASE {col} WHEN 'TLP:CLEAR' THEN 0 WHEN 'TLP:GREEN' THEN 1 WHEN 'TLP:AMBER' THEN 2 WHEN 'TLP:AMBER+STRICT' THEN 3 ELSE 4 END"
+    )
+}
+
+fn tlp_rank(t: Tlp) -> i64 {
+    Tlp::ALL.iter().position(|x| *x == t).unwrap_or(4) as i64
+}
+
+/// ` AND <col> IN (…)` for a viewer limited to some constituencies.
+pub(super) fn scope_filter(
+    v: &Viewer,
+    col: &str,
+    sql: &mut String,
+    args: &mut Vec<rusqlite::types::Value>,
+) {
+    if let Some(list) = &v.constituencies {
+        if list.is_empty() {
+            sql.push_str(" AND 0");
+            return;
+        }
+        sql.push_str(&format!(
+            " AND {col} IN ({})",
+            vec!["?"; list.len()].join(", ")
+        ));
+        args.extend(list.iter().map(|c| c.clone().into()));
+    }
+}
+
+/// The conditions under which ticket `alias` is visible to `v`: its constituency is in scope,
+/// and its label is one the viewer's role may read — or, for TLP:RED, the viewer is named on
+/// it.
+fn ticket_filter(
+    v: &Viewer,
+    alias: &str,
+    sql: &mut String,
+    args: &mut Vec<rusqlite::types::Value>,
+) {
+    scope_filter(v, &format!("{alias}.constituency"), sql, args);
+    sql.push_str(&format!(
+        " AND (({alias}.tlp != 'TLP:RED' AND {} <= ?) OR EXISTS (SELECT 1 FROM ticket_participants p WHERE p.ticket_id = {alias}.id AND p.user_name = ?))",
+        tlp_rank_sql(&format!("{alias}.tlp"))
+    ));
+    args.push(tlp_rank(v.max_tlp).into());
+    args.push(v.user.clone().into());
+}
+
+/// The conditions under which alert `alias` is visible: its constituency is in scope and it
+/// has no ticket or a ticket the viewer sees.
+fn alert_filter(v: &Viewer, alias: &str, sql: &mut String, args: &mut Vec<rusqlite::types::Value>) {
+    scope_filter(v, &format!("{alias}.constituency"), sql, args);
+    sql.push_str(&format!(
+        " AND ({alias}.ticket_id IS NULL OR EXISTS (SELECT 1 FROM tickets t WHERE t.id = {alias}.ticket_id"
+    ));
+    ticket_filter(v, "t", sql, args);
+    sql.push_str("))");
+}
+
+/// One ticket, if `v` may see it.
+fn ticket_by_id(
+    conn: &rusqlite::Connection,
+    id: i64,
+    v: &Viewer,
+) -> Result<Option<Ticket>, StoreError> {
+    let mut sql = format!("SELECT {TICKET_COLUMNS} FROM tickets t WHERE t.id = ?");
+    let mut args: Vec<rusqlite::types::Value> = vec![id.into()];
+    ticket_filter(v, "t", &mut sql, &mut args);
+    Ok(conn
+        .query_row(&sql, rusqlite::params_from_iter(args), ticket_row)
+        .optional()?)
 }
 
 fn push_filters(sql: &mut String, args: &mut Vec<rusqlite::types::Value>, q: &ListQuery) {
@@ -607,10 +682,11 @@ impl SqliteStore {
         Ok(out)
     }
 
-    pub fn alerts(&self, q: &ListQuery) -> Result<Vec<AlertRecord>, StoreError> {
+    pub fn alerts(&self, v: &Viewer, q: &ListQuery) -> Result<Vec<AlertRecord>, StoreError> {
         let conn = self.reader()?;
-        let mut sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE 1=1");
+        let mut sql = format!("SELECT {ALERT_COLUMNS} FROM alerts a WHERE 1=1");
         let mut args = vec![];
+        alert_filter(v, "a", &mut sql, &mut args);
         push_filters(&mut sql, &mut args, q);
         if let Some(open) = q.open {
             sql.push_str(if open {
@@ -626,14 +702,17 @@ impl SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn alert(&self, id: i64) -> Result<Option<(AlertRecord, Vec<i64>)>, StoreError> {
+    pub fn alert(
+        &self,
+        v: &Viewer,
+        id: i64,
+    ) -> Result<Option<(AlertRecord, Vec<i64>)>, StoreError> {
         let conn = self.reader()?;
+        let mut sql = format!("SELECT {ALERT_COLUMNS} FROM alerts a WHERE a.id = ?");
+        let mut args: Vec<rusqlite::types::Value> = vec![id.into()];
+        alert_filter(v, "a", &mut sql, &mut args);
         let Some(a) = conn
-            .query_row(
-                &format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?1"),
-                [id],
-                alert_row,
-            )
+            .query_row(&sql, rusqlite::params_from_iter(args), alert_row)
             .optional()?
         else {
             return Ok(None);
@@ -647,10 +726,11 @@ impl SqliteStore {
         Ok(Some((a, events)))
     }
 
-    pub fn tickets(&self, q: &ListQuery) -> Result<Vec<Ticket>, StoreError> {
+    pub fn tickets(&self, v: &Viewer, q: &ListQuery) -> Result<Vec<Ticket>, StoreError> {
         let conn = self.reader()?;
-        let mut sql = format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE 1=1");
+        let mut sql = format!("SELECT {TICKET_COLUMNS} FROM tickets t WHERE 1=1");
         let mut args = vec![];
+        ticket_filter(v, "t", &mut sql, &mut args);
         push_filters(&mut sql, &mut args, q);
         if let Some(open) = q.open {
             sql.push_str(if open {
@@ -668,16 +748,9 @@ impl SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn ticket(&self, id: i64) -> Result<Option<TicketView>, StoreError> {
+    pub fn ticket(&self, v: &Viewer, id: i64) -> Result<Option<TicketView>, StoreError> {
         let conn = self.reader()?;
-        let Some(ticket) = conn
-            .query_row(
-                &format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE id = ?1"),
-                [id],
-                ticket_row,
-            )
-            .optional()?
-        else {
+        let Some(ticket) = ticket_by_id(&conn, id, v)? else {
             return Ok(None);
         };
         let alerts = by_ticket(
@@ -760,22 +833,16 @@ impl SqliteStore {
     /// the ticket closes, its alerts close too, so new occurrences open new alerts.
     pub fn change_ticket(
         &self,
+        v: &Viewer,
         id: i64,
-        actor: &str,
         action: &str,
         now_ns: i64,
         f: &mut dyn FnMut(&mut TicketEdit) -> Result<(), TicketError>,
     ) -> Result<Option<Result<Ticket, TicketError>>, StoreError> {
+        let actor = v.user.as_str();
         let mut conn = self.writer();
         let tx = conn.transaction()?;
-        let Some(before) = tx
-            .query_row(
-                &format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE id = ?1"),
-                [id],
-                ticket_row,
-            )
-            .optional()?
-        else {
+        let Some(before) = ticket_by_id(&tx, id, v)? else {
             return Ok(None);
         };
         let mut edit = TicketEdit {
@@ -812,6 +879,16 @@ impl SqliteStore {
             (t.closed, t.acknowledged_at_ns.is_some()),
             now_ns,
         )?;
+        if t.tlp == Tlp::Red {
+            // Whoever labels a ticket RED, and its assignee, are named on it (or nobody could
+            // read it any more).
+            for user in [Some(actor), t.assignee.as_deref()].into_iter().flatten() {
+                tx.execute(
+                    "INSERT OR IGNORE INTO ticket_participants (ticket_id, user_name) VALUES (?1, ?2)",
+                    params![id, user],
+                )?;
+            }
+        }
         if t.closed && !before.closed {
             tx.execute(
                 "UPDATE alerts SET state = 'closed', updated_at_ns = ?2 WHERE ticket_id = ?1 AND state = 'open'",
@@ -849,23 +926,17 @@ impl SqliteStore {
     /// one constituency. `None` when either is missing.
     pub fn merge_tickets(
         &self,
+        v: &Viewer,
         from: i64,
         into: i64,
         closed_state: &dyn Fn(&str) -> String,
-        actor: &str,
         now_ns: i64,
     ) -> Result<Option<Result<(), String>>, StoreError> {
+        let actor = v.user.as_str();
         let mut conn = self.writer();
         let tx = conn.transaction()?;
-        let get = |id: i64| {
-            tx.query_row(
-                &format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE id = ?1"),
-                [id],
-                ticket_row,
-            )
-            .optional()
-        };
-        let (Some(src), Some(dst)) = (get(from)?, get(into)?) else {
+        let (Some(src), Some(dst)) = (ticket_by_id(&tx, from, v)?, ticket_by_id(&tx, into, v)?)
+        else {
             return Ok(None);
         };
         if from == into {
@@ -942,18 +1013,23 @@ impl SqliteStore {
     /// Mark a task of a ticket done. `None` when the ticket has no such task.
     pub fn complete_task(
         &self,
+        v: &Viewer,
         ticket_id: i64,
         task_id: i64,
-        actor: &str,
         now_ns: i64,
     ) -> Result<Option<()>, StoreError> {
+        let actor = v.user.as_str();
         let mut conn = self.writer();
         let tx = conn.transaction()?;
-        let Some((title, constituency)) = tx
+        let Some(ticket) = ticket_by_id(&tx, ticket_id, v)? else {
+            return Ok(None);
+        };
+        let constituency = ticket.constituency;
+        let Some(title) = tx
             .query_row(
-                "SELECT k.title, t.constituency FROM ticket_tasks k JOIN tickets t ON t.id = k.ticket_id WHERE k.id = ?1 AND k.ticket_id = ?2",
+                "SELECT title FROM ticket_tasks WHERE id = ?1 AND ticket_id = ?2",
                 params![task_id, ticket_id],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+                |r| r.get::<_, String>(0),
             )
             .optional()?
         else {
@@ -977,6 +1053,51 @@ impl SqliteStore {
         )?;
         tx.commit()?;
         Ok(Some(()))
+    }
+
+    /// Name `user` on a ticket (who may read it when it is TLP:RED). `None` when the ticket
+    /// is not visible to `v`.
+    pub fn add_participant(
+        &self,
+        v: &Viewer,
+        ticket_id: i64,
+        user: &str,
+        now_ns: i64,
+    ) -> Result<Option<()>, StoreError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        let Some(ticket) = ticket_by_id(&tx, ticket_id, v)? else {
+            return Ok(None);
+        };
+        tx.execute(
+            "INSERT OR IGNORE INTO ticket_participants (ticket_id, user_name) VALUES (?1, ?2)",
+            params![ticket_id, user],
+        )?;
+        let after = serde_json::json!({ "participant": user });
+        audit(
+            &tx,
+            now_ns,
+            &v.user,
+            &ticket.constituency,
+            "ticket",
+            ticket_id,
+            "participant_added",
+            None,
+            Some(&after),
+        )?;
+        tx.commit()?;
+        Ok(Some(()))
+    }
+
+    /// The users named on a ticket.
+    pub fn participants(&self, ticket_id: i64) -> Result<Vec<String>, StoreError> {
+        let conn = self.reader()?;
+        by_ticket(
+            &conn,
+            "SELECT user_name FROM ticket_participants WHERE ticket_id = ?1 ORDER BY user_name LIMIT 1000",
+            ticket_id,
+            |r| r.get(0),
+        )
     }
 
     /// Store a suppression (its id is assigned here) and audit it.
@@ -1014,12 +1135,8 @@ impl SqliteStore {
     }
 
     /// Remove a suppression (kept, marked removed, so its hits stay countable).
-    pub fn remove_suppression(
-        &self,
-        id: i64,
-        actor: &str,
-        now_ns: i64,
-    ) -> Result<bool, StoreError> {
+    pub fn remove_suppression(&self, v: &Viewer, id: i64, now_ns: i64) -> Result<bool, StoreError> {
+        let actor = v.user.as_str();
         let mut conn = self.writer();
         let tx = conn.transaction()?;
         let Some(constituency) = tx
@@ -1029,6 +1146,7 @@ impl SqliteStore {
                 |r| r.get::<_, String>(0),
             )
             .optional()?
+            .filter(|c| v.sees_constituency(c))
         else {
             return Ok(false);
         };
@@ -1052,12 +1170,24 @@ impl SqliteStore {
     }
 
     /// Suppressions not removed (expired ones too: they stay listed with their hits).
-    pub fn suppressions(&self, constituency: Option<&str>) -> Result<Vec<Suppression>, StoreError> {
+    pub fn suppressions(
+        &self,
+        v: &Viewer,
+        constituency: Option<&str>,
+    ) -> Result<Vec<Suppression>, StoreError> {
         let conn = self.reader()?;
-        let mut stmt = conn.prepare(
-            "SELECT id, constituency, agent_id, rule, entity, author, reason, created_at_s, expires_at_s, hits FROM suppressions WHERE removed_at_s IS NULL AND (?1 IS NULL OR constituency = ?1) ORDER BY id LIMIT 10000",
-        )?;
-        let rows = stmt.query_map([constituency], |r| {
+        let mut sql = String::from(
+            "SELECT id, constituency, agent_id, rule, entity, author, reason, created_at_s, expires_at_s, hits FROM suppressions WHERE removed_at_s IS NULL",
+        );
+        let mut args: Vec<rusqlite::types::Value> = vec![];
+        scope_filter(v, "constituency", &mut sql, &mut args);
+        if let Some(c) = constituency {
+            sql.push_str(" AND constituency = ?");
+            args.push(c.to_string().into());
+        }
+        sql.push_str(" ORDER BY id LIMIT 10000");
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
             Ok(Suppression {
                 id: r.get(0)?,
                 constituency: r.get(1)?,

@@ -111,6 +111,8 @@ fn a_detection_escalates_until_acknowledged_across_a_collector_restart() {
     let hook = HttpReceiver::start();
     let mut c = Collector::init();
     c.configure(&escalation_config(&smtp, &hook));
+    // A responder of bank-a, who will acknowledge.
+    let ana = c.user("ana", "responder", &["bank-a"]);
     c.start();
 
     let mut a = Agent::enroll(&c.token("bank-a"));
@@ -177,9 +179,11 @@ fn a_detection_escalates_until_acknowledged_across_a_collector_restart() {
         mails_by_level(&smtp),
         c.log_text()
     );
-    let (status, body) = c.api_post(
+    let (status, body) = c.api_as(
+        &ana,
+        "POST",
         &format!("/api/v1/tickets/{id}/ack"),
-        &json!({"actor": "ana"}),
+        Some(&json!({})),
     );
     assert_eq!(status, 200, "{body}");
     // Level 3 would be due LEVEL_DELAY_SECS after level 2; wait past it (bounded).
@@ -253,6 +257,7 @@ fn a_detection_escalates_until_acknowledged_across_a_collector_restart() {
     assert!(!c.log_text().contains("e2e-channel-secret"));
     // Effectiveness: the acknowledged ticket counts in the Prometheus metrics.
     let metrics = ureq::get(format!("{}/metrics", c.http_url()))
+        .header("Authorization", &format!("Bearer {}", c.admin_token))
         .call()
         .unwrap()
         .body_mut()

@@ -337,12 +337,7 @@ fn bad_frames_and_batches_are_refused_and_other_agents_keep_shipping() {
     );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(c.synthetic_rows(&good.agent_id), n);
-    let status: serde_json::Value = ureq::get(&format!("{}/api/v1/status", c.http_url()))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_json()
-        .unwrap();
+    let status = c.api_get("/api/v1/status");
     assert_eq!(status["ingest"]["batches_rejected"], 5, "{status}");
     assert_eq!(status["ingest"]["frames_refused"], 3, "{status}");
 }

@@ -19,7 +19,9 @@ fn lindi_events_shows_the_agents_processes_and_health() {
         run(
             Command::new(bin("lindi"))
                 .args(args)
-                .env("LINDI_SERVER", c.http_url()),
+                .env("LINDI_SERVER", c.http_url())
+                .env("LINDI_TOKEN", &c.admin_token)
+                .env("XDG_CONFIG_HOME", "/nonexistent"),
             Duration::from_secs(30),
         )
     };
@@ -97,7 +99,8 @@ fn lindi_events_shows_the_agents_processes_and_health() {
     let (ok, _, err) = run(
         Command::new(bin("lindi"))
             .args(["status"])
-            .env("LINDI_SERVER", "http://127.0.0.1:9"),
+            .env("LINDI_SERVER", "http://127.0.0.1:9")
+            .env("XDG_CONFIG_HOME", "/nonexistent"),
         Duration::from_secs(30),
     );
     assert!(!ok && err.contains("cannot reach the collector"), "{err}");

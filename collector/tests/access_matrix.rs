@@ -1,0 +1,446 @@
+//! The access matrix: for every role × scope and every resource of the API, what a principal
+//! may see and do, and that everything else is refused; zero reads or writes across
+//! constituencies, and TLP:RED for named participants only.
+//!
+//! A real collector (HTTP API on loopback, SQLite store, triage pipeline) runs in this process;
+//! two constituencies get the same detections; then every principal calls every route over
+//! HTTP. The expectations below are written out by hand (not computed from the code's own
+//! role table), so a change to who may do what has to change this test too.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use lindi_collector::RunningCollector;
+use lindi_collector::config::CollectorConfig;
+use lindi_collector::store::BatchMeta;
+use lindi_collector::store::Store;
+use lindi_collector::store::accounts::hash_password;
+use lindi_shared::access::{Role, Scope, Viewer};
+use lindi_shared::proto::{DetectionEvent, Event, FlowEvent, event};
+use serde_json::{Value, json};
+
+const A: &str = "bank-a";
+const B: &str = "bank-b";
+
+/// What each role may do, as the issue and docs/triage.md state it.
+struct Expect {
+    events: bool,
+    alerts: bool,
+    tickets: bool,
+    write_tickets: bool,
+    suppressions_read: bool,
+    suppressions_write: bool,
+    agents: bool,
+    metrics: bool,
+    users: bool,
+    /// Highest label readable: 0 CLEAR, 1 GREEN, 2 AMBER, 3 AMBER+STRICT.
+    max_tlp: u8,
+}
+
+fn expect(role: Role) -> Expect {
+    let staff = |write_tickets, users| Expect {
+        events: true,
+        alerts: true,
+        tickets: true,
+        write_tickets,
+        suppressions_read: true,
+        suppressions_write: true,
+        agents: true,
+        metrics: true,
+        users,
+        max_tlp: 3,
+    };
+    match role {
+        Role::Admin => staff(true, true),
+        Role::Responder => staff(true, false),
+        Role::DetectionDeveloper => staff(false, false),
+        Role::ConstituentViewer => Expect {
+            events: false,
+            alerts: true,
+            tickets: true,
+            write_tickets: false,
+            suppressions_read: false,
+            suppressions_write: false,
+            agents: true,
+            metrics: true,
+            users: false,
+            max_tlp: 2,
+        },
+        Role::Partner => Expect {
+            events: false,
+            alerts: false,
+            tickets: true,
+            write_tickets: false,
+            suppressions_read: false,
+            suppressions_write: false,
+            agents: false,
+            metrics: true,
+            users: false,
+            max_tlp: 1,
+        },
+    }
+}
+
+struct Api {
+    base: String,
+}
+
+impl Api {
+    fn call(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let url = format!("{}{path}", self.base);
+        let auth = format!("Bearer {token}");
+        let resp = match method {
+            "GET" => agent.get(&url).header("Authorization", &auth).call(),
+            "DELETE" => agent.delete(&url).header("Authorization", &auth).call(),
+            _ => agent
+                .post(&url)
+                .header("Authorization", &auth)
+                .send_json(body.unwrap_or_else(|| json!({}))),
+        };
+        let mut resp = resp.expect("the API answers");
+        let status = resp.status().as_u16();
+        let v = resp.body_mut().read_json().unwrap_or(Value::Null);
+        assert!(status < 500, "{method} {path}: {status} {v}");
+        (status, v)
+    }
+}
+
+fn detection(agent: &str, src: &str, i: i64) -> Event {
+    Event {
+        event_id: format!("{agent}-{src}-{i}"),
+        agent_id: agent.into(),
+        host_name: format!("{agent}.example"),
+        timestamp_ns: 1_800_000_000_000_000_000 + i,
+        sensor: "net".into(),
+        kind: Some(event::Kind::Detection(DetectionEvent {
+            engine: "suricata".into(),
+            rule_id: "1:4242".into(),
+            title: "matrix beacon".into(),
+            severity: 1,
+            classtype: "trojan-activity".into(),
+            confidence: 100,
+            flow: Some(FlowEvent {
+                src_ip: src.into(),
+                dest_ip: "198.51.100.9".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+    }
+}
+
+fn start() -> (tempfile::TempDir, tokio::runtime::Runtime, RunningCollector) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = CollectorConfig {
+        data_dir: Some(dir.path().join("c")),
+        listen_addr: "127.0.0.1:0".into(),
+        http_listen_addr: "127.0.0.1:0".into(),
+        ..Default::default()
+    };
+    lindi_collector::init(&config, false).unwrap();
+    let settings = config.validate().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let running = rt.block_on(lindi_collector::start(&settings)).unwrap();
+    (dir, rt, running)
+}
+
+fn token(c: &RunningCollector, name: &str, role: Role, scope: &[&str]) -> String {
+    let hash = hash_password("matrix password 12").unwrap();
+    let scope = Scope::from_list(&scope.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    c.store
+        .add_user(name, &hash, role, &scope, "test", 0)
+        .unwrap()
+        .unwrap();
+    let far = i64::MAX / 2;
+    c.store
+        .create_token(name, "t", far, "test", 0)
+        .unwrap()
+        .unwrap()
+        .1
+}
+
+fn constituencies_of(v: &Value, list: &str) -> BTreeSet<String> {
+    v[list]
+        .as_array()
+        .unwrap_or(&vec![])
+        .iter()
+        .filter_map(|x| x["constituency"].as_str().map(String::from))
+        .collect()
+}
+
+#[test]
+fn every_role_and_scope_sees_and_does_exactly_what_it_may() {
+    let (_dir, _rt, c) = start();
+    // Two identical incidents in each constituency: two tickets each.
+    for (seq, (constituency, agent)) in [(A, "ag-a"), (B, "ag-b")].into_iter().enumerate() {
+        let events: Vec<Event> = ["10.0.0.1", "10.0.0.2"]
+            .iter()
+            .enumerate()
+            .map(|(i, src)| detection(agent, src, i as i64))
+            .collect();
+        c.store
+            .insert_batch(
+                &BatchMeta::local(agent, constituency, seq as u64 + 1),
+                &events,
+            )
+            .unwrap();
+    }
+    c.pipeline.wake();
+    let started = Instant::now();
+    let system = Viewer::system();
+    let all = |c: &RunningCollector| {
+        c.store
+            .tickets(
+                &system,
+                &lindi_collector::store::triage::ListQuery {
+                    limit: 100,
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+    };
+    while all(&c).len() < 4 {
+        assert!(started.elapsed() < Duration::from_secs(30), "no tickets");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let api = Api { base: c.http_url() };
+    let root = token(&c, "root", Role::Admin, &["*"]);
+    let ticket_of = |constituency: &str, n: usize| -> i64 {
+        let mut ids: Vec<i64> = all(&c)
+            .iter()
+            .filter(|t| t.constituency == constituency)
+            .map(|t| t.id)
+            .collect();
+        ids.sort();
+        ids[n]
+    };
+    let (a1, a2, b1, b2) = (
+        ticket_of(A, 0),
+        ticket_of(A, 1),
+        ticket_of(B, 0),
+        ticket_of(B, 1),
+    );
+    // Labels: a1 GREEN (partners may read), a2 RED (root only, who labelled it), b1 AMBER
+    // (the default), b2 AMBER+STRICT.
+    for (id, tlp) in [(a1, "TLP:GREEN"), (a2, "TLP:RED"), (b2, "TLP:AMBER+STRICT")] {
+        let (s, v) = api.call(
+            &root,
+            "POST",
+            &format!("/api/v1/tickets/{id}/tlp"),
+            Some(json!({"tlp": tlp})),
+        );
+        assert_eq!(s, 200, "{v}");
+    }
+    let tlp_rank = |id: i64| -> u8 {
+        if id == a1 {
+            1
+        } else if id == b1 {
+            2
+        } else if id == b2 {
+            3
+        } else {
+            4
+        }
+    };
+    let alert_of = |id: i64| -> i64 {
+        let (_, v) = api.call(&root, "GET", "/api/v1/alerts?limit=100", None);
+        v["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["ticket_id"] == id)
+            .map(|a| a["id"].as_i64().unwrap())
+            .unwrap_or(-1)
+    };
+    let (alert_a1, alert_b1) = (alert_of(a1), alert_of(b1));
+    assert!(alert_a1 > 0 && alert_b1 > 0);
+
+    let scopes: [&[&str]; 3] = [&[A], &[B], &["*"]];
+    let mut n = 0;
+    for role in Role::ALL {
+        let e = expect(role);
+        for scope in scopes {
+            n += 1;
+            let user = format!("u{n}");
+            let t = token(&c, &user, role, scope);
+            let in_scope = |k: &str| scope.contains(&"*") || scope.contains(&k);
+            let ctx = format!("{role} {scope:?}");
+            let want = |allowed: bool| if allowed { 200 } else { 403 };
+
+            // Lists: refused without the permission; with it, only in-scope constituencies.
+            for (path, list, allowed) in [
+                ("/api/v1/events?limit=100", "events", e.events),
+                ("/api/v1/agents", "agents", e.agents),
+                ("/api/v1/alerts?limit=100", "alerts", e.alerts),
+                ("/api/v1/tickets?limit=100", "tickets", e.tickets),
+                ("/api/v1/suppressions", "suppressions", e.suppressions_read),
+            ] {
+                let (s, v) = api.call(&t, "GET", path, None);
+                assert_eq!(s, want(allowed), "{ctx} GET {path}: {v}");
+                for k in constituencies_of(&v, list) {
+                    assert!(in_scope(&k), "{ctx} GET {path} showed {k}");
+                }
+            }
+            // Tickets listed: exactly those in scope whose label the role may read.
+            if e.tickets {
+                let (_, v) = api.call(&t, "GET", "/api/v1/tickets?limit=100", None);
+                let got: BTreeSet<i64> = v["tickets"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x["id"].as_i64().unwrap())
+                    .collect();
+                let expected: BTreeSet<i64> = [(a1, A), (a2, A), (b1, B), (b2, B)]
+                    .into_iter()
+                    .filter(|(id, k)| in_scope(k) && tlp_rank(*id) <= e.max_tlp)
+                    .map(|(id, _)| id)
+                    .collect();
+                assert_eq!(got, expected, "{ctx} ticket list");
+            }
+            // One ticket and one alert: readable, hidden (404), or refused (403).
+            for (id, k) in [(a1, A), (a2, A), (b1, B), (b2, B)] {
+                let visible = in_scope(k) && tlp_rank(id) <= e.max_tlp;
+                let (s, v) = api.call(&t, "GET", &format!("/api/v1/tickets/{id}"), None);
+                let expected = if !e.tickets {
+                    403
+                } else if visible {
+                    200
+                } else {
+                    404
+                };
+                assert_eq!(s, expected, "{ctx} GET ticket {id}: {v}");
+            }
+            for (id, ticket, k) in [(alert_a1, a1, A), (alert_b1, b1, B)] {
+                let visible = in_scope(k) && tlp_rank(ticket) <= e.max_tlp;
+                let (s, v) = api.call(&t, "GET", &format!("/api/v1/alerts/{id}"), None);
+                let expected = if !e.alerts {
+                    403
+                } else if visible {
+                    200
+                } else {
+                    404
+                };
+                assert_eq!(s, expected, "{ctx} GET alert {id}: {v}");
+            }
+            // Writes on each ticket: done, hidden, or refused; nothing changes when refused.
+            for (id, k) in [(a1, A), (b1, B)] {
+                let visible = in_scope(k) && tlp_rank(id) <= e.max_tlp;
+                let before = c.store.ticket(&system, id).unwrap().unwrap().comments.len();
+                let (s, v) = api.call(
+                    &t,
+                    "POST",
+                    &format!("/api/v1/tickets/{id}/comment"),
+                    Some(json!({"body": format!("from {user}")})),
+                );
+                let expected = if !e.write_tickets {
+                    403
+                } else if visible {
+                    200
+                } else {
+                    404
+                };
+                assert_eq!(s, expected, "{ctx} comment on {id}: {v}");
+                let after = c.store.ticket(&system, id).unwrap().unwrap().comments.len();
+                assert_eq!(after - before, (s == 200) as usize, "{ctx} comment on {id}");
+                let (s, _) = api.call(&t, "POST", &format!("/api/v1/tickets/{id}/ack"), None);
+                assert_eq!(s, expected, "{ctx} ack {id}");
+            }
+            // Merging across constituencies never happens, whoever asks.
+            let (s, _) = api.call(
+                &t,
+                "POST",
+                &format!("/api/v1/tickets/{a1}/merge"),
+                Some(json!({"into": b1})),
+            );
+            assert!(s == 403 || s == 404 || s == 409, "{ctx} merge across: {s}");
+            // Suppressions: made only in scope, with the permission.
+            for k in [A, B] {
+                let (s, v) = api.call(
+                    &t,
+                    "POST",
+                    "/api/v1/suppressions",
+                    Some(json!({"constituency": k, "rule": "suricata:1:9", "reason": "matrix"})),
+                );
+                let expected = if !e.suppressions_write || !in_scope(k) {
+                    403
+                } else {
+                    201
+                };
+                assert_eq!(s, expected, "{ctx} suppress in {k}: {v}");
+                if s == 201 {
+                    let id = v["suppression"]["id"].as_i64().unwrap();
+                    let (s, _) =
+                        api.call(&root, "DELETE", &format!("/api/v1/suppressions/{id}"), None);
+                    assert_eq!(s, 200);
+                }
+            }
+            // Metrics: aggregates of the scope only.
+            let (s, v) = api.call(&t, "GET", "/api/v1/metrics", None);
+            assert_eq!(s, want(e.metrics), "{ctx} metrics");
+            for g in v["groups"].as_array().into_iter().flatten() {
+                assert!(
+                    in_scope(g["constituency"].as_str().unwrap()),
+                    "{ctx} metrics {g}"
+                );
+            }
+            // Accounts: admins only.
+            let (s, _) = api.call(&t, "GET", "/api/v1/users", None);
+            assert_eq!(s, want(e.users), "{ctx} users");
+            let (s, _) = api.call(
+                &t,
+                "POST",
+                "/api/v1/users",
+                Some(json!({"name": format!("x{n}"), "password": "a long password", "role": "admin", "constituencies": ["*"]})),
+            );
+            let expected = if !e.users {
+                403
+            } else if scope.contains(&"*") {
+                201
+            } else {
+                403
+            };
+            assert_eq!(s, expected, "{ctx} add an admin of everything");
+            let (s, v) = api.call(&t, "GET", "/api/v1/me", None);
+            assert_eq!((s, v["role"].as_str()), (200, Some(role.name())), "{ctx}");
+        }
+    }
+    // TLP:RED: only named participants, admins included; naming someone lets them read it.
+    let other_admin = token(&c, "admin2", Role::Admin, &["*"]);
+    assert_eq!(
+        api.call(&other_admin, "GET", &format!("/api/v1/tickets/{a2}"), None)
+            .0,
+        404
+    );
+    assert_eq!(
+        api.call(&root, "GET", &format!("/api/v1/tickets/{a2}"), None)
+            .0,
+        200
+    );
+    let (s, _) = api.call(
+        &root,
+        "POST",
+        &format!("/api/v1/tickets/{a2}/participants"),
+        Some(json!({"user": "admin2"})),
+    );
+    assert_eq!(s, 200);
+    assert_eq!(
+        api.call(&other_admin, "GET", &format!("/api/v1/tickets/{a2}"), None)
+            .0,
+        200
+    );
+    // No token, a bad token: 401.
+    assert_eq!(api.call("", "GET", "/api/v1/tickets", None).0, 401);
+    assert_eq!(
+        api.call("lindi_0000000000000000.00", "GET", "/api/v1/tickets", None)
+            .0,
+        401
+    );
+}
