@@ -1,6 +1,7 @@
-//! The access matrix: for every role × scope and every resource of the API, what a principal
-//! may see and do, and that everything else is refused; zero reads or writes across
-//! constituencies, and TLP:RED for named participants only.
+//! Access to a live collector's API: the matrix (for every role × scope and every resource,
+//! what a principal may see and do, and that everything else is refused; zero reads or writes
+//! across constituencies; TLP:RED for named participants only), and console sessions (cookie,
+//! CSRF, logout, the login rate limit).
 //!
 //! A real collector (HTTP API on loopback, SQLite store, triage pipeline) runs in this process;
 //! two constituencies get the same detections; then every principal calls every route over
@@ -442,5 +443,150 @@ fn every_role_and_scope_sees_and_does_exactly_what_it_may() {
         api.call("lindi_0000000000000000.00", "GET", "/api/v1/tickets", None)
             .0,
         401
+    );
+}
+
+/// A raw HTTP exchange for the session test: status, headers and JSON body.
+fn http(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (u16, Vec<(String, String)>, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("{base}{path}");
+    let resp = match method {
+        "GET" => {
+            let mut r = agent.get(&url);
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            r.call()
+        }
+        "DELETE" => {
+            let mut r = agent.delete(&url);
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            r.call()
+        }
+        _ => {
+            let mut r = agent.post(&url);
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            r.send_json(body.unwrap_or_else(|| json!({})))
+        }
+    };
+    let mut resp = resp.expect("the API answers");
+    let status = resp.status().as_u16();
+    let hs = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let v = resp.body_mut().read_json().unwrap_or(Value::Null);
+    (status, hs, v)
+}
+
+#[test]
+fn console_sessions_need_their_csrf_token_end_on_logout_and_logins_are_rate_limited() {
+    let (_dir, _rt, c) = start();
+    let _ = token(&c, "ana", Role::Responder, &[A]);
+    let base = c.http_url();
+    let (s, _, _) = http(
+        &base,
+        "POST",
+        "/api/v1/session",
+        &[],
+        Some(json!({"user": "ana", "password": "wrong password!"})),
+    );
+    assert_eq!(s, 401);
+    let (s, headers, v) = http(
+        &base,
+        "POST",
+        "/api/v1/session",
+        &[],
+        Some(json!({"user": "ana", "password": "matrix password 12"})),
+    );
+    assert_eq!(s, 200, "{v}");
+    let set = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+        .map(|(_, v)| v.clone())
+        .expect("a session cookie");
+    for attr in ["HttpOnly", "Secure", "SameSite=Strict"] {
+        assert!(set.contains(attr), "{set}");
+    }
+    let cookie = set.split(';').next().unwrap().to_string();
+    let csrf = v["csrf_token"].as_str().unwrap().to_string();
+    let (s, _, me) = http(&base, "GET", "/api/v1/me", &[("Cookie", &cookie)], None);
+    assert_eq!((s, me["user"].as_str()), (200, Some("ana")));
+    // A write without the CSRF token is refused; with it, it goes through.
+    let sup = json!({"constituency": A, "rule": "suricata:1:1", "reason": "csrf test"});
+    let (s, _, v) = http(
+        &base,
+        "POST",
+        "/api/v1/suppressions",
+        &[("Cookie", &cookie)],
+        Some(sup.clone()),
+    );
+    assert_eq!((s, v["error"]["code"].as_str()), (403, Some("csrf")));
+    let (s, _, _) = http(
+        &base,
+        "POST",
+        "/api/v1/suppressions",
+        &[("Cookie", &cookie), ("X-CSRF-Token", "nope")],
+        Some(sup.clone()),
+    );
+    assert_eq!(s, 403);
+    let (s, _, v) = http(
+        &base,
+        "POST",
+        "/api/v1/suppressions",
+        &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
+        Some(sup),
+    );
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        v["suppression"]["author"], "ana",
+        "the session's user is the actor"
+    );
+    // Logout ends the session.
+    let (s, _, _) = http(
+        &base,
+        "DELETE",
+        "/api/v1/session",
+        &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
+        None,
+    );
+    assert_eq!(s, 200);
+    let (s, _, _) = http(&base, "GET", "/api/v1/me", &[("Cookie", &cookie)], None);
+    assert_eq!(s, 401);
+    // Five failures (one above) lock the name out, the right password included.
+    for _ in 0..4 {
+        let (s, _, _) = http(
+            &base,
+            "POST",
+            "/api/v1/session",
+            &[],
+            Some(json!({"user": "ana", "password": "still wrong!!"})),
+        );
+        assert_eq!(s, 401);
+    }
+    let (s, _, v) = http(
+        &base,
+        "POST",
+        "/api/v1/session",
+        &[],
+        Some(json!({"user": "ana", "password": "matrix password 12"})),
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (429, Some("rate_limited"))
     );
 }
