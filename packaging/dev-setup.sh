@@ -3,7 +3,7 @@
 # Idempotent: packages already present are not installed again. Needs root or sudo.
 set -euo pipefail
 
-packages=(build-essential pkg-config libpcap-dev ca-certificates curl python3 adduser iproute2 tcpreplay)
+packages=(build-essential pkg-config libpcap-dev ca-certificates curl python3 python3-venv adduser iproute2 tcpreplay)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,4 +19,15 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is not installed: install Rust 1.95 or newer (https://rustup.rs), then run this again" >&2
   exit 1
+fi
+
+# Schemathesis (PyPI) fuzzes the collector's API against its OpenAPI document in the tests;
+# it lives in its own virtual environment, pinned.
+SCHEMATHESIS_VENV=${SCHEMATHESIS_VENV:-/opt/lindi-schemathesis}
+if [ ! -x "$SCHEMATHESIS_VENV/bin/st" ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing schemathesis into $SCHEMATHESIS_VENV" >&2
+  $sudo python3 -m venv "$SCHEMATHESIS_VENV"
+  $sudo "$SCHEMATHESIS_VENV/bin/pip" install -q 'schemathesis==4.32.5'
 fi

@@ -681,6 +681,31 @@ mod tests {
     }
 
     #[test]
+    fn tickets_no_policy_serves_get_their_sla_clocks_and_do_not_block_the_rest() {
+        // Regression: a ticket without a policy once failed its update (NULL round) and the
+        // escalator retried that transaction forever, paging nobody for any ticket.
+        let (f, t) = with_ticket();
+        let mut s = section("http://127.0.0.1:9/hook");
+        s.policies[0].constituencies = vec!["someone-else".into()];
+        let e = escalator(&f, &s);
+        e.run_once(T0).unwrap();
+        let esc = f.store.escalation(t).unwrap().unwrap();
+        assert_eq!(esc.state, "no_policy");
+        assert_eq!(
+            esc.ack_due_ns,
+            Some(T0 + 3600 * S),
+            "high: an hour to acknowledge"
+        );
+        assert!(esc.notifications.is_empty());
+        e.run_once(T0 + 3601 * S).unwrap();
+        let esc = f.store.escalation(t).unwrap().unwrap();
+        assert!(
+            esc.ack_breach_ns.is_some(),
+            "the breach is recorded, with nobody to tell"
+        );
+    }
+
+    #[test]
     fn a_restarted_escalator_continues_on_time_without_resending() {
         let (f, t) = with_ticket();
         let s = section("http://127.0.0.1:9/hook");

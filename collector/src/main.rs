@@ -88,6 +88,8 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Print the API's OpenAPI 3 document (what docs/openapi.json holds).
+    Openapi,
     /// Responder accounts (the API and console users) and their API tokens.
     Users {
         #[command(subcommand)]
@@ -365,6 +367,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Users { command } => users(command)?,
+        Command::Openapi => println!("{}", lindi_collector::api::openapi::document()),
         Command::CheckConfig { config } => {
             let settings = CollectorConfig::load(&config)?.validate()?;
             println!("{} is valid: {settings:#?}", config.display());

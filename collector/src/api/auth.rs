@@ -16,6 +16,8 @@
 //! - admin: `GET|POST /api/v1/users`, `POST /api/v1/users/{name}/disable`,
 //!   `GET /api/v1/tokens?user=U`, `POST /api/v1/users/{name}/tokens`, `DELETE /api/v1/tokens/{id}`
 
+#[allow(unused_imports)]
+use super::openapi::*;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -210,15 +212,19 @@ fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad("bad_body", e.body_text()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LoginBody {
+pub(super) struct LoginBody {
+    #[schema(min_length = 1, max_length = 200)]
     user: String,
+    #[schema(max_length = 1024)]
     password: String,
     /// `tokens/login` only: the token's name and lifetime.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 31_622_400)]
     ttl_secs: Option<u64>,
 }
 
@@ -271,7 +277,8 @@ static UNKNOWN_USER_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new
     hash_password(&secret).unwrap_or_default()
 });
 
-async fn login(
+#[utoipa::path(post, path = "/api/v1/session", tag = "accounts", request_body = LoginBody, security(), responses((status = 200, description = "Logged in; the session cookie is set", body = LoginOk), (status = 429, description = "Too many failed logins", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub(super) async fn login(
     State(s): State<Arc<ApiState>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     b: Result<Json<LoginBody>, JsonRejection>,
@@ -299,7 +306,11 @@ async fn login(
         .into_response())
 }
 
-async fn logout(State(s): State<Arc<ApiState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+#[utoipa::path(delete, path = "/api/v1/session", tag = "accounts", security(), responses((status = 200, body = LoggedOut), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub(super) async fn logout(
+    State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     if let Some(cookie) = session_cookie(&headers) {
         let store = s.store.clone();
         blocking(move || store.end_session(&cookie, crate::now_ns()))
@@ -314,7 +325,8 @@ async fn logout(State(s): State<Arc<ApiState>>, headers: HeaderMap) -> Result<Re
         .into_response())
 }
 
-async fn token_login(
+#[utoipa::path(post, path = "/api/v1/tokens/login", tag = "accounts", request_body = LoginBody, security(), responses((status = 201, body = NewToken), (status = 429, description = "Too many failed logins", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub(super) async fn token_login(
     State(s): State<Arc<ApiState>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     b: Result<Json<LoginBody>, JsonRejection>,
@@ -373,7 +385,8 @@ async fn make_token(
     }
 }
 
-async fn me(auth: Auth) -> Json<Value> {
+#[utoipa::path(get, path = "/api/v1/me", tag = "accounts", responses((status = 200, body = Me), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub(super) async fn me(auth: Auth) -> Json<Value> {
     let p = auth.0;
     let permissions: Vec<Permission> = [
         Permission::ReadEvents,
@@ -396,7 +409,11 @@ async fn me(auth: Auth) -> Json<Value> {
     }))
 }
 
-async fn users(State(s): State<Arc<ApiState>>, auth: Auth) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/users", tag = "accounts", responses((status = 200, body = UserList), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub(super) async fn users(
+    State(s): State<Arc<ApiState>>,
+    auth: Auth,
+) -> Result<Json<Value>, ApiError> {
     auth.require(Permission::ManageUsers)?;
     let store = s.store.clone();
     let rows = blocking(move || store.users())
@@ -405,16 +422,24 @@ async fn users(State(s): State<Arc<ApiState>>, auth: Auth) -> Result<Json<Value>
     Ok(Json(json!({ "users": rows })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewUserBody {
+pub(super) struct NewUserBody {
+    #[schema(pattern = "^[A-Za-z0-9._@-]{1,64}$")]
     name: String,
+    #[schema(min_length = 12, max_length = 1024)]
     password: String,
+    #[schema(
+        example = "responder",
+        pattern = "^(admin|detection_developer|responder|constituent_viewer|partner)$"
+    )]
     role: String,
+    #[schema(min_items = 1)]
     constituencies: Vec<String>,
 }
 
-async fn add_user(
+#[utoipa::path(post, path = "/api/v1/users", tag = "accounts", request_body = NewUserBody, responses((status = 201, body = UserAdded), (status = 409, description = "The user exists", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub(super) async fn add_user(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
     b: Result<Json<NewUserBody>, JsonRejection>,
@@ -481,7 +506,8 @@ pub fn check_new_user(name: &str, password: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn disable_user(
+#[utoipa::path(post, path = "/api/v1/users/{name}/disable", tag = "accounts", params(("name" = String, Path, description = "user name")), responses((status = 200, body = Disabled), (status = 409, description = "You cannot disable yourself", body = ErrorBody), (status = 404, description = "Not found, or not visible to the caller", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub(super) async fn disable_user(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
     name: Result<Path<String>, PathRejection>,
@@ -490,6 +516,13 @@ async fn disable_user(
     let name = name
         .map_err(|e| ApiError::bad("bad_path", e.body_text()))?
         .0;
+    if name == auth.0.user {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "self",
+            "you cannot disable yourself (another admin can)",
+        ));
+    }
     let store = s.store.clone();
     let actor = auth.0.user.clone();
     let n = name.clone();
@@ -506,14 +539,17 @@ async fn disable_user(
     Ok(Json(json!({ "disabled": name })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TokenBody {
+pub(super) struct TokenBody {
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
+    #[schema(minimum = 1, maximum = 31_622_400)]
     ttl_secs: Option<u64>,
 }
 
-async fn create_token(
+#[utoipa::path(post, path = "/api/v1/users/{name}/tokens", tag = "accounts", params(("name" = String, Path, description = "user name")), request_body = TokenBody, responses((status = 201, body = NewToken), (status = 404, description = "Not found, or not visible to the caller", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub(super) async fn create_token(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
     user: Result<Path<String>, PathRejection>,
@@ -537,13 +573,14 @@ async fn create_token(
     make_token(&s, &user, &b.name, ttl, &auth.0.user).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct UserParam {
+pub(super) struct UserParam {
     user: Option<String>,
 }
 
-async fn tokens(
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "accounts", params(UserParam), responses((status = 200, body = TokenList), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub(super) async fn tokens(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
     q: Result<Query<UserParam>, QueryRejection>,
@@ -565,7 +602,8 @@ async fn tokens(
     Ok(Json(json!({ "tokens": rows })))
 }
 
-async fn revoke_token(
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "accounts", params(("id" = String, Path, description = "token id")), responses((status = 200, body = Revoked), (status = 404, description = "Not found, or not visible to the caller", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub(super) async fn revoke_token(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
     id: Result<Path<String>, PathRejection>,

@@ -13,6 +13,8 @@
 //!   `lindi_rule_false_positives_total` `{engine, rule}`
 //! - the collector's own counters: `lindi_ingest_*`, `lindi_pipeline_*`, `lindi_escalation_*`
 
+#[allow(unused_imports)]
+use super::openapi::*;
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -84,7 +86,8 @@ impl Text {
     }
 }
 
-async fn prometheus(
+#[utoipa::path(get, path = "/metrics", tag = "metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub(super) async fn prometheus(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -225,13 +228,14 @@ async fn prometheus(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub(super) struct Params {
     constituency: Option<String>,
 }
 
-async fn effectiveness(
+#[utoipa::path(get, path = "/api/v1/metrics", tag = "metrics", params(Params), responses((status = 200, body = EffectivenessOut), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub(super) async fn effectiveness(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
     q: Result<Query<Params>, QueryRejection>,

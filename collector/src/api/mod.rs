@@ -11,6 +11,8 @@
 //! - alerts, tickets, suppressions and triage counters: see [`tickets`].
 //! - `GET /metrics` (Prometheus) and `GET /api/v1/metrics`: see [`metrics`].
 
+#[allow(unused_imports)]
+use self::openapi::*;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -34,6 +36,7 @@ use crate::store::{EventQuery, SqliteStore, Store};
 
 pub mod auth;
 mod metrics;
+pub mod openapi;
 mod tickets;
 
 /// Most events one query returns.
@@ -55,6 +58,15 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/agents", get(agents))
         .route("/api/v1/events", get(events))
+        .route(
+            "/api/v1/openapi.json",
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    openapi::document(),
+                )
+            }),
+        )
         .merge(auth::routes())
         .merge(tickets::routes())
         .merge(metrics::routes())
@@ -114,6 +126,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(ApiError::internal)
 }
 
+#[utoipa::path(get, path = "/api/v1/status", tag = "agents", responses((status = 200, description = "Version, addresses, ingest counters", body = Object), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
 async fn status(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
@@ -131,6 +144,7 @@ async fn status(
     })))
 }
 
+#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", responses((status = 200, body = AgentList), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
 async fn agents(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
@@ -144,18 +158,22 @@ async fn agents(
     Ok(Json(json!({ "agents": agents })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct EventsParams {
     agent: Option<String>,
+    #[param(pattern = "^(process|file|flow|dns|tls|http|detection|agent_health)$")]
     kind: Option<String>,
     /// A duration back from now (`10m`, `2h`).
+    #[param(pattern = "^[0-9]+(ms|s|m|h|d)?$")]
     since: Option<String>,
     since_ns: Option<i64>,
     until_ns: Option<i64>,
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/api/v1/events", tag = "events", params(EventsParams), responses((status = 200, body = EventList), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
 async fn events(
     State(s): State<Arc<ApiState>>,
     auth: Auth,

@@ -22,6 +22,8 @@
 //! filters). A ticket out of reach is a 404, never a 403, so its existence does not leak. A
 //! refused transition is a 409 with the workflow's reason.
 
+#[allow(unused_imports)]
+use super::openapi::*;
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -65,13 +67,16 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .route("/api/v1/triage", get(triage))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListParams {
+pub(super) struct ListParams {
     constituency: Option<String>,
+    /// A workflow state.
     state: Option<String>,
+    #[param(pattern = "^(low|medium|high|critical)$")]
     severity: Option<String>,
     open: Option<bool>,
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<u32>,
 }
 
@@ -135,7 +140,8 @@ fn check_text(field: &'static str, s: &str, allow_empty: bool) -> Result<(), Api
     Ok(())
 }
 
-async fn alerts(
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", params(ListParams), responses((status = 200, body = AlertList), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub(super) async fn alerts(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
     q: Result<Query<ListParams>, QueryRejection>,
@@ -150,7 +156,8 @@ async fn alerts(
     Ok(Json(json!({ "count": rows.len(), "alerts": rows })))
 }
 
-async fn alert(
+#[utoipa::path(get, path = "/api/v1/alerts/{id}", tag = "alerts", params(("id" = i64, Path, description = "alert id")), responses((status = 200, body = AlertPage), (status = 404, description = "Not found, or not visible to the caller", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub(super) async fn alert(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
     id: Result<Path<i64>, PathRejection>,
@@ -168,7 +175,8 @@ async fn alert(
     Ok(Json(v))
 }
 
-async fn tickets(
+#[utoipa::path(get, path = "/api/v1/tickets", tag = "tickets", params(ListParams), responses((status = 200, body = TicketList), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub(super) async fn tickets(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
     q: Result<Query<ListParams>, QueryRejection>,
@@ -183,7 +191,8 @@ async fn tickets(
     Ok(Json(json!({ "count": rows.len(), "tickets": rows })))
 }
 
-async fn ticket(
+#[utoipa::path(get, path = "/api/v1/tickets/{id}", tag = "tickets", params(("id" = i64, Path, description = "ticket id")), responses((status = 200, body = TicketPage), (status = 404, description = "Not found, or not visible to the caller", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub(super) async fn ticket(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
     id: Result<Path<i64>, PathRejection>,
@@ -245,9 +254,9 @@ async fn change(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TransitionBody {
+pub(super) struct TransitionBody {
     to: String,
     resolution: Option<String>,
     assignee: Option<String>,
@@ -255,7 +264,8 @@ struct TransitionBody {
     comment: Option<String>,
 }
 
-async fn transition(
+#[utoipa::path(post, path = "/api/v1/tickets/{id}/transition", tag = "tickets", params(("id" = i64, Path, description = "ticket id")), request_body = TransitionBody, responses((status = 200, body = TicketChanged), (status = 404, description = "Not found, or not visible to the caller", body = ErrorBody), (status = 409, description = "Refused by the workflow or the state of the ticket", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub(super) async fn transition(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
     id: Result<Path<i64>, PathRejection>,
@@ -335,13 +345,15 @@ async fn transition(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AssignBody {
+pub(super) struct AssignBody {
+    #[schema(min_length = 1, max_length = 65536, pattern = "\\S")]
     assignee: String,
 }
 
-async fn assign(
+#[utoipa::path(post, path = "/api/v1/tickets/{id}/assign", tag = "tickets", params(("id" = i64, Path, description = "ticket id")), request_body = AssignBody, responses((status = 200, body = TicketChanged), (status = 404, description = "Not found, or not visible to the caller", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub(super) async fn assign(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
     id: Result<Path<i64>, PathRejection>,
@@ -357,9 +369,9 @@ async fn assign(
 }
 
 /// A body with nothing in it (`{}`; an absent body is fine too).
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Empty {}
+pub(super) struct Empty {}
 
 /// An optional empty JSON body: absent, or `{}`.
 fn empty(b: Result<Json<Empty>, JsonRejection>) -> Result<(), ApiError> {
@@ -369,7 +381,8 @@ fn empty(b: Result<Json<Empty>, JsonRejection>) -> Result<(), ApiError> {
     }
 }
 
-async fn ack(
+#[utoipa::path(post, path = "/api/v1/tickets/{id}/ack", tag = "tickets", params(("id" = i64, Path, description = "ticket id")), request_body(content = Option<Empty>), responses((status = 200, body = TicketChanged), (status = 404, description = "Not found, or not visible to the caller", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub(super) async fn ack(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
     id: Result<Path<i64>, PathRejection>,
@@ -388,13 +401,15 @@ async fn ack(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CommentBody {
+pub(super) struct CommentBody {
+    #[schema(min_length = 1, max_length = 65536, pattern = "\\S")]
     body: String,
 }
 
-async fn comment(
+#[utoipa::path(post, path = "/api/v1/tickets/{id}/comment", tag = "tickets", params(("id" = i64, Path, description = "ticket id")), request_body = CommentBody, responses((status = 200, body = TicketChanged), (status = 404, description = "Not found, or not visible to the caller", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub(super) async fn comment(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
     id: Result<Path<i64>, PathRejection>,
@@ -409,13 +424,19 @@ async fn comment(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TlpBody {
+pub(super) struct TlpBody {
+    /// A TLP 2.0 label (also accepted without `TLP:` and in any case).
+    #[schema(
+        pattern = "^TLP:(CLEAR|GREEN|AMBER|AMBER\\+STRICT|RED)$",
+        example = "TLP:AMBER"
+    )]
     tlp: String,
 }
 
-async fn set_tlp(
+#[utoipa::path(post, path = "/api/v1/tickets/{id}/tlp", tag = "tickets", params(("id" = i64, Path, description = "ticket id")), request_body = TlpBody, responses((status = 200, body = TicketChanged), (status = 404, description = "Not found, or not visible to the caller", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub(super) async fn set_tlp(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
     id: Result<Path<i64>, PathRejection>,
@@ -435,7 +456,8 @@ async fn set_tlp(
     .await
 }
 
-async fn task_done(
+#[utoipa::path(post, path = "/api/v1/tickets/{id}/tasks/{task}/done", tag = "tickets", params(("id" = i64, Path, description = "ticket id"), ("task" = i64, Path, description = "task id")), request_body(content = Option<Empty>), responses((status = 200, body = Done), (status = 404, description = "Not found, or not visible to the caller", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub(super) async fn task_done(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
     ids: Result<Path<(i64, i64)>, PathRejection>,
@@ -453,13 +475,15 @@ async fn task_done(
     Ok(Json(json!({ "ok": true })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ParticipantBody {
+pub(super) struct ParticipantBody {
+    #[schema(min_length = 1, max_length = 65536, pattern = "\\S")]
     user: String,
 }
 
-async fn add_participant(
+#[utoipa::path(post, path = "/api/v1/tickets/{id}/participants", tag = "tickets", params(("id" = i64, Path, description = "ticket id")), request_body = ParticipantBody, responses((status = 200, body = ParticipantAdded), (status = 404, description = "Not found, or not visible to the caller", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub(super) async fn add_participant(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
     id: Result<Path<i64>, PathRejection>,
@@ -478,13 +502,14 @@ async fn add_participant(
     Ok(Json(json!({ "ticket": id, "participant": b.user })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct MergeBody {
+pub(super) struct MergeBody {
     into: i64,
 }
 
-async fn merge(
+#[utoipa::path(post, path = "/api/v1/tickets/{id}/merge", tag = "tickets", params(("id" = i64, Path, description = "ticket id")), request_body = MergeBody, responses((status = 200, body = Merged), (status = 404, description = "Not found, or not visible to the caller", body = ErrorBody), (status = 409, description = "Refused by the workflow or the state of the ticket", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub(super) async fn merge(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
     id: Result<Path<i64>, PathRejection>,
@@ -510,13 +535,14 @@ async fn merge(
     Ok(Json(json!({ "merged": id, "into": b.into })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ConstituencyParam {
+pub(super) struct ConstituencyParam {
     constituency: Option<String>,
 }
 
-async fn suppressions(
+#[utoipa::path(get, path = "/api/v1/suppressions", tag = "suppressions", params(ConstituencyParam), responses((status = 200, body = SuppressionList), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub(super) async fn suppressions(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
     q: Result<Query<ConstituencyParam>, QueryRejection>,
@@ -528,12 +554,13 @@ async fn suppressions(
     let rows = blocking(move || store.suppressions(&viewer, q.constituency.as_deref()))
         .await?
         .map_err(ApiError::internal)?;
+    let rows: Vec<SuppressionOut> = rows.into_iter().map(SuppressionOut::from).collect();
     Ok(Json(json!({ "count": rows.len(), "suppressions": rows })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SuppressBody {
+pub(super) struct SuppressBody {
     constituency: String,
     agent_id: Option<String>,
     rule: Option<String>,
@@ -544,7 +571,8 @@ struct SuppressBody {
     expires_in_secs: Option<u64>,
 }
 
-async fn suppress(
+#[utoipa::path(post, path = "/api/v1/suppressions", tag = "suppressions", request_body = SuppressBody, responses((status = 201, body = SuppressionCreated), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub(super) async fn suppress(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
     b: Result<Json<SuppressBody>, JsonRejection>,
@@ -574,10 +602,14 @@ async fn suppress(
         .await?
         .map_err(ApiError::internal)?;
     s.pipeline.suppressions_changed();
-    Ok((StatusCode::CREATED, Json(json!({ "suppression": sup }))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "suppression": SuppressionOut::from(sup) })),
+    ))
 }
 
-async fn unsuppress(
+#[utoipa::path(delete, path = "/api/v1/suppressions/{id}", tag = "suppressions", params(("id" = i64, Path, description = "suppression id")), responses((status = 200, body = Removed), (status = 404, description = "Not found, or not visible to the caller", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub(super) async fn unsuppress(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
     id: Result<Path<i64>, PathRejection>,
@@ -596,7 +628,8 @@ async fn unsuppress(
     Ok(Json(json!({ "removed": id })))
 }
 
-async fn delivery_log(
+#[utoipa::path(get, path = "/api/v1/notifications/{id}", tag = "tickets", params(("id" = i64, Path, description = "notification id")), responses((status = 200, body = DeliveryLog), (status = 404, description = "Not found, or not visible to the caller", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub(super) async fn delivery_log(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
     id: Result<Path<i64>, PathRejection>,
@@ -614,7 +647,11 @@ async fn delivery_log(
     ))
 }
 
-async fn triage(State(s): State<Arc<ApiState>>, auth: Auth) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/triage", tag = "metrics", responses((status = 200, description = "Pipeline and escalation counters, store counts, the most frequent unmapped rules", body = Object), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub(super) async fn triage(
+    State(s): State<Arc<ApiState>>,
+    auth: Auth,
+) -> Result<Json<Value>, ApiError> {
     auth.require(Permission::ReadEvents)?;
     let store = s.store.clone();
     let (counts, unmapped) = blocking(move || {

@@ -22,16 +22,17 @@ use super::{SqliteStore, StoreError};
 /// Prefix of API tokens (so they can be recognised in logs and secret scanners).
 pub const TOKEN_PREFIX: &str = "lindi_";
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct UserRecord {
     pub name: String,
+    #[schema(value_type = String, example = "responder")]
     pub role: Role,
     pub constituencies: Vec<String>,
     pub created_at_ns: i64,
     pub disabled: bool,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub id: String,
     pub user: String,

@@ -24,12 +24,14 @@ use serde_json::Value;
 use super::{SqliteStore, StoreError};
 
 /// The facts of a ticket a notification needs.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct TicketBrief {
     pub id: i64,
     pub constituency: String,
     pub title: String,
+    #[schema(value_type = String)]
     pub severity: Level,
+    #[schema(value_type = String)]
     pub tlp: Tlp,
     pub state: String,
     pub rsit_type: String,
@@ -106,7 +108,7 @@ pub struct Outgoing {
 }
 
 /// A notification as the API shows it (no channel secrets: only the channel's name).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct NotificationRecord {
     pub id: i64,
     pub reason: String,
@@ -123,7 +125,7 @@ pub struct NotificationRecord {
 }
 
 /// One delivery attempt of a notification.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct DeliveryAttempt {
     pub at_ns: i64,
     pub delivered: bool,
@@ -132,7 +134,7 @@ pub struct DeliveryAttempt {
 }
 
 /// A ticket's escalation and SLA clocks as the API shows them.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct EscalationRecord {
     pub state: String,
     pub policy: Option<String>,
@@ -198,7 +200,7 @@ impl EscalationTx<'_> {
         dues: (i64, i64),
     ) -> Result<(), StoreError> {
         self.tx.execute(
-            "UPDATE escalations SET started = 1, state = ?2, policy_id = ?3, round = ?4, level = ?5, next_at_ns = ?6, ack_due_ns = ?7, resolve_due_ns = ?8 WHERE ticket_id = ?1",
+            "UPDATE escalations SET started = 1, state = ?2, policy_id = ?3, round = COALESCE(?4, 0), level = COALESCE(?5, 0), next_at_ns = ?6, ack_due_ns = ?7, resolve_due_ns = ?8 WHERE ticket_id = ?1",
             params![
                 ticket_id,
                 state,

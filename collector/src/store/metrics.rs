@@ -13,7 +13,7 @@ use super::triage::scope_filter;
 use super::{SqliteStore, StoreError};
 
 /// One (constituency, RSIT type, severity) group.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct GroupFigures {
     pub constituency: String,
     pub rsit_type: String,
@@ -33,7 +33,7 @@ pub struct GroupFigures {
 }
 
 /// How one rule's alerts ended, through their tickets.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct RuleFigures {
     pub engine: String,
     pub rule_id: String,
@@ -52,7 +52,7 @@ pub struct Effectiveness {
 }
 
 /// Detections suppression rules silenced, per constituency and incident type.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Suppressed {
     pub constituency: String,
     pub rsit_type: String,

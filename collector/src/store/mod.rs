@@ -345,7 +345,7 @@ pub fn events_schema() -> &'static str {
 }
 
 /// An agent as the store knows it.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct AgentRecord {
     pub agent_id: String,
     pub constituency: String,

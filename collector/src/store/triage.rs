@@ -33,7 +33,7 @@ pub struct PendingDetection {
 pub const TRIAGE_CURSOR: &str = "triage";
 
 /// An alert as stored.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct AlertRecord {
     pub id: i64,
     pub constituency: String,
@@ -56,6 +56,7 @@ pub struct AlertRecord {
     pub created_at_ns: i64,
     pub updated_at_ns: i64,
     pub ticket_id: Option<i64>,
+    #[schema(value_type = Option<Object>)]
     pub entities: Value,
 }
 
@@ -109,19 +110,22 @@ pub struct NewAlert<'a> {
 }
 
 /// A ticket's own fields (what the audit trail compares).
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Ticket {
     pub id: i64,
     pub constituency: String,
     pub title: String,
     pub rsit_class: String,
     pub rsit_type: String,
+    #[schema(value_type = String, example = "high")]
     pub severity: Level,
+    #[schema(value_type = String, example = "TLP:AMBER")]
     pub tlp: Tlp,
     pub workflow: String,
     pub state: String,
     pub closed: bool,
     pub assignee: Option<String>,
+    #[schema(value_type = Option<String>, example = "false-positive")]
     pub resolution: Option<Resolution>,
     pub summary: String,
     pub incident_key: String,
@@ -177,14 +181,14 @@ pub struct NewTicket<'a> {
     pub tasks: &'a [String],
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Observable {
     pub kind: String,
     pub value: String,
     pub alert_id: i64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Task {
     pub id: i64,
     pub title: String,
@@ -192,7 +196,7 @@ pub struct Task {
     pub done_at_ns: Option<i64>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Comment {
     pub id: i64,
     pub author: String,
@@ -200,18 +204,21 @@ pub struct Comment {
     pub at_ns: i64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: i64,
     pub at_ns: i64,
     pub actor: String,
     pub action: String,
+    /// The fields before the change (null when the action has none, e.g. "opened").
+    #[schema(value_type = Option<Object>)]
     pub before: Value,
+    #[schema(value_type = Option<Object>)]
     pub after: Value,
 }
 
 /// A ticket with everything hanging off it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct TicketView {
     #[serde(flatten)]
     pub ticket: Ticket,

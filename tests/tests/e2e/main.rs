@@ -1,6 +1,7 @@
 //! End-to-end tests: real lindi-collector and lindi-agent processes on loopback.
 //! One test binary with modules (one link on a 2-core machine).
 
+mod api_fuzz;
 mod capture;
 mod delivery;
 mod enrollment;
