@@ -29,8 +29,13 @@ use serde_json::json;
 use crate::monitor::Monitor;
 use crate::notify::{self, ChannelConfig, ChannelKind, Message};
 use crate::pipeline::PipelineHandle;
-use crate::store::escalation::{EscalationTx, NewNotification, TicketBrief};
+use crate::store::escalation::{
+    DueClimb, EscalationTx, NewNotification, SlaDue, TicketBrief, Unstarted,
+};
 use crate::store::{SqliteStore, StoreError};
+
+/// One escalator step on some rows, in a transaction: (rows handled, notifications queued).
+type ApplyFn<'a> = dyn Fn(&EscalationTx<'_>) -> Result<(usize, usize), StoreError> + 'a;
 
 /// Rows handled per step.
 const STEP_LIMIT: u32 = 500;
@@ -231,85 +236,136 @@ impl Escalator {
 
     /// Start new climbs, move due ones, record SLA breaches. Returns how much it did.
     pub fn run_once(&self, now_ns: i64) -> Result<usize, StoreError> {
-        let s = &self.settings;
-        let now_s = now_ns.div_euclid(1_000_000_000);
-        let mut work = 0;
-
         let unstarted = self.store.unstarted_escalations(STEP_LIMIT)?;
         let due = self.store.due_climbs(now_ns, STEP_LIMIT)?;
         let sla = self.store.sla_due(now_ns, STEP_LIMIT)?;
         if unstarted.is_empty() && due.is_empty() && sla.is_empty() {
             return Ok(0);
         }
-        let queued = self.store.write_escalation(|tx| {
-            let mut queued = 0;
-            for u in &unstarted {
-                let t = &u.ticket;
-                let dues = s.sla.due(t.severity, u.clock_start_ns);
-                let policy = s
-                    .policies
-                    .iter()
-                    .find(|p| p.serves(&t.constituency, t.severity));
-                match (u.state.as_str(), policy) {
-                    ("pending", Some(p)) => {
-                        let pid = tx.policy_id(&p.config, &p.digest(), now_ns)?;
-                        let (climb, page) = p.start(u.epoch, now_ns);
-                        tx.start(t.id, Some(pid), Some(&climb), "climbing", dues)?;
-                        bump(&self.stats.climbs_started, 1);
-                        queued += self.page(tx, t, &page, "escalation", now_ns, now_s)?;
+        let applied = self
+            .store
+            .write_escalation(|tx| self.apply(tx, &unstarted, &due, &sla, now_ns));
+        let (work, queued) = match applied {
+            Ok(done) => done,
+            Err(e) => {
+                // One ticket that cannot be moved must not stall every other one: apply each
+                // on its own, and set aside (state `error`, logged) those that still fail.
+                bump(&self.stats.errors, 1);
+                tracing::error!("escalator: {e}; retrying ticket by ticket");
+                let mut total = (0, 0);
+                let mut one = |id: i64, f: &ApplyFn<'_>| match self.store.write_escalation(f) {
+                    Ok((w, q)) => {
+                        total.0 += w;
+                        total.1 += q;
                     }
-                    ("pending", None) => tx.start(t.id, None, None, "no_policy", dues)?,
-                    (state, _) => tx.start(t.id, None, None, state, dues)?,
+                    Err(e) => {
+                        bump(&self.stats.errors, 1);
+                        tracing::error!("escalator: ticket {id} set aside: {e}");
+                        if let Err(e) = self.store.set_escalation_error(id) {
+                            tracing::error!("escalator: ticket {id}: {e}");
+                        }
+                    }
+                };
+                for u in &unstarted {
+                    one(u.ticket.id, &|tx| {
+                        self.apply(tx, std::slice::from_ref(u), &[], &[], now_ns)
+                    });
                 }
-                work += 1;
+                for d in &due {
+                    one(d.ticket.id, &|tx| {
+                        self.apply(tx, &[], std::slice::from_ref(d), &[], now_ns)
+                    });
+                }
+                for b in &sla {
+                    one(b.ticket.id, &|tx| {
+                        self.apply(tx, &[], &[], std::slice::from_ref(b), now_ns)
+                    });
+                }
+                total
             }
-            for d in &due {
-                // The version the climb started with, as stored (validated when first used).
-                let p = EscalationPolicy {
-                    config: d.policy.clone(),
-                };
-                queued += self.climb(tx, &p, d.climb, &d.ticket, now_ns, now_s)?;
-                work += 1;
-            }
-            for b in &sla {
-                tx.breach(b.ticket.id, b.kind, b.due_ns)?;
-                bump(&self.stats.sla_breaches, 1);
-                work += 1;
-                let Some(p) = &b.policy else {
-                    tracing::warn!(
-                        "ticket {}: {} SLA breached; no escalation policy to notify",
-                        b.ticket.id,
-                        b.kind
-                    );
-                    continue;
-                };
-                // Everyone paged so far in this climb hears of the breach.
-                let reached = if b.climb.round > 0 {
-                    p.levels.len() - 1
-                } else {
-                    b.climb.level.min(p.levels.len() - 1)
-                };
-                let targets: Vec<String> = p.levels[..=reached]
-                    .iter()
-                    .flat_map(|l| l.contacts.iter().cloned())
-                    .collect();
-                let page = Page {
-                    epoch: b.climb.epoch,
-                    round: 0,
-                    level: 0,
-                    targets,
-                };
-                let reason = if b.kind == "ack" {
-                    "sla_ack_breach"
-                } else {
-                    "sla_resolve_breach"
-                };
-                queued += self.page(tx, &b.ticket, &page, reason, now_ns, now_s)?;
-            }
-            Ok(queued)
-        })?;
+        };
         bump(&self.stats.notifications_queued, queued as u64);
         Ok(work)
+    }
+
+    /// The escalator's work on these rows, in the caller's transaction: (rows handled,
+    /// notifications queued).
+    fn apply(
+        &self,
+        tx: &EscalationTx<'_>,
+        unstarted: &[Unstarted],
+        due: &[DueClimb],
+        sla: &[SlaDue],
+        now_ns: i64,
+    ) -> Result<(usize, usize), StoreError> {
+        let s = &self.settings;
+        let now_s = now_ns.div_euclid(1_000_000_000);
+        let mut work = 0;
+        let mut queued = 0;
+        for u in unstarted {
+            let t = &u.ticket;
+            let dues = s.sla.due(t.severity, u.clock_start_ns);
+            let policy = s
+                .policies
+                .iter()
+                .find(|p| p.serves(&t.constituency, t.severity));
+            match (u.state.as_str(), policy) {
+                ("pending", Some(p)) => {
+                    let pid = tx.policy_id(&p.config, &p.digest(), now_ns)?;
+                    let (climb, page) = p.start(u.epoch, now_ns);
+                    tx.start(t.id, Some(pid), Some(&climb), "climbing", dues)?;
+                    bump(&self.stats.climbs_started, 1);
+                    queued += self.page(tx, t, &page, "escalation", now_ns, now_s)?;
+                }
+                ("pending", None) => tx.start(t.id, None, None, "no_policy", dues)?,
+                (state, _) => tx.start(t.id, None, None, state, dues)?,
+            }
+            work += 1;
+        }
+        for d in due {
+            // The version the climb started with, as stored (validated when first used).
+            let p = EscalationPolicy {
+                config: d.policy.clone(),
+            };
+            queued += self.climb(tx, &p, d.climb, &d.ticket, now_ns, now_s)?;
+            work += 1;
+        }
+        for b in sla {
+            tx.breach(b.ticket.id, b.kind, b.due_ns)?;
+            bump(&self.stats.sla_breaches, 1);
+            work += 1;
+            let Some(p) = &b.policy else {
+                tracing::warn!(
+                    "ticket {}: {} SLA breached; no escalation policy to notify",
+                    b.ticket.id,
+                    b.kind
+                );
+                continue;
+            };
+            // Everyone paged so far in this climb hears of the breach.
+            let reached = if b.climb.round > 0 {
+                p.levels.len() - 1
+            } else {
+                b.climb.level.min(p.levels.len() - 1)
+            };
+            let targets: Vec<String> = p.levels[..=reached]
+                .iter()
+                .flat_map(|l| l.contacts.iter().cloned())
+                .collect();
+            let page = Page {
+                epoch: b.climb.epoch,
+                round: 0,
+                level: 0,
+                targets,
+            };
+            let reason = if b.kind == "ack" {
+                "sla_ack_breach"
+            } else {
+                "sla_resolve_breach"
+            };
+            queued += self.page(tx, &b.ticket, &page, reason, now_ns, now_s)?;
+        }
+        Ok((work, queued))
     }
 
     fn climb(
@@ -703,6 +759,31 @@ mod tests {
             esc.ack_breach_ns.is_some(),
             "the breach is recorded, with nobody to tell"
         );
+    }
+
+    #[test]
+    fn a_ticket_that_cannot_be_moved_is_set_aside_and_the_others_are_paged() {
+        let mut f = Fixture::new();
+        f.detect("bank-a", "ag1", "1:100", "10.0.0.1", &[0]);
+        f.detect("bank-a", "ag1", "1:100", "10.0.0.2", &[0]);
+        drain_at(&mut f.pipeline(&TriageSection::default()), T0);
+        let mut ids: Vec<i64> = f.tickets("bank-a").iter().map(|t| t.id).collect();
+        ids.sort();
+        // The store refuses to start the first ticket's climb (as a corrupt row would).
+        rusqlite::Connection::open(f.store.path())
+            .unwrap()
+            .execute_batch(&format!(
+                "CREATE TRIGGER refuse BEFORE UPDATE ON escalations WHEN NEW.ticket_id = {} AND NEW.state = 'climbing' BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+                ids[0]
+            ))
+            .unwrap();
+        let e = escalator(&f, &section("http://127.0.0.1:9/hook"));
+        e.run_once(T0).unwrap();
+        assert_eq!(f.store.escalation(ids[0]).unwrap().unwrap().state, "error");
+        assert_eq!(sent(&f, ids[1]).len(), 4, "the other ticket is paged");
+        assert!(e.stats.errors.load(Ordering::Relaxed) >= 2);
+        // Set aside: not picked again.
+        assert_eq!(e.run_once(T0 + 1).unwrap(), 0);
     }
 
     #[test]

@@ -241,6 +241,8 @@ pub struct Pipeline {
     cursor: i64,
     cache: HashMap<String, (i64, Window)>,
     suppressions: Vec<SuppressionMatcher>,
+    /// After a failed chunk: one row at a time until the pipeline is caught up.
+    row_by_row: bool,
 }
 
 impl Pipeline {
@@ -264,6 +266,7 @@ impl Pipeline {
             cursor,
             cache: HashMap::new(),
             suppressions: vec![],
+            row_by_row: false,
         })
     }
 
@@ -277,13 +280,12 @@ impl Pipeline {
             .name("lindi-triage".into())
             .spawn(move || {
                 while !stop.load(Ordering::Acquire) {
-                    match self.run_once(crate::now_ns()) {
+                    match self.step(crate::now_ns()) {
                         Ok(0) => {
                             let _ = self.wake.recv_timeout(POLL);
                         }
                         Ok(_) => {}
                         Err(e) => {
-                            self.handle.stats.errors.fetch_add(1, Ordering::Relaxed);
                             tracing::error!("triage: {e}; retrying");
                             std::thread::sleep(POLL);
                         }
@@ -316,10 +318,46 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Triage one chunk; when a chunk fails, go row by row, and set aside a row that fails on
+    /// its own while the store otherwise works (its cursor write succeeds), so one detection
+    /// the pipeline cannot handle never stalls every later one. The row stays in the event
+    /// store; it is counted in `errors` and logged.
+    pub fn step(&mut self, now_ns: i64) -> Result<usize, StoreError> {
+        let limit = if self.row_by_row { 1 } else { CHUNK };
+        match self.run_chunk(now_ns, limit) {
+            Ok(n) => {
+                if n == 0 {
+                    self.row_by_row = false;
+                }
+                Ok(n)
+            }
+            Err(e) => {
+                self.handle.stats.errors.fetch_add(1, Ordering::Relaxed);
+                if !self.row_by_row {
+                    self.row_by_row = true;
+                    return Err(e);
+                }
+                let (_, row) = self.store.pending_detections(self.cursor, 1)?;
+                self.store.write_triage(|tx| tx.set_cursor(row))?;
+                tracing::error!("triage: detection row {row} set aside: {e}");
+                self.cursor = row;
+                self.handle
+                    .stats
+                    .cursor
+                    .store(row as u64, Ordering::Relaxed);
+                Ok(1)
+            }
+        }
+    }
+
     /// Triage one chunk of pending detections; returns how many rows it consumed.
     pub fn run_once(&mut self, now_ns: i64) -> Result<usize, StoreError> {
+        self.run_chunk(now_ns, CHUNK)
+    }
+
+    fn run_chunk(&mut self, now_ns: i64, limit: u32) -> Result<usize, StoreError> {
         self.reload_suppressions()?;
-        let (rows, last) = self.store.pending_detections(self.cursor, CHUNK)?;
+        let (rows, last) = self.store.pending_detections(self.cursor, limit)?;
         if last == self.cursor {
             return Ok(0);
         }
@@ -832,6 +870,38 @@ mod tests {
             from.resolution,
             Some(lindi_shared::ticket::Resolution::Duplicate)
         );
+    }
+
+    #[test]
+    fn a_detection_the_pipeline_cannot_store_is_set_aside_and_the_rest_go_on() {
+        let mut f = Fixture::new();
+        f.detect("bank-a", "ag1", "1:100", "10.0.0.1", &[0]);
+        f.detect("bank-a", "ag1", "1:100", "10.0.0.66", &[1]);
+        f.detect("bank-a", "ag1", "1:100", "10.0.0.3", &[2]);
+        // The store refuses the alert of one source (as a corrupt row would make it).
+        rusqlite::Connection::open(f.store.path())
+            .unwrap()
+            .execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON alerts WHEN NEW.dedup_key LIKE '%10.0.0.66%' BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+            )
+            .unwrap();
+        let mut p = f.pipeline(&TriageSection::default());
+        let mut steps = 0;
+        loop {
+            steps += 1;
+            assert!(steps < 20, "the pipeline does not get past the bad row");
+            if let Ok(0) = p.step(1) {
+                break;
+            }
+        }
+        let srcs: Vec<String> = f
+            .alerts("bank-a")
+            .iter()
+            .map(|a| a.entities["src_ip"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(srcs.len(), 2, "{srcs:?}");
+        assert!(!srcs.contains(&"10.0.0.66".to_string()));
+        assert!(p.handle.stats.errors.load(Ordering::Relaxed) >= 2);
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //!    0 when the target was met, and the breach time when it was missed.
 //!
 //! Escalation states: `pending` (waiting for the escalator to choose a policy), `climbing`,
-//! `acknowledged`, `exhausted` (every level paged, nobody answered), `closed`, `no_policy`.
+//! `acknowledged`, `exhausted` (every level paged, nobody answered), `closed`, `no_policy`,
+//! `error` (could not be moved; set aside so the others go on, and logged).
 
 use lindi_shared::access::Viewer;
 use lindi_shared::escalation::{Climb, ClimbState, EscalationPolicyConfig};
@@ -305,6 +306,16 @@ impl SqliteStore {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Set a ticket's escalation aside after it could not be moved: state `error`, clocks
+    /// settled, so the escalator stops picking it (the ticket view shows the state).
+    pub fn set_escalation_error(&self, ticket_id: i64) -> Result<(), StoreError> {
+        self.writer().execute(
+            "UPDATE escalations SET started = 1, state = 'error', ack_breach_ns = COALESCE(ack_breach_ns, -1), resolve_breach_ns = COALESCE(resolve_breach_ns, -1) WHERE ticket_id = ?1",
+            [ticket_id],
+        )?;
+        Ok(())
     }
 
     pub fn due_climbs(&self, now_ns: i64, limit: u32) -> Result<Vec<DueClimb>, StoreError> {
