@@ -277,7 +277,7 @@ static UNKNOWN_USER_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new
     hash_password(&secret).unwrap_or_default()
 });
 
-#[utoipa::path(post, path = "/api/v1/session", tag = "accounts", request_body = LoginBody, security(), responses((status = 200, description = "Logged in; the session cookie is set", body = LoginOk), (status = 429, description = "Too many failed logins", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/session", tag = "accounts", request_body = LoginBody, security(), responses((status = 200, description = "Logged in; the session cookie is set", body = LoginOk), (status = 429, description = "Too many failed logins", body = ErrorBody), CommonErrors))]
 pub(super) async fn login(
     State(s): State<Arc<ApiState>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -306,7 +306,7 @@ pub(super) async fn login(
         .into_response())
 }
 
-#[utoipa::path(delete, path = "/api/v1/session", tag = "accounts", security(), responses((status = 200, body = LoggedOut), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/api/v1/session", tag = "accounts", security(), responses((status = 200, body = LoggedOut), CommonErrors))]
 pub(super) async fn logout(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -325,7 +325,7 @@ pub(super) async fn logout(
         .into_response())
 }
 
-#[utoipa::path(post, path = "/api/v1/tokens/login", tag = "accounts", request_body = LoginBody, security(), responses((status = 201, body = NewToken), (status = 429, description = "Too many failed logins", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/tokens/login", tag = "accounts", request_body = LoginBody, security(), responses((status = 201, body = NewToken), (status = 429, description = "Too many failed logins", body = ErrorBody), CommonErrors))]
 pub(super) async fn token_login(
     State(s): State<Arc<ApiState>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -385,7 +385,7 @@ async fn make_token(
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/me", tag = "accounts", responses((status = 200, body = Me), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/me", tag = "accounts", responses((status = 200, body = Me), CommonErrors))]
 pub(super) async fn me(auth: Auth) -> Json<Value> {
     let p = auth.0;
     let permissions: Vec<Permission> = [
@@ -409,7 +409,7 @@ pub(super) async fn me(auth: Auth) -> Json<Value> {
     }))
 }
 
-#[utoipa::path(get, path = "/api/v1/users", tag = "accounts", responses((status = 200, body = UserList), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/users", tag = "accounts", responses((status = 200, body = UserList), CommonErrors))]
 pub(super) async fn users(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
@@ -438,7 +438,7 @@ pub(super) struct NewUserBody {
     constituencies: Vec<String>,
 }
 
-#[utoipa::path(post, path = "/api/v1/users", tag = "accounts", request_body = NewUserBody, responses((status = 201, body = UserAdded), (status = 409, description = "The user exists", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/users", tag = "accounts", request_body = NewUserBody, responses((status = 201, body = UserAdded), (status = 409, description = "The user exists", body = ErrorBody), CommonErrors))]
 pub(super) async fn add_user(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
@@ -506,7 +506,7 @@ pub fn check_new_user(name: &str, password: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[utoipa::path(post, path = "/api/v1/users/{name}/disable", tag = "accounts", params(("name" = String, Path, description = "user name")), responses((status = 200, body = Disabled), (status = 409, description = "You cannot disable yourself", body = ErrorBody), (status = 404, description = "Not found, or not visible to the caller", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/users/{name}/disable", tag = "accounts", params(("name" = String, Path, description = "user name")), responses((status = 200, body = Disabled), (status = 409, description = "You cannot disable yourself", body = ErrorBody), NotVisible, CommonErrors))]
 pub(super) async fn disable_user(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
@@ -548,7 +548,7 @@ pub(super) struct TokenBody {
     ttl_secs: Option<u64>,
 }
 
-#[utoipa::path(post, path = "/api/v1/users/{name}/tokens", tag = "accounts", params(("name" = String, Path, description = "user name")), request_body = TokenBody, responses((status = 201, body = NewToken), (status = 404, description = "Not found, or not visible to the caller", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/users/{name}/tokens", tag = "accounts", params(("name" = String, Path, description = "user name")), request_body = TokenBody, responses((status = 201, body = NewToken), NotVisible, CommonErrors))]
 pub(super) async fn create_token(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
@@ -579,7 +579,7 @@ pub(super) struct UserParam {
     user: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/tokens", tag = "accounts", params(UserParam), responses((status = 200, body = TokenList), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "accounts", params(UserParam), responses((status = 200, body = TokenList), CommonErrors))]
 pub(super) async fn tokens(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
@@ -602,7 +602,7 @@ pub(super) async fn tokens(
     Ok(Json(json!({ "tokens": rows })))
 }
 
-#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "accounts", params(("id" = String, Path, description = "token id")), responses((status = 200, body = Revoked), (status = 404, description = "Not found, or not visible to the caller", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "accounts", params(("id" = String, Path, description = "token id")), responses((status = 200, body = Revoked), NotVisible, CommonErrors))]
 pub(super) async fn revoke_token(
     State(s): State<Arc<ApiState>>,
     auth: Auth,

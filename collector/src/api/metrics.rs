@@ -86,7 +86,7 @@ impl Text {
     }
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/metrics", tag = "metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String), CommonErrors))]
 pub(super) async fn prometheus(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
@@ -234,7 +234,7 @@ pub(super) struct Params {
     constituency: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/metrics", tag = "metrics", params(Params), responses((status = 200, body = EffectivenessOut), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/metrics", tag = "metrics", params(Params), responses((status = 200, body = EffectivenessOut), CommonErrors))]
 pub(super) async fn effectiveness(
     State(s): State<Arc<ApiState>>,
     auth: Auth,

@@ -126,7 +126,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(ApiError::internal)
 }
 
-#[utoipa::path(get, path = "/api/v1/status", tag = "agents", responses((status = 200, description = "Version, addresses, ingest counters", body = Object), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/status", tag = "agents", responses((status = 200, description = "Version, addresses, ingest counters", body = Object), CommonErrors))]
 async fn status(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
@@ -144,7 +144,7 @@ async fn status(
     })))
 }
 
-#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", responses((status = 200, body = AgentList), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", responses((status = 200, body = AgentList), CommonErrors))]
 async fn agents(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
@@ -173,7 +173,7 @@ pub struct EventsParams {
     limit: Option<u32>,
 }
 
-#[utoipa::path(get, path = "/api/v1/events", tag = "events", params(EventsParams), responses((status = 200, body = EventList), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/events", tag = "events", params(EventsParams), responses((status = 200, body = EventList), CommonErrors))]
 async fn events(
     State(s): State<Arc<ApiState>>,
     auth: Auth,

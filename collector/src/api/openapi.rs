@@ -26,6 +26,27 @@ pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
+/// The error answers every route can give.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum CommonErrors {
+    #[response(status = 400, description = "Bad input")]
+    Bad(ErrorBody),
+    #[response(status = 401, description = "No valid token or session")]
+    Unauthenticated(ErrorBody),
+    #[response(status = 403, description = "The role or scope does not allow it")]
+    Forbidden(ErrorBody),
+    #[response(status = 503, description = "The store is unavailable")]
+    Unavailable(ErrorBody),
+}
+
+/// A 404: no such object, or not one the caller may see (the same answer, so existence does
+/// not leak across constituencies).
+#[derive(utoipa::IntoResponses)]
+#[response(status = 404, description = "Not found, or not visible to the caller")]
+#[allow(dead_code)]
+pub struct NotVisible(ErrorBody);
+
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable, machine-readable (`not_found`, `forbidden`, `bad_query`, …).

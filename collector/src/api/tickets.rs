@@ -140,7 +140,7 @@ fn check_text(field: &'static str, s: &str, allow_empty: bool) -> Result<(), Api
     Ok(())
 }
 
-#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", params(ListParams), responses((status = 200, body = AlertList), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", params(ListParams), responses((status = 200, body = AlertList), CommonErrors))]
 pub(super) async fn alerts(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
@@ -156,7 +156,7 @@ pub(super) async fn alerts(
     Ok(Json(json!({ "count": rows.len(), "alerts": rows })))
 }
 
-#[utoipa::path(get, path = "/api/v1/alerts/{id}", tag = "alerts", params(("id" = i64, Path, description = "alert id")), responses((status = 200, body = AlertPage), (status = 404, description = "Not found, or not visible to the caller", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/alerts/{id}", tag = "alerts", params(("id" = i64, Path, description = "alert id")), responses((status = 200, body = AlertPage), NotVisible, CommonErrors))]
 pub(super) async fn alert(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
@@ -175,7 +175,7 @@ pub(super) async fn alert(
     Ok(Json(v))
 }
 
-#[utoipa::path(get, path = "/api/v1/tickets", tag = "tickets", params(ListParams), responses((status = 200, body = TicketList), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/tickets", tag = "tickets", params(ListParams), responses((status = 200, body = TicketList), CommonErrors))]
 pub(super) async fn tickets(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
@@ -191,7 +191,7 @@ pub(super) async fn tickets(
     Ok(Json(json!({ "count": rows.len(), "tickets": rows })))
 }
 
-#[utoipa::path(get, path = "/api/v1/tickets/{id}", tag = "tickets", params(("id" = i64, Path, description = "ticket id")), responses((status = 200, body = TicketPage), (status = 404, description = "Not found, or not visible to the caller", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/tickets/{id}", tag = "tickets", params(("id" = i64, Path, description = "ticket id")), responses((status = 200, body = TicketPage), NotVisible, CommonErrors))]
 pub(super) async fn ticket(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
@@ -264,7 +264,7 @@ pub(super) struct TransitionBody {
     comment: Option<String>,
 }
 
-#[utoipa::path(post, path = "/api/v1/tickets/{id}/transition", tag = "tickets", params(("id" = i64, Path, description = "ticket id")), request_body = TransitionBody, responses((status = 200, body = TicketChanged), (status = 404, description = "Not found, or not visible to the caller", body = ErrorBody), (status = 409, description = "Refused by the workflow or the state of the ticket", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/tickets/{id}/transition", tag = "tickets", params(("id" = i64, Path, description = "ticket id")), request_body = TransitionBody, responses((status = 200, body = TicketChanged), NotVisible, (status = 409, description = "Refused by the workflow or the state of the ticket", body = ErrorBody), CommonErrors))]
 pub(super) async fn transition(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
@@ -352,7 +352,7 @@ pub(super) struct AssignBody {
     assignee: String,
 }
 
-#[utoipa::path(post, path = "/api/v1/tickets/{id}/assign", tag = "tickets", params(("id" = i64, Path, description = "ticket id")), request_body = AssignBody, responses((status = 200, body = TicketChanged), (status = 404, description = "Not found, or not visible to the caller", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/tickets/{id}/assign", tag = "tickets", params(("id" = i64, Path, description = "ticket id")), request_body = AssignBody, responses((status = 200, body = TicketChanged), NotVisible, CommonErrors))]
 pub(super) async fn assign(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
@@ -381,7 +381,7 @@ fn empty(b: Result<Json<Empty>, JsonRejection>) -> Result<(), ApiError> {
     }
 }
 
-#[utoipa::path(post, path = "/api/v1/tickets/{id}/ack", tag = "tickets", params(("id" = i64, Path, description = "ticket id")), request_body(content = Option<Empty>), responses((status = 200, body = TicketChanged), (status = 404, description = "Not found, or not visible to the caller", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/tickets/{id}/ack", tag = "tickets", params(("id" = i64, Path, description = "ticket id")), request_body(content = Option<Empty>), responses((status = 200, body = TicketChanged), NotVisible, CommonErrors))]
 pub(super) async fn ack(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
@@ -408,7 +408,7 @@ pub(super) struct CommentBody {
     body: String,
 }
 
-#[utoipa::path(post, path = "/api/v1/tickets/{id}/comment", tag = "tickets", params(("id" = i64, Path, description = "ticket id")), request_body = CommentBody, responses((status = 200, body = TicketChanged), (status = 404, description = "Not found, or not visible to the caller", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/tickets/{id}/comment", tag = "tickets", params(("id" = i64, Path, description = "ticket id")), request_body = CommentBody, responses((status = 200, body = TicketChanged), NotVisible, CommonErrors))]
 pub(super) async fn comment(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
@@ -435,7 +435,7 @@ pub(super) struct TlpBody {
     tlp: String,
 }
 
-#[utoipa::path(post, path = "/api/v1/tickets/{id}/tlp", tag = "tickets", params(("id" = i64, Path, description = "ticket id")), request_body = TlpBody, responses((status = 200, body = TicketChanged), (status = 404, description = "Not found, or not visible to the caller", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/tickets/{id}/tlp", tag = "tickets", params(("id" = i64, Path, description = "ticket id")), request_body = TlpBody, responses((status = 200, body = TicketChanged), NotVisible, CommonErrors))]
 pub(super) async fn set_tlp(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
@@ -456,7 +456,7 @@ pub(super) async fn set_tlp(
     .await
 }
 
-#[utoipa::path(post, path = "/api/v1/tickets/{id}/tasks/{task}/done", tag = "tickets", params(("id" = i64, Path, description = "ticket id"), ("task" = i64, Path, description = "task id")), request_body(content = Option<Empty>), responses((status = 200, body = Done), (status = 404, description = "Not found, or not visible to the caller", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/tickets/{id}/tasks/{task}/done", tag = "tickets", params(("id" = i64, Path, description = "ticket id"), ("task" = i64, Path, description = "task id")), request_body(content = Option<Empty>), responses((status = 200, body = Done), NotVisible, CommonErrors))]
 pub(super) async fn task_done(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
@@ -482,7 +482,7 @@ pub(super) struct ParticipantBody {
     user: String,
 }
 
-#[utoipa::path(post, path = "/api/v1/tickets/{id}/participants", tag = "tickets", params(("id" = i64, Path, description = "ticket id")), request_body = ParticipantBody, responses((status = 200, body = ParticipantAdded), (status = 404, description = "Not found, or not visible to the caller", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/tickets/{id}/participants", tag = "tickets", params(("id" = i64, Path, description = "ticket id")), request_body = ParticipantBody, responses((status = 200, body = ParticipantAdded), NotVisible, CommonErrors))]
 pub(super) async fn add_participant(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
@@ -508,7 +508,7 @@ pub(super) struct MergeBody {
     into: i64,
 }
 
-#[utoipa::path(post, path = "/api/v1/tickets/{id}/merge", tag = "tickets", params(("id" = i64, Path, description = "ticket id")), request_body = MergeBody, responses((status = 200, body = Merged), (status = 404, description = "Not found, or not visible to the caller", body = ErrorBody), (status = 409, description = "Refused by the workflow or the state of the ticket", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/tickets/{id}/merge", tag = "tickets", params(("id" = i64, Path, description = "ticket id")), request_body = MergeBody, responses((status = 200, body = Merged), NotVisible, (status = 409, description = "Refused by the workflow or the state of the ticket", body = ErrorBody), CommonErrors))]
 pub(super) async fn merge(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
@@ -541,7 +541,7 @@ pub(super) struct ConstituencyParam {
     constituency: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/suppressions", tag = "suppressions", params(ConstituencyParam), responses((status = 200, body = SuppressionList), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/suppressions", tag = "suppressions", params(ConstituencyParam), responses((status = 200, body = SuppressionList), CommonErrors))]
 pub(super) async fn suppressions(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
@@ -571,7 +571,7 @@ pub(super) struct SuppressBody {
     expires_in_secs: Option<u64>,
 }
 
-#[utoipa::path(post, path = "/api/v1/suppressions", tag = "suppressions", request_body = SuppressBody, responses((status = 201, body = SuppressionCreated), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/suppressions", tag = "suppressions", request_body = SuppressBody, responses((status = 201, body = SuppressionCreated), CommonErrors))]
 pub(super) async fn suppress(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
@@ -608,7 +608,7 @@ pub(super) async fn suppress(
     ))
 }
 
-#[utoipa::path(delete, path = "/api/v1/suppressions/{id}", tag = "suppressions", params(("id" = i64, Path, description = "suppression id")), responses((status = 200, body = Removed), (status = 404, description = "Not found, or not visible to the caller", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/api/v1/suppressions/{id}", tag = "suppressions", params(("id" = i64, Path, description = "suppression id")), responses((status = 200, body = Removed), NotVisible, CommonErrors))]
 pub(super) async fn unsuppress(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
@@ -628,7 +628,7 @@ pub(super) async fn unsuppress(
     Ok(Json(json!({ "removed": id })))
 }
 
-#[utoipa::path(get, path = "/api/v1/notifications/{id}", tag = "tickets", params(("id" = i64, Path, description = "notification id")), responses((status = 200, body = DeliveryLog), (status = 404, description = "Not found, or not visible to the caller", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/notifications/{id}", tag = "tickets", params(("id" = i64, Path, description = "notification id")), responses((status = 200, body = DeliveryLog), NotVisible, CommonErrors))]
 pub(super) async fn delivery_log(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
@@ -647,7 +647,7 @@ pub(super) async fn delivery_log(
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/triage", tag = "metrics", responses((status = 200, description = "Pipeline and escalation counters, store counts, the most frequent unmapped rules", body = Object), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role or scope does not allow it", body = ErrorBody), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/triage", tag = "metrics", responses((status = 200, description = "Pipeline and escalation counters, store counts, the most frequent unmapped rules", body = Object), CommonErrors))]
 pub(super) async fn triage(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
