@@ -392,6 +392,22 @@ fn every_role_and_scope_sees_and_does_exactly_what_it_may() {
                     "{ctx} metrics {g}"
                 );
             }
+            // The audit log: admins only, and only their constituencies' entries (accounts
+            // and logins, of no constituency, for admins of every one).
+            let (s, v) = api.call(&t, "GET", "/api/v1/audit?limit=1000", None);
+            assert_eq!(s, want(e.users), "{ctx} audit");
+            for entry in v["entries"].as_array().into_iter().flatten() {
+                let k = entry["constituency"].as_str().unwrap();
+                let allowed = if k == "*" {
+                    scope.contains(&"*")
+                } else {
+                    in_scope(k)
+                };
+                assert!(allowed, "{ctx} audit showed {entry}");
+            }
+            if s == 200 && scope.contains(&"*") {
+                assert!(v["count"].as_u64().unwrap() > 0, "{ctx} audit is empty");
+            }
             // Accounts: admins only.
             let (s, _) = api.call(&t, "GET", "/api/v1/users", None);
             assert_eq!(s, want(e.users), "{ctx} users");

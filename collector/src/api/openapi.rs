@@ -17,7 +17,7 @@ use crate::store::accounts::{TokenInfo, UserRecord};
 use crate::store::escalation::{DeliveryAttempt, EscalationRecord, NotificationRecord};
 use crate::store::metrics::{GroupFigures, RuleFigures, Suppressed};
 use crate::store::triage::{
-    AlertRecord, AuditEntry, Comment, Observable, Task, Ticket, TicketView,
+    AlertRecord, AuditEntry, AuditRecord, Comment, Observable, Task, Ticket, TicketView,
 };
 
 /// `{"error": {"code", "message"}}`: every error answer.
@@ -200,6 +200,12 @@ pub struct EventList {
 }
 
 #[derive(Serialize, ToSchema)]
+pub struct AuditList {
+    pub count: usize,
+    pub entries: Vec<AuditRecord>,
+}
+
+#[derive(Serialize, ToSchema)]
 pub struct AgentList {
     pub agents: Vec<AgentRecord>,
 }
@@ -313,6 +319,7 @@ impl Modify for Security {
         super::tickets::unsuppress,
         super::tickets::delivery_log,
         super::tickets::triage,
+        super::tickets::audit,
         super::metrics::effectiveness,
         super::metrics::prometheus,
         super::auth::login,

@@ -15,6 +15,7 @@
 //!   (deduplicated), this ticket closes as a duplicate
 //! - `GET|POST /api/v1/suppressions`, `DELETE /api/v1/suppressions/{id}`
 //! - `GET /api/v1/notifications/{id}`: a notification's delivery log (every attempt)
+//! - `GET /api/v1/audit?kind=ticket&limit=N`: the audit log, newest first (admins)
 //! - `GET /api/v1/triage`: pipeline counters, store counts, the most frequent unmapped rules
 //!
 //! Every route needs a principal ([`super::auth`]); the actor of every write is that principal,
@@ -65,6 +66,7 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .route("/api/v1/suppressions/{id}", delete(unsuppress))
         .route("/api/v1/notifications/{id}", get(delivery_log))
         .route("/api/v1/triage", get(triage))
+        .route("/api/v1/audit", get(audit))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -669,4 +671,41 @@ pub(super) async fn triage(
         "store": counts,
         "unmapped": unmapped,
     })))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AuditParams {
+    /// Only this kind of object: ticket, suppression, user, token, session.
+    #[param(pattern = "^(ticket|suppression|user|token|session)$")]
+    kind: Option<String>,
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/api/v1/audit", tag = "accounts", params(AuditParams), responses((status = 200, body = AuditList), CommonErrors))]
+pub(super) async fn audit(
+    State(s): State<Arc<ApiState>>,
+    auth: Auth,
+    q: Result<Query<AuditParams>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    auth.require(Permission::ReadAudit)?;
+    let q = query(q)?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_LIST {
+        return Err(ApiError::bad(
+            "bad_limit",
+            format!("limit must be 1..={MAX_LIST}"),
+        ));
+    }
+    let store = s.store.clone();
+    let mut viewer = auth.0.viewer();
+    // Entries of no constituency are for those who serve every one.
+    if let Some(list) = &mut viewer.constituencies {
+        list.retain(|c| c != "*");
+    }
+    let rows = blocking(move || store.audit_log(&viewer, q.kind.as_deref(), limit))
+        .await?
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({ "count": rows.len(), "entries": rows })))
 }

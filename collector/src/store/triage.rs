@@ -217,6 +217,24 @@ pub struct AuditEntry {
     pub after: Value,
 }
 
+/// One row of the audit log.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at_ns: i64,
+    pub actor: String,
+    /// `*` for changes that belong to no constituency (accounts, logins).
+    pub constituency: String,
+    /// `ticket`, `suppression`, `user`, `token`, `session`.
+    pub object_kind: String,
+    pub object_id: i64,
+    pub action: String,
+    #[schema(value_type = Option<Object>)]
+    pub before: Value,
+    #[schema(value_type = Option<Object>)]
+    pub after: Value,
+}
+
 /// A ticket with everything hanging off it.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct TicketView {
@@ -1094,6 +1112,48 @@ impl SqliteStore {
         )?;
         tx.commit()?;
         Ok(Some(()))
+    }
+
+    /// The audit log, newest first: changes to tickets, suppressions and accounts. A viewer
+    /// limited to some constituencies sees theirs only; entries of no constituency (`*`:
+    /// accounts, logins) only a viewer of every constituency.
+    pub fn audit_log(
+        &self,
+        v: &Viewer,
+        object_kind: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let conn = self.reader()?;
+        let mut sql = String::from(
+            "SELECT id, at_ns, actor, constituency, object_kind, object_id, action, before, after FROM audit_log WHERE 1=1",
+        );
+        let mut args: Vec<rusqlite::types::Value> = vec![];
+        scope_filter(v, "constituency", &mut sql, &mut args);
+        if let Some(k) = object_kind {
+            sql.push_str(" AND object_kind = ?");
+            args.push(k.to_string().into());
+        }
+        sql.push_str(" ORDER BY id DESC LIMIT ?");
+        args.push((limit.max(1) as i64).into());
+        let mut stmt = conn.prepare(&sql)?;
+        let json = |v: Option<String>| {
+            v.and_then(|s| serde_json::from_str(&s).ok())
+                .unwrap_or(Value::Null)
+        };
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+            Ok(AuditRecord {
+                id: r.get(0)?,
+                at_ns: r.get(1)?,
+                actor: r.get(2)?,
+                constituency: r.get(3)?,
+                object_kind: r.get(4)?,
+                object_id: r.get(5)?,
+                action: r.get(6)?,
+                before: json(r.get(7)?),
+                after: json(r.get(8)?),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// The users named on a ticket.
