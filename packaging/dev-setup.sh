@@ -3,7 +3,10 @@
 # Idempotent: packages already present are not installed again. Needs root or sudo.
 set -euo pipefail
 
-packages=(build-essential pkg-config libpcap-dev ca-certificates curl python3 python3-venv adduser iproute2 tcpreplay)
+packages=(build-essential pkg-config libpcap-dev ca-certificates curl python3 python3-venv adduser iproute2 tcpreplay chromium)
+# Node.js drives the console tests (playwright-core); take Debian's unless one is installed.
+command -v node >/dev/null 2>&1 || packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -30,4 +33,11 @@ if [ ! -x "$SCHEMATHESIS_VENV/bin/st" ]; then
   echo "installing schemathesis into $SCHEMATHESIS_VENV" >&2
   $sudo python3 -m venv "$SCHEMATHESIS_VENV"
   $sudo "$SCHEMATHESIS_VENV/bin/pip" install -q 'schemathesis==4.32.5'
+fi
+
+# playwright-core, pinned by tests/console/package-lock.json, drives the system chromium.
+here=$(cd "$(dirname "$0")/.." && pwd)
+if [ ! -d "$here/tests/console/node_modules/playwright-core" ]; then
+  echo "installing playwright-core into tests/console" >&2
+  (cd "$here/tests/console" && npm ci --no-audit --no-fund --loglevel=error)
 fi

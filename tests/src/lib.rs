@@ -640,3 +640,38 @@ impl Drop for Agent {
         self.kill();
     }
 }
+
+/// UDP port the beacon rule watches.
+pub const BEACON_PORT: u16 = 39_999;
+
+/// An enrolled, running agent of `constituency` capturing on `lo` with one rule: UDP to
+/// [`BEACON_PORT`] carrying `lindi-e2e-beacon` is trojan activity of priority 1, so each
+/// beacon is a real detection that opens a high ticket. Needs root (live capture).
+pub fn beacon_agent(c: &Collector, constituency: &str) -> Agent {
+    let mut a = Agent::enroll(&c.token(constituency));
+    let rules = a.tmp.path().join("beacon.rules");
+    std::fs::write(
+        &rules,
+        format!(
+            "alert udp any any -> any {BEACON_PORT} (msg:\"Lindi e2e beacon\"; content:\"lindi-e2e-beacon\"; classtype:trojan-activity; priority:1; sid:9100001; rev:1;)\n"
+        ),
+    )
+    .unwrap();
+    let config = FAST_AGENT.replace(
+        "[sensors.net]\nenabled = false",
+        "[sensors.net]\nenabled = true\ninterfaces = [\"lo\"]",
+    );
+    a.configure(&format!(
+        "{config}\n[detectors]\nsuricata_rules = [{:?}]\n",
+        rules.display().to_string()
+    ));
+    a.start();
+    a
+}
+
+/// Send one beacon over loopback.
+pub fn send_beacon() {
+    if let Ok(sock) = UdpSocket::bind("127.0.0.1:0") {
+        let _ = sock.send_to(b"lindi-e2e-beacon", ("127.0.0.1", BEACON_PORT));
+    }
+}

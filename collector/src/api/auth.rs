@@ -97,8 +97,9 @@ impl LoginLimiter {
     }
 }
 
-/// The authenticated principal of a request.
-pub struct Auth(pub Principal);
+/// The authenticated principal of a request, and its session's CSRF token when it came with
+/// a console session (the console puts it in its pages for the requests they make).
+pub struct Auth(pub Principal, pub Option<String>);
 
 impl Auth {
     /// Refuse (403) unless the role allows `p`.
@@ -164,7 +165,7 @@ impl FromRequestParts<Arc<ApiState>> for Auth {
             return blocking(move || store.authenticate_token(&token, now))
                 .await?
                 .map_err(ApiError::internal)?
-                .map(Auth)
+                .map(|p| Auth(p, None))
                 .ok_or_else(|| unauthenticated("the token is unknown, expired or revoked"));
         }
         let Some(cookie) = session_cookie(&parts.headers) else {
@@ -191,7 +192,7 @@ impl FromRequestParts<Arc<ApiState>> for Auth {
                 ));
             }
         }
-        Ok(Auth(principal))
+        Ok(Auth(principal, Some(csrf)))
     }
 }
 

@@ -35,6 +35,7 @@ use crate::pipeline::{PipelineHandle, TriageSettings};
 use crate::store::{EventQuery, SqliteStore, Store};
 
 pub mod auth;
+mod console;
 mod metrics;
 pub mod openapi;
 mod tickets;
@@ -68,6 +69,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             }),
         )
         .merge(auth::routes())
+        .merge(console::routes())
         .merge(tickets::routes())
         .merge(metrics::routes())
         .fallback(|| async {
@@ -93,6 +95,10 @@ impl ApiError {
 
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
     }
 
     pub(crate) fn bad(code: &'static str, message: impl Into<String>) -> Self {

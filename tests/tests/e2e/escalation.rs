@@ -5,14 +5,12 @@
 //! server and a real HTTP receiver on loopback. Needs root (live capture on `lo`).
 
 use std::collections::BTreeMap;
-use std::net::UdpSocket;
 use std::time::Duration;
 
 use lindi_tests::receivers::{HttpReceiver, SmtpSink};
-use lindi_tests::{Agent, Collector, FAST_AGENT, wait_until};
+use lindi_tests::{Collector, beacon_agent, send_beacon, wait_until};
 use serde_json::json;
 
-const BEACON_PORT: u16 = 39_999;
 const LEVEL_DELAY_SECS: i64 = 4;
 
 fn escalation_config(smtp: &SmtpSink, hook: &HttpReceiver) -> String {
@@ -115,30 +113,11 @@ fn a_detection_escalates_until_acknowledged_across_a_collector_restart() {
     let ana = c.user("ana", "responder", &["bank-a"]);
     c.start();
 
-    let mut a = Agent::enroll(&c.token("bank-a"));
-    let rules = a.tmp.path().join("beacon.rules");
-    std::fs::write(
-        &rules,
-        format!(
-            "alert udp any any -> any {BEACON_PORT} (msg:\"Lindi e2e beacon\"; content:\"lindi-e2e-beacon\"; classtype:trojan-activity; priority:1; sid:9100001; rev:1;)\n"
-        ),
-    )
-    .unwrap();
-    let config = FAST_AGENT.replace(
-        "[sensors.net]\nenabled = false",
-        "[sensors.net]\nenabled = true\ninterfaces = [\"lo\"]",
-    );
-    a.configure(&format!(
-        "{config}\n[detectors]\nsuricata_rules = [{:?}]\n",
-        rules.display().to_string()
-    ));
-    a.start();
-
+    let a = beacon_agent(&c, "bank-a");
     // Send beacons until the detection has become a ticket.
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut ticket_id = None;
     let opened = wait_until(Duration::from_secs(60), || {
-        let _ = sock.send_to(b"lindi-e2e-beacon", ("127.0.0.1", BEACON_PORT));
+        send_beacon();
         let t = c.api_get("/api/v1/tickets?constituency=bank-a");
         ticket_id = t["tickets"][0]["id"].as_i64();
         ticket_id.is_some()

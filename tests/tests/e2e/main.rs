@@ -3,6 +3,7 @@
 
 mod api_fuzz;
 mod capture;
+mod console;
 mod delivery;
 mod enrollment;
 mod escalation;

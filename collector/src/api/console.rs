@@ -1,0 +1,569 @@
+//! The web console: server-rendered HTML served by the collector itself (no Node.js at run
+//! time), a little JavaScript for actions, SLA countdowns and live updates.
+//!
+//! Pages: `/console/login`, `/console/tickets` (the queue), `/console/tickets/{id}`,
+//! `/console/agents`. They read through the same store calls as the API, with the console
+//! session's principal, so a page shows exactly what that principal's API calls would; actions
+//! are API calls from the page, carrying the session's CSRF token.
+//!
+//! Everything that comes from outside (titles, host names, comments, observables) is escaped
+//! with [`esc`] before it reaches HTML.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use lindi_shared::access::Permission;
+use lindi_shared::duration::Civil;
+use serde::Deserialize;
+
+use super::auth::Auth;
+use super::{ApiError, ApiState, blocking};
+use crate::store::triage::{ListQuery, Ticket};
+
+const CSS: &str = include_str!("console/console.css");
+const JS: &str = include_str!("console/console.js");
+
+pub fn routes() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route(
+            "/console",
+            get(|| async { Redirect::to("/console/tickets") }),
+        )
+        .route("/console/login", get(login))
+        .route("/console/tickets", get(queue))
+        .route("/console/tickets/{id}", get(ticket))
+        .route("/console/agents", get(agents))
+        .route(
+            "/console/assets/console.css",
+            get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS) }),
+        )
+        .route(
+            "/console/assets/console.js",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    JS,
+                )
+            }),
+        )
+}
+
+/// HTML-escape text from outside.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if c.is_control() && c != '\n' => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn time(ns: i64) -> String {
+    let c = Civil::from_unix(ns.div_euclid(1_000_000_000));
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+        c.year, c.month, c.day, c.hour, c.minute
+    )
+}
+
+fn page(title: &str, auth: &Auth, nav: &str, body: &str) -> Html<String> {
+    let p = &auth.0;
+    let tabs = [
+        ("tickets", "/console/tickets", "Tickets"),
+        ("agents", "/console/agents", "Agents"),
+    ]
+    .iter()
+    .map(|(k, href, label)| {
+        let cls = if *k == nav { " class=\"on\"" } else { "" };
+        format!("<a href=\"{href}\"{cls}>{label}</a>")
+    })
+    .collect::<String>();
+    Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
+<meta name=\"csrf\" content=\"{csrf}\"><title>{title} · Lindi</title><link rel=\"stylesheet\" href=\"/console/assets/console.css\"></head>\
+<body><header><span class=\"brand\">Lindi</span><nav>{tabs}</nav><span class=\"who\">{user} · {role} · {scope}\
+ <button id=\"logout\" class=\"link\">Log out</button></span></header><main>{body}</main>\
+<script src=\"/console/assets/console.js\"></script></body></html>",
+        csrf = esc(auth.1.as_deref().unwrap_or("")),
+        title = esc(title),
+        user = esc(&p.user),
+        role = esc(p.role.name()),
+        scope = esc(&p.scope.to_list().join(", ")),
+    ))
+}
+
+/// Pages need a console session; without one, the login page.
+fn to_login() -> Response {
+    Redirect::to("/console/login").into_response()
+}
+
+fn error_page(e: ApiError) -> Response {
+    let body = format!(
+        "<!doctype html><html><head><link rel=\"stylesheet\" href=\"/console/assets/console.css\"></head>\
+<body><main><p class=\"err\">{}</p><p><a href=\"/console/tickets\">Back to the queue</a></p></main></body></html>",
+        esc(e.message())
+    );
+    (e.status(), Html(body)).into_response()
+}
+
+async fn login() -> Html<&'static str> {
+    Html(concat!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Log in · Lindi</title>",
+        "<link rel=\"stylesheet\" href=\"/console/assets/console.css\"></head><body class=\"login\">",
+        "<form id=\"login\"><h1>Lindi</h1><p class=\"muted\">Responder console</p>",
+        "<label>User <input name=\"user\" autocomplete=\"username\" required autofocus></label>",
+        "<label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>",
+        "<button type=\"submit\">Log in</button><p id=\"msg\" class=\"err\"></p></form>",
+        "<script src=\"/console/assets/console.js\"></script></body></html>"
+    ))
+}
+
+fn badge(kind: &str, value: &str) -> String {
+    let cls: String = value
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!(
+        "<span class=\"badge {kind} {kind}-{cls}\">{}</span>",
+        esc(value)
+    )
+}
+
+/// The SLA cell: a countdown the page's script keeps current.
+fn sla(t: &Ticket, ack_due: Option<i64>, resolve_due: Option<i64>) -> String {
+    if t.closed {
+        return "<span class=\"muted\">closed</span>".into();
+    }
+    let (label, due) = match (t.acknowledged_at_ns, ack_due, resolve_due) {
+        (None, Some(d), _) => ("ack", d),
+        (_, _, Some(d)) => ("resolve", d),
+        _ => return "<span class=\"muted\">–</span>".into(),
+    };
+    format!("<span class=\"sla\" data-label=\"{label}\" data-due=\"{due}\"></span>")
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct QueueParams {
+    constituency: Option<String>,
+    severity: Option<String>,
+    state: Option<String>,
+    closed: Option<bool>,
+}
+
+async fn queue(
+    State(s): State<Arc<ApiState>>,
+    auth: Result<Auth, ApiError>,
+    q: Result<Query<QueueParams>, QueryRejection>,
+) -> Response {
+    let Ok(auth) = auth else {
+        return to_login();
+    };
+    if let Err(e) = auth.require(Permission::ReadTickets) {
+        return error_page(e);
+    }
+    let q = q.map(|Query(q)| q).unwrap_or(QueueParams {
+        constituency: None,
+        severity: None,
+        state: None,
+        closed: None,
+    });
+    let list = ListQuery {
+        constituency: q.constituency.clone().filter(|c| !c.is_empty()),
+        state: q.state.clone().filter(|c| !c.is_empty()),
+        severity: q
+            .severity
+            .as_deref()
+            .and_then(lindi_shared::triage::Level::parse),
+        open: Some(!q.closed.unwrap_or(false)),
+        limit: 500,
+    };
+    let store = s.store.clone();
+    let viewer = auth.0.viewer();
+    let rows = blocking(move || {
+        let tickets = store.tickets(&viewer, &list)?;
+        let mut out = Vec::with_capacity(tickets.len());
+        for t in tickets {
+            let esc = store.escalation(t.id)?;
+            out.push((t, esc));
+        }
+        Ok::<_, crate::store::StoreError>(out)
+    })
+    .await;
+    let rows = match rows {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return error_page(ApiError::internal(e)),
+        Err(e) => return error_page(e),
+    };
+    let mut body = String::new();
+    let sel = |v: &Option<String>, opt: &str| {
+        if v.as_deref() == Some(opt) {
+            " selected"
+        } else {
+            ""
+        }
+    };
+    let _ = write!(
+        body,
+        "<div class=\"bar\"><h1>Ticket queue</h1><form class=\"filters\" method=\"get\">\
+<input name=\"constituency\" placeholder=\"constituency\" value=\"{c}\">\
+<select name=\"severity\"><option value=\"\">any severity</option>{sev}</select>\
+<label><input type=\"checkbox\" name=\"closed\" value=\"true\"{closed}> closed</label>\
+<button>Filter</button></form><span class=\"live muted\">live</span></div>",
+        c = esc(q.constituency.as_deref().unwrap_or("")),
+        sev = ["critical", "high", "medium", "low"]
+            .iter()
+            .map(|l| format!("<option{}>{l}</option>", sel(&q.severity, l)))
+            .collect::<String>(),
+        closed = if q.closed.unwrap_or(false) {
+            " checked"
+        } else {
+            ""
+        },
+    );
+    body.push_str("<table id=\"queue\" class=\"queue\"><thead><tr><th>#</th><th>Severity</th><th>TLP</th><th>Title</th><th>Type</th><th>Constituency</th><th>State</th><th>Assignee</th><th>SLA</th><th>Opened</th></tr></thead><tbody>");
+    if rows.is_empty() {
+        body.push_str("<tr><td colspan=\"10\" class=\"empty\">No tickets. Quiet night.</td></tr>");
+    }
+    for (t, e) in &rows {
+        let (ack, resolve) = e
+            .as_ref()
+            .map(|e| (e.ack_due_ns, e.resolve_due_ns))
+            .unwrap_or((None, None));
+        let acked = if t.acknowledged_at_ns.is_some() {
+            ""
+        } else {
+            " unacked"
+        };
+        let _ = write!(
+            body,
+            "<tr class=\"row-{sev}{acked}\" data-id=\"{id}\"><td><a href=\"/console/tickets/{id}\">{id}</a></td><td>{sevb}</td><td>{tlp}</td>\
+<td class=\"title\"><a href=\"/console/tickets/{id}\">{title}</a></td><td>{rsit}</td><td>{c}</td><td>{state}</td><td>{who}</td><td>{sla}</td><td class=\"muted t\">{opened}</td></tr>",
+            id = t.id,
+            sev = t.severity.name(),
+            sevb = badge("sev", t.severity.name()),
+            tlp = badge("tlp", t.tlp.label()),
+            title = esc(&t.title),
+            rsit = esc(&format!("{}/{}", t.rsit_class, t.rsit_type)),
+            c = esc(&t.constituency),
+            state = esc(&t.state),
+            who = t
+                .assignee
+                .as_deref()
+                .map(esc)
+                .unwrap_or_else(|| "<span class=\"muted\">–</span>".into()),
+            sla = sla(t, ack, resolve),
+            opened = time(t.opened_at_ns),
+        );
+    }
+    body.push_str("</tbody></table>");
+    page("Tickets", &auth, "tickets", &body).into_response()
+}
+
+async fn ticket(
+    State(s): State<Arc<ApiState>>,
+    auth: Result<Auth, ApiError>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Response {
+    let Ok(auth) = auth else {
+        return to_login();
+    };
+    if let Err(e) = auth.require(Permission::ReadTickets) {
+        return error_page(e);
+    }
+    let Ok(Path(id)) = id else {
+        return error_page(ApiError::bad("bad_path", "no such ticket"));
+    };
+    let store = s.store.clone();
+    let viewer = auth.0.viewer();
+    let got = blocking(move || {
+        let Some(t) = store.ticket(&viewer, id)? else {
+            return Ok::<_, crate::store::StoreError>(None);
+        };
+        Ok(Some((t, store.escalation(id)?, store.participants(id)?)))
+    })
+    .await;
+    let (v, escalation, participants) = match got {
+        Ok(Ok(Some(x))) => x,
+        Ok(Ok(None)) => {
+            return error_page(ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no ticket {id}"),
+            ));
+        }
+        Ok(Err(e)) => return error_page(ApiError::internal(e)),
+        Err(e) => return error_page(e),
+    };
+    let t = &v.ticket;
+    let allowed = s
+        .triage
+        .workflows
+        .by_name(&t.workflow)
+        .map(|w| w.allowed_from(&t.state).to_vec())
+        .unwrap_or_default();
+    let writable = auth.0.may(Permission::WriteTickets);
+    let mut b = String::new();
+    let (ack_due, resolve_due) = escalation
+        .as_ref()
+        .map(|e| (e.ack_due_ns, e.resolve_due_ns))
+        .unwrap_or((None, None));
+    let _ = write!(
+        b,
+        "<div class=\"ticket-head\"><h1>#{id} {title}</h1><div class=\"facts\">{sev} {tlp} <span class=\"state\">{state}</span>\
+ <span>{rsit}</span> <span>{c}</span> <span>assignee: <b id=\"assignee\">{who}</b></span> <span>SLA: {sla}</span>\
+ <span class=\"muted\">opened {opened}</span>{acked}</div></div>",
+        id = t.id,
+        title = esc(&t.title),
+        sev = badge("sev", t.severity.name()),
+        tlp = badge("tlp", t.tlp.label()),
+        state = esc(&t.state),
+        rsit = esc(&format!("{}/{}", t.rsit_class, t.rsit_type)),
+        c = esc(&t.constituency),
+        who = t
+            .assignee
+            .as_deref()
+            .map(esc)
+            .unwrap_or_else(|| "nobody".into()),
+        sla = sla(t, ack_due, resolve_due),
+        opened = time(t.opened_at_ns),
+        acked = match (&t.acknowledged_by, t.acknowledged_at_ns) {
+            (Some(by), Some(at)) => format!(
+                " <span class=\"ok\">acknowledged by {} at {}</span>",
+                esc(by),
+                time(at)
+            ),
+            _ => " <span class=\"warn\">not acknowledged</span>".into(),
+        },
+    );
+    if writable {
+        let _ = write!(
+            b,
+            "<div class=\"actions\" data-ticket=\"{id}\">\
+<button data-act=\"ack\"{ackd}>Acknowledge</button>\
+<span><input id=\"assign-to\" placeholder=\"assignee\" value=\"{me}\"><button data-act=\"assign\">Assign</button></span>\
+<span><select id=\"transition-to\">{opts}</select><select id=\"resolution\"><option value=\"\">resolution…</option>{res}</select><button data-act=\"transition\">Move</button></span>\
+<span><select id=\"tlp-to\">{tlps}</select><button data-act=\"tlp\">Label</button></span>\
+<p id=\"msg\" class=\"err\"></p></div>",
+            id = t.id,
+            ackd = if t.acknowledged_at_ns.is_some() {
+                " disabled"
+            } else {
+                ""
+            },
+            me = esc(&auth.0.user),
+            opts = allowed
+                .iter()
+                .map(|a| format!("<option>{}</option>", esc(a)))
+                .collect::<String>(),
+            res = lindi_shared::ticket::Resolution::ALL
+                .iter()
+                .map(|r| format!("<option>{}</option>", r.name()))
+                .collect::<String>(),
+            tlps = lindi_shared::taxonomy::Tlp::ALL
+                .iter()
+                .map(|l| format!(
+                    "<option{}>{}</option>",
+                    if *l == t.tlp { " selected" } else { "" },
+                    l.label()
+                ))
+                .collect::<String>(),
+        );
+    }
+    b.push_str("<div class=\"cols\"><section><h2>Alerts</h2><table><thead><tr><th>#</th><th>Rule</th><th>Seen</th><th>Count</th><th>Entities</th></tr></thead><tbody>");
+    for a in &v.alerts {
+        let ents = a
+            .entities
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, _)| k.as_str() != "summary")
+                    .map(|(k, v)| format!("{}={}", esc(k), esc(v.as_str().unwrap_or(""))))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td>{}<br><span class=\"muted\">{}:{}</span></td><td class=\"t\">{}<br>{}</td><td>{}</td><td class=\"mono\">{}</td></tr>",
+            a.id,
+            esc(&a.title),
+            esc(&a.engine),
+            esc(&a.rule_id),
+            time(a.first_seen_ns),
+            time(a.last_seen_ns),
+            a.occurrences,
+            ents
+        );
+    }
+    b.push_str("</tbody></table><h2>Observables</h2><ul class=\"obs\">");
+    for o in &v.observables {
+        let _ = write!(
+            b,
+            "<li><span class=\"muted\">{}</span> <span class=\"mono\">{}</span></li>",
+            esc(&o.kind),
+            esc(&o.value)
+        );
+    }
+    b.push_str("</ul><h2>Tasks</h2><ul class=\"tasks\">");
+    for task in &v.tasks {
+        let done = task.done_by.is_some();
+        let _ = write!(
+            b,
+            "<li><label><input type=\"checkbox\" data-task=\"{}\"{}{}> {}</label>{}</li>",
+            task.id,
+            if done { " checked disabled" } else { "" },
+            if writable { "" } else { " disabled" },
+            esc(&task.title),
+            task.done_by
+                .as_deref()
+                .map(|w| format!(" <span class=\"muted\">by {}</span>", esc(w)))
+                .unwrap_or_default()
+        );
+    }
+    b.push_str("</ul></section><section><h2>Escalation</h2>");
+    match &escalation {
+        Some(e) => {
+            let _ = write!(
+                b,
+                "<p>{} · policy {} · level {}</p><table><thead><tr><th>When</th><th>Level</th><th>Who</th><th>How</th><th>Delivery</th></tr></thead><tbody>",
+                esc(&e.state),
+                esc(e.policy.as_deref().unwrap_or("none")),
+                e.level + 1
+            );
+            for n in &e.notifications {
+                let _ = write!(
+                    b,
+                    "<tr><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    time(n.created_at_ns),
+                    n.level + 1,
+                    if n.reason == "escalation" {
+                        String::new()
+                    } else {
+                        format!(" <span class=\"warn\">{}</span>", esc(&n.reason))
+                    },
+                    esc(&n.contact),
+                    esc(&n.channel),
+                    esc(&n.state)
+                );
+            }
+            b.push_str("</tbody></table>");
+        }
+        None => b.push_str("<p class=\"muted\">Not escalated yet.</p>"),
+    }
+    if !participants.is_empty() {
+        let _ = write!(
+            b,
+            "<p class=\"muted\">Named participants: {}</p>",
+            esc(&participants.join(", "))
+        );
+    }
+    b.push_str("<h2>Comments</h2>");
+    for c in &v.comments {
+        let _ = write!(
+            b,
+            "<div class=\"comment\"><b>{}</b> <span class=\"muted\">{}</span><p>{}</p></div>",
+            esc(&c.author),
+            time(c.at_ns),
+            esc(&c.body)
+        );
+    }
+    if writable {
+        b.push_str("<div class=\"comment-form\"><textarea id=\"comment\" placeholder=\"Add a comment\"></textarea><button data-act=\"comment\">Comment</button></div>");
+    }
+    b.push_str("<h2>Timeline</h2><ol class=\"audit\">");
+    for a in v.audit.iter().rev() {
+        let _ = write!(
+            b,
+            "<li><span class=\"muted\">{}</span> <b>{}</b> {} <span class=\"mono\">{}</span></li>",
+            time(a.at_ns),
+            esc(&a.actor),
+            esc(&a.action),
+            esc(&if a.after.is_null() {
+                String::new()
+            } else {
+                a.after.to_string()
+            })
+        );
+    }
+    b.push_str("</ol></section></div>");
+    page(&format!("#{} {}", t.id, t.title), &auth, "tickets", &b).into_response()
+}
+
+async fn agents(State(s): State<Arc<ApiState>>, auth: Result<Auth, ApiError>) -> Response {
+    let Ok(auth) = auth else {
+        return to_login();
+    };
+    if let Err(e) = auth.require(Permission::ReadAgents) {
+        return error_page(e);
+    }
+    let store = s.store.clone();
+    let viewer = auth.0.viewer();
+    let rows = match blocking(move || store.agents_in(&viewer)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return error_page(ApiError::internal(e)),
+        Err(e) => return error_page(e),
+    };
+    let now_s = crate::now_s();
+    let mut b = String::from(
+        "<div class=\"bar\"><h1>Agents</h1></div><table class=\"queue\"><thead><tr><th>Agent</th><th>Host</th><th>Constituency</th><th>Group</th><th>Version</th><th>Last seen</th><th>Lost events</th><th>State</th></tr></thead><tbody>",
+    );
+    if rows.is_empty() {
+        b.push_str("<tr><td colspan=\"8\" class=\"empty\">No agents enrolled.</td></tr>");
+    }
+    for a in &rows {
+        let ago = a.last_seen_at_s.map(|s| now_s - s);
+        let state = match (a.revoked_at_s, ago) {
+            (Some(_), _) => "<span class=\"muted\">revoked</span>".to_string(),
+            (None, Some(s)) if s <= 120 => "<span class=\"ok\">reporting</span>".to_string(),
+            (None, Some(s)) => format!("<span class=\"warn\">silent {} min</span>", s / 60),
+            (None, None) => "<span class=\"warn\">never seen</span>".to_string(),
+        };
+        let _ = write!(
+            b,
+            "<tr><td class=\"mono\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"muted\">{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&a.agent_id),
+            esc(&a.host_name),
+            esc(&a.constituency),
+            esc(&a.group),
+            esc(&a.agent_version),
+            a.last_seen_at_s
+                .map(|s| time(s * 1_000_000_000))
+                .unwrap_or_else(|| "–".into()),
+            a.spool_dropped_events,
+            state
+        );
+    }
+    b.push_str("</tbody></table>");
+    page("Agents", &auth, "agents", &b).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn outside_text_cannot_become_markup() {
+        assert_eq!(
+            super::esc("<script>alert('x')</script> & \"q\""),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
+        );
+        assert_eq!(super::esc("a\u{1b}[2Jb"), "a\u{fffd}[2Jb");
+    }
+}

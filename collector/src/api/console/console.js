@@ -1,0 +1,125 @@
+// Lindi console: login, ticket actions through the API (with the session's CSRF token),
+// SLA countdowns, and a live queue. No framework, no build step.
+"use strict";
+
+const csrf = () => (document.querySelector('meta[name="csrf"]') || {}).content || "";
+
+async function api(method, path, body) {
+  const r = await fetch(path, {
+    method,
+    credentials: "same-origin",
+    headers: { "content-type": "application/json", "x-csrf-token": csrf() },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error((data.error && data.error.message) || r.statusText);
+  return data;
+}
+
+function show(msg) {
+  const el = document.getElementById("msg");
+  if (el) el.textContent = msg;
+}
+
+// Login.
+const login = document.getElementById("login");
+if (login) {
+  login.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const f = new FormData(login);
+    try {
+      await api("POST", "/api/v1/session", { user: f.get("user"), password: f.get("password") });
+      location.href = "/console/tickets";
+    } catch (e) {
+      show(e.message);
+    }
+  });
+}
+
+const logout = document.getElementById("logout");
+if (logout) {
+  logout.addEventListener("click", async () => {
+    await api("DELETE", "/api/v1/session").catch(() => {});
+    location.href = "/console/login";
+  });
+}
+
+// SLA countdowns.
+function fmt(ms) {
+  const m = Math.round(Math.abs(ms) / 60000);
+  if (m < 60) return m + "m";
+  const h = Math.floor(m / 60);
+  return h < 48 ? h + "h " + (m % 60) + "m" : Math.floor(h / 24) + "d";
+}
+function tick() {
+  const now = Date.now();
+  document.querySelectorAll(".sla[data-due]").forEach((el) => {
+    const left = Number(el.dataset.due) / 1e6 - now;
+    const label = el.dataset.label;
+    el.textContent = left >= 0 ? label + " in " + fmt(left) : label + " overdue " + fmt(left);
+    el.classList.toggle("overdue", left < 0);
+    el.classList.toggle("soon", left >= 0 && left < 15 * 60000);
+  });
+}
+tick();
+setInterval(tick, 1000);
+
+// The live queue: refresh the table every 15 s.
+const queue = document.getElementById("queue");
+if (queue) {
+  setInterval(async () => {
+    try {
+      const r = await fetch(location.href, { credentials: "same-origin" });
+      if (!r.ok) return;
+      const doc = new DOMParser().parseFromString(await r.text(), "text/html");
+      const fresh = doc.getElementById("queue");
+      if (fresh) {
+        queue.innerHTML = fresh.innerHTML;
+        tick();
+      }
+    } catch (e) {
+      /* keep the last table */
+    }
+  }, 15000);
+}
+
+// Ticket actions.
+const actions = document.querySelector(".actions[data-ticket]");
+if (actions) {
+  const id = actions.dataset.ticket;
+  const base = "/api/v1/tickets/" + id;
+  const act = {
+    ack: () => api("POST", base + "/ack", {}),
+    assign: () => api("POST", base + "/assign", { assignee: document.getElementById("assign-to").value }),
+    transition: () => {
+      const body = { to: document.getElementById("transition-to").value };
+      const res = document.getElementById("resolution").value;
+      if (res) body.resolution = res;
+      const assignee = document.getElementById("assign-to").value;
+      if (assignee) body.assignee = assignee;
+      return api("POST", base + "/transition", body);
+    },
+    tlp: () => api("POST", base + "/tlp", { tlp: document.getElementById("tlp-to").value }),
+    comment: () => api("POST", base + "/comment", { body: document.getElementById("comment").value }),
+  };
+  document.querySelectorAll("button[data-act]").forEach((b) => {
+    b.addEventListener("click", async () => {
+      try {
+        await act[b.dataset.act]();
+        location.reload();
+      } catch (e) {
+        show(e.message);
+      }
+    });
+  });
+  document.querySelectorAll("input[data-task]").forEach((c) => {
+    c.addEventListener("change", async () => {
+      try {
+        await api("POST", base + "/tasks/" + c.dataset.task + "/done", {});
+        location.reload();
+      } catch (e) {
+        show(e.message);
+      }
+    });
+  });
+}
