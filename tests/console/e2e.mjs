@@ -78,6 +78,13 @@ try {
   await page.waitForSelector("table.queue");
   await page.screenshot({ path: shots + "/console-agents.png", fullPage: true });
 
+  step("effectiveness page");
+  await page.click("header nav a:has-text('Effectiveness')");
+  await page.waitForSelector("figure.chart");
+  const eff = await page.textContent("main");
+  if (!/MTTA/.test(eff) || !/bank-a/.test(eff)) throw new Error("effectiveness page lacks figures");
+  await page.screenshot({ path: shots + "/console-effectiveness.png", fullPage: true });
+
   step("log out");
   await page.click("#logout");
   await page.waitForURL("**/console/login");

@@ -2,7 +2,8 @@
 //! time), a little JavaScript for actions, SLA countdowns and live updates.
 //!
 //! Pages: `/console/login`, `/console/tickets` (the queue), `/console/tickets/{id}`,
-//! `/console/agents`. They read through the same store calls as the API, with the console
+//! `/console/agents`, `/console/effectiveness` (MTTD, MTTA, MTTR by week and by constituency
+//! and incident type, as inline SVG charts and tables). They read through the same store calls as the API, with the console
 //! session's principal, so a page shows exactly what that principal's API calls would; actions
 //! are API calls from the page, carrying the session's CSRF token.
 //!
@@ -39,6 +40,7 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .route("/console/tickets", get(queue))
         .route("/console/tickets/{id}", get(ticket))
         .route("/console/agents", get(agents))
+        .route("/console/effectiveness", get(effectiveness))
         .route(
             "/console/assets/console.css",
             get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS) }),
@@ -84,6 +86,7 @@ fn page(title: &str, auth: &Auth, nav: &str, body: &str) -> Html<String> {
     let tabs = [
         ("tickets", "/console/tickets", "Tickets"),
         ("agents", "/console/agents", "Agents"),
+        ("effectiveness", "/console/effectiveness", "Effectiveness"),
     ]
     .iter()
     .map(|(k, href, label)| {
@@ -556,6 +559,181 @@ async fn agents(State(s): State<Arc<ApiState>>, auth: Result<Auth, ApiError>) ->
     page("Agents", &auth, "agents", &b).into_response()
 }
 
+/// A duration for people: `42 s`, `17 min`, `3.5 h`, `2.1 d`.
+fn human(secs: f64) -> String {
+    match secs {
+        s if s < 90.0 => format!("{s:.0} s"),
+        s if s < 5400.0 => format!("{:.0} min", s / 60.0),
+        s if s < 172_800.0 => format!("{:.1} h", s / 3600.0),
+        s => format!("{:.1} d", s / 86_400.0),
+    }
+}
+
+fn mean(sum: f64, n: u64) -> Option<f64> {
+    (n > 0).then(|| sum / n as f64)
+}
+
+/// A small line chart of weekly means (seconds), as inline SVG.
+fn chart(title: &str, points: &[(String, Option<f64>)]) -> String {
+    let (w, h, left, bottom, top) = (420.0, 170.0, 52.0, 24.0, 22.0);
+    let max = points
+        .iter()
+        .filter_map(|(_, v)| *v)
+        .fold(0.0_f64, f64::max)
+        .max(1.0);
+    let n = points.len().max(2) as f64;
+    let x = |i: usize| left + (w - left - 28.0) * i as f64 / (n - 1.0);
+    let y = |v: f64| top + (h - top - bottom) * (1.0 - v / max);
+    let mut svg = format!(
+        "<figure class=\"chart\"><figcaption>{}</figcaption><svg viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"{}\">",
+        esc(title),
+        esc(title)
+    );
+    let _ = write!(
+        svg,
+        "<line x1=\"{left}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" class=\"axis\"/><text x=\"4\" y=\"{t}\" class=\"lbl\">{}</text><text x=\"4\" y=\"{b}\" class=\"lbl\">0</text>",
+        human(max),
+        b = h - bottom,
+        r = w - 10.0,
+        t = top + 4.0
+    );
+    let mut path = String::new();
+    for (i, (label, v)) in points.iter().enumerate() {
+        if i % 2 == 0 || i + 1 == points.len() {
+            let _ = write!(
+                svg,
+                "<text x=\"{:.1}\" y=\"{}\" class=\"lbl\" text-anchor=\"middle\">{}</text>",
+                x(i),
+                h - 6.0,
+                esc(label)
+            );
+        }
+        if let Some(v) = v {
+            let _ = write!(
+                path,
+                "{}{:.1},{:.1} ",
+                if path.is_empty() { "M" } else { "L" },
+                x(i),
+                y(*v)
+            );
+            let _ = write!(
+                svg,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\"><title>{}: {}</title></circle>",
+                x(i),
+                y(*v),
+                esc(label),
+                human(*v)
+            );
+        }
+    }
+    if !path.is_empty() {
+        let _ = write!(svg, "<path d=\"{path}\" class=\"line\"/>");
+    } else {
+        let _ = write!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" class=\"lbl\" text-anchor=\"middle\">no data yet</text>",
+            w / 2.0,
+            h / 2.0
+        );
+    }
+    svg.push_str("</svg></figure>");
+    svg
+}
+
+async fn effectiveness(State(s): State<Arc<ApiState>>, auth: Result<Auth, ApiError>) -> Response {
+    let Ok(auth) = auth else {
+        return to_login();
+    };
+    if let Err(e) = auth.require(Permission::ReadMetrics) {
+        return error_page(e);
+    }
+    let store = s.store.clone();
+    let viewer = auth.0.viewer();
+    let now = crate::now_ns();
+    let got = blocking(move || {
+        Ok::<_, crate::store::StoreError>((
+            store.effectiveness_weekly(&viewer, 12, now)?,
+            store.effectiveness(&viewer, None)?,
+        ))
+    })
+    .await;
+    let (weeks, e) = match got {
+        Ok(Ok(x)) => x,
+        Ok(Err(err)) => return error_page(ApiError::internal(err)),
+        Err(err) => return error_page(err),
+    };
+    let label = |ns: i64| {
+        let c = Civil::from_unix(ns.div_euclid(1_000_000_000));
+        format!("{:02}-{:02}", c.month, c.day)
+    };
+    let series = |f: &dyn Fn(&crate::store::metrics::WeekFigures) -> Option<f64>| {
+        weeks
+            .iter()
+            .map(|w| (label(w.week_start_ns), f(w)))
+            .collect::<Vec<_>>()
+    };
+    let mut b = String::from(
+        "<div class=\"bar\"><h1>Effectiveness</h1><span class=\"muted\">weekly means over the last 12 weeks, and totals by constituency and incident type</span></div><div class=\"charts\">",
+    );
+    b.push_str(&chart(
+        "MTTD — event to alert",
+        &series(&|w| mean(w.detect_seconds_sum, w.alerts)),
+    ));
+    b.push_str(&chart(
+        "MTTA — ticket opened to acknowledged",
+        &series(&|w| mean(w.acknowledge_seconds_sum, w.acknowledged)),
+    ));
+    b.push_str(&chart(
+        "MTTR — ticket opened to resolved",
+        &series(&|w| mean(w.resolve_seconds_sum, w.resolved)),
+    ));
+    b.push_str("</div><h2>By constituency and incident type</h2><table class=\"queue\"><thead><tr><th>Constituency</th><th>Incident type</th><th>Severity</th><th>Alerts</th><th>Tickets</th><th>Open</th><th>MTTD</th><th>MTTA</th><th>MTTR</th><th>SLA breaches</th></tr></thead><tbody>");
+    if e.groups.is_empty() {
+        b.push_str("<tr><td colspan=\"10\" class=\"empty\">Nothing measured yet.</td></tr>");
+    }
+    let opt = |v: Option<f64>| v.map(human).unwrap_or_else(|| "–".into());
+    for g in &e.groups {
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&g.constituency),
+            esc(&g.rsit_type),
+            badge("sev", &g.severity),
+            g.alerts,
+            g.tickets,
+            g.tickets_open,
+            opt(mean(g.detect_seconds_sum, g.alerts)),
+            opt(mean(g.acknowledge_seconds_sum, g.acknowledged)),
+            opt(mean(g.resolve_seconds_sum, g.resolved)),
+            g.sla_ack_breaches + g.sla_resolve_breaches
+        );
+    }
+    b.push_str("</tbody></table><h2>Rules by false positives</h2><table class=\"queue\"><thead><tr><th>Rule</th><th>Title</th><th>Alerts</th><th>Resolved</th><th>False positives</th><th>Rate</th></tr></thead><tbody>");
+    for r in e.rules.iter().take(15) {
+        let rate = if r.resolved == 0 {
+            "–".to_string()
+        } else {
+            format!(
+                "{:.0}%",
+                100.0 * r.false_positive as f64 / r.resolved as f64
+            )
+        };
+        let _ = write!(
+            b,
+            "<tr><td class=\"mono\">{}:{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&r.engine),
+            esc(&r.rule_id),
+            esc(&r.title),
+            r.alerts,
+            r.resolved,
+            r.false_positive,
+            rate
+        );
+    }
+    b.push_str("</tbody></table>");
+    page("Effectiveness", &auth, "effectiveness", &b).into_response()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -565,5 +743,16 @@ mod tests {
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
         );
         assert_eq!(super::esc("a\u{1b}[2Jb"), "a\u{fffd}[2Jb");
+    }
+
+    #[test]
+    fn charts_escape_labels_and_say_when_there_is_no_data() {
+        let svg = super::chart("<t>", &[("a".into(), None), ("b".into(), None)]);
+        assert!(svg.contains("&lt;t&gt;") && svg.contains("no data yet"));
+        let svg = super::chart(
+            "x",
+            &[("w1".into(), Some(60.0)), ("w2".into(), Some(7200.0))],
+        );
+        assert!(svg.contains("<path") && svg.contains("2.0 h"));
     }
 }

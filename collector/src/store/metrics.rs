@@ -44,6 +44,22 @@ pub struct RuleFigures {
     pub false_positive: u64,
 }
 
+/// One week of effectiveness figures (for charts over time).
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct WeekFigures {
+    /// Start of the week (Unix ns, weeks counted from the epoch).
+    pub week_start_ns: i64,
+    pub alerts: u64,
+    pub detect_seconds_sum: f64,
+    pub tickets: u64,
+    pub acknowledged: u64,
+    pub acknowledge_seconds_sum: f64,
+    pub resolved: u64,
+    pub resolve_seconds_sum: f64,
+}
+
+const WEEK_NS: i64 = 7 * 86_400 * 1_000_000_000;
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Effectiveness {
     pub groups: Vec<GroupFigures>,
@@ -63,6 +79,59 @@ pub struct Suppressed {
 const MAX_RULES: i64 = 1000;
 
 impl SqliteStore {
+    /// The last `weeks` weeks up to `now_ns`, oldest first, of what `v` may see: alerts by the
+    /// week they were raised, tickets by the week they were opened.
+    pub fn effectiveness_weekly(
+        &self,
+        v: &Viewer,
+        weeks: i64,
+        now_ns: i64,
+    ) -> Result<Vec<WeekFigures>, StoreError> {
+        let conn = self.reader()?;
+        let last = now_ns.div_euclid(WEEK_NS);
+        let first = last - weeks.clamp(1, 520) + 1;
+        let mut out: Vec<WeekFigures> = (first..=last)
+            .map(|w| WeekFigures {
+                week_start_ns: w * WEEK_NS,
+                ..Default::default()
+            })
+            .collect();
+        let mut sql = format!(
+            "SELECT created_at_ns / {WEEK_NS}, COUNT(*), SUM(MAX(created_at_ns - first_seen_ns, 0)) / 1e9 FROM alerts WHERE created_at_ns >= ?"
+        );
+        let mut args: Vec<rusqlite::types::Value> = vec![(first * WEEK_NS).into()];
+        scope_filter(v, "constituency", &mut sql, &mut args);
+        sql.push_str(" GROUP BY 1");
+        let mut stmt = conn.prepare(&sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+        while let Some(r) = rows.next()? {
+            let w: i64 = r.get(0)?;
+            if let Some(f) = out.get_mut((w - first) as usize) {
+                f.alerts = r.get::<_, i64>(1)? as u64;
+                f.detect_seconds_sum = r.get(2)?;
+            }
+        }
+        let mut sql = format!(
+            "SELECT opened_at_ns / {WEEK_NS}, COUNT(*), COUNT(acknowledged_at_ns), COALESCE(SUM(acknowledged_at_ns - opened_at_ns), 0) / 1e9, COUNT(resolved_at_ns), COALESCE(SUM(resolved_at_ns - opened_at_ns), 0) / 1e9 FROM tickets WHERE opened_at_ns >= ?"
+        );
+        let mut args: Vec<rusqlite::types::Value> = vec![(first * WEEK_NS).into()];
+        scope_filter(v, "constituency", &mut sql, &mut args);
+        sql.push_str(" GROUP BY 1");
+        let mut stmt = conn.prepare(&sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+        while let Some(r) = rows.next()? {
+            let w: i64 = r.get(0)?;
+            if let Some(f) = out.get_mut((w - first) as usize) {
+                f.tickets = r.get::<_, i64>(1)? as u64;
+                f.acknowledged = r.get::<_, i64>(2)? as u64;
+                f.acknowledge_seconds_sum = r.get(3)?;
+                f.resolved = r.get::<_, i64>(4)? as u64;
+                f.resolve_seconds_sum = r.get(5)?;
+            }
+        }
+        Ok(out)
+    }
+
     /// The figures of what `v` may see, optionally of one constituency. Aggregates follow
     /// the viewer's constituency scope (counts of TLP-restricted tickets included).
     pub fn effectiveness(
@@ -222,6 +291,14 @@ mod tests {
         );
         let r = &e.rules[0];
         assert_eq!((r.alerts, r.resolved, r.false_positive), (2, 2, 1));
+        let weeks = f
+            .store
+            .effectiveness_weekly(&Viewer::system(), 4, t + 7 * 86_400 * S)
+            .unwrap();
+        assert_eq!(weeks.len(), 4);
+        let this: u64 = weeks.iter().map(|w| w.tickets).sum();
+        assert_eq!(this, 3, "three tickets, in the last weeks");
+        assert_eq!(weeks.iter().map(|w| w.resolved).sum::<u64>(), 2);
         let all = f.store.effectiveness(&Viewer::system(), None).unwrap();
         assert_eq!(all.groups.len(), 2, "bank-b is its own group");
     }
