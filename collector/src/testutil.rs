@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use lindi_shared::proto::{DetectionEvent, Event, FlowEvent, event};
+use lindi_shared::proto::Event;
+use lindi_shared::synthetic;
 
 use lindi_shared::access::Viewer;
 
@@ -35,27 +36,7 @@ impl Fixture {
     pub fn detect(&mut self, c: &str, agent: &str, sid: &str, src: &str, minutes: &[i64]) {
         let events: Vec<Event> = minutes
             .iter()
-            .map(|m| Event {
-                event_id: format!("{agent}-{}-{m}", self.seq),
-                agent_id: agent.into(),
-                host_name: format!("{agent}.example"),
-                timestamp_ns: 1_700_000_000_000_000_000 + m * MIN,
-                sensor: "net".into(),
-                kind: Some(event::Kind::Detection(DetectionEvent {
-                    engine: "suricata".into(),
-                    rule_id: sid.into(),
-                    title: format!("rule {sid}"),
-                    severity: 1,
-                    classtype: "trojan-activity".into(),
-                    confidence: 100,
-                    flow: Some(FlowEvent {
-                        src_ip: src.into(),
-                        dest_ip: "198.51.100.7".into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                })),
-            })
+            .map(|m| synthetic::detection(agent, sid, src, 1_700_000_000_000_000_000 + m * MIN))
             .collect();
         self.store_events(c, agent, &events);
     }

@@ -17,7 +17,8 @@ use lindi_collector::store::BatchMeta;
 use lindi_collector::store::Store;
 use lindi_collector::store::accounts::hash_password;
 use lindi_shared::access::{Role, Scope, Viewer};
-use lindi_shared::proto::{DetectionEvent, Event, FlowEvent, event};
+use lindi_shared::proto::Event;
+use lindi_shared::synthetic;
 use serde_json::{Value, json};
 
 const A: &str = "bank-a";
@@ -111,27 +112,7 @@ impl Api {
 }
 
 fn detection(agent: &str, src: &str, i: i64) -> Event {
-    Event {
-        event_id: format!("{agent}-{src}-{i}"),
-        agent_id: agent.into(),
-        host_name: format!("{agent}.example"),
-        timestamp_ns: 1_800_000_000_000_000_000 + i,
-        sensor: "net".into(),
-        kind: Some(event::Kind::Detection(DetectionEvent {
-            engine: "suricata".into(),
-            rule_id: "1:4242".into(),
-            title: "matrix beacon".into(),
-            severity: 1,
-            classtype: "trojan-activity".into(),
-            confidence: 100,
-            flow: Some(FlowEvent {
-                src_ip: src.into(),
-                dest_ip: "198.51.100.9".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })),
-    }
+    synthetic::detection(agent, "1:4242", src, 1_800_000_000_000_000_000 + i)
 }
 
 fn start() -> (tempfile::TempDir, tokio::runtime::Runtime, RunningCollector) {

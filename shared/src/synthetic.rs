@@ -1,7 +1,34 @@
 //! Synthetic events for tests and benchmarks: the agent's `synthetic` sensor makes them and
 //! the store benchmark inserts the very same rows, so both measure the same data.
 
-use crate::proto::{ProcessAction, ProcessEvent, event};
+use crate::proto::{DetectionEvent, Event, FlowEvent, ProcessAction, ProcessEvent, event};
+
+/// A network detection as an agent ships it: Suricata rule `rule_id` (priority 1, trojan
+/// activity, so it opens a high ticket) on a flow from `src` to 198.51.100.7, by `agent` at
+/// `ts_ns`.
+pub fn detection(agent: &str, rule_id: &str, src: &str, ts_ns: i64) -> Event {
+    Event {
+        event_id: format!("{agent}-{rule_id}-{src}-{ts_ns}"),
+        agent_id: agent.into(),
+        host_name: format!("{agent}.example"),
+        timestamp_ns: ts_ns,
+        sensor: "net".into(),
+        kind: Some(event::Kind::Detection(DetectionEvent {
+            engine: "suricata".into(),
+            rule_id: rule_id.into(),
+            title: format!("rule {rule_id}"),
+            severity: 1,
+            classtype: "trojan-activity".into(),
+            confidence: 100,
+            flow: Some(FlowEvent {
+                src_ip: src.into(),
+                dest_ip: "198.51.100.7".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+    }
+}
 
 /// The kind of synthetic event number `index`: a process start whose `pid` is `index`.
 pub fn kind(index: u64) -> event::Kind {

@@ -24,7 +24,7 @@ use lindi_shared::duration::Civil;
 use serde::Deserialize;
 
 use super::auth::Auth;
-use super::{ApiError, ApiState, blocking};
+use super::{ApiError, ApiState, with_store};
 use crate::store::triage::{ListQuery, Ticket};
 
 const CSS: &str = include_str!("console/console.css");
@@ -199,21 +199,14 @@ async fn queue(
         open: Some(!q.closed.unwrap_or(false)),
         limit: 500,
     };
-    let store = s.store.clone();
-    let viewer = auth.0.viewer();
-    let rows = blocking(move || {
-        let tickets = store.tickets(&viewer, &list)?;
-        let mut out = Vec::with_capacity(tickets.len());
-        for t in tickets {
-            let esc = store.escalation(t.id)?;
-            out.push((t, esc));
-        }
-        Ok::<_, crate::store::StoreError>(out)
+    let got = with_store(&s, &auth, move |store, viewer| {
+        let tickets = store.tickets(viewer, &list)?;
+        let ids: Vec<i64> = tickets.iter().map(|t| t.id).collect();
+        Ok((tickets, store.sla_dues(&ids)?))
     })
     .await;
-    let rows = match rows {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return error_page(ApiError::internal(e)),
+    let (rows, dues) = match got {
+        Ok(x) => x,
         Err(e) => return error_page(e),
     };
     let mut body = String::new();
@@ -246,11 +239,8 @@ async fn queue(
     if rows.is_empty() {
         body.push_str("<tr><td colspan=\"10\" class=\"empty\">No tickets. Quiet night.</td></tr>");
     }
-    for (t, e) in &rows {
-        let (ack, resolve) = e
-            .as_ref()
-            .map(|e| (e.ack_due_ns, e.resolve_due_ns))
-            .unwrap_or((None, None));
+    for t in &rows {
+        let (ack, resolve) = dues.get(&t.id).copied().unwrap_or((None, None));
         let acked = if t.acknowledged_at_ns.is_some() {
             ""
         } else {
@@ -295,25 +285,19 @@ async fn ticket(
     let Ok(Path(id)) = id else {
         return error_page(ApiError::bad("bad_path", "no such ticket"));
     };
-    let store = s.store.clone();
-    let viewer = auth.0.viewer();
-    let got = blocking(move || {
-        let Some(t) = store.ticket(&viewer, id)? else {
-            return Ok::<_, crate::store::StoreError>(None);
-        };
-        Ok(Some((t, store.escalation(id)?, store.participants(id)?)))
+    let got = with_store(&s, &auth, move |store, viewer| {
+        store.ticket_page(viewer, id)
     })
     .await;
     let (v, escalation, participants) = match got {
-        Ok(Ok(Some(x))) => x,
-        Ok(Ok(None)) => {
+        Ok(Some(x)) => x,
+        Ok(None) => {
             return error_page(ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,
                 "not_found",
                 format!("no ticket {id}"),
             ));
         }
-        Ok(Err(e)) => return error_page(ApiError::internal(e)),
         Err(e) => return error_page(e),
     };
     let t = &v.ticket;
@@ -518,11 +502,8 @@ async fn agents(State(s): State<Arc<ApiState>>, auth: Result<Auth, ApiError>) ->
     if let Err(e) = auth.require(Permission::ReadAgents) {
         return error_page(e);
     }
-    let store = s.store.clone();
-    let viewer = auth.0.viewer();
-    let rows = match blocking(move || store.agents_in(&viewer)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return error_page(ApiError::internal(e)),
+    let rows = match with_store(&s, &auth, |store, viewer| store.agents_in(viewer)).await {
+        Ok(r) => r,
         Err(e) => return error_page(e),
     };
     let now_s = crate::now_s();
@@ -647,19 +628,16 @@ async fn effectiveness(State(s): State<Arc<ApiState>>, auth: Result<Auth, ApiErr
     if let Err(e) = auth.require(Permission::ReadMetrics) {
         return error_page(e);
     }
-    let store = s.store.clone();
-    let viewer = auth.0.viewer();
     let now = crate::now_ns();
-    let got = blocking(move || {
-        Ok::<_, crate::store::StoreError>((
-            store.effectiveness_weekly(&viewer, 12, now)?,
-            store.effectiveness(&viewer, None)?,
+    let got = with_store(&s, &auth, move |store, viewer| {
+        Ok((
+            store.effectiveness_weekly(viewer, 12, now)?,
+            store.effectiveness(viewer, None)?,
         ))
     })
     .await;
     let (weeks, e) = match got {
-        Ok(Ok(x)) => x,
-        Ok(Err(err)) => return error_page(ApiError::internal(err)),
+        Ok(x) => x,
         Err(err) => return error_page(err),
     };
     let label = |ns: i64| {

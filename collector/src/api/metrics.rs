@@ -28,7 +28,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::Auth;
-use super::{ApiError, ApiState, blocking};
+use super::{ApiError, ApiState, with_store};
 use crate::store::metrics::Effectiveness;
 use lindi_shared::access::Permission;
 
@@ -44,11 +44,10 @@ async fn load(
     constituency: Option<String>,
 ) -> Result<Effectiveness, ApiError> {
     auth.require(Permission::ReadMetrics)?;
-    let store = s.store.clone();
-    let viewer = auth.0.viewer();
-    blocking(move || store.effectiveness(&viewer, constituency.as_deref()))
-        .await?
-        .map_err(ApiError::internal)
+    with_store(s, auth, move |store, viewer| {
+        store.effectiveness(viewer, constituency.as_deref())
+    })
+    .await
 }
 
 /// A label value with `\`, `"` and newlines escaped.

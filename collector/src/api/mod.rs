@@ -124,6 +124,22 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A store call for `auth`'s principal, off the async threads: the store gets the
+/// principal's viewer (what it filters by), and a store failure answers 503.
+pub(crate) async fn with_store<T: Send + 'static>(
+    s: &ApiState,
+    auth: &Auth,
+    f: impl FnOnce(&SqliteStore, &lindi_shared::access::Viewer) -> Result<T, crate::store::StoreError>
+    + Send
+    + 'static,
+) -> Result<T, ApiError> {
+    let store = s.store.clone();
+    let viewer = auth.0.viewer();
+    blocking(move || f(&store, &viewer))
+        .await?
+        .map_err(ApiError::internal)
+}
+
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -156,11 +172,7 @@ async fn agents(
     auth: Auth,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     auth.require(Permission::ReadAgents)?;
-    let store = s.store.clone();
-    let viewer = auth.0.viewer();
-    let agents = blocking(move || store.agents_in(&viewer))
-        .await?
-        .map_err(ApiError::internal)?;
+    let agents = with_store(&s, &auth, move |store, viewer| store.agents_in(viewer)).await?;
     Ok(Json(json!({ "agents": agents })))
 }
 

@@ -39,7 +39,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::Auth;
-use super::{ApiError, ApiState, blocking};
+use super::{ApiError, ApiState, blocking, with_store};
 use crate::store::triage::{ListQuery, TicketEdit};
 use lindi_shared::access::Permission;
 
@@ -150,11 +150,7 @@ pub(super) async fn alerts(
 ) -> Result<Json<Value>, ApiError> {
     auth.require(Permission::ReadAlerts)?;
     let q = query(q)?.query()?;
-    let store = s.store.clone();
-    let viewer = auth.0.viewer();
-    let rows = blocking(move || store.alerts(&viewer, &q))
-        .await?
-        .map_err(ApiError::internal)?;
+    let rows = with_store(&s, &auth, move |store, viewer| store.alerts(viewer, &q)).await?;
     Ok(Json(json!({ "count": rows.len(), "alerts": rows })))
 }
 
@@ -166,11 +162,8 @@ pub(super) async fn alert(
 ) -> Result<Json<Value>, ApiError> {
     auth.require(Permission::ReadAlerts)?;
     let id = path(id)?;
-    let store = s.store.clone();
-    let viewer = auth.0.viewer();
-    let (a, events) = blocking(move || store.alert(&viewer, id))
+    let (a, events) = with_store(&s, &auth, move |store, viewer| store.alert(viewer, id))
         .await?
-        .map_err(ApiError::internal)?
         .ok_or_else(|| not_found("alert", id))?;
     let mut v = serde_json::to_value(a).map_err(ApiError::internal)?;
     v["occurrence_event_ids"] = json!(events);
@@ -185,11 +178,7 @@ pub(super) async fn tickets(
 ) -> Result<Json<Value>, ApiError> {
     auth.require(Permission::ReadTickets)?;
     let q = query(q)?.query()?;
-    let store = s.store.clone();
-    let viewer = auth.0.viewer();
-    let rows = blocking(move || store.tickets(&viewer, &q))
-        .await?
-        .map_err(ApiError::internal)?;
+    let rows = with_store(&s, &auth, move |store, viewer| store.tickets(viewer, &q)).await?;
     Ok(Json(json!({ "count": rows.len(), "tickets": rows })))
 }
 
@@ -201,17 +190,11 @@ pub(super) async fn ticket(
 ) -> Result<Json<Value>, ApiError> {
     auth.require(Permission::ReadTickets)?;
     let id = path(id)?;
-    let store = s.store.clone();
-    let viewer = auth.0.viewer();
-    let (t, escalation, participants) = blocking(move || {
-        let Some(t) = store.ticket(&viewer, id)? else {
-            return Ok::<_, crate::store::StoreError>((None, None, vec![]));
-        };
-        Ok((Some(t), store.escalation(id)?, store.participants(id)?))
+    let (t, escalation, participants) = with_store(&s, &auth, move |store, viewer| {
+        store.ticket_page(viewer, id)
     })
     .await?
-    .map_err(ApiError::internal)?;
-    let t = t.ok_or_else(|| not_found("ticket", id))?;
+    .ok_or_else(|| not_found("ticket", id))?;
     let allowed = s
         .triage
         .workflows
@@ -234,14 +217,11 @@ async fn change(
     mut edit: impl FnMut(&mut TicketEdit, i64) -> Result<(), TicketError> + Send + 'static,
 ) -> Result<Json<Value>, ApiError> {
     auth.require(Permission::WriteTickets)?;
-    let store = s.store.clone();
-    let viewer = auth.0.viewer();
-    let outcome = blocking(move || {
+    let outcome = with_store(&s, auth, move |store, viewer| {
         let now = crate::now_ns();
-        store.change_ticket(&viewer, id, action, now, &mut |t| edit(t, now))
+        store.change_ticket(viewer, id, action, now, &mut |t| edit(t, now))
     })
     .await?
-    .map_err(ApiError::internal)?
     .ok_or_else(|| not_found("ticket", id))?;
     match outcome {
         Ok(t) => Ok(Json(json!({ "ticket": t }))),
@@ -468,12 +448,11 @@ pub(super) async fn task_done(
     auth.require(Permission::WriteTickets)?;
     let (id, task) = path(ids)?;
     empty(b)?;
-    let store = s.store.clone();
-    let viewer = auth.0.viewer();
-    blocking(move || store.complete_task(&viewer, id, task, crate::now_ns()))
-        .await?
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| not_found("task", task))?;
+    with_store(&s, &auth, move |store, viewer| {
+        store.complete_task(viewer, id, task, crate::now_ns())
+    })
+    .await?
+    .ok_or_else(|| not_found("task", task))?;
     Ok(Json(json!({ "ok": true })))
 }
 
@@ -494,13 +473,12 @@ pub(super) async fn add_participant(
     auth.require(Permission::WriteTickets)?;
     let (id, b) = (path(id)?, body(b)?);
     check_text("user", &b.user, false)?;
-    let store = s.store.clone();
-    let viewer = auth.0.viewer();
     let user = b.user.clone();
-    blocking(move || store.add_participant(&viewer, id, &user, crate::now_ns()))
-        .await?
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| not_found("ticket", id))?;
+    with_store(&s, &auth, move |store, viewer| {
+        store.add_participant(viewer, id, &user, crate::now_ns())
+    })
+    .await?
+    .ok_or_else(|| not_found("ticket", id))?;
     Ok(Json(json!({ "ticket": id, "participant": b.user })))
 }
 
@@ -519,8 +497,6 @@ pub(super) async fn merge(
 ) -> Result<Json<Value>, ApiError> {
     auth.require(Permission::WriteTickets)?;
     let (id, b) = (path(id)?, body(b)?);
-    let store = s.store.clone();
-    let viewer = auth.0.viewer();
     let triage = s.triage.clone();
     let closed_state = move |workflow: &str| {
         triage
@@ -529,11 +505,12 @@ pub(super) async fn merge(
             .and_then(|w| w.states.iter().find(|st| st.closed))
             .map_or_else(|| "closed".to_string(), |st| st.name.clone())
     };
-    blocking(move || store.merge_tickets(&viewer, id, b.into, &closed_state, crate::now_ns()))
-        .await?
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| not_found("ticket", id))?
-        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "merge_refused", e))?;
+    with_store(&s, &auth, move |store, viewer| {
+        store.merge_tickets(viewer, id, b.into, &closed_state, crate::now_ns())
+    })
+    .await?
+    .ok_or_else(|| not_found("ticket", id))?
+    .map_err(|e| ApiError::new(StatusCode::CONFLICT, "merge_refused", e))?;
     Ok(Json(json!({ "merged": id, "into": b.into })))
 }
 
@@ -551,11 +528,10 @@ pub(super) async fn suppressions(
 ) -> Result<Json<Value>, ApiError> {
     auth.require(Permission::ReadSuppressions)?;
     let q = query(q)?;
-    let store = s.store.clone();
-    let viewer = auth.0.viewer();
-    let rows = blocking(move || store.suppressions(&viewer, q.constituency.as_deref()))
-        .await?
-        .map_err(ApiError::internal)?;
+    let rows = with_store(&s, &auth, move |store, viewer| {
+        store.suppressions(viewer, q.constituency.as_deref())
+    })
+    .await?;
     let rows: Vec<SuppressionOut> = rows.into_iter().map(SuppressionOut::from).collect();
     Ok(Json(json!({ "count": rows.len(), "suppressions": rows })))
 }
@@ -618,11 +594,10 @@ pub(super) async fn unsuppress(
 ) -> Result<Json<Value>, ApiError> {
     auth.require(Permission::ManageSuppressions)?;
     let id = path(id)?;
-    let store = s.store.clone();
-    let viewer = auth.0.viewer();
-    let removed = blocking(move || store.remove_suppression(&viewer, id, crate::now_ns()))
-        .await?
-        .map_err(ApiError::internal)?;
+    let removed = with_store(&s, &auth, move |store, viewer| {
+        store.remove_suppression(viewer, id, crate::now_ns())
+    })
+    .await?;
     if !removed {
         return Err(not_found("suppression", id));
     }
@@ -638,12 +613,11 @@ pub(super) async fn delivery_log(
 ) -> Result<Json<Value>, ApiError> {
     auth.require(Permission::ReadTickets)?;
     let id = path(id)?;
-    let store = s.store.clone();
-    let viewer = auth.0.viewer();
-    let (ticket, attempts) = blocking(move || store.delivery_log(&viewer, id))
-        .await?
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| not_found("notification", id))?;
+    let (ticket, attempts) = with_store(&s, &auth, move |store, viewer| {
+        store.delivery_log(viewer, id)
+    })
+    .await?
+    .ok_or_else(|| not_found("notification", id))?;
     Ok(Json(
         json!({ "notification": id, "ticket_id": ticket, "attempts": attempts }),
     ))

@@ -54,6 +54,9 @@ fn brief_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<TicketBrief> 
     })
 }
 
+/// A ticket's SLA due times: (acknowledge by, resolve by), unset before the escalator saw it.
+pub type SlaDues = (Option<i64>, Option<i64>);
+
 /// A ticket whose escalation the escalator has not set up yet.
 #[derive(Clone, Debug)]
 pub struct Unstarted {
@@ -479,6 +482,30 @@ impl SqliteStore {
             })?
             .collect::<Result<_, _>>()?;
         Ok(Some((ticket, rows)))
+    }
+
+    /// The SLA due times (acknowledge, resolve) of some tickets, in one query.
+    pub fn sla_dues(
+        &self,
+        ticket_ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, SlaDues>, StoreError> {
+        let conn = self.reader()?;
+        let mut out = std::collections::HashMap::with_capacity(ticket_ids.len());
+        for chunk in ticket_ids.chunks(500) {
+            let sql = format!(
+                "SELECT ticket_id, ack_due_ns, resolve_due_ns FROM escalations WHERE ticket_id IN ({})",
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(chunk), |r| {
+                Ok((r.get::<_, i64>(0)?, (r.get(1)?, r.get(2)?)))
+            })?;
+            for row in rows {
+                let (id, dues) = row?;
+                out.insert(id, dues);
+            }
+        }
+        Ok(out)
     }
 
     /// A ticket's escalation, SLA clocks and notifications.

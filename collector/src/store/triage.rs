@@ -235,6 +235,13 @@ pub struct AuditRecord {
     pub after: Value,
 }
 
+/// What a ticket's page shows: the ticket view, its escalation, its named participants.
+pub type TicketPage = (
+    TicketView,
+    Option<super::escalation::EscalationRecord>,
+    Vec<String>,
+);
+
 /// A ticket with everything hanging off it.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct TicketView {
@@ -646,6 +653,12 @@ fn by_ticket<T>(
         .collect::<Result<_, _>>()?)
 }
 
+/// A JSON text column as a value (null when absent or unreadable).
+fn json_column(v: Option<String>) -> Value {
+    v.and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(Value::Null)
+}
+
 /// Severity as a sortable number in SQL.
 const SEVERITY_RANK: &str =
     "CASE severity WHEN 'critical' THEN 4 WHEN 'high' THEN 3 WHEN 'medium' THEN 2 ELSE 1 END";
@@ -824,10 +837,6 @@ impl SqliteStore {
                 })
             },
         )?;
-        let json = |v: Option<String>| {
-            v.and_then(|s| serde_json::from_str(&s).ok())
-                .unwrap_or(Value::Null)
-        };
         let audit = by_ticket(
             &conn,
             "SELECT id, at_ns, actor, action, before, after FROM audit_log WHERE object_kind = 'ticket' AND object_id = ?1 ORDER BY id LIMIT 10000",
@@ -838,8 +847,8 @@ impl SqliteStore {
                     at_ns: r.get(1)?,
                     actor: r.get(2)?,
                     action: r.get(3)?,
-                    before: json(r.get(4)?),
-                    after: json(r.get(5)?),
+                    before: json_column(r.get(4)?),
+                    after: json_column(r.get(5)?),
                 })
             },
         )?;
@@ -1136,10 +1145,6 @@ impl SqliteStore {
         sql.push_str(" ORDER BY id DESC LIMIT ?");
         args.push((limit.max(1) as i64).into());
         let mut stmt = conn.prepare(&sql)?;
-        let json = |v: Option<String>| {
-            v.and_then(|s| serde_json::from_str(&s).ok())
-                .unwrap_or(Value::Null)
-        };
         let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
             Ok(AuditRecord {
                 id: r.get(0)?,
@@ -1149,11 +1154,20 @@ impl SqliteStore {
                 object_kind: r.get(4)?,
                 object_id: r.get(5)?,
                 action: r.get(6)?,
-                before: json(r.get(7)?),
-                after: json(r.get(8)?),
+                before: json_column(r.get(7)?),
+                after: json_column(r.get(8)?),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Everything a ticket's page shows: the ticket with what hangs off it, its escalation
+    /// and SLA clocks, its named participants. `None` when `v` may not see it.
+    pub fn ticket_page(&self, v: &Viewer, id: i64) -> Result<Option<TicketPage>, StoreError> {
+        let Some(t) = self.ticket(v, id)? else {
+            return Ok(None);
+        };
+        Ok(Some((t, self.escalation(id)?, self.participants(id)?)))
     }
 
     /// The users named on a ticket.

@@ -14,7 +14,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use lindi_collector::store::{BatchMeta, SqliteStore, Store, Synchronous};
-use lindi_shared::proto::{DetectionEvent, Event, FlowEvent, event};
+use lindi_shared::proto::Event;
+use lindi_shared::synthetic;
 use lindi_tests::{Collector, run, wait_until};
 
 fn schemathesis() -> Option<PathBuf> {
@@ -25,27 +26,7 @@ fn schemathesis() -> Option<PathBuf> {
 }
 
 fn detection(agent: &str, src: &str, i: i64) -> Event {
-    Event {
-        event_id: format!("{agent}-{i}"),
-        agent_id: agent.into(),
-        host_name: format!("{agent}.example"),
-        timestamp_ns: 1_800_000_000_000_000_000 + i,
-        sensor: "net".into(),
-        kind: Some(event::Kind::Detection(DetectionEvent {
-            engine: "suricata".into(),
-            rule_id: "1:7".into(),
-            title: "fuzz seed".into(),
-            severity: 1,
-            classtype: "trojan-activity".into(),
-            confidence: 100,
-            flow: Some(FlowEvent {
-                src_ip: src.into(),
-                dest_ip: "198.51.100.1".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })),
-    }
+    synthetic::detection(agent, "1:7", src, 1_800_000_000_000_000_000 + i)
 }
 
 #[test]
