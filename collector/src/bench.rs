@@ -9,7 +9,38 @@ use lindi_shared::proto::Event;
 use rusqlite::Connection;
 use serde::Serialize;
 
-use crate::store::{StoreError, Synchronous, configure_writer, events_schema, insert_event_rows};
+use crate::store::{
+    StoreError, Synchronous, configure_writer, events_schema, insert_event_rows_indexed,
+};
+
+/// What the store benchmark inserts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchKind {
+    /// The ship benchmark's synthetic process starts (one search term: the host).
+    Process,
+    /// Flow records between 65,536 client and 250 server addresses (three terms: two
+    /// addresses and the host).
+    Flow,
+}
+
+fn bench_event(kind: BenchKind, i: u64) -> lindi_shared::proto::event::Kind {
+    match kind {
+        BenchKind::Process => lindi_shared::synthetic::kind(i),
+        BenchKind::Flow => lindi_shared::proto::event::Kind::Flow(lindi_shared::proto::FlowEvent {
+            src_ip: format!("10.{}.{}.{}", (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff),
+            src_port: 40_000 + (i % 20_000) as u32,
+            dest_ip: format!("198.51.100.{}", i % 250),
+            dest_port: 443,
+            proto: "TCP".into(),
+            pkts_toserver: 10,
+            pkts_toclient: 12,
+            bytes_toserver: 1_200,
+            bytes_toclient: 9_800,
+            state: "closed".into(),
+            ..Default::default()
+        }),
+    }
+}
 
 #[derive(Debug, Serialize)]
 pub struct PlainInsertReport {
@@ -23,6 +54,8 @@ pub fn plain_insert(
     batch_events: usize,
     dir: Option<&Path>,
     synchronous: Synchronous,
+    kind: BenchKind,
+    search_index: bool,
 ) -> Result<PlainInsertReport, StoreError> {
     let tmp;
     let dir = match dir {
@@ -40,7 +73,7 @@ pub fn plain_insert(
     }
     let mut conn = Connection::open(&path)?;
     configure_writer(&conn, synchronous)?;
-    conn.execute_batch(events_schema())?;
+    conn.execute_batch(&events_schema())?;
     let mut spent = Duration::ZERO;
     let mut made = 0u64;
     let mut seq = 1u64;
@@ -55,12 +88,12 @@ pub fn plain_insert(
                 host_name: "bench-host".into(),
                 timestamp_ns: 1_767_225_600_000_000_000 + i as i64,
                 sensor: "synthetic".into(),
-                kind: Some(lindi_shared::synthetic::kind(i)),
+                kind: Some(bench_event(kind, i)),
             });
         }
         let start = Instant::now();
         let tx = conn.transaction()?;
-        insert_event_rows(&tx, "bench", seq, &batch)?;
+        insert_event_rows_indexed(&tx, "bench", seq, &batch, search_index)?;
         tx.commit()?;
         spent += start.elapsed();
         made += n;

@@ -124,6 +124,12 @@ enum Command {
         /// `full` or `normal`, as the collector's store.synchronous.
         #[arg(long, default_value = "full")]
         synchronous: String,
+        /// What to insert.
+        #[arg(long, value_enum, default_value = "process")]
+        kind: lindi_collector::bench::BenchKind,
+        /// Leave out the event search index (to measure what it costs).
+        #[arg(long)]
+        no_search_index: bool,
     },
     /// Benchmark helper: feed N synthetic detections (95% repeats of --keys keys, 5% unique)
     /// through store, classification, triage and ticket rules; print detections/s, alerts,
@@ -395,6 +401,8 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             batch_events,
             dir,
             synchronous,
+            kind,
+            no_search_index,
         } => {
             let sync = synchronous_arg(&synchronous)?;
             let report = lindi_collector::bench::plain_insert(
@@ -402,6 +410,8 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                 batch_events.max(1),
                 dir.as_deref(),
                 sync,
+                kind,
+                !no_search_index,
             )?;
             println!("{}", serde_json::to_string(&report)?);
         }

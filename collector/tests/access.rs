@@ -98,6 +98,10 @@ impl Api {
         let resp = match method {
             "GET" => agent.get(&url).header("Authorization", &auth).call(),
             "DELETE" => agent.delete(&url).header("Authorization", &auth).call(),
+            "PUT" => agent
+                .put(&url)
+                .header("Authorization", &auth)
+                .send_json(body.unwrap_or_else(|| json!({}))),
             _ => agent
                 .post(&url)
                 .header("Authorization", &auth)
@@ -149,6 +153,11 @@ fn token(c: &RunningCollector, name: &str, role: Role, scope: &[&str]) -> String
         .1
 }
 
+/// How many of `all` are in scope.
+fn scopes_in(all: &[&str], in_scope: &dyn Fn(&str) -> bool) -> usize {
+    all.iter().filter(|k| in_scope(k)).count()
+}
+
 fn constituencies_of(v: &Value, list: &str) -> BTreeSet<String> {
     v[list]
         .as_array()
@@ -158,11 +167,46 @@ fn constituencies_of(v: &Value, list: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// An agent of `constituency` in the store, as enrollment leaves it.
+fn enroll(c: &RunningCollector, agent: &str, constituency: &str) {
+    use lindi_collector::store::{AgentRecord, TokenRecord};
+    let token = TokenRecord {
+        token_id: format!("t-{agent}"),
+        secret_sha256: "aa".into(),
+        constituency: constituency.into(),
+        group: String::new(),
+        created_at_s: 0,
+        expires_at_s: i64::MAX,
+        used_at_s: None,
+    };
+    c.store.insert_token(&token).unwrap();
+    let record = AgentRecord {
+        agent_id: agent.into(),
+        constituency: constituency.into(),
+        group: String::new(),
+        host_name: format!("host-{agent}"),
+        cert_serial: "01".into(),
+        cert_fingerprint: "ff".into(),
+        enrolled_at_s: 1,
+        revoked_at_s: None,
+        last_seen_at_s: None,
+        agent_version: "test".into(),
+        spool_dropped_events: 0,
+        spool_dropped_batches: 0,
+        batches_rejected: 0,
+    };
+    c.store
+        .redeem_token(&token.token_id, "aa", 1, &mut |_| Ok(record.clone()))
+        .unwrap()
+        .unwrap();
+}
+
 #[test]
 fn every_role_and_scope_sees_and_does_exactly_what_it_may() {
     let (_dir, _rt, c) = start();
     // Two identical incidents in each constituency: two tickets each.
     for (seq, (constituency, agent)) in [(A, "ag-a"), (B, "ag-b")].into_iter().enumerate() {
+        enroll(&c, agent, constituency);
         let events: Vec<Event> = ["10.0.0.1", "10.0.0.2"]
             .iter()
             .enumerate()
@@ -286,6 +330,26 @@ fn every_role_and_scope_sees_and_does_exactly_what_it_may() {
                     .map(|(id, _)| id)
                     .collect();
                 assert_eq!(got, expected, "{ctx} ticket list");
+            }
+            // One agent: readable, hidden (404), or refused (403).
+            for (agent, k) in [("ag-a", A), ("ag-b", B)] {
+                let (s, v) = api.call(&t, "GET", &format!("/api/v1/agents/{agent}"), None);
+                let expected = if !e.agents {
+                    403
+                } else if in_scope(k) {
+                    200
+                } else {
+                    404
+                };
+                assert_eq!(s, expected, "{ctx} GET agent {agent}: {v}");
+            }
+            if e.agents {
+                let (_, v) = api.call(&t, "GET", "/api/v1/agents", None);
+                assert_eq!(
+                    constituencies_of(&v, "agents").len(),
+                    scopes_in(&[A, B], &in_scope),
+                    "{ctx} agent list"
+                );
             }
             // One ticket and one alert: readable, hidden (404), or refused (403).
             for (id, k) in [(a1, A), (a2, A), (b1, B), (b2, B)] {
@@ -585,5 +649,104 @@ fn console_sessions_need_their_csrf_token_end_on_logout_and_logins_are_rate_limi
     assert_eq!(
         (s, v["error"]["code"].as_str()),
         (429, Some("rate_limited"))
+    );
+}
+
+#[test]
+fn the_team_profile_is_edited_by_admins_and_read_by_anyone_with_its_link() {
+    let (_dir, _rt, c) = start();
+    let api = Api { base: c.http_url() };
+    let root = token(&c, "root", Role::Admin, &["*"]);
+    let responder = token(&c, "resp", Role::Responder, &[A]);
+    let (s, v) = api.call(&responder, "GET", "/api/v1/profile", None);
+    assert_eq!(s, 404, "{v}");
+    let profile = json!({
+        "team_name": "Example National CSIRT", "team_short_name": "EX-CSIRT",
+        "last_update": "2026-12-05", "version": "1.4",
+        "email": "cert@example.org", "time_zone": "Europe/Oslo (UTC+1, UTC+2 in summer)",
+        "document_urls": ["https://example.org/rfc2350.txt"],
+        "pgp_keys": [{"key_id": "0x1234ABCD", "fingerprint": "AAAA BBBB", "user_id": "cert@example.org", "url": "https://example.org/key.asc"}],
+        "constituency": "Banks and <script>payment</script> institutions",
+        "tlp_label": "TLP:CLEAR"
+    });
+    // Only admins write; bad fields are refused with a reason.
+    let (s, v) = api.call(&responder, "PUT", "/api/v1/profile", Some(profile.clone()));
+    assert_eq!(s, 403, "{v}");
+    let mut bad = profile.clone();
+    bad["email"] = json!("not an address");
+    let (s, v) = api.call(&root, "PUT", "/api/v1/profile", Some(bad));
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("bad_profile")),
+        "{v}"
+    );
+    let mut unknown = profile.clone();
+    unknown["favourite_colour"] = json!("blue");
+    let (s, _) = api.call(&root, "PUT", "/api/v1/profile", Some(unknown));
+    assert_eq!(s, 400);
+    let (s, v) = api.call(&root, "PUT", "/api/v1/profile", Some(profile.clone()));
+    assert_eq!(s, 200, "{v}");
+    let link = v["link"].as_str().unwrap().to_string();
+    assert_eq!(link.len(), 32);
+    let (s, v) = api.call(&responder, "GET", "/api/v1/profile", None);
+    assert_eq!(
+        (s, &v["profile"]["team_short_name"]),
+        (200, &json!("EX-CSIRT"))
+    );
+
+    // The link needs no account; the page keeps every Appendix D heading, escapes what it
+    // shows, and the text form reads like the documents teams publish.
+    let get = |path: &str| {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut r = agent.get(&format!("{}{path}", api.base)).call().unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+    };
+    let (s, html) = get(&format!("/profile/{link}"));
+    assert_eq!(s, 200);
+    for heading in [
+        "Date of Last Update",
+        "Facsimile Number",
+        "Public Keys and Encryption Information",
+        "Incident Triage",
+        "Disclaimers",
+    ] {
+        assert!(html.contains(heading), "{heading} missing");
+    }
+    assert!(html.contains("&lt;script&gt;payment") && !html.contains("<script>payment"));
+    let (s, text) = get(&format!("/profile/{link}/text"));
+    assert_eq!(s, 200);
+    assert!(
+        text.contains("2.7. Electronic Mail Address\n   cert@example.org"),
+        "{text}"
+    );
+    assert!(
+        text.contains("2.5. Facsimile Number\n   None available."),
+        "{text}"
+    );
+    assert_eq!(get("/profile/0123456789abcdef0123456789abcdef").0, 404);
+
+    // A new link retires the old one; both changes are in the audit log.
+    let (s, v) = api.call(&responder, "POST", "/api/v1/profile/link", None);
+    assert_eq!(s, 403, "{v}");
+    let (s, v) = api.call(&root, "POST", "/api/v1/profile/link", None);
+    assert_eq!(s, 200, "{v}");
+    let new_link = v["link"].as_str().unwrap();
+    assert_ne!(new_link, link);
+    assert_eq!(get(&format!("/profile/{link}")).0, 404);
+    assert_eq!(get(&format!("/profile/{new_link}")).0, 200);
+    let (_, v) = api.call(&root, "GET", "/api/v1/audit?limit=100", None);
+    let actions: Vec<&str> = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["object_kind"] == "profile")
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(
+        actions.contains(&"update") && actions.contains(&"rotate_link"),
+        "{actions:?}"
     );
 }

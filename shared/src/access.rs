@@ -42,6 +42,8 @@ pub enum Permission {
     ReadMetrics,
     ReadAudit,
     ManageUsers,
+    /// Edit the team's RFC 2350 profile.
+    ManageProfile,
 }
 
 impl Role {
@@ -71,8 +73,10 @@ impl Role {
         use Permission::*;
         match self {
             Role::Admin => true,
-            Role::Responder => !matches!(p, ManageUsers | ReadAudit),
-            Role::DetectionDeveloper => !matches!(p, ManageUsers | ReadAudit | WriteTickets),
+            Role::Responder => !matches!(p, ManageUsers | ReadAudit | ManageProfile),
+            Role::DetectionDeveloper => {
+                !matches!(p, ManageUsers | ReadAudit | WriteTickets | ManageProfile)
+            }
             Role::ConstituentViewer => {
                 matches!(p, ReadAlerts | ReadTickets | ReadAgents | ReadMetrics)
             }

@@ -36,6 +36,7 @@ pub mod duration;
 pub mod escalation;
 pub mod net;
 pub mod pki;
+pub mod profile;
 pub mod proto;
 pub mod protocol;
 pub mod sigma;

@@ -347,6 +347,7 @@ pub struct DetectionEvent {
 }
 
 #[derive(Clone, PartialEq, Message, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SensorHealth {
     #[prost(string, tag = "1")]
     pub name: String,
@@ -364,6 +365,7 @@ pub struct SensorHealth {
 }
 
 #[derive(Clone, PartialEq, Message, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentHealthEvent {
     #[prost(string, tag = "1")]
     pub version: String,

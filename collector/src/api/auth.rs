@@ -400,6 +400,7 @@ pub(super) async fn me(auth: Auth) -> Json<Value> {
         Permission::ReadMetrics,
         Permission::ReadAudit,
         Permission::ManageUsers,
+        Permission::ManageProfile,
     ]
     .into_iter()
     .filter(|x| p.may(*x))

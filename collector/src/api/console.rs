@@ -2,7 +2,8 @@
 //! time), a little JavaScript for actions, SLA countdowns and live updates.
 //!
 //! Pages: `/console/login`, `/console/tickets` (the queue), `/console/tickets/{id}`,
-//! `/console/agents`, `/console/effectiveness` (MTTD, MTTA, MTTR by week and by constituency
+//! `/console/agents` (the fleet), `/console/agents/{id}` (one agent: footprint charts, sensors,
+//! loss, the collector's checks, latest events), `/console/effectiveness` (MTTD, MTTA, MTTR by week and by constituency
 //! and incident type, as inline SVG charts and tables). They read through the same store calls as the API, with the console
 //! session's principal, so a page shows exactly what that principal's API calls would; actions
 //! are API calls from the page, carrying the session's CSRF token.
@@ -26,6 +27,8 @@ use serde::Deserialize;
 use super::auth::Auth;
 use super::{ApiError, ApiState, with_store};
 use crate::store::triage::{ListQuery, Ticket};
+use crate::store::{AgentRecord, EventQuery, Store};
+use lindi_shared::proto::{AgentHealthEvent, SensorHealth};
 
 const CSS: &str = include_str!("console/console.css");
 const JS: &str = include_str!("console/console.js");
@@ -40,6 +43,7 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .route("/console/tickets", get(queue))
         .route("/console/tickets/{id}", get(ticket))
         .route("/console/agents", get(agents))
+        .route("/console/agents/{id}", get(agent))
         .route("/console/effectiveness", get(effectiveness))
         .route(
             "/console/assets/console.css",
@@ -73,7 +77,7 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-fn time(ns: i64) -> String {
+pub(super) fn time(ns: i64) -> String {
     let c = Civil::from_unix(ns.div_euclid(1_000_000_000));
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02} UTC",
@@ -81,12 +85,13 @@ fn time(ns: i64) -> String {
     )
 }
 
-fn page(title: &str, auth: &Auth, nav: &str, body: &str) -> Html<String> {
+pub(super) fn page(title: &str, auth: &Auth, nav: &str, body: &str) -> Html<String> {
     let p = &auth.0;
     let tabs = [
         ("tickets", "/console/tickets", "Tickets"),
         ("agents", "/console/agents", "Agents"),
         ("effectiveness", "/console/effectiveness", "Effectiveness"),
+        ("profile", "/console/profile", "Team"),
     ]
     .iter()
     .map(|(k, href, label)| {
@@ -109,11 +114,11 @@ fn page(title: &str, auth: &Auth, nav: &str, body: &str) -> Html<String> {
 }
 
 /// Pages need a console session; without one, the login page.
-fn to_login() -> Response {
+pub(super) fn to_login() -> Response {
     Redirect::to("/console/login").into_response()
 }
 
-fn error_page(e: ApiError) -> Response {
+pub(super) fn error_page(e: ApiError) -> Response {
     let body = format!(
         "<!doctype html><html><head><link rel=\"stylesheet\" href=\"/console/assets/console.css\"></head>\
 <body><main><p class=\"err\">{}</p><p><a href=\"/console/tickets\">Back to the queue</a></p></main></body></html>",
@@ -495,6 +500,62 @@ async fn ticket(
     page(&format!("#{} {}", t.id, t.title), &auth, "tickets", &b).into_response()
 }
 
+/// Bytes for people: `812 KiB`, `41.3 MiB`, `2.10 GiB`.
+fn bytes(n: f64) -> String {
+    match n {
+        n if n < 1024.0 => format!("{n:.0} B"),
+        n if n < 1024.0 * 1024.0 => format!("{:.0} KiB", n / 1024.0),
+        n if n < 1024.0 * 1024.0 * 1024.0 => format!("{:.1} MiB", n / 1_048_576.0),
+        n => format!("{:.2} GiB", n / 1_073_741_824.0),
+    }
+}
+
+fn percent(v: f64) -> String {
+    format!("{v:.1} %")
+}
+
+/// Whether an agent is reporting, silent, never seen or revoked, as a coloured word.
+fn agent_state(a: &AgentRecord, now_s: i64) -> String {
+    match (a.revoked_at_s, a.last_seen_at_s.map(|s| now_s - s)) {
+        (Some(_), _) => "<span class=\"muted\">revoked</span>".to_string(),
+        (None, Some(s)) if s <= 120 => "<span class=\"ok\">reporting</span>".to_string(),
+        (None, Some(s)) => format!("<span class=\"warn\">silent {}</span>", human(s as f64)),
+        (None, None) => "<span class=\"warn\">never seen</span>".to_string(),
+    }
+}
+
+/// A sensor's state as a badge: running is quiet, anything else stands out.
+fn sensor_badge(sn: &SensorHealth) -> String {
+    let cls = match sn.state.as_str() {
+        "running" => "s-ok",
+        "disabled" => "s-off",
+        "degraded" => "s-warn",
+        _ => "s-bad",
+    };
+    format!(
+        "<span class=\"badge {cls}\" title=\"{}\">{} {}</span>",
+        esc(&sn.detail),
+        esc(&sn.name),
+        esc(&sn.state)
+    )
+}
+
+/// The loss counters of an agent: (spool events, spool batches, queue events), the larger of
+/// what the collector counted and what the agent last reported.
+fn losses(a: &AgentRecord, h: Option<&AgentHealthEvent>) -> (u64, u64, u64) {
+    (
+        a.spool_dropped_events
+            .max(h.map_or(0, |h| h.spool_dropped_events_total)),
+        a.spool_dropped_batches
+            .max(h.map_or(0, |h| h.spool_dropped_batches_total)),
+        h.map_or(0, |h| h.queue_dropped_events_total),
+    )
+}
+
+fn warn_if(v: u64) -> &'static str {
+    if v > 0 { " warn" } else { "" }
+}
+
 async fn agents(State(s): State<Arc<ApiState>>, auth: Result<Auth, ApiError>) -> Response {
     let Ok(auth) = auth else {
         return to_login();
@@ -502,42 +563,269 @@ async fn agents(State(s): State<Arc<ApiState>>, auth: Result<Auth, ApiError>) ->
     if let Err(e) = auth.require(Permission::ReadAgents) {
         return error_page(e);
     }
-    let rows = match with_store(&s, &auth, |store, viewer| store.agents_in(viewer)).await {
+    let rows = match with_store(&s, &auth, |store, viewer| {
+        store.agent_statuses(viewer, None)
+    })
+    .await
+    {
         Ok(r) => r,
         Err(e) => return error_page(e),
     };
     let now_s = crate::now_s();
-    let mut b = String::from(
-        "<div class=\"bar\"><h1>Agents</h1></div><table class=\"queue\"><thead><tr><th>Agent</th><th>Host</th><th>Constituency</th><th>Group</th><th>Version</th><th>Last seen</th><th>Lost events</th><th>State</th></tr></thead><tbody>",
+    let reporting = rows
+        .iter()
+        .filter(|a| {
+            a.agent.revoked_at_s.is_none()
+                && a.agent.last_seen_at_s.is_some_and(|t| now_s - t <= 120)
+        })
+        .count();
+    let troubled = rows
+        .iter()
+        .filter(|a| {
+            a.health.as_ref().is_some_and(|h| {
+                h.report
+                    .sensors
+                    .iter()
+                    .any(|sn| !matches!(sn.state.as_str(), "running" | "disabled"))
+            })
+        })
+        .count();
+    let mut b = format!(
+        "<div class=\"bar\"><h1>Agents</h1><span class=\"muted\">{} enrolled · <span class=\"ok\">{reporting} reporting</span> · {}</span></div>\
+<table class=\"queue\"><thead><tr><th>Agent</th><th>Host</th><th>Constituency · group</th><th>Version</th><th>Last seen</th><th>RSS</th><th>CPU</th><th>Spool</th><th>Lost events</th><th>Sensors</th><th>State</th></tr></thead><tbody>",
+        rows.len(),
+        if troubled > 0 {
+            format!("<span class=\"warn\">{troubled} with a sensor in trouble</span>")
+        } else {
+            "every sensor running".to_string()
+        }
     );
     if rows.is_empty() {
-        b.push_str("<tr><td colspan=\"8\" class=\"empty\">No agents enrolled.</td></tr>");
+        b.push_str("<tr><td colspan=\"11\" class=\"empty\">No agents enrolled.</td></tr>");
     }
     for a in &rows {
-        let ago = a.last_seen_at_s.map(|s| now_s - s);
-        let state = match (a.revoked_at_s, ago) {
-            (Some(_), _) => "<span class=\"muted\">revoked</span>".to_string(),
-            (None, Some(s)) if s <= 120 => "<span class=\"ok\">reporting</span>".to_string(),
-            (None, Some(s)) => format!("<span class=\"warn\">silent {} min</span>", s / 60),
-            (None, None) => "<span class=\"warn\">never seen</span>".to_string(),
-        };
+        let h = a.health.as_ref().map(|h| &h.report);
+        let dash = || "–".to_string();
+        let (spool_events, _, queue_events) = losses(&a.agent, h);
+        let lost = spool_events.saturating_add(queue_events);
         let _ = write!(
             b,
-            "<tr><td class=\"mono\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"muted\">{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&a.agent_id),
-            esc(&a.host_name),
-            esc(&a.constituency),
-            esc(&a.group),
-            esc(&a.agent_version),
-            a.last_seen_at_s
+            "<tr><td class=\"mono\"><a href=\"/console/agents/{id_url}\">{id}</a></td><td>{host}</td><td>{c} <span class=\"muted\">· {g}</span></td><td>{v}</td><td class=\"muted t\">{seen}</td><td class=\"num\">{rss}</td><td class=\"num\">{cpu}</td><td class=\"num\">{spool}</td><td class=\"num{lost_cls}\">{lost}</td><td>{sensors}</td><td>{state}</td></tr>",
+            id_url = url_part(&a.agent.agent_id),
+            id = esc(&a.agent.agent_id),
+            host = esc(&a.agent.host_name),
+            c = esc(&a.agent.constituency),
+            g = esc(group(&a.agent)),
+            v = esc(&a.agent.agent_version),
+            seen = a
+                .agent
+                .last_seen_at_s
                 .map(|s| time(s * 1_000_000_000))
-                .unwrap_or_else(|| "–".into()),
-            a.spool_dropped_events,
-            state
+                .unwrap_or_else(dash),
+            rss = h.map(|h| bytes(h.rss_bytes as f64)).unwrap_or_else(dash),
+            cpu = h
+                .map(|h| percent(h.cpu_percent as f64))
+                .unwrap_or_else(dash),
+            spool = h
+                .map(|h| format!("{} · {}", h.spool_batches, bytes(h.spool_bytes as f64)))
+                .unwrap_or_else(dash),
+            lost_cls = warn_if(lost),
+            sensors = h
+                .map(|h| {
+                    h.sensors
+                        .iter()
+                        .map(sensor_badge)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default(),
+            state = agent_state(&a.agent, now_s),
         );
     }
     b.push_str("</tbody></table>");
     page("Agents", &auth, "agents", &b).into_response()
+}
+
+fn group(a: &AgentRecord) -> &str {
+    if a.group.is_empty() {
+        "default group"
+    } else {
+        &a.group
+    }
+}
+
+/// A path segment from outside, percent-encoded for a link.
+fn url_part(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn agent(
+    State(s): State<Arc<ApiState>>,
+    auth: Result<Auth, ApiError>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let Ok(auth) = auth else {
+        return to_login();
+    };
+    if let Err(e) = auth.require(Permission::ReadAgents) {
+        return error_page(e);
+    }
+    let Ok(Path(id)) = id else {
+        return error_page(ApiError::bad("bad_path", "no such agent"));
+    };
+    let shown = id.clone();
+    let can_read_events = auth.require(Permission::ReadEvents).is_ok();
+    let got = with_store(&s, &auth, move |store, viewer| {
+        let Some(d) = store.agent_detail(viewer, &id)? else {
+            return Ok(None);
+        };
+        let events = if can_read_events {
+            store.query_events(&EventQuery {
+                constituencies: viewer.constituencies.clone(),
+                agent_id: Some(id.clone()),
+                limit: 25,
+                ..Default::default()
+            })?
+        } else {
+            vec![]
+        };
+        Ok(Some((d, events)))
+    })
+    .await;
+    let (d, events) = match got {
+        Ok(Some(x)) => x,
+        Ok(None) => return error_page(super::not_found("agent", shown)),
+        Err(e) => return error_page(e),
+    };
+    let a = &d.status.agent;
+    let h = d.status.health.as_ref().map(|h| &h.report);
+    let now_s = crate::now_s();
+    let mut b = format!(
+        "<p class=\"muted\"><a href=\"/console/agents\">Agents</a> ›</p><div class=\"ticket-head\"><h1>{host} <span class=\"mono muted\">{id}</span></h1><div class=\"facts\">{state}<span>{c} · {g}</span><span>version {v}</span><span>enrolled {enrolled}</span><span>last seen {seen}</span>{uptime}<span class=\"mono muted\" title=\"certificate fingerprint\">{fp}…</span></div></div>",
+        host = esc(&a.host_name),
+        id = esc(&a.agent_id),
+        state = agent_state(a, now_s),
+        c = esc(&a.constituency),
+        g = esc(group(a)),
+        v = esc(&a.agent_version),
+        enrolled = time(a.enrolled_at_s * 1_000_000_000),
+        seen = a
+            .last_seen_at_s
+            .map(|s| time(s * 1_000_000_000))
+            .unwrap_or_else(|| "never".into()),
+        uptime = h
+            .map(|h| format!("<span>up {}</span>", human(h.uptime_s as f64)))
+            .unwrap_or_default(),
+        fp = esc(&a.cert_fingerprint.chars().take(23).collect::<String>()),
+    );
+    let label = |at_ns: i64| {
+        let c = Civil::from_unix(at_ns.div_euclid(1_000_000_000));
+        format!("{:02}:{:02}", c.hour, c.minute)
+    };
+    let series = |f: &dyn Fn(&AgentHealthEvent) -> f64| {
+        d.history
+            .iter()
+            .map(|r| (label(r.at_ns), Some(f(&r.report))))
+            .collect::<Vec<_>>()
+    };
+    b.push_str("<h2>Footprint over its last health reports</h2><div class=\"charts\">");
+    b.push_str(&chart(
+        "Resident memory",
+        &series(&|r| r.rss_bytes as f64),
+        bytes,
+    ));
+    b.push_str(&chart(
+        "CPU, percent of one core",
+        &series(&|r| r.cpu_percent as f64),
+        percent,
+    ));
+    b.push_str(&chart(
+        "Spool on disk",
+        &series(&|r| r.spool_bytes as f64),
+        bytes,
+    ));
+    b.push_str("</div><div class=\"cols\"><div><h2>Sensors</h2><table><thead><tr><th>Sensor</th><th>State</th><th>Events</th><th>Dropped</th><th>Errors</th><th>Detail</th></tr></thead><tbody>");
+    match h {
+        Some(h) if !h.sensors.is_empty() => {
+            for sn in &h.sensors {
+                let _ = write!(
+                    b,
+                    "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num{}\">{}</td><td class=\"num\">{}</td><td class=\"muted\">{}</td></tr>",
+                    esc(&sn.name),
+                    sensor_badge(sn),
+                    sn.events_total,
+                    warn_if(sn.dropped_total),
+                    sn.dropped_total,
+                    sn.errors_total,
+                    esc(&sn.detail)
+                );
+            }
+        }
+        _ => b.push_str("<tr><td colspan=\"6\" class=\"empty\">No health report yet.</td></tr>"),
+    }
+    b.push_str("</tbody></table><h2>Loss</h2><table><tbody>");
+    let (spool_events, spool_batches, queue_events) = losses(a, h);
+    for (k, v) in [
+        (
+            "events dropped from the spool (disk full or over its cap)",
+            spool_events,
+        ),
+        ("batches dropped from the spool", spool_batches),
+        (
+            "events dropped before the spool (sensor queues full)",
+            queue_events,
+        ),
+        ("batches the collector rejected", a.batches_rejected),
+    ] {
+        let _ = write!(
+            b,
+            "<tr><td>{k}</td><td class=\"num{}\">{v}</td></tr>",
+            warn_if(v)
+        );
+    }
+    b.push_str("</tbody></table></div><div><h2>Collector checks</h2><table><thead><tr><th>Check</th><th>State</th><th>Since</th></tr></thead><tbody>");
+    if d.checks.is_empty() {
+        b.push_str("<tr><td colspan=\"3\" class=\"empty\">No check has fired.</td></tr>");
+    }
+    for c in &d.checks {
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td>{}</td><td class=\"muted t\">{}</td></tr>",
+            esc(&c.check),
+            if c.raised {
+                "<span class=\"warn\">raised</span>"
+            } else {
+                "<span class=\"ok\">cleared</span>"
+            },
+            time(c.since_ns)
+        );
+    }
+    b.push_str("</tbody></table>");
+    if can_read_events {
+        b.push_str("<h2>Latest events</h2><table><thead><tr><th>Time</th><th>Kind</th><th>Sensor</th></tr></thead><tbody>");
+        if events.is_empty() {
+            b.push_str("<tr><td colspan=\"3\" class=\"empty\">No events stored.</td></tr>");
+        }
+        for e in &events {
+            let _ = write!(
+                b,
+                "<tr><td class=\"muted t\">{}</td><td>{}</td><td>{}</td></tr>",
+                time(e.event.timestamp_ns),
+                esc(e.event.kind_name()),
+                esc(&e.event.sensor)
+            );
+        }
+        b.push_str("</tbody></table>");
+    }
+    b.push_str("</div></div>");
+    page(&a.host_name, &auth, "agents", &b).into_response()
 }
 
 /// A duration for people: `42 s`, `17 min`, `3.5 h`, `2.1 d`.
@@ -554,8 +842,8 @@ fn mean(sum: f64, n: u64) -> Option<f64> {
     (n > 0).then(|| sum / n as f64)
 }
 
-/// A small line chart of weekly means (seconds), as inline SVG.
-fn chart(title: &str, points: &[(String, Option<f64>)]) -> String {
+/// A small line chart as inline SVG; `unit` writes a value for people.
+fn chart(title: &str, points: &[(String, Option<f64>)], unit: fn(f64) -> String) -> String {
     let (w, h, left, bottom, top) = (420.0, 170.0, 52.0, 24.0, 22.0);
     let max = points
         .iter()
@@ -573,14 +861,15 @@ fn chart(title: &str, points: &[(String, Option<f64>)]) -> String {
     let _ = write!(
         svg,
         "<line x1=\"{left}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" class=\"axis\"/><text x=\"4\" y=\"{t}\" class=\"lbl\">{}</text><text x=\"4\" y=\"{b}\" class=\"lbl\">0</text>",
-        human(max),
+        unit(max),
         b = h - bottom,
         r = w - 10.0,
         t = top + 4.0
     );
     let mut path = String::new();
     for (i, (label, v)) in points.iter().enumerate() {
-        if i % 2 == 0 || i + 1 == points.len() {
+        let every = points.len().div_ceil(7).max(2);
+        if i % every == 0 || i + 1 == points.len() {
             let _ = write!(
                 svg,
                 "<text x=\"{:.1}\" y=\"{}\" class=\"lbl\" text-anchor=\"middle\">{}</text>",
@@ -603,7 +892,7 @@ fn chart(title: &str, points: &[(String, Option<f64>)]) -> String {
                 x(i),
                 y(*v),
                 esc(label),
-                human(*v)
+                unit(*v)
             );
         }
     }
@@ -656,14 +945,17 @@ async fn effectiveness(State(s): State<Arc<ApiState>>, auth: Result<Auth, ApiErr
     b.push_str(&chart(
         "MTTD — event to alert",
         &series(&|w| mean(w.detect_seconds_sum, w.alerts)),
+        human,
     ));
     b.push_str(&chart(
         "MTTA — ticket opened to acknowledged",
         &series(&|w| mean(w.acknowledge_seconds_sum, w.acknowledged)),
+        human,
     ));
     b.push_str(&chart(
         "MTTR — ticket opened to resolved",
         &series(&|w| mean(w.resolve_seconds_sum, w.resolved)),
+        human,
     ));
     b.push_str("</div><h2>By constituency and incident type</h2><table class=\"queue\"><thead><tr><th>Constituency</th><th>Incident type</th><th>Severity</th><th>Alerts</th><th>Tickets</th><th>Open</th><th>MTTD</th><th>MTTA</th><th>MTTR</th><th>SLA breaches</th></tr></thead><tbody>");
     if e.groups.is_empty() {
@@ -725,11 +1017,16 @@ mod tests {
 
     #[test]
     fn charts_escape_labels_and_say_when_there_is_no_data() {
-        let svg = super::chart("<t>", &[("a".into(), None), ("b".into(), None)]);
+        let svg = super::chart(
+            "<t>",
+            &[("a".into(), None), ("b".into(), None)],
+            super::human,
+        );
         assert!(svg.contains("&lt;t&gt;") && svg.contains("no data yet"));
         let svg = super::chart(
             "x",
             &[("w1".into(), Some(60.0)), ("w2".into(), Some(7200.0))],
+            super::human,
         );
         assert!(svg.contains("<path") && svg.contains("2.0 h"));
     }

@@ -7,7 +7,8 @@
 //! - `GET /healthz`
 //! - `GET /api/v1/status`
 //! - `GET /api/v1/agents`
-//! - `GET /api/v1/events?agent=ID&kind=KIND&since=10m&until_ns=N&limit=N`
+//! - `GET /api/v1/agents/{id}`: one agent with its latest health and monitor states
+//! - `GET /api/v1/events?agent=ID&host=H&kind=KIND&ip=A&domain=D&hash=H&since=10m&until_ns=N&limit=N`
 //! - alerts, tickets, suppressions and triage counters: see [`tickets`].
 //! - `GET /metrics` (Prometheus) and `GET /api/v1/metrics`: see [`metrics`].
 
@@ -17,7 +18,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Query, State};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -32,12 +34,15 @@ use self::auth::Auth;
 use crate::escalator::EscalationStats;
 use crate::ingest::IngestStats;
 use crate::pipeline::{PipelineHandle, TriageSettings};
+use crate::store::monitor::AgentDetail;
+use crate::store::search::Observable;
 use crate::store::{EventQuery, SqliteStore, Store};
 
 pub mod auth;
 mod console;
 mod metrics;
 pub mod openapi;
+mod profile;
 mod tickets;
 
 /// Most events one query returns.
@@ -58,6 +63,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/v1/status", get(status))
         .route("/api/v1/agents", get(agents))
+        .route("/api/v1/agents/{id}", get(agent))
         .route("/api/v1/events", get(events))
         .route(
             "/api/v1/openapi.json",
@@ -72,6 +78,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .merge(console::routes())
         .merge(tickets::routes())
         .merge(metrics::routes())
+        .merge(profile::routes())
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
@@ -140,6 +147,30 @@ pub(crate) async fn with_store<T: Send + 'static>(
         .map_err(ApiError::internal)
 }
 
+pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::bad("bad_query", e.body_text()))
+}
+
+pub(crate) fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    p.map(|Path(t)| t)
+        .map_err(|e| ApiError::bad("bad_path", e.body_text()))
+}
+
+pub(crate) fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    b.map(|Json(t)| t)
+        .map_err(|e| ApiError::bad("bad_body", e.body_text()))
+}
+
+/// The 404 for an object that does not exist or that the caller may not see.
+pub(crate) fn not_found(what: &str, id: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no {what} {id}"),
+    )
+}
+
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -172,14 +203,43 @@ async fn agents(
     auth: Auth,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     auth.require(Permission::ReadAgents)?;
-    let agents = with_store(&s, &auth, move |store, viewer| store.agents_in(viewer)).await?;
+    let agents = with_store(&s, &auth, move |store, viewer| {
+        store.agent_statuses(viewer, None)
+    })
+    .await?;
     Ok(Json(json!({ "agents": agents })))
+}
+
+#[utoipa::path(get, path = "/api/v1/agents/{id}", tag = "agents", params(("id" = String, Path, description = "Agent id")), responses((status = 200, body = AgentDetail), CommonErrors, NotVisible))]
+async fn agent(
+    State(s): State<Arc<ApiState>>,
+    auth: Auth,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<AgentDetail>, ApiError> {
+    let id = path(id)?;
+    auth.require(Permission::ReadAgents)?;
+    let shown = id.clone();
+    with_store(&s, &auth, move |store, viewer| {
+        store.agent_detail(viewer, &id)
+    })
+    .await?
+    .map(Json)
+    .ok_or_else(|| not_found("agent", shown))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct EventsParams {
     agent: Option<String>,
+    /// The host name the agent reported.
+    host: Option<String>,
+    /// Events that carry this IPv4 or IPv6 address (flow ends, DNS answers, HTTP hosts).
+    ip: Option<String>,
+    /// Events that name this domain or a subdomain of it (DNS queries and answers, TLS SNI,
+    /// HTTP hosts, detections).
+    domain: Option<String>,
+    /// Events that carry this hash: file and executable SHA-256, JA3/JA3S, JA4 or its parts.
+    hash: Option<String>,
     #[param(pattern = "^(process|file|flow|dns|tls|http|detection|agent_health)$")]
     kind: Option<String>,
     /// A duration back from now (`10m`, `2h`).
@@ -195,9 +255,9 @@ pub struct EventsParams {
 async fn events(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
-    params: Result<Query<EventsParams>, axum::extract::rejection::QueryRejection>,
+    params: Result<Query<EventsParams>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Query(p) = params.map_err(|e| ApiError::bad("bad_query", e.body_text()))?;
+    let p = query(params)?;
     if let Some(k) = &p.kind
         && !EVENT_KIND_NAMES.contains(&k.as_str())
     {
@@ -233,6 +293,17 @@ async fn events(
             format!("limit must be 1..={MAX_EVENTS_PER_QUERY}"),
         ));
     }
+    let mut observables = vec![];
+    for (what, value, code) in [
+        (Observable::Ip, &p.ip, "bad_ip"),
+        (Observable::Domain, &p.domain, "bad_domain"),
+        (Observable::Hash, &p.hash, "bad_hash"),
+        (Observable::Host, &p.host, "bad_host"),
+    ] {
+        if let Some(v) = value {
+            observables.push((what, what.normalise(v).map_err(|e| ApiError::bad(code, e))?));
+        }
+    }
     auth.require(Permission::ReadEvents)?;
     let q = EventQuery {
         constituencies: auth.0.viewer().constituencies,
@@ -240,6 +311,7 @@ async fn events(
         kind: p.kind,
         since_ns,
         until_ns: p.until_ns,
+        observables,
         limit,
     };
     let store = s.store.clone();

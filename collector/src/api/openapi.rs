@@ -12,10 +12,10 @@ use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::store::AgentRecord;
 use crate::store::accounts::{TokenInfo, UserRecord};
 use crate::store::escalation::{DeliveryAttempt, EscalationRecord, NotificationRecord};
 use crate::store::metrics::{GroupFigures, RuleFigures, Suppressed};
+use crate::store::monitor::AgentStatus;
 use crate::store::triage::{
     AlertRecord, AuditEntry, AuditRecord, Comment, Observable, Task, Ticket, TicketView,
 };
@@ -207,7 +207,7 @@ pub struct AuditList {
 
 #[derive(Serialize, ToSchema)]
 pub struct AgentList {
-    pub agents: Vec<AgentRecord>,
+    pub agents: Vec<AgentStatus>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -301,6 +301,7 @@ impl Modify for Security {
     paths(
         super::status,
         super::agents,
+        super::agent,
         super::events,
         super::tickets::alerts,
         super::tickets::alert,
@@ -332,6 +333,9 @@ impl Modify for Security {
         super::auth::create_token,
         super::auth::tokens,
         super::auth::revoke_token,
+        super::profile::show,
+        super::profile::update,
+        super::profile::rotate,
     ),
     components(schemas(
         ErrorBody, Observable, Task, Comment, AuditEntry, NotificationRecord
@@ -357,7 +361,7 @@ mod tests {
         let current = super::document();
         assert!(
             committed.trim() == current.trim(),
-            "docs/openapi.json is stale: run `cargo run -p lindi-collector -- openapi > docs/openapi.json`"
+            "docs/openapi.json is stale: run `cargo run -p lindi-collector --bin lindi-collector -- openapi > docs/openapi.json`"
         );
         let v: serde_json::Value = serde_json::from_str(&current).unwrap();
         assert_eq!(v["openapi"], "3.1.0");

@@ -39,7 +39,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::Auth;
-use super::{ApiError, ApiState, blocking, with_store};
+use super::{ApiError, ApiState, blocking, body, not_found, path, query, with_store};
 use crate::store::triage::{ListQuery, TicketEdit};
 use lindi_shared::access::Permission;
 
@@ -107,29 +107,6 @@ impl ListParams {
             limit,
         })
     }
-}
-
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(t)| t)
-        .map_err(|e| ApiError::bad("bad_query", e.body_text()))
-}
-
-fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
-    p.map(|Path(t)| t)
-        .map_err(|e| ApiError::bad("bad_path", e.body_text()))
-}
-
-fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    b.map(|Json(t)| t)
-        .map_err(|e| ApiError::bad("bad_body", e.body_text()))
-}
-
-fn not_found(what: &str, id: i64) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        format!("no {what} {id}"),
-    )
 }
 
 fn check_text(field: &'static str, s: &str, allow_empty: bool) -> Result<(), ApiError> {

@@ -50,14 +50,42 @@ enum Command {
         #[command(subcommand)]
         command: AlertsCommand,
     },
-    /// Search stored events, newest first.
+    /// Stored events.
     Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+    /// Enrolled agents: fleet health, and one agent in detail.
+    Agents {
+        #[command(subcommand)]
+        command: AgentsCommand,
+    },
+    /// The collector's status and ingest counters (JSON).
+    Status,
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Search stored events, newest first; every option narrows.
+    Search {
         /// Only this agent's events.
         #[arg(long)]
         agent: Option<String>,
+        /// Only events from this host name.
+        #[arg(long)]
+        host: Option<String>,
         /// Only this kind: process, file, flow, dns, tls, http, detection, agent_health.
         #[arg(long)]
         kind: Option<String>,
+        /// Events that carry this IPv4 or IPv6 address.
+        #[arg(long)]
+        ip: Option<String>,
+        /// Events that name this domain or a subdomain of it.
+        #[arg(long)]
+        domain: Option<String>,
+        /// Events that carry this hash (file or executable SHA-256, JA3, JA4).
+        #[arg(long)]
+        hash: Option<String>,
         /// Only events newer than this (e.g. 90s, 10m, 2h, 7d).
         #[arg(long)]
         since: Option<String>,
@@ -68,13 +96,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List enrolled agents.
-    Agents {
+}
+
+#[derive(Subcommand)]
+enum AgentsCommand {
+    /// The fleet: state, version, footprint, spool, losses, sensors.
+    List {
         #[arg(long)]
         json: bool,
     },
-    /// The collector's status and ingest counters (JSON).
-    Status,
+    /// One agent: its latest health, sensors, losses and the collector's checks on it.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -309,8 +345,186 @@ fn summary(e: &Value) -> String {
             k["spool_bytes"],
             k["spool_dropped_events_total"]
         ),
+        "flow" => format!(
+            "{} {}:{} -> {}:{} pkts={}/{} bytes={}/{} {}",
+            k["proto"].as_str().unwrap_or(""),
+            k["src_ip"].as_str().unwrap_or(""),
+            k["src_port"],
+            k["dest_ip"].as_str().unwrap_or(""),
+            k["dest_port"],
+            k["pkts_toserver"],
+            k["pkts_toclient"],
+            k["bytes_toserver"],
+            k["bytes_toclient"],
+            k["state"].as_str().unwrap_or("")
+        ),
+        "dns" => format!(
+            "{} {} {} -> {}",
+            k["rrtype"].as_str().unwrap_or(""),
+            k["query"].as_str().unwrap_or(""),
+            k["rcode"].as_str().unwrap_or(""),
+            k["answers"]
+                .as_array()
+                .map(|a| a
+                    .iter()
+                    .filter_map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","))
+                .unwrap_or_default()
+        ),
+        "tls" => format!(
+            "sni={} {} ja4={}",
+            k["sni"].as_str().unwrap_or(""),
+            k["version"].as_str().unwrap_or(""),
+            k["ja4"].as_str().unwrap_or("")
+        ),
+        "http" => format!(
+            "{} {}{} {} ua={}",
+            k["method"].as_str().unwrap_or(""),
+            k["hostname"].as_str().unwrap_or(""),
+            k["url"].as_str().unwrap_or(""),
+            k["status"],
+            k["user_agent"].as_str().unwrap_or("")
+        ),
+        "detection" => format!(
+            "[{}] {} {}",
+            k["engine"].as_str().unwrap_or(""),
+            k["rule_id"].as_str().unwrap_or(""),
+            k["title"].as_str().unwrap_or("")
+        ),
         _ => k.to_string(),
     }
+}
+
+/// A path segment, percent-encoded.
+fn url_part(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn mib(v: &Value) -> String {
+    v.as_u64()
+        .map(|b| format!("{:.1}M", b as f64 / 1_048_576.0))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Reporting (seen in the last two minutes), silent, never seen, or revoked.
+fn agent_state(a: &Value) -> &'static str {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    match (a["revoked_at_s"].is_null(), a["last_seen_at_s"].as_i64()) {
+        (false, _) => "revoked",
+        (true, Some(t)) if now - t <= 120 => "reporting",
+        (true, Some(_)) => "silent",
+        (true, None) => "never",
+    }
+}
+
+fn agent_line(a: &Value) -> String {
+    let h = &a["health"];
+    let lost = a["spool_dropped_events"].as_u64().unwrap_or(0)
+        + h["queue_dropped_events_total"].as_u64().unwrap_or(0);
+    let sensors: Vec<String> = h["sensors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| format!("{}:{}", text(&s["name"]), text(&s["state"])))
+        .collect();
+    format!(
+        "{:<20} {:<14} {:<18} {:<9} {:<8} {:>9} {:>6} {:>9} {:>7}  {}",
+        text(&a["agent_id"]),
+        text(&a["constituency"]),
+        text(&a["host_name"]),
+        agent_state(a),
+        text(&a["agent_version"]),
+        mib(&h["rss_bytes"]),
+        h["cpu_percent"]
+            .as_f64()
+            .map(|c| format!("{c:.1}%"))
+            .unwrap_or_else(|| "-".into()),
+        mib(&h["spool_bytes"]),
+        lost,
+        sensors.join(" ")
+    )
+}
+
+fn show_agent(out: &mut impl Write, v: &Value) -> anyhow::Result<()> {
+    let h = &v["health"];
+    writeln!(
+        out,
+        "{} on {} ({}, group {}), version {}, {}",
+        text(&v["agent_id"]),
+        text(&v["host_name"]),
+        text(&v["constituency"]),
+        text(&v["group"]),
+        text(&v["agent_version"]),
+        agent_state(v)
+    )?;
+    writeln!(
+        out,
+        "  last seen {}  enrolled {}  certificate {}",
+        v["last_seen_at_s"],
+        v["enrolled_at_s"],
+        text(&v["cert_fingerprint"])
+    )?;
+    if h.is_null() {
+        writeln!(out, "  no health report yet")?;
+    } else {
+        writeln!(
+            out,
+            "  uptime {}s  rss {}  cpu {:.1}%  spool {} batches, {}",
+            h["uptime_s"],
+            mib(&h["rss_bytes"]),
+            h["cpu_percent"].as_f64().unwrap_or(0.0),
+            h["spool_batches"],
+            mib(&h["spool_bytes"])
+        )?;
+        writeln!(
+            out,
+            "  lost: spool {} events / {} batches, queues {} events; batches rejected {}",
+            v["spool_dropped_events"],
+            v["spool_dropped_batches"],
+            h["queue_dropped_events_total"],
+            v["batches_rejected"]
+        )?;
+        for s in h["sensors"].as_array().into_iter().flatten() {
+            writeln!(
+                out,
+                "  sensor {:<10} {:<9} events {} dropped {} errors {} {}",
+                text(&s["name"]),
+                text(&s["state"]),
+                s["events_total"],
+                s["dropped_total"],
+                s["errors_total"],
+                text(&s["detail"])
+            )?;
+        }
+    }
+    for c in v["checks"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "  check {} {}",
+            text(&c["check"]),
+            if c["raised"].as_bool() == Some(true) {
+                "RAISED"
+            } else {
+                "cleared"
+            }
+        )?;
+    }
+    writeln!(
+        out,
+        "  ({} health reports in history)",
+        v["history"].as_array().map_or(0, |a| a.len())
+    )?;
+    Ok(())
 }
 
 fn text(v: &Value) -> String {
@@ -559,21 +773,32 @@ fn main() -> anyhow::Result<()> {
             }
         },
         Command::Events {
-            agent,
-            kind,
-            since,
-            limit,
-            json,
+            command:
+                EventsCommand::Search {
+                    agent,
+                    host,
+                    kind,
+                    ip,
+                    domain,
+                    hash,
+                    since,
+                    limit,
+                    json,
+                },
         } => {
             let mut q = vec![("limit", limit.to_string())];
-            if let Some(a) = agent {
-                q.push(("agent", a));
-            }
-            if let Some(k) = kind {
-                q.push(("kind", k));
-            }
-            if let Some(s) = since {
-                q.push(("since", s));
+            for (k, v) in [
+                ("agent", agent),
+                ("host", host),
+                ("kind", kind),
+                ("ip", ip),
+                ("domain", domain),
+                ("hash", hash),
+                ("since", since),
+            ] {
+                if let Some(v) = v {
+                    q.push((k, v));
+                }
             }
             let body = client.get("/api/v1/events", &q)?;
             let events = body["events"].as_array().cloned().unwrap_or_default();
@@ -587,9 +812,9 @@ fn main() -> anyhow::Result<()> {
                         "{}.{:09}  {:<20} {:<14} {:<12} {}",
                         ts / 1_000_000_000,
                         ts % 1_000_000_000,
-                        clean(e["agent_id"].as_str().unwrap_or("")),
-                        clean(e["host_name"].as_str().unwrap_or("")),
-                        clean(e["kind_name"].as_str().unwrap_or("")),
+                        text(&e["agent_id"]),
+                        text(&e["host_name"]),
+                        text(&e["kind_name"]),
                         clean(&summary(e))
                     )?;
                 }
@@ -598,28 +823,42 @@ fn main() -> anyhow::Result<()> {
                 writeln!(out, "({} events)", events.len())?;
             }
         }
-        Command::Agents { json } => {
+        Command::Agents {
+            command: AgentsCommand::List { json },
+        } => {
             let body = client.get("/api/v1/agents", &[])?;
             let agents = body["agents"].as_array().cloned().unwrap_or_default();
+            if !json {
+                writeln!(
+                    out,
+                    "{:<20} {:<14} {:<18} {:<9} {:<8} {:>9} {:>6} {:>9} {:>7}  sensors",
+                    "AGENT",
+                    "CONSTITUENCY",
+                    "HOST",
+                    "STATE",
+                    "VERSION",
+                    "RSS",
+                    "CPU",
+                    "SPOOL",
+                    "LOST"
+                )?;
+            }
             for a in &agents {
                 if json {
                     writeln!(out, "{a}")?;
                 } else {
-                    writeln!(
-                        out,
-                        "{:<20} {:<16} {:<20} {:<8} last_seen={} lost_events={}",
-                        clean(a["agent_id"].as_str().unwrap_or("")),
-                        clean(a["constituency"].as_str().unwrap_or("")),
-                        clean(a["host_name"].as_str().unwrap_or("")),
-                        if a["revoked_at_s"].is_null() {
-                            "active"
-                        } else {
-                            "revoked"
-                        },
-                        a["last_seen_at_s"],
-                        a["spool_dropped_events"]
-                    )?;
+                    writeln!(out, "{}", agent_line(a))?;
                 }
+            }
+        }
+        Command::Agents {
+            command: AgentsCommand::Show { id, json },
+        } => {
+            let v = client.get(&format!("/api/v1/agents/{}", url_part(&id)), &[])?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+            } else {
+                show_agent(&mut out, &v)?;
             }
         }
         Command::Status => {

@@ -21,6 +21,8 @@ pub mod accounts;
 pub mod escalation;
 pub mod metrics;
 pub mod monitor;
+pub mod profile;
+pub mod search;
 pub mod triage;
 
 use std::path::{Path, PathBuf};
@@ -50,6 +52,8 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("the system's random number generator failed")]
+    Random,
 }
 
 /// Numbered schema migrations; index + 1 is the version. Never edit one that shipped.
@@ -335,13 +339,42 @@ CREATE TABLE ticket_participants (
     PRIMARY KEY (ticket_id, user_name)
 ) WITHOUT ROWID;
 "#,
+    EVENT_TERMS_SQL,
+    r#"
+CREATE TABLE team_profile (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    body TEXT NOT NULL,
+    link TEXT NOT NULL,
+    updated_at_ns INTEGER NOT NULL,
+    updated_by TEXT NOT NULL
+);
+"#,
 ];
 
-/// The part of the events schema the store benchmark reproduces (same table, same indexes).
-pub fn events_schema() -> &'static str {
+/// The search index of event observables ([`search`]) and an index of each agent's health
+/// reports (for its detail page): migration 7, and part of the schema the store benchmark
+/// reproduces.
+const EVENT_TERMS_SQL: &str = r#"
+CREATE TABLE event_terms (
+    bucket INTEGER NOT NULL,
+    term INTEGER NOT NULL,
+    event_row INTEGER NOT NULL,
+    PRIMARY KEY (bucket, term, event_row)
+) WITHOUT ROWID;
+CREATE INDEX events_health ON events (agent_id, ts_ns) WHERE kind = 'agent_health';
+"#;
+
+/// The migration that created `event_terms`: a store that had events before it gets them
+/// indexed when it applies it.
+const EVENT_TERMS_MIGRATION: usize = 7;
+
+/// The part of the events schema the store benchmark reproduces (same tables, same indexes).
+pub fn events_schema() -> String {
     let m = MIGRATIONS[0];
-    &m[m.find("CREATE TABLE events")
-        .expect("events table in migration 1")..]
+    let events = &m[m
+        .find("CREATE TABLE events")
+        .expect("events table in migration 1")..];
+    format!("{events}{EVENT_TERMS_SQL}")
 }
 
 /// An agent as the store knows it.
@@ -422,6 +455,9 @@ pub struct EventQuery {
     pub kind: Option<String>,
     pub since_ns: Option<i64>,
     pub until_ns: Option<i64>,
+    /// Only events that carry every one of these observables (normalised values, see
+    /// [`search::Observable::normalise`]).
+    pub observables: Vec<(search::Observable, String)>,
     pub limit: u32,
 }
 
@@ -536,23 +572,6 @@ impl SqliteStore {
     }
 }
 
-impl SqliteStore {
-    /// The agents of the constituencies `v` may see.
-    pub fn agents_in(
-        &self,
-        v: &lindi_shared::access::Viewer,
-    ) -> Result<Vec<AgentRecord>, StoreError> {
-        let conn = self.reader()?;
-        let mut sql = format!("SELECT {AGENT_COLUMNS} FROM agents WHERE 1=1");
-        let mut args = vec![];
-        triage::scope_filter(v, "constituency", &mut sql, &mut args);
-        sql.push_str(" ORDER BY enrolled_at_s, agent_id LIMIT 100000");
-        let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(args), agent_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-}
-
 /// The pragmas of the writer connection (the store benchmark uses the same).
 pub fn configure_writer(
     conn: &Connection,
@@ -568,6 +587,9 @@ pub fn configure_writer(
             Synchronous::Normal => "NORMAL",
         },
     )?;
+    // 64 MiB of page cache (the default is 2 MiB): the search index's inserts land all over
+    // its B-tree, and a cache that holds its upper levels keeps them off the disk.
+    conn.pragma_update(None, "cache_size", -65_536)?;
     conn.pragma_update(None, "foreign_keys", "ON")
 }
 
@@ -590,6 +612,12 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
+        if i + 1 == EVENT_TERMS_MIGRATION {
+            let n = search::backfill(&tx)?;
+            if n > 0 {
+                tracing::info!(events = n, "indexed the stored events for search");
+            }
+        }
         tx.execute(
             "INSERT INTO schema_migrations (version, applied_at_s) VALUES (?1, strftime('%s','now'))",
             params![i as i64 + 1],
@@ -622,16 +650,29 @@ fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRecord> {
 /// The statement that inserts one event row; the store benchmark uses the same one.
 pub const INSERT_EVENT_SQL: &str = "INSERT INTO events (event_id, agent_id, constituency, host_name, ts_ns, sensor, kind, batch_seq, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 
-/// Insert the rows of one batch's events with a prepared statement (inside the caller's
-/// transaction).
+/// Insert the rows of one batch's events with a prepared statement, and their search terms
+/// (inside the caller's transaction).
 pub fn insert_event_rows(
     tx: &rusqlite::Transaction<'_>,
     constituency: &str,
     sequence: u64,
     events: &[Event],
 ) -> Result<(), rusqlite::Error> {
+    insert_event_rows_indexed(tx, constituency, sequence, events, true)
+}
+
+/// [`insert_event_rows`], with the search terms only if `search_index` (the store benchmark
+/// measures what the index costs).
+pub fn insert_event_rows_indexed(
+    tx: &rusqlite::Transaction<'_>,
+    constituency: &str,
+    sequence: u64,
+    events: &[Event],
+    search_index: bool,
+) -> Result<(), rusqlite::Error> {
     let mut stmt = tx.prepare_cached(INSERT_EVENT_SQL)?;
     let mut body = Vec::with_capacity(512);
+    let mut terms = Vec::new();
     for e in events {
         body.clear();
         e.encode(&mut body).expect("Vec grows as needed");
@@ -646,8 +687,62 @@ pub fn insert_event_rows(
             sequence as i64,
             body,
         ])?;
+        if search_index {
+            search::terms_of(tx.last_insert_rowid(), e, &mut terms);
+        }
     }
-    Ok(())
+    search::insert_terms(tx, &mut terms)
+}
+
+/// The SQL of an event query and its arguments. With observables, the first one's index
+/// entries drive the query, one seek per bucket of event rows (CROSS JOIN fixes the join
+/// order, so SQLite does not walk a whole kind or time index instead); the rest are point
+/// lookups in the index.
+fn event_query_sql(q: &EventQuery) -> (String, Vec<rusqlite::types::Value>) {
+    let mut args: Vec<rusqlite::types::Value> = vec![];
+    let mut sql = match q.observables.first() {
+        Some((what, value)) => {
+            args.push(what.key(value).into());
+            format!(
+                "WITH RECURSIVE b(x) AS (SELECT (SELECT MAX(id) FROM events) >> {bits} UNION ALL SELECT x - 1 FROM b WHERE x > (SELECT MIN(id) FROM events) >> {bits}) \
+SELECT id, constituency, batch_seq, body FROM b CROSS JOIN event_terms ON bucket = x AND term = ? CROSS JOIN events ON id = event_row WHERE 1=1",
+                bits = search::BUCKET_BITS
+            )
+        }
+        None => String::from("SELECT id, constituency, batch_seq, body FROM events WHERE 1=1"),
+    };
+    triage::constituency_filter(
+        q.constituencies.as_deref(),
+        "constituency",
+        &mut sql,
+        &mut args,
+    );
+    if let Some(a) = &q.agent_id {
+        sql.push_str(" AND agent_id = ?");
+        args.push(a.clone().into());
+    }
+    if let Some(k) = &q.kind {
+        sql.push_str(" AND kind = ?");
+        args.push(k.clone().into());
+    }
+    for (what, value) in q.observables.iter().skip(1) {
+        sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM event_terms WHERE bucket = id >> {} AND term = ? AND event_row = id)",
+                search::BUCKET_BITS
+            ));
+        args.push(what.key(value).into());
+    }
+    if let Some(s) = q.since_ns {
+        sql.push_str(" AND ts_ns >= ?");
+        args.push(s.into());
+    }
+    if let Some(u) = q.until_ns {
+        sql.push_str(" AND ts_ns < ?");
+        args.push(u.into());
+    }
+    sql.push_str(" ORDER BY ts_ns DESC, id DESC LIMIT ?");
+    args.push((q.limit.max(1) as i64).into());
+    (sql, args)
 }
 
 impl Store for SqliteStore {
@@ -840,37 +935,7 @@ impl Store for SqliteStore {
 
     fn query_events(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
         let conn = self.reader()?;
-        let mut sql =
-            String::from("SELECT id, constituency, batch_seq, body FROM events WHERE 1=1");
-        let mut args: Vec<rusqlite::types::Value> = vec![];
-        if let Some(list) = &q.constituencies {
-            sql.push_str(&format!(
-                " AND constituency IN ({})",
-                vec!["?"; list.len().max(1)].join(", ")
-            ));
-            args.extend(list.iter().map(|c| c.clone().into()));
-            if list.is_empty() {
-                args.push(rusqlite::types::Value::Null);
-            }
-        }
-        if let Some(a) = &q.agent_id {
-            sql.push_str(" AND agent_id = ?");
-            args.push(a.clone().into());
-        }
-        if let Some(k) = &q.kind {
-            sql.push_str(" AND kind = ?");
-            args.push(k.clone().into());
-        }
-        if let Some(s) = q.since_ns {
-            sql.push_str(" AND ts_ns >= ?");
-            args.push(s.into());
-        }
-        if let Some(u) = q.until_ns {
-            sql.push_str(" AND ts_ns < ?");
-            args.push(u.into());
-        }
-        sql.push_str(" ORDER BY ts_ns DESC, id DESC LIMIT ?");
-        args.push((q.limit.max(1) as i64).into());
+        let (sql, args) = event_query_sql(q);
         let mut stmt = conn.prepare(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
             Ok((
@@ -883,8 +948,14 @@ impl Store for SqliteStore {
         let mut out = vec![];
         for row in rows {
             let (id, constituency, seq, body) = row?;
-            // A row this build cannot decode is skipped rather than failing the whole query.
-            if let Ok(event) = Event::decode(body.as_slice()) {
+            // A row this build cannot decode is skipped rather than failing the whole query;
+            // an index hit is checked against the event itself (term keys are hashes).
+            if let Ok(event) = Event::decode(body.as_slice())
+                && (q.observables.is_empty() || {
+                    let o = search::Observables::of(&event);
+                    q.observables.iter().all(|(w, v)| o.matches(*w, v))
+                })
+            {
                 out.push(StoredEvent {
                     id,
                     constituency,
@@ -1021,12 +1092,11 @@ mod tests {
         s.insert_batch(&meta("a2", 1), &events(10, "a2", 1000))
             .unwrap();
         let q = EventQuery {
-            constituencies: None,
             agent_id: Some("a2".into()),
             kind: Some("process".into()),
             since_ns: Some(1005),
-            until_ns: None,
             limit: 3,
+            ..Default::default()
         };
         let got = s.query_events(&q).unwrap();
         assert_eq!(got.len(), 3);
@@ -1057,6 +1127,142 @@ mod tests {
             ..Default::default()
         };
         assert!(s.query_events(&none).unwrap().is_empty());
+    }
+
+    #[test]
+    fn search_by_observable_and_host_uses_the_index_and_survives_reopening() {
+        use lindi_shared::proto::{DnsEvent, FlowEvent, ProcessEvent};
+        use search::Observable;
+        let (d, s) = store();
+        enroll(&s, "a1");
+        enroll(&s, "a2");
+        let mk = |agent: &str, ts: i64, kind: event::Kind| Event {
+            event_id: format!("{agent}-{ts}"),
+            agent_id: agent.into(),
+            host_name: format!("host-{agent}"),
+            timestamp_ns: ts,
+            kind: Some(kind),
+            ..Default::default()
+        };
+        let flow = |src: &str, dst: &str| FlowEvent {
+            src_ip: src.into(),
+            dest_ip: dst.into(),
+            proto: "TCP".into(),
+            ..Default::default()
+        };
+        s.insert_batch(
+            &meta("a1", 1),
+            &[
+                mk("a1", 1, event::Kind::Flow(flow("10.0.0.5", "198.51.100.7"))),
+                mk(
+                    "a1",
+                    2,
+                    event::Kind::Dns(DnsEvent {
+                        flow: Some(flow("10.0.0.5", "10.0.0.53")),
+                        query: "c2.evil.example".into(),
+                        answers: vec!["198.51.100.7".into()],
+                        ..Default::default()
+                    }),
+                ),
+                mk(
+                    "a1",
+                    3,
+                    event::Kind::Process(ProcessEvent {
+                        exe_sha256: "ab".repeat(32),
+                        ..Default::default()
+                    }),
+                ),
+            ],
+        )
+        .unwrap();
+        s.insert_batch(
+            &meta("a2", 1),
+            &[mk(
+                "a2",
+                4,
+                event::Kind::Flow(flow("10.0.0.9", "203.0.113.1")),
+            )],
+        )
+        .unwrap();
+        let find = |s: &SqliteStore, what: Observable, v: &str| {
+            let mut ids: Vec<String> = s
+                .query_events(&EventQuery {
+                    observables: vec![(what, what.normalise(v).unwrap())],
+                    limit: 100,
+                    ..Default::default()
+                })
+                .unwrap()
+                .into_iter()
+                .map(|e| e.event.event_id)
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(find(&s, Observable::Ip, "198.51.100.7"), ["a1-1", "a1-2"]);
+        assert_eq!(find(&s, Observable::Ip, "10.0.0.9"), ["a2-4"]);
+        assert_eq!(find(&s, Observable::Domain, "EVIL.example."), ["a1-2"]);
+        assert_eq!(find(&s, Observable::Hash, &"AB".repeat(32)), ["a1-3"]);
+        assert!(find(&s, Observable::Ip, "192.0.2.1").is_empty());
+        // Observables and other filters narrow together.
+        let q = EventQuery {
+            observables: vec![
+                (Observable::Ip, "10.0.0.5".into()),
+                (Observable::Host, "host-a1".into()),
+            ],
+            kind: Some("dns".into()),
+            limit: 100,
+            ..Default::default()
+        };
+        assert_eq!(s.query_events(&q).unwrap().len(), 1);
+        let other_host = EventQuery {
+            observables: vec![
+                (Observable::Ip, "10.0.0.5".into()),
+                (Observable::Host, "host-a2".into()),
+            ],
+            ..q.clone()
+        };
+        assert!(s.query_events(&other_host).unwrap().is_empty());
+        // The index drives the query even with a kind and a time range beside it.
+        let conn = s.reader().unwrap();
+        let (sql, args) = event_query_sql(&EventQuery {
+            since_ns: Some(0),
+            constituencies: Some(vec!["bank-a".into()]),
+            ..q.clone()
+        });
+        let mut plan = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let plan: Vec<String> = plan
+            .query_map(rusqlite::params_from_iter(args), |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(
+                |p| p.starts_with("SEARCH event_terms USING PRIMARY KEY (bucket=? AND term=?)")
+            ),
+            "{plan:?}"
+        );
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("events USING INTEGER PRIMARY KEY")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|p| p.starts_with("SCAN events")),
+            "{plan:?}"
+        );
+
+        // A store whose events predate the index gets them indexed when it is reopened.
+        drop(s);
+        let path = d.path().join("lindi.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(&format!(
+                "DROP TABLE event_terms; DROP INDEX events_health; DELETE FROM schema_migrations WHERE version = {EVENT_TERMS_MIGRATION};"
+            ))
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path, Synchronous::Normal).unwrap();
+        assert_eq!(find(&s, Observable::Ip, "198.51.100.7"), ["a1-1", "a1-2"]);
     }
 
     #[test]

@@ -569,7 +569,17 @@ pub(super) fn scope_filter(
     sql: &mut String,
     args: &mut Vec<rusqlite::types::Value>,
 ) {
-    if let Some(list) = &v.constituencies {
+    constituency_filter(v.constituencies.as_deref(), col, sql, args)
+}
+
+/// Rows of these constituencies only (`None`: every one; an empty list: none).
+pub(super) fn constituency_filter(
+    list: Option<&[String]>,
+    col: &str,
+    sql: &mut String,
+    args: &mut Vec<rusqlite::types::Value>,
+) {
+    if let Some(list) = list {
         if list.is_empty() {
             sql.push_str(" AND 0");
             return;

@@ -28,6 +28,7 @@ fn lindi_events_shows_the_agents_processes_and_health() {
     let got = wait_until(Duration::from_secs(30), || {
         let (ok, out, _) = lindi(&[
             "events",
+            "search",
             "--agent",
             &a.agent_id,
             "--kind",
@@ -39,6 +40,7 @@ fn lindi_events_shows_the_agents_processes_and_health() {
     assert!(got, "no health event; agent log:\n{}", a.log_text());
     let (ok, out, err) = lindi(&[
         "events",
+        "search",
         "--agent",
         &a.agent_id,
         "--kind",
@@ -71,6 +73,7 @@ fn lindi_events_shows_the_agents_processes_and_health() {
     let seen = wait_until(Duration::from_secs(15), || {
         let (_, out, _) = lindi(&[
             "events",
+            "search",
             "--agent",
             &a.agent_id,
             "--kind",
@@ -86,16 +89,55 @@ fn lindi_events_shows_the_agents_processes_and_health() {
     let _ = sleeper.wait();
     assert!(seen, "a new process was not reported as started");
 
-    let (ok, out, _) = lindi(&["agents"]);
-    assert!(ok && out.contains(&a.agent_id), "{out}");
-    let (ok, out, _) = lindi(&["events", "--kind", "process", "--limit", "3"]);
+    // Search by host (IP, domain and hash searches are covered by the store's tests).
+    let own = events
+        .iter()
+        .find(|e| {
+            e["kind"]["process"]["exe"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with("lindi-agent")
+        })
+        .unwrap();
+    let host = own["host_name"].as_str().unwrap().to_string();
+    let (ok, out, err) = lindi(&[
+        "events", "search", "--host", &host, "--kind", "process", "--limit", "5", "--json",
+    ]);
+    assert!(ok && out.lines().count() == 5, "{out}{err}");
+    let (ok, out, _) = lindi(&["events", "search", "--host", "no-such-host.invalid"]);
+    assert!(ok && out.contains("(0 events)"), "{out}");
+
+    let (ok, out, _) = lindi(&["agents", "list"]);
+    assert!(
+        ok && out.contains(&a.agent_id) && out.contains("reporting"),
+        "{out}"
+    );
+    let (ok, out, err) = lindi(&["agents", "show", &a.agent_id]);
+    assert!(
+        ok && out.contains("uptime") && out.contains("health reports"),
+        "{out}{err}"
+    );
+    let (ok, out, _) = lindi(&["agents", "show", &a.agent_id, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        ok && v["history"].as_array().is_some_and(|h| !h.is_empty()),
+        "{out}"
+    );
+    assert!(v["health"]["rss_bytes"].as_u64().unwrap_or(0) > 0, "{out}");
+    let (ok, _, err) = lindi(&["agents", "show", "ag-nope"]);
+    assert!(!ok && err.contains("not_found"), "{err}");
+    let (ok, out, _) = lindi(&["events", "search", "--kind", "process", "--limit", "3"]);
     assert!(ok && out.contains("(3 events)"), "{out}");
 
     // Bad input: a clear refusal, not a crash.
-    let (ok, _, err) = lindi(&["events", "--kind", "nonsense"]);
+    let (ok, _, err) = lindi(&["events", "search", "--kind", "nonsense"]);
     assert!(!ok && err.contains("bad_kind"), "{err}");
-    let (ok, _, err) = lindi(&["events", "--since", "yesterday"]);
+    let (ok, _, err) = lindi(&["events", "search", "--since", "yesterday"]);
     assert!(!ok && err.contains("bad_since"), "{err}");
+    let (ok, _, err) = lindi(&["events", "search", "--ip", "10.0.0.300"]);
+    assert!(!ok && err.contains("bad_ip"), "{err}");
+    let (ok, _, err) = lindi(&["events", "search", "--hash", "zz"]);
+    assert!(!ok && err.contains("bad_hash"), "{err}");
     let (ok, _, err) = run(
         Command::new(bin("lindi"))
             .args(["status"])

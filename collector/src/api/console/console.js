@@ -123,3 +123,39 @@ if (actions) {
     });
   });
 }
+
+// Team profile: the admin's form, saved as one PUT; a new public link on request.
+const profile = document.getElementById("profile");
+if (profile) {
+  profile.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const body = {};
+    for (const el of profile.elements) {
+      if (!el.name) continue;
+      if (el.name === "members_public") body[el.name] = el.checked;
+      else if (el.name === "tlp_label") body[el.name] = el.value || null;
+      else if (el.name === "pgp_keys") {
+        body[el.name] = el.value.split("\n").map((l) => l.trim()).filter(Boolean).map((l) => {
+          const [key_id = "", fingerprint = "", user_id = "", url = ""] = l.split("|").map((x) => x.trim());
+          return { key_id, fingerprint, user_id, url };
+        });
+      } else if (el.dataset.kind === "lines") {
+        body[el.name] = el.value.split("\n").map((l) => l.trim()).filter(Boolean);
+      } else body[el.name] = el.value;
+    }
+    try {
+      await api("PUT", "/api/v1/profile", body);
+      location.reload();
+    } catch (e) {
+      show(e.message);
+    }
+  });
+}
+const rotateLink = document.getElementById("rotate-link");
+if (rotateLink) {
+  rotateLink.addEventListener("click", async () => {
+    if (!confirm("Make a new public link? The current one stops working.")) return;
+    await api("POST", "/api/v1/profile/link").catch((e) => alert(e.message));
+    location.reload();
+  });
+}
