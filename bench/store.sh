@@ -14,12 +14,17 @@ rate() {
     $B/lindi-collector bench-store --events "$N" --dir "$work" "$@" |
         python3 -c 'import json,sys; print(round(json.load(sys.stdin)["events_per_sec"]))'
 }
+# Searches on the filled store (flow records, with the index) are timed too.
 for kind in process flow; do
     without=$(rate --kind "$kind" --no-search-index)
-    with=$(rate --kind "$kind")
-    python3 - "$kind" "$without" "$with" <<'PY'
-import sys
-kind, without, with_ = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-print(f"{kind:8} without index {without:>9,} events/s   with index {with_:>9,} events/s   ratio {with_ / without:.2f}")
+    $B/lindi-collector bench-store --events "$N" --dir "$work" --kind "$kind" > "$work/with.json"
+    python3 - "$kind" "$without" "$work/with.json" <<'PY'
+import json, sys
+kind, without = sys.argv[1], int(sys.argv[2])
+r = json.load(open(sys.argv[3]))
+w = r["events_per_sec"]
+print(f"{kind:8} without index {without:>9,} events/s   with index {round(w):>9,} events/s   ratio {w / without:.2f}")
+for s in r.get("searches", []):
+    print(f"         search ip={s['ip']:<14} {s['matches']:>4} newest of the matches in {s['milliseconds']:.1f} ms")
 PY
 done

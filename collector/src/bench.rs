@@ -9,8 +9,10 @@ use lindi_shared::proto::Event;
 use rusqlite::Connection;
 use serde::Serialize;
 
+use crate::store::search::Observable;
 use crate::store::{
-    StoreError, Synchronous, configure_writer, events_schema, insert_event_rows_indexed,
+    EventQuery, StoreError, Synchronous, configure_writer, events_schema,
+    insert_event_rows_indexed, run_event_query,
 };
 
 /// What the store benchmark inserts.
@@ -47,6 +49,17 @@ pub struct PlainInsertReport {
     pub events: u64,
     pub seconds: f64,
     pub events_per_sec: f64,
+    /// With the index, for flow records: searches on the filled store, newest 100 first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub searches: Vec<SearchTiming>,
+}
+
+/// One search on the benchmark's store.
+#[derive(Debug, Serialize)]
+pub struct SearchTiming {
+    pub ip: String,
+    pub matches: usize,
+    pub milliseconds: f64,
 }
 
 pub fn plain_insert(
@@ -99,6 +112,25 @@ pub fn plain_insert(
         made += n;
         seq += 1;
     }
+    let mut searches = vec![];
+    if search_index && kind == BenchKind::Flow {
+        // A server address (in 1 of 250 records), one client's (in one record), and one
+        // that is nowhere.
+        for ip in ["198.51.100.7", "10.0.0.5", "192.0.2.1"] {
+            let q = EventQuery {
+                observables: vec![(Observable::Ip, ip.to_string())],
+                limit: 100,
+                ..Default::default()
+            };
+            let start = Instant::now();
+            let found = run_event_query(&conn, &q)?;
+            searches.push(SearchTiming {
+                ip: ip.into(),
+                matches: found.len(),
+                milliseconds: start.elapsed().as_secs_f64() * 1000.0,
+            });
+        }
+    }
     drop(conn);
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
@@ -108,6 +140,7 @@ pub fn plain_insert(
         events,
         seconds,
         events_per_sec: events as f64 / seconds.max(1e-9),
+        searches,
     })
 }
 

@@ -694,6 +694,40 @@ pub fn insert_event_rows_indexed(
     search::insert_terms(tx, &mut terms)
 }
 
+/// Run an event query on `conn` (the store's reader; the store benchmark's own database).
+pub fn run_event_query(conn: &Connection, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+    let (sql, args) = event_query_sql(q);
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, Vec<u8>>(3)?,
+        ))
+    })?;
+    let mut out = vec![];
+    for row in rows {
+        let (id, constituency, seq, body) = row?;
+        // A row this build cannot decode is skipped rather than failing the whole query;
+        // an index hit is checked against the event itself (term keys are hashes).
+        if let Ok(event) = Event::decode(body.as_slice())
+            && (q.observables.is_empty() || {
+                let o = search::Observables::of(&event);
+                q.observables.iter().all(|(w, v)| o.matches(*w, v))
+            })
+        {
+            out.push(StoredEvent {
+                id,
+                constituency,
+                batch_seq: seq as u64,
+                event,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// The SQL of an event query and its arguments. With observables, the first one's index
 /// entries drive the query, one seek per bucket of event rows (CROSS JOIN fixes the join
 /// order, so SQLite does not walk a whole kind or time index instead); the rest are point
@@ -934,37 +968,7 @@ impl Store for SqliteStore {
     }
 
     fn query_events(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
-        let conn = self.reader()?;
-        let (sql, args) = event_query_sql(q);
-        let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, Vec<u8>>(3)?,
-            ))
-        })?;
-        let mut out = vec![];
-        for row in rows {
-            let (id, constituency, seq, body) = row?;
-            // A row this build cannot decode is skipped rather than failing the whole query;
-            // an index hit is checked against the event itself (term keys are hashes).
-            if let Ok(event) = Event::decode(body.as_slice())
-                && (q.observables.is_empty() || {
-                    let o = search::Observables::of(&event);
-                    q.observables.iter().all(|(w, v)| o.matches(*w, v))
-                })
-            {
-                out.push(StoredEvent {
-                    id,
-                    constituency,
-                    batch_seq: seq as u64,
-                    event,
-                });
-            }
-        }
-        Ok(out)
+        run_event_query(&self.reader()?, q)
     }
 
     fn count_events(&self) -> Result<u64, StoreError> {
