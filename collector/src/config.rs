@@ -161,6 +161,8 @@ pub struct CollectorSettings {
     pub triage: Arc<TriageSettings>,
     pub escalation: Arc<EscalationSettings>,
     pub monitors: MonitorSection,
+    /// Constituencies, contacts, rotas and policies as the API shows them.
+    pub directory: Arc<crate::api::directory::Directory>,
 }
 
 impl CollectorConfig {
@@ -279,6 +281,10 @@ impl CollectorConfig {
                     .map_err(|e| invalid("monitors", e))?;
                 self.monitors.clone()
             },
+            directory: Arc::new(crate::api::directory::Directory::new(
+                &self.constituencies,
+                &self.escalation,
+            )),
         })
     }
 }

@@ -240,6 +240,8 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
         logins: Default::default(),
         stats: ingest.stats.clone(),
         quic_addr,
+        directory: settings.directory.clone(),
+        rotas: settings.escalation.rotas.clone(),
     });
     let mut api_stop = stop_rx.clone();
     let http = tokio::spawn(async move {

@@ -120,12 +120,18 @@ fn detection(agent: &str, src: &str, i: i64) -> Event {
 }
 
 fn start() -> (tempfile::TempDir, tokio::runtime::Runtime, RunningCollector) {
+    start_with(CollectorConfig::default())
+}
+
+fn start_with(
+    config: CollectorConfig,
+) -> (tempfile::TempDir, tokio::runtime::Runtime, RunningCollector) {
     let dir = tempfile::tempdir().unwrap();
     let config = CollectorConfig {
         data_dir: Some(dir.path().join("c")),
         listen_addr: "127.0.0.1:0".into(),
         http_listen_addr: "127.0.0.1:0".into(),
-        ..Default::default()
+        ..config
     };
     lindi_collector::init(&config, false).unwrap();
     let settings = config.validate().unwrap();
@@ -749,4 +755,157 @@ fn the_team_profile_is_edited_by_admins_and_read_by_anyone_with_its_link() {
         actions.contains(&"update") && actions.contains(&"rotate_link"),
         "{actions:?}"
     );
+}
+
+#[test]
+fn constituencies_contacts_and_policies_show_only_what_serves_the_callers_scope() {
+    let config: CollectorConfig = toml::from_str(
+        r#"
+[[constituencies]]
+name = "bank-a"
+[[constituencies.assets]]
+name = "payments"
+addresses = ["10.1.0.0/16"]
+criticality = "critical"
+
+[[constituencies]]
+name = "bank-b"
+[[constituencies.assets]]
+name = "b-secret-core"
+hosts = ["core.bank-b.example"]
+criticality = "high"
+
+[[escalation.channels]]
+name = "mail"
+kind = "smtp"
+server = "127.0.0.1:25"
+from = "lindi@csirt.example"
+
+[[escalation.channels]]
+name = "hook"
+kind = "webhook"
+url = "http://127.0.0.1:9/secret-path"
+headers = { Authorization = "Bearer very-secret" }
+
+[[escalation.contacts]]
+name = "alice"
+email = "alice@bank-a.example"
+[[escalation.contacts]]
+name = "amir"
+email = "amir@bank-a.example"
+[[escalation.contacts]]
+name = "bob"
+email = "bob@bank-b.example"
+[[escalation.contacts]]
+name = "bea"
+email = "bea@bank-b.example"
+[[escalation.contacts]]
+name = "carol"
+channels = ["hook"]
+[[escalation.contacts]]
+name = "dave"
+email = "dave@csirt.example"
+
+[[escalation.rotas]]
+name = "national"
+members = ["carol", "dave"]
+
+[[escalation.policies]]
+name = "bank-a-desk"
+constituencies = ["bank-a"]
+[[escalation.policies.levels]]
+contacts = ["alice", "amir"]
+delay_secs = 600
+
+[[escalation.policies]]
+name = "bank-b-desk"
+constituencies = ["bank-b"]
+[[escalation.policies.levels]]
+contacts = ["bob", "bea"]
+delay_secs = 600
+
+[[escalation.policies]]
+name = "national-duty"
+constituencies = ["bank-a", "bank-b"]
+[[escalation.policies.levels]]
+contacts = ["rota:national", "dave"]
+delay_secs = 900
+"#,
+    )
+    .unwrap();
+    let (_dir, _rt, c) = start_with(config);
+    let api = Api { base: c.http_url() };
+    let root = token(&c, "root", Role::Admin, &["*"]);
+    let resp_a = token(&c, "resp-a", Role::Responder, &[A]);
+    let viewer_b = token(&c, "viewer-b", Role::ConstituentViewer, &[B]);
+    let partner = token(&c, "partner", Role::Partner, &["*"]);
+
+    let names = |v: &Value, list: &str, field: &str| -> Vec<String> {
+        v[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x[field].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (s, v) = api.call(&root, "GET", "/api/v1/constituencies", None);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(names(&v, "constituencies", "name"), [A, B]);
+
+    let (s, v) = api.call(&resp_a, "GET", "/api/v1/constituencies", None);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(names(&v, "constituencies", "name"), [A]);
+    let a = &v["constituencies"][0];
+    assert_eq!(a["assets"][0]["name"], "payments");
+    assert_eq!(a["policies"], json!(["bank-a-desk", "national-duty"]));
+    let contacts = names(a, "contacts", "name");
+    assert_eq!(contacts, ["alice", "amir", "carol", "dave"]);
+    // Exactly one of the rota's members is on duty now.
+    let on_duty: usize = a["contacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["on_duty"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(on_duty, 1, "{a}");
+    let text = v.to_string();
+    for leak in [
+        "bob",
+        "bea",
+        "b-secret-core",
+        "bank-b",
+        "very-secret",
+        "secret-path",
+    ] {
+        assert!(!text.contains(leak), "{leak} leaked to bank-a: {text}");
+    }
+    let (s, _) = api.call(&resp_a, "GET", &format!("/api/v1/constituencies/{B}"), None);
+    assert_eq!(s, 404);
+    let (s, v) = api.call(
+        &viewer_b,
+        "GET",
+        &format!("/api/v1/constituencies/{B}"),
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["assets"][0]["name"], "b-secret-core");
+
+    let (s, v) = api.call(&resp_a, "GET", "/api/v1/escalation-policies", None);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        names(&v, "policies", "name"),
+        ["bank-a-desk", "national-duty"]
+    );
+    assert_eq!(v["policies"][1]["constituencies"], json!([A]), "{v}");
+    assert_eq!(names(&v, "rotas", "name"), ["national"]);
+    assert!(v["rotas"][0]["on_duty"].is_string());
+    assert_eq!(v["sla"].as_array().unwrap().len(), 4);
+    assert!(!v.to_string().contains("bank-b"), "{v}");
+    let (_, v) = api.call(&root, "GET", "/api/v1/escalation-policies", None);
+    assert_eq!(v["policies"].as_array().unwrap().len(), 3);
+
+    for path in ["/api/v1/constituencies", "/api/v1/escalation-policies"] {
+        let (s, _) = api.call(&partner, "GET", path, None);
+        assert_eq!(s, 403, "partner {path}");
+    }
 }

@@ -44,6 +44,8 @@ pub enum Permission {
     ManageUsers,
     /// Edit the team's RFC 2350 profile.
     ManageProfile,
+    /// Constituencies with their assets and contacts, escalation policies, rotas, SLAs.
+    ReadDirectory,
 }
 
 impl Role {
@@ -78,7 +80,10 @@ impl Role {
                 !matches!(p, ManageUsers | ReadAudit | WriteTickets | ManageProfile)
             }
             Role::ConstituentViewer => {
-                matches!(p, ReadAlerts | ReadTickets | ReadAgents | ReadMetrics)
+                matches!(
+                    p,
+                    ReadAlerts | ReadTickets | ReadAgents | ReadMetrics | ReadDirectory
+                )
             }
             Role::Partner => matches!(p, ReadTickets | ReadMetrics),
         }

@@ -401,6 +401,7 @@ pub(super) async fn me(auth: Auth) -> Json<Value> {
         Permission::ReadAudit,
         Permission::ManageUsers,
         Permission::ManageProfile,
+        Permission::ReadDirectory,
     ]
     .into_iter()
     .filter(|x| p.may(*x))

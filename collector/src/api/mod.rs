@@ -40,6 +40,7 @@ use crate::store::{EventQuery, SqliteStore, Store};
 
 pub mod auth;
 mod console;
+pub mod directory;
 mod metrics;
 pub mod openapi;
 mod profile;
@@ -56,6 +57,9 @@ pub struct ApiState {
     pub logins: auth::LoginLimiter,
     pub stats: Arc<IngestStats>,
     pub quic_addr: SocketAddr,
+    pub directory: Arc<directory::Directory>,
+    /// The rotas, for who is on duty now.
+    pub rotas: lindi_shared::escalation::Rotas,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -79,6 +83,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .merge(tickets::routes())
         .merge(metrics::routes())
         .merge(profile::routes())
+        .merge(directory::routes())
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })

@@ -336,6 +336,9 @@ impl Modify for Security {
         super::profile::show,
         super::profile::update,
         super::profile::rotate,
+        super::directory::constituencies,
+        super::directory::constituency,
+        super::directory::policies,
     ),
     components(schemas(
         ErrorBody, Observable, Task, Comment, AuditEntry, NotificationRecord
