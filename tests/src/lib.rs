@@ -648,6 +648,11 @@ pub const BEACON_PORT: u16 = 39_999;
 /// [`BEACON_PORT`] carrying `lindi-e2e-beacon` is trojan activity of priority 1, so each
 /// beacon is a real detection that opens a high ticket. Needs root (live capture).
 pub fn beacon_agent(c: &Collector, constituency: &str) -> Agent {
+    beacon_agent_reporting(c, constituency, 3_600_000)
+}
+
+/// [`beacon_agent`] sending a health report every `health_ms` milliseconds.
+pub fn beacon_agent_reporting(c: &Collector, constituency: &str, health_ms: u64) -> Agent {
     let mut a = Agent::enroll(&c.token(constituency));
     let rules = a.tmp.path().join("beacon.rules");
     std::fs::write(
@@ -657,10 +662,15 @@ pub fn beacon_agent(c: &Collector, constituency: &str) -> Agent {
         ),
     )
     .unwrap();
-    let config = FAST_AGENT.replace(
-        "[sensors.net]\nenabled = false",
-        "[sensors.net]\nenabled = true\ninterfaces = [\"lo\"]",
-    );
+    let config = FAST_AGENT
+        .replace(
+            "[sensors.net]\nenabled = false",
+            "[sensors.net]\nenabled = true\ninterfaces = [\"lo\"]",
+        )
+        .replace(
+            "[health]\ninterval_ms = 3600000",
+            &format!("[health]\ninterval_ms = {health_ms}"),
+        );
     a.configure(&format!(
         "{config}\n[detectors]\nsuricata_rules = [{:?}]\n",
         rules.display().to_string()

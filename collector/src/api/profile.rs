@@ -187,6 +187,9 @@ enum Input {
     Text,
     /// One entry per line.
     Lines,
+    /// One PGP key per line: key id | fingerprint | user id | URL.
+    Keys,
+    Check,
 }
 
 const FORM: &[(&str, &str, &str, Input)] = &[
@@ -284,54 +287,55 @@ fn form(p: &TeamProfile) -> String {
         "<form id=\"profile\" class=\"profile-form\"><p class=\"muted\">Every heading of RFC 2350 Appendix D is kept; an empty field shows as “None available.”</p>",
     );
     for (section, name, label, kind) in FORM {
-        let value = match kind {
-            Input::Lines => v[*name]
+        let lines = |f: &dyn Fn(&serde_json::Value) -> String| {
+            v[*name]
                 .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| x.as_str())
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                })
-                .unwrap_or_default(),
-            _ => v[*name].as_str().unwrap_or_default().to_string(),
+                .map(|a| a.iter().map(f).collect::<Vec<_>>().join("\n"))
+                .unwrap_or_default()
         };
         let field = match kind {
-            Input::Line => format!("<input name=\"{name}\" value=\"{}\">", esc(&value)),
-            Input::Text | Input::Lines => format!(
-                "<textarea name=\"{name}\" data-kind=\"{}\" rows=\"3\">{}</textarea>",
-                if matches!(kind, Input::Lines) {
-                    "lines"
-                } else {
-                    "text"
-                },
-                esc(&value)
+            Input::Line => format!(
+                "<input name=\"{name}\" value=\"{}\">",
+                esc(v[*name].as_str().unwrap_or_default())
             ),
+            Input::Text => format!(
+                "<textarea name=\"{name}\" rows=\"3\">{}</textarea>",
+                esc(v[*name].as_str().unwrap_or_default())
+            ),
+            Input::Lines => format!(
+                "<textarea name=\"{name}\" data-kind=\"lines\" rows=\"3\">{}</textarea>",
+                esc(&lines(&|x| x.as_str().unwrap_or_default().to_string()))
+            ),
+            Input::Keys => format!(
+                "<textarea name=\"{name}\" data-kind=\"keys\" rows=\"3\">{}</textarea>",
+                esc(&lines(&|k| {
+                    ["key_id", "fingerprint", "user_id", "url"]
+                        .map(|f| k[f].as_str().unwrap_or_default())
+                        .join(" | ")
+                }))
+            ),
+            Input::Check => {
+                let _ = write!(
+                    out,
+                    "<label class=\"check\"><input type=\"checkbox\" name=\"{name}\"{}> {label}</label>",
+                    if v[*name].as_bool() == Some(true) {
+                        " checked"
+                    } else {
+                        ""
+                    }
+                );
+                continue;
+            }
         };
         let _ = write!(
             out,
             "<label><span><span class=\"num\">{section}</span> {label}</span>{field}</label>"
         );
     }
-    let keys = p
-        .pgp_keys
-        .iter()
-        .map(|k| {
-            format!(
-                "{} | {} | {} | {}",
-                k.key_id, k.fingerprint, k.user_id, k.url
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
     let _ = write!(
         out,
-        "<label><span><span class=\"num\">2</span> Public keys (one per line: key id | fingerprint | user id | URL)</span><textarea name=\"pgp_keys\" rows=\"3\">{}</textarea></label>\
-<label class=\"check\"><input type=\"checkbox\" name=\"members_public\"{}> The member list is public</label>\
-<label><span>Label of this document</span><select name=\"tlp_label\"><option value=\"\">none</option>{}</select></label>\
+        "<label><span>Label of this document</span><select name=\"tlp_label\"><option value=\"\">none</option>{}</select></label>\
 <p><button type=\"submit\">Save the profile</button> <span id=\"msg\" class=\"err\"></span></p></form>",
-        esc(&keys),
-        if p.members_public { " checked" } else { "" },
         Tlp::ALL
             .iter()
             .map(|t| format!(

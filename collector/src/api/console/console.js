@@ -134,7 +134,7 @@ if (profile) {
       if (!el.name) continue;
       if (el.name === "members_public") body[el.name] = el.checked;
       else if (el.name === "tlp_label") body[el.name] = el.value || null;
-      else if (el.name === "pgp_keys") {
+      else if (el.dataset.kind === "keys") {
         body[el.name] = el.value.split("\n").map((l) => l.trim()).filter(Boolean).map((l) => {
           const [key_id = "", fingerprint = "", user_id = "", url = ""] = l.split("|").map((x) => x.trim());
           return { key_id, fingerprint, user_id, url };
