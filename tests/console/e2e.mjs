@@ -136,7 +136,9 @@ try {
   await page.fill("[name=pgp_keys]", "0x5A3B1C9D | 8F1E 2A7C 9B3D 4E6F 0A1B  2C3D 4E5F 6A7B 5A3B 1C9D | cert@csirt.example | https://csirt.example/cert.asc");
   await page.selectOption("[name=tlp_label]", "TLP:CLEAR");
   await page.click("form#profile button[type=submit]");
-  await page.waitForSelector("#public-link");
+  await page.waitForSelector("#public-link, #msg:not(:empty)");
+  const refused = await page.textContent("#msg").catch(() => "");
+  if (refused) throw new Error("saving the profile was refused: " + refused);
   await page.waitForSelector("div.profile h2:has-text('Contact Information')");
   await page.screenshot({ path: shots + "/console-team.png", fullPage: true });
   const link = await page.getAttribute("#public-link", "href");

@@ -457,6 +457,9 @@ async fn ticket(
                     esc(&n.state)
                 );
             }
+            if e.notifications.is_empty() {
+                b.push_str("<tr><td colspan=\"5\" class=\"empty\">No one was paged.</td></tr>");
+            }
             b.push_str("</tbody></table>");
         }
         None => b.push_str("<p class=\"muted\">Not escalated yet.</p>"),
@@ -485,19 +488,45 @@ async fn ticket(
     for a in v.audit.iter().rev() {
         let _ = write!(
             b,
-            "<li><span class=\"muted\">{}</span> <b>{}</b> {} <span class=\"mono\">{}</span></li>",
+            "<li><span class=\"muted\">{}</span> <b>{}</b> {} {}</li>",
             time(a.at_ns),
             esc(&a.actor),
-            esc(&a.action),
-            esc(&if a.after.is_null() {
-                String::new()
-            } else {
-                a.after.to_string()
-            })
+            esc(&a.action.replace('_', " ")),
+            changes(&a.after)
         );
     }
     b.push_str("</ol></section></div>");
     page(&format!("#{} {}", t.id, t.title), &auth, "tickets", &b).into_response()
+}
+
+/// What an audit entry set, for people: `state → containment · assignee → ana`, times as
+/// times, ids and nested values as compact text.
+fn changes(after: &serde_json::Value) -> String {
+    let Some(obj) = after.as_object() else {
+        return String::new();
+    };
+    obj.iter()
+        .map(|(k, v)| {
+            let shown = match v {
+                serde_json::Value::Number(n) if k.ends_with("_at_ns") => {
+                    n.as_i64().map(time).unwrap_or_else(|| n.to_string())
+                }
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => "–".into(),
+                other => other.to_string(),
+            };
+            let key = k
+                .trim_end_matches("_at_ns")
+                .trim_end_matches("_ns")
+                .replace('_', " ");
+            format!(
+                "<span class=\"chg\"><span class=\"muted\">{}</span> {}</span>",
+                esc(&key),
+                esc(&shown.chars().take(200).collect::<String>())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Bytes for people: `812 KiB`, `41.3 MiB`, `2.10 GiB`.

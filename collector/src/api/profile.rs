@@ -228,9 +228,16 @@ const FORM: &[(&str, &str, &str, Input)] = &[
     ("2", "email", "Electronic mail address", Input::Line),
     (
         "2",
-        "members",
-        "Team members (one per line; empty: not public)",
-        Input::Lines,
+        "pgp_keys",
+        "Public keys (one per line: key id | fingerprint | user id | URL)",
+        Input::Keys,
+    ),
+    ("2", "members", "Team members (one per line)", Input::Lines),
+    (
+        "2",
+        "members_public",
+        "The member list is public (otherwise it says it is not)",
+        Input::Check,
     ),
     ("2", "other_information", "Other information", Input::Text),
     (

@@ -800,9 +800,10 @@ impl Store for SqliteStore {
                 meta.last_ts_ns
             ],
         )?;
-        // Loss counters only grow; a resent old batch must not lower them.
+        // Loss counters and last contact only grow; a resent old batch (or a clock stepped
+        // back) must not lower them.
         tx.execute(
-            "UPDATE agents SET last_seen_at_s = ?2, spool_dropped_events = MAX(spool_dropped_events, ?3), spool_dropped_batches = MAX(spool_dropped_batches, ?4) WHERE agent_id = ?1",
+            "UPDATE agents SET last_seen_at_s = NULLIF(MAX(COALESCE(last_seen_at_s, 0), ?2), 0), spool_dropped_events = MAX(spool_dropped_events, ?3), spool_dropped_batches = MAX(spool_dropped_batches, ?4) WHERE agent_id = ?1",
             params![
                 meta.agent_id,
                 meta.received_at_s,
@@ -861,7 +862,7 @@ impl Store for SqliteStore {
         now_s: i64,
     ) -> Result<(), StoreError> {
         self.writer().execute(
-            "UPDATE agents SET agent_version = ?2, host_name = ?3, last_seen_at_s = ?4, spool_dropped_events = MAX(spool_dropped_events, ?5), spool_dropped_batches = MAX(spool_dropped_batches, ?6) WHERE agent_id = ?1",
+            "UPDATE agents SET agent_version = ?2, host_name = ?3, last_seen_at_s = MAX(COALESCE(last_seen_at_s, 0), ?4), spool_dropped_events = MAX(spool_dropped_events, ?5), spool_dropped_batches = MAX(spool_dropped_batches, ?6) WHERE agent_id = ?1",
             params![agent_id, version, host_name, now_s, dropped.0 as i64, dropped.1 as i64],
         )?;
         Ok(())
