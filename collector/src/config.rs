@@ -52,9 +52,11 @@ pub struct CollectorConfig {
     /// DNS names and IP addresses the server certificate names, besides `lindi-collector`.
     /// Default `["localhost", "127.0.0.1", "::1"]`. Used by `init` only.
     pub server_names: Vec<String>,
-    /// TCP address of the HTTP API (tokens and console sessions). It has no TLS yet, so it must be a
-    /// loopback address. Default `127.0.0.1:8470`.
+    /// TCP address of the HTTP API and console (tokens and console sessions). Without
+    /// `[http_tls]` it must be a loopback address. Default `127.0.0.1:8470`.
     pub http_listen_addr: String,
+    /// HTTPS for the API and console; with it, `http_listen_addr` may be any address.
+    pub http_tls: HttpTlsSection,
     /// Enrollment tokens expire after this many seconds unless `--ttl-secs` says otherwise.
     /// Default 86400 (one day).
     pub token_ttl_secs: u64,
@@ -83,6 +85,7 @@ impl Default for CollectorConfig {
             advertise_addr: None,
             server_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             http_listen_addr: "127.0.0.1:8470".into(),
+            http_tls: HttpTlsSection::default(),
             token_ttl_secs: 86_400,
             agent_cert_validity_days: 825,
             max_connections: 10_000,
@@ -151,6 +154,7 @@ pub struct CollectorSettings {
     pub advertise_addr: String,
     pub server_names: Vec<String>,
     pub http_listen_addr: SocketAddr,
+    pub http_tls: Option<HttpTls>,
     pub token_ttl_secs: u64,
     pub agent_cert_validity_days: i64,
     pub max_connections: usize,
@@ -163,6 +167,45 @@ pub struct CollectorSettings {
     pub monitors: MonitorSection,
     /// Constituencies, contacts, rotas and policies as the API shows them.
     pub directory: Arc<crate::api::directory::Directory>,
+}
+
+/// `[http_tls]` in collector.toml.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpTlsSection {
+    /// Serve the API and console over HTTPS only. Default false.
+    pub enabled: bool,
+    /// PEM certificate chain and private key. Without them, the collector's own server
+    /// certificate (issued by its CA: clients trust `ca.crt` from the data directory, e.g.
+    /// `lindi --ca`, or import it into the browser).
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// Where the API's certificate comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HttpTls {
+    /// The collector's own server certificate and key (data directory).
+    CollectorCert,
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
+}
+
+impl HttpTlsSection {
+    pub fn validate(&self) -> Result<Option<HttpTls>, String> {
+        match (self.enabled, &self.cert, &self.key) {
+            (false, None, None) => Ok(None),
+            (false, ..) => Err("cert and key are set but enabled is false".into()),
+            (true, None, None) => Ok(Some(HttpTls::CollectorCert)),
+            (true, Some(cert), Some(key)) => Ok(Some(HttpTls::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            })),
+            (true, ..) => Err("give both cert and key, or neither".into()),
+        }
+    }
 }
 
 impl CollectorConfig {
@@ -202,10 +245,14 @@ impl CollectorConfig {
                 format!("{:?}: {e}", self.http_listen_addr),
             )
         })?;
-        if !http_listen_addr.ip().is_loopback() {
+        let http_tls = self
+            .http_tls
+            .validate()
+            .map_err(|e| invalid("http_tls", e))?;
+        if http_tls.is_none() && !http_listen_addr.ip().is_loopback() {
             return Err(invalid(
                 "http_listen_addr",
-                "the API has no TLS yet (its tokens would cross the network in clear), so it may only listen on loopback; put a TLS reverse proxy in front of it".into(),
+                "without [http_tls] the API may only listen on loopback (its tokens and session cookies would cross the network in clear): enable [http_tls], or put a TLS reverse proxy in front of it".into(),
             ));
         }
         let advertise_addr = match &self.advertise_addr {
@@ -257,6 +304,7 @@ impl CollectorConfig {
             advertise_addr,
             server_names: self.server_names.clone(),
             http_listen_addr,
+            http_tls,
             token_ttl_secs: self.token_ttl_secs,
             agent_cert_validity_days: self.agent_cert_validity_days,
             max_connections: self.max_connections.max(1),
@@ -308,6 +356,26 @@ mod tests {
             ..Default::default()
         };
         assert!(c.validate().unwrap_err().to_string().contains("loopback"));
+        let tls = |enabled, cert: Option<&str>, key: Option<&str>| CollectorConfig {
+            http_listen_addr: "0.0.0.0:8443".into(),
+            http_tls: HttpTlsSection {
+                enabled,
+                cert: cert.map(PathBuf::from),
+                key: key.map(PathBuf::from),
+            },
+            ..Default::default()
+        };
+        assert_eq!(
+            tls(true, None, None).validate().unwrap().http_tls,
+            Some(HttpTls::CollectorCert)
+        );
+        assert!(tls(true, Some("/a.crt"), Some("/a.key")).validate().is_ok());
+        assert!(tls(true, Some("/a.crt"), None).validate().is_err());
+        assert!(
+            tls(false, Some("/a.crt"), Some("/a.key"))
+                .validate()
+                .is_err()
+        );
         let c = CollectorConfig {
             listen_addr: "0.0.0.0:4700".into(),
             ..Default::default()

@@ -57,6 +57,31 @@ pub enum CollectorError {
         path: String,
         source: std::io::Error,
     },
+    #[error("the API's TLS certificate: {0}")]
+    ApiTls(String),
+}
+
+/// The API's HTTPS configuration: the configured certificate files, or the collector's own
+/// server certificate.
+fn api_tls(
+    tls: &config::HttpTls,
+    authority: &Authority,
+) -> Result<rustls::ServerConfig, CollectorError> {
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|source| CollectorError::Io {
+            path: p.display().to_string(),
+            source,
+        })
+    };
+    let (cert, key) = match tls {
+        config::HttpTls::CollectorCert => (
+            authority.server_chain_pem.clone(),
+            authority.server_key_pem.clone(),
+        ),
+        config::HttpTls::Files { cert, key } => (read(cert)?, read(key)?),
+    };
+    lindi_shared::tls::https_server_config(&cert, &key)
+        .map_err(|e| CollectorError::ApiTls(e.to_string()))
 }
 
 pub fn now_s() -> i64 {
@@ -141,6 +166,8 @@ pub fn adopt_owner(dir: &Path) -> std::io::Result<()> {
 pub struct RunningCollector {
     pub quic_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// Whether the API serves HTTPS.
+    pub https: bool,
     pub store: Arc<SqliteStore>,
     pub ingest: Arc<Ingest>,
     pub pipeline: Arc<PipelineHandle>,
@@ -152,8 +179,10 @@ pub struct RunningCollector {
 }
 
 impl RunningCollector {
+    /// The API's base URL (`https://` when it serves TLS).
     pub fn http_url(&self) -> String {
-        format!("http://{}", self.http_addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.http_addr)
     }
 
     pub async fn shutdown(mut self) {
@@ -179,6 +208,10 @@ impl RunningCollector {
 /// Start ingest and the API from validated settings.
 pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, CollectorError> {
     let authority = Authority::load(&settings.data_dir)?;
+    let https = match &settings.http_tls {
+        None => None,
+        Some(tls) => Some(Arc::new(api_tls(tls, &authority)?)),
+    };
     let store = open_store(settings)?;
     let pipeline = Pipeline::new(store.clone(), settings.triage.clone())?;
     let pipeline_handle = pipeline.handle();
@@ -244,22 +277,26 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
         rotas: settings.escalation.rotas.clone(),
     });
     let mut api_stop = stop_rx.clone();
-    let http = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = api_stop.changed().await;
-        };
-        let app = api::router(api_state).into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!("HTTP API stopped: {e}");
-        }
-    });
+    let http = match https {
+        Some(tls) => tokio::spawn(api::serve_https(listener, api_state, tls, stop_rx.clone())),
+        None => tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = api_stop.changed().await;
+            };
+            let app = api::router(api_state).into_make_service_with_connect_info::<SocketAddr>();
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!("HTTP API stopped: {e}");
+            }
+        }),
+    };
     let quic = tokio::spawn(ingest.clone().serve(endpoint, stop_rx));
     Ok(RunningCollector {
         quic_addr,
         http_addr,
+        https: settings.http_tls.is_some(),
         store,
         ingest,
         pipeline: pipeline_handle,

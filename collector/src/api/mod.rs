@@ -1,4 +1,4 @@
-//! The collector's HTTP API (bound to loopback until it serves TLS): status, agents, event
+//! The collector's HTTP API (on loopback, or anywhere over HTTPS: [`https`]): status, agents, event
 //! search, alerts, tickets, suppressions, metrics and accounts. Every route but `/healthz` and
 //! login needs a principal ([`auth`]); every read is filtered to the principal's constituencies
 //! and TLP in the store. Errors are JSON `{"error": {"code": "...", "message": "..."}}` with a
@@ -41,6 +41,7 @@ use crate::store::{EventQuery, SqliteStore, Store};
 pub mod auth;
 mod console;
 pub mod directory;
+mod https;
 mod metrics;
 pub mod openapi;
 mod profile;
@@ -60,6 +61,16 @@ pub struct ApiState {
     pub directory: Arc<directory::Directory>,
     /// The rotas, for who is on duty now.
     pub rotas: lindi_shared::escalation::Rotas,
+}
+
+/// Serve the API over HTTPS until `stop` changes.
+pub async fn serve_https(
+    listener: tokio::net::TcpListener,
+    state: Arc<ApiState>,
+    tls: Arc<rustls::ServerConfig>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    https::serve(listener, router(state), tls, stop).await
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {

@@ -21,6 +21,10 @@ struct Cli {
     /// API token [default: the one `lindi login` saved for this server].
     #[arg(long, env = "LINDI_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
+    /// PEM certificates to trust for an https:// server instead of the public roots: the
+    /// collector's `ca.crt` (data directory) when it serves its own certificate.
+    #[arg(long, env = "LINDI_CA", global = true)]
+    ca: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -214,10 +218,11 @@ fn save(server: &str, token: &str) -> anyhow::Result<PathBuf> {
 struct Client {
     server: String,
     token: Option<String>,
+    agent: ureq::Agent,
 }
 
 impl Client {
-    fn new(cli: &Cli) -> Client {
+    fn new(cli: &Cli) -> anyhow::Result<Client> {
         let saved = saved();
         let server = cli
             .server
@@ -229,7 +234,31 @@ impl Client {
                 .filter(|(s, _)| s.trim_end_matches('/') == server.trim_end_matches('/'))
                 .map(|(_, t)| t)
         });
-        Client { server, token }
+        let mut config = ureq::Agent::config_builder().http_status_as_error(false);
+        if let Some(ca) = &cli.ca {
+            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+            let certs = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("{} is not PEM", ca.display()))?;
+            if certs.is_empty() {
+                bail!("{} holds no certificate", ca.display());
+            }
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+                    .build(),
+            );
+        }
+        Ok(Client {
+            server,
+            token,
+            agent: config.build().into(),
+        })
     }
 
     fn call(
@@ -240,10 +269,7 @@ impl Client {
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.server.trim_end_matches('/'));
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let agent = &self.agent;
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let sent = match (method, body) {
             ("GET", _) => {
@@ -632,7 +658,7 @@ fn read_password() -> anyhow::Result<String> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let client = Client::new(&cli);
+    let client = Client::new(&cli)?;
     let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Login { user, days } => {
