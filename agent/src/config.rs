@@ -61,42 +61,7 @@ pub struct DetectorsSection {
     pub net_heuristics: NetHeuristicsSection,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct NetHeuristicsSection {
-    /// Default true.
-    pub enabled: bool,
-    /// Sliding window of the scan and DNS counts, seconds. Default 300 (Zeek's).
-    pub window_s: i64,
-    /// Failed connections to this many ports of one host make a port scan. Default 15.
-    pub port_scan_ports: usize,
-    /// Failed connections to one port on this many hosts make an address scan. Default 25.
-    pub address_scan_hosts: usize,
-    /// SYNs per second to one address and port that make a flood. Default 1000.
-    pub syn_flood_per_s: u32,
-    /// A DNS label this long is suspicious. Default 52.
-    pub dns_label_len: usize,
-    /// Bits of entropy per character that make a long DNS label suspicious. Default 4.0.
-    pub dns_entropy: f64,
-    /// Distinct names under one domain in a window that are suspicious. Default 300.
-    pub dns_names_per_domain: usize,
-}
-
-impl Default for NetHeuristicsSection {
-    fn default() -> Self {
-        let d = lindi_shared::detect::heuristics::HeuristicConfig::default();
-        NetHeuristicsSection {
-            enabled: true,
-            window_s: d.window_s,
-            port_scan_ports: d.port_scan_ports,
-            address_scan_hosts: d.address_scan_hosts,
-            syn_flood_per_s: d.syn_flood_per_s,
-            dns_label_len: d.dns_label_len,
-            dns_entropy: d.dns_entropy,
-            dns_names_per_domain: d.dns_names_per_domain,
-        }
-    }
-}
+pub use lindi_shared::detect::heuristics::HeuristicsSection as NetHeuristicsSection;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -554,26 +519,12 @@ impl AgentConfig {
                 ));
             }
             let h = &self.detectors.net_heuristics;
-            if h.window_s < 1 || h.port_scan_ports < 2 || h.address_scan_hosts < 2 {
-                return Err(invalid(
-                    "detectors.net_heuristics",
-                    "window_s at least 1, port_scan_ports and address_scan_hosts at least 2",
-                ));
-            }
+            let heuristics = h
+                .to_config()
+                .map_err(|e| invalid("detectors.net_heuristics", &e))?;
             Some(crate::sensors::net::NetSettings {
                 iocs: (!iocs.is_empty()).then(|| std::sync::Arc::new(iocs)),
-                heuristics: h.enabled.then_some(
-                    lindi_shared::detect::heuristics::HeuristicConfig {
-                        window_s: h.window_s,
-                        port_scan_ports: h.port_scan_ports,
-                        address_scan_hosts: h.address_scan_hosts,
-                        syn_flood_per_s: h.syn_flood_per_s,
-                        dns_label_len: h.dns_label_len,
-                        dns_entropy: h.dns_entropy,
-                        dns_names_per_domain: h.dns_names_per_domain,
-                        ..Default::default()
-                    },
-                ),
+                heuristics,
                 rules: std::sync::Arc::new(set.rules),
                 rules_unsupported: set
                     .rejected

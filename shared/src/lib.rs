@@ -30,6 +30,7 @@
 //! ```
 
 pub mod access;
+pub mod bundle;
 pub mod codec;
 pub mod detect;
 pub mod duration;

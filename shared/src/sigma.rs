@@ -143,6 +143,13 @@ impl SigmaRules {
         (SigmaRules { engines, info }, report)
     }
 
+    /// The loaded rules' ids (titles for rules without one), sorted.
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.info.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
     pub fn rule_count(&self) -> usize {
         self.engines.values().map(|e| e.rule_count()).sum()
     }

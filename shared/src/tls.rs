@@ -96,10 +96,10 @@ pub fn server_config(
 }
 
 /// The HTTPS configuration of the collector's API and console: no client certificates
-/// (people log in), TLS 1.3 and 1.2, HTTP/1.1.
+/// (people log in), TLS 1.3 only, HTTP/1.1.
 pub fn https_server_config(cert_pem: &str, key_pem: &str) -> Result<ServerConfig, TlsError> {
     let mut config = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
         .with_single_cert(
             certs(cert_pem, "API certificate")?,

@@ -5,7 +5,10 @@
 //! 0600).
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use lindi_shared::bundle::{Bundle, PublicKey};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -66,6 +69,38 @@ enum Command {
     },
     /// The collector's status and ingest counters (JSON).
     Status,
+    /// Detection bundles: lint, test, make keys, sign, verify.
+    Detectors {
+        #[command(subcommand)]
+        command: DetectorsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DetectorsCommand {
+    /// Parse every rule, Sigma rule, indicator list and test of a bundle folder; report each
+    /// problem with file, line and reason. Exit status 1 when there is one.
+    Lint { dir: PathBuf },
+    /// Run the bundle's tests (tests/NAME/test.toml) with the agent's engines; pass or fail
+    /// per test. Exit status 1 when one fails.
+    Test { dir: PathBuf },
+    /// Make an ed25519 signing key: KEY (private, mode 0600) and KEY.pub (the line agents and
+    /// collectors put in their trusted keys).
+    Keygen { key: PathBuf },
+    /// Lint a bundle folder and write it signed to NAME-VERSION.bundle (or --out).
+    Sign {
+        dir: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check a signed bundle against trusted public keys (ed25519:BASE64 or a .pub file).
+    Verify {
+        file: PathBuf,
+        #[arg(long = "trust", required = true)]
+        trust: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -327,6 +362,136 @@ impl Client {
 
     fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         self.call("POST", path, &[], Some(body))
+    }
+}
+
+fn read_bundle(dir: &Path) -> anyhow::Result<Bundle> {
+    Bundle::read_dir(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))
+}
+
+/// Lint problems of a bundle: detectors and tests.
+fn lint(b: &Bundle) -> Vec<lindi_shared::bundle::Problem> {
+    let (_, mut problems) = b.compile();
+    problems.extend(b.tests().1);
+    problems
+}
+
+/// Run a `lindi detectors` command; false when it found problems or failures.
+fn detectors(command: DetectorsCommand, out: &mut impl Write) -> anyhow::Result<bool> {
+    match command {
+        DetectorsCommand::Lint { dir } => {
+            let b = read_bundle(&dir)?;
+            let (d, _) = b.compile();
+            let problems = lint(&b);
+            for p in &problems {
+                writeln!(out, "{}", clean(&p.to_string()))?;
+            }
+            let (rules, sigma, iocs) = d.counts;
+            writeln!(
+                out,
+                "{}: {rules} network rules, {sigma} Sigma rules, {iocs} indicators, {} tests; {} problems",
+                b.id(),
+                b.tests().0.len(),
+                problems.len()
+            )?;
+            Ok(problems.is_empty())
+        }
+        DetectorsCommand::Test { dir } => {
+            let b = read_bundle(&dir)?;
+            let (d, _) = b.compile();
+            let (tests, problems) = b.tests();
+            for p in &problems {
+                writeln!(out, "{}", clean(&p.to_string()))?;
+            }
+            let mut failed = 0;
+            for t in &tests {
+                let r = b.run_test(&d, t);
+                if r.failures.is_empty() {
+                    writeln!(out, "PASS {} ({} detections)", t.name, r.detections)?;
+                } else {
+                    failed += 1;
+                    writeln!(out, "FAIL {}", t.name)?;
+                    for f in &r.failures {
+                        writeln!(out, "     {}", clean(f))?;
+                    }
+                }
+            }
+            writeln!(
+                out,
+                "{}: {} passed, {failed} failed",
+                b.id(),
+                tests.len() - failed
+            )?;
+            Ok(failed == 0 && problems.is_empty() && !tests.is_empty())
+        }
+        DetectorsCommand::Keygen { key } => {
+            let (private, public) = lindi_shared::bundle::generate_key()?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&key)
+                .with_context(|| format!("creating {}", key.display()))?;
+            f.write_all(private.as_bytes())?;
+            let pub_path = PathBuf::from(format!("{}.pub", key.display()));
+            std::fs::write(&pub_path, format!("{public}\n"))
+                .with_context(|| format!("writing {}", pub_path.display()))?;
+            writeln!(
+                out,
+                "key {} written to {} (keep it secret) and {}:\n{public}",
+                public.id(),
+                key.display(),
+                pub_path.display()
+            )?;
+            Ok(true)
+        }
+        DetectorsCommand::Sign {
+            dir,
+            key,
+            out: file,
+        } => {
+            let b = read_bundle(&dir)?;
+            let problems = lint(&b);
+            if !problems.is_empty() {
+                for p in &problems {
+                    writeln!(out, "{}", clean(&p.to_string()))?;
+                }
+                writeln!(out, "not signed: fix the {} problems first", problems.len())?;
+                return Ok(false);
+            }
+            let text = std::fs::read_to_string(&key)
+                .with_context(|| format!("reading {}", key.display()))?;
+            let pair = lindi_shared::bundle::read_key(&text)?;
+            let signed = lindi_shared::bundle::sign(&b, &pair);
+            let file = file.unwrap_or_else(|| PathBuf::from(format!("{}.bundle", b.id())));
+            std::fs::write(&file, &signed)
+                .with_context(|| format!("writing {}", file.display()))?;
+            writeln!(out, "signed {} into {}", b.id(), file.display())?;
+            Ok(true)
+        }
+        DetectorsCommand::Verify { file, trust } => {
+            let mut keys = vec![];
+            for t in &trust {
+                let text = if t.starts_with("ed25519:") {
+                    t.clone()
+                } else {
+                    std::fs::read_to_string(t).with_context(|| format!("reading {t}"))?
+                };
+                keys.push(PublicKey::parse(&text)?);
+            }
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            match lindi_shared::bundle::verify(&bytes, &keys) {
+                Ok((b, key)) => {
+                    writeln!(out, "{}: good signature by key {}", b.id(), key.id())?;
+                    Ok(true)
+                }
+                Err(e) => {
+                    writeln!(out, "{}: refused: {e}", file.display())?;
+                    Ok(false)
+                }
+            }
+        }
     }
 }
 
@@ -885,6 +1050,13 @@ fn main() -> anyhow::Result<()> {
                 writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
             } else {
                 show_agent(&mut out, &v)?;
+            }
+        }
+        Command::Detectors { command } => {
+            let ok = detectors(command, &mut out)?;
+            out.flush()?;
+            if !ok {
+                std::process::exit(1);
             }
         }
         Command::Status => {

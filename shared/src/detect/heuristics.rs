@@ -46,6 +46,69 @@ impl Default for HeuristicConfig {
     }
 }
 
+/// The heuristics' settings as a config file writes them (the agent's
+/// `[detectors.net_heuristics]`, a detection bundle's `[heuristics]`).
+#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeuristicsSection {
+    /// Default true.
+    pub enabled: bool,
+    /// Sliding window of the scan and DNS counts, seconds. Default 300 (Zeek's).
+    pub window_s: i64,
+    /// Failed connections to this many ports of one host make a port scan. Default 15.
+    pub port_scan_ports: usize,
+    /// Failed connections to one port on this many hosts make an address scan. Default 25.
+    pub address_scan_hosts: usize,
+    /// SYNs per second to one address and port that make a flood. Default 1000.
+    pub syn_flood_per_s: u32,
+    /// A DNS label this long is suspicious. Default 52.
+    pub dns_label_len: usize,
+    /// Bits of entropy per character that make a long DNS label suspicious. Default 4.0.
+    pub dns_entropy: f64,
+    /// Distinct names under one domain in a window that are suspicious. Default 300.
+    pub dns_names_per_domain: usize,
+}
+
+impl Default for HeuristicsSection {
+    fn default() -> Self {
+        let d = HeuristicConfig::default();
+        HeuristicsSection {
+            enabled: true,
+            window_s: d.window_s,
+            port_scan_ports: d.port_scan_ports,
+            address_scan_hosts: d.address_scan_hosts,
+            syn_flood_per_s: d.syn_flood_per_s,
+            dns_label_len: d.dns_label_len,
+            dns_entropy: d.dns_entropy,
+            dns_names_per_domain: d.dns_names_per_domain,
+        }
+    }
+}
+
+impl HeuristicsSection {
+    /// The thresholds, checked; `None` when the heuristics are off.
+    pub fn to_config(&self) -> Result<Option<HeuristicConfig>, String> {
+        if self.window_s < 1 || self.port_scan_ports < 2 || self.address_scan_hosts < 2 {
+            return Err(
+                "window_s at least 1, port_scan_ports and address_scan_hosts at least 2".into(),
+            );
+        }
+        if !(self.dns_entropy.is_finite() && self.dns_entropy > 0.0) {
+            return Err("dns_entropy must be a positive number".into());
+        }
+        Ok(self.enabled.then_some(HeuristicConfig {
+            window_s: self.window_s,
+            port_scan_ports: self.port_scan_ports,
+            address_scan_hosts: self.address_scan_hosts,
+            syn_flood_per_s: self.syn_flood_per_s,
+            dns_label_len: self.dns_label_len,
+            dns_entropy: self.dns_entropy,
+            dns_names_per_domain: self.dns_names_per_domain,
+            ..Default::default()
+        }))
+    }
+}
+
 /// What a heuristic found.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Finding {

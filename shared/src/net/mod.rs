@@ -10,6 +10,7 @@ pub mod flow;
 pub mod http;
 pub mod inspect;
 pub mod packet;
+pub mod pcapfile;
 pub mod pipeline;
 pub mod stream;
 pub mod tls;
