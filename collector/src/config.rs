@@ -74,6 +74,17 @@ pub struct CollectorConfig {
     pub escalation: EscalationSection,
     /// Alarms on silent agents and sensors and on rising loss counters.
     pub monitors: MonitorSection,
+    /// Detection bundles: the keys whose signatures the collector accepts.
+    pub detectors: DetectorsSection,
+}
+
+/// `[detectors]` in collector.toml.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorsSection {
+    /// Public keys (`ed25519:BASE64`, as `lindi detectors keygen` writes KEY.pub) of the
+    /// detection teams whose bundles may be pushed here. Default: none (every push refused).
+    pub trusted_keys: Vec<String>,
 }
 
 impl Default for CollectorConfig {
@@ -95,6 +106,7 @@ impl Default for CollectorConfig {
             constituencies: vec![],
             escalation: EscalationSection::default(),
             monitors: MonitorSection::default(),
+            detectors: DetectorsSection::default(),
         }
     }
 }
@@ -165,6 +177,8 @@ pub struct CollectorSettings {
     pub triage: Arc<TriageSettings>,
     pub escalation: Arc<EscalationSettings>,
     pub monitors: MonitorSection,
+    /// Keys whose bundle signatures are accepted.
+    pub bundle_keys: Arc<Vec<lindi_shared::bundle::PublicKey>>,
     /// Constituencies, contacts, rotas and policies as the API shows them.
     pub directory: Arc<crate::api::directory::Directory>,
 }
@@ -329,6 +343,14 @@ impl CollectorConfig {
                     .map_err(|e| invalid("monitors", e))?;
                 self.monitors.clone()
             },
+            bundle_keys: Arc::new(
+                self.detectors
+                    .trusted_keys
+                    .iter()
+                    .map(|k| lindi_shared::bundle::PublicKey::parse(k))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| invalid("detectors.trusted_keys", e.to_string()))?,
+            ),
             directory: Arc::new(crate::api::directory::Directory::new(
                 &self.constituencies,
                 &self.escalation,

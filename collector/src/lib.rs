@@ -244,6 +244,7 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
         source,
     })?;
     let (stop, stop_rx) = watch::channel(false);
+    let bundle_generation = Arc::new(watch::channel(0u64).0);
     let pipeline_stop = Arc::new(AtomicBool::new(false));
     let triage_thread = pipeline.spawn(pipeline_stop.clone());
     let escalator = Escalator::new(store.clone(), settings.escalation.clone());
@@ -275,6 +276,8 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
         quic_addr,
         directory: settings.directory.clone(),
         rotas: settings.escalation.rotas.clone(),
+        bundle_keys: settings.bundle_keys.clone(),
+        bundle_generation: bundle_generation.clone(),
     });
     let mut api_stop = stop_rx.clone();
     let http = match https {

@@ -181,3 +181,218 @@ fn signed_bundles_verify_only_unchanged_and_with_a_trusted_key() {
     let (ok, _) = lindi(&["detectors", "verify", &pub_key, "--trust", &pub_key]);
     assert!(!ok);
 }
+
+/// A collector trusting `keys`, with an admin token and a responder token.
+fn collector(
+    dir: &Path,
+    keys: Vec<String>,
+) -> (
+    tokio::runtime::Runtime,
+    lindi_collector::RunningCollector,
+    String,
+    String,
+) {
+    use lindi_collector::config::{CollectorConfig, DetectorsSection};
+    use lindi_collector::store::accounts::hash_password;
+    use lindi_shared::access::{Role, Scope};
+    let config = CollectorConfig {
+        data_dir: Some(dir.join("c")),
+        listen_addr: "127.0.0.1:0".into(),
+        http_listen_addr: "127.0.0.1:0".into(),
+        detectors: DetectorsSection { trusted_keys: keys },
+        ..Default::default()
+    };
+    lindi_collector::init(&config, false).unwrap();
+    let settings = config.validate().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let c = rt.block_on(lindi_collector::start(&settings)).unwrap();
+    let hash = hash_password("bundle password 12").unwrap();
+    let mut tokens = vec![];
+    for (user, role) in [("dev", Role::DetectionDeveloper), ("resp", Role::Responder)] {
+        c.store
+            .add_user(user, &hash, role, &Scope::All, "test", 0)
+            .unwrap()
+            .unwrap();
+        tokens.push(
+            c.store
+                .create_token(user, "t", i64::MAX / 2, "test", 0)
+                .unwrap()
+                .unwrap()
+                .1,
+        );
+    }
+    let resp = tokens.pop().unwrap();
+    let dev = tokens.pop().unwrap();
+    (rt, c, dev, resp)
+}
+
+#[test]
+fn the_collector_keeps_signed_versions_and_rolls_them_out_and_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, stranger) = (dir.path().join("team"), dir.path().join("stranger"));
+    assert!(lindi(&["detectors", "keygen", s(&key)]).0);
+    assert!(lindi(&["detectors", "keygen", s(&stranger)]).0);
+    let public = std::fs::read_to_string(format!("{}.pub", key.display())).unwrap();
+    let (_rt, c, dev, resp) = collector(dir.path(), vec![public.trim().to_string()]);
+    let as_user = |token: &str, args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_lindi"))
+            .args(args)
+            .env("LINDI_SERVER", c.http_url())
+            .env("LINDI_TOKEN", token)
+            .env("XDG_CONFIG_HOME", "/nonexistent")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    // Version 1.0.0 and 1.1.0 of the example, signed by the team; 1.0.0 by a stranger too.
+    let v1 = dir.path().join("v1.bundle");
+    assert!(
+        lindi(&[
+            "detectors",
+            "sign",
+            s(&example()),
+            "--key",
+            s(&key),
+            "--out",
+            s(&v1)
+        ])
+        .0
+    );
+    let b2 = dir.path().join("b2");
+    copy_dir(&example(), &b2);
+    let manifest = std::fs::read_to_string(b2.join("bundle.toml")).unwrap();
+    std::fs::write(
+        b2.join("bundle.toml"),
+        manifest.replace("version = \"1.0.0\"", "version = \"1.1.0\""),
+    )
+    .unwrap();
+    std::fs::write(
+        b2.join("rules/extra.rules"),
+        "alert udp any any -> any 31338 (msg:\"LINDI-EXAMPLE second port\"; sid:9200002; rev:1;)\n",
+    )
+    .unwrap();
+    let v2 = dir.path().join("v2.bundle");
+    assert!(
+        lindi(&[
+            "detectors",
+            "sign",
+            s(&b2),
+            "--key",
+            s(&key),
+            "--out",
+            s(&v2)
+        ])
+        .0
+    );
+    let foreign = dir.path().join("foreign.bundle");
+    assert!(
+        lindi(&[
+            "detectors",
+            "sign",
+            s(&example()),
+            "--key",
+            s(&stranger),
+            "--out",
+            s(&foreign)
+        ])
+        .0
+    );
+
+    // Refused: an unknown key, a changed byte, an unsigned archive, a responder.
+    let (ok, out) = as_user(&dev, &["detectors", "push", s(&foreign)]);
+    assert!(!ok && out.contains("unknown_key"), "{out}");
+    let mut bytes = std::fs::read(&v1).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 1;
+    let tampered = dir.path().join("tampered.bundle");
+    std::fs::write(&tampered, &bytes).unwrap();
+    let (ok, out) = as_user(&dev, &["detectors", "push", s(&tampered)]);
+    assert!(!ok && out.contains("bad_signature"), "{out}");
+    std::fs::write(&tampered, b"LINDI-BUNDLE/1\n\0\0\0\0").unwrap();
+    let (ok, out) = as_user(&dev, &["detectors", "push", s(&tampered)]);
+    assert!(!ok && out.contains("unsigned"), "{out}");
+    let (ok, out) = as_user(&resp, &["detectors", "push", s(&v1)]);
+    assert!(!ok && out.contains("403"), "{out}");
+
+    // 1.0.0 everywhere; pushing it again is refused; 1.1.0 to the canary group first.
+    let (ok, out) = as_user(&dev, &["detectors", "push", s(&v1)]);
+    assert!(
+        ok && out.contains("first version") && out.contains("every group"),
+        "{out}"
+    );
+    let (ok, out) = as_user(&dev, &["detectors", "push", s(&v1)]);
+    assert!(!ok && out.contains("exists"), "{out}");
+    let (ok, out) = as_user(&dev, &["detectors", "push", s(&v2), "--group", "canary"]);
+    assert!(
+        ok && out.contains("added rules/extra.rules") && out.contains("rules +1"),
+        "{out}"
+    );
+    let version_for = |group: &str| {
+        c.store
+            .bundles_for(group, "bank-a")
+            .unwrap()
+            .into_iter()
+            .map(|(n, v, _)| format!("{n}@{v}"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(version_for("canary"), ["lindi-example@1.1.0"]);
+    assert_eq!(version_for("servers"), ["lindi-example@1.0.0"]);
+    // An older version cannot be pushed over a newer one.
+    let (ok, out) = as_user(&dev, &["detectors", "push", s(&v1), "--group", "x"]);
+    assert!(!ok, "{out}");
+
+    let (ok, out) = as_user(&resp, &["detectors", "list"]);
+    assert!(
+        ok && out.contains("1.1.0") && out.contains("1.0.0") && out.contains("group canary"),
+        "{out}"
+    );
+    // Promote 1.1.0 everywhere, then roll back everywhere: every group runs 1.0.0 again.
+    assert!(
+        as_user(
+            &dev,
+            &[
+                "detectors",
+                "promote",
+                "lindi-example",
+                "--version",
+                "1.1.0"
+            ]
+        )
+        .0
+    );
+    assert_eq!(version_for("servers"), ["lindi-example@1.1.0"]);
+    let (ok, out) = as_user(
+        &dev,
+        &["detectors", "rollback", "lindi-example", "--to", "1.0.0"],
+    );
+    assert!(ok && out.contains("1.0.0 runs on every group"), "{out}");
+    assert_eq!(version_for("canary"), ["lindi-example@1.0.0"]);
+    assert_eq!(version_for("servers"), ["lindi-example@1.0.0"]);
+    let (ok, out) = as_user(
+        &dev,
+        &["detectors", "rollback", "lindi-example", "--to", "9.9.9"],
+    );
+    assert!(!ok && out.contains("not_found"), "{out}");
+    let (ok, _) = as_user(
+        &resp,
+        &["detectors", "rollback", "lindi-example", "--to", "1.1.0"],
+    );
+    assert!(!ok);
+    // Every push and rollout is in the audit log.
+    let audit = c
+        .store
+        .audit_log(&lindi_shared::access::Viewer::system(), Some("bundle"), 100)
+        .unwrap();
+    assert_eq!(audit.len(), 4, "two pushes, a promotion, a rollback: {audit:?}");
+}

@@ -46,6 +46,10 @@ pub enum Permission {
     ManageProfile,
     /// Constituencies with their assets and contacts, escalation policies, rotas, SLAs.
     ReadDirectory,
+    /// Detection bundles: versions and rollout.
+    ReadDetectors,
+    /// Push bundles, roll them out and back.
+    ManageDetectors,
 }
 
 impl Role {
@@ -75,7 +79,9 @@ impl Role {
         use Permission::*;
         match self {
             Role::Admin => true,
-            Role::Responder => !matches!(p, ManageUsers | ReadAudit | ManageProfile),
+            Role::Responder => {
+                !matches!(p, ManageUsers | ReadAudit | ManageProfile | ManageDetectors)
+            }
             Role::DetectionDeveloper => {
                 !matches!(p, ManageUsers | ReadAudit | WriteTickets | ManageProfile)
             }

@@ -402,6 +402,8 @@ pub(super) async fn me(auth: Auth) -> Json<Value> {
         Permission::ManageUsers,
         Permission::ManageProfile,
         Permission::ReadDirectory,
+        Permission::ReadDetectors,
+        Permission::ManageDetectors,
     ]
     .into_iter()
     .filter(|x| p.may(*x))

@@ -39,6 +39,7 @@ use crate::store::search::Observable;
 use crate::store::{EventQuery, SqliteStore, Store};
 
 pub mod auth;
+mod bundles;
 mod console;
 pub mod directory;
 mod https;
@@ -59,6 +60,10 @@ pub struct ApiState {
     pub stats: Arc<IngestStats>,
     pub quic_addr: SocketAddr,
     pub directory: Arc<directory::Directory>,
+    /// Keys whose bundle signatures are accepted.
+    pub bundle_keys: Arc<Vec<lindi_shared::bundle::PublicKey>>,
+    /// Bumped on every push and rollout: agents waiting for bundle changes wake up.
+    pub bundle_generation: Arc<tokio::sync::watch::Sender<u64>>,
     /// The rotas, for who is on duty now.
     pub rotas: lindi_shared::escalation::Rotas,
 }
@@ -95,10 +100,18 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .merge(metrics::routes())
         .merge(profile::routes())
         .merge(directory::routes())
+        .merge(bundles::routes())
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
         .with_state(state)
+}
+
+impl ApiState {
+    /// Tell agents waiting for bundle changes to look again.
+    pub fn bundles_changed(&self) {
+        self.bundle_generation.send_modify(|g| *g += 1);
+    }
 }
 
 pub struct ApiError {

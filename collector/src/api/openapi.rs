@@ -339,6 +339,9 @@ impl Modify for Security {
         super::directory::constituencies,
         super::directory::constituency,
         super::directory::policies,
+        super::bundles::push,
+        super::bundles::list,
+        super::bundles::rollout,
     ),
     components(schemas(
         ErrorBody, Observable, Task, Comment, AuditEntry, NotificationRecord

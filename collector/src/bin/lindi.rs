@@ -101,6 +101,37 @@ enum DetectorsCommand {
         #[arg(long = "trust", required = true)]
         trust: Vec<String>,
     },
+    /// Push a signed bundle to the collector; it runs on every group, or on --group only (a
+    /// staged rollout: `promote` it to every group later).
+    Push {
+        file: PathBuf,
+        /// The collector's API (default: --server, LINDI_SERVER, or the saved login).
+        #[arg(long)]
+        collector: Option<String>,
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Every version on the collector: who pushed it, when, what changed, where it runs.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run an earlier version again: on every group, or on --group only.
+    Rollback {
+        name: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Run a version on more groups: --group G, or every group without --group.
+    Promote {
+        name: String,
+        #[arg(long)]
+        version: String,
+        #[arg(long)]
+        group: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -250,6 +281,12 @@ fn save(server: &str, token: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// A request body.
+enum Body {
+    Json(Value),
+    Bytes(Vec<u8>),
+}
+
 struct Client {
     server: String,
     token: Option<String>,
@@ -303,6 +340,16 @@ impl Client {
         query: &[(&str, String)],
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
+        self.send(method, path, query, body.map(Body::Json))
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<Body>,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.server.trim_end_matches('/'));
         let agent = &self.agent;
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
@@ -326,10 +373,19 @@ impl Client {
             }
             (_, body) => {
                 let mut r = agent.post(&url);
+                for (k, v) in query {
+                    r = r.query(k, v);
+                }
                 if let Some(a) = &auth {
                     r = r.header("Authorization", a);
                 }
-                r.send_json(body.unwrap_or_else(|| json!({})))
+                match body {
+                    Some(Body::Bytes(b)) => r
+                        .header("Content-Type", "application/octet-stream")
+                        .send(&b[..]),
+                    Some(Body::Json(v)) => r.send_json(v),
+                    None => r.send_json(json!({})),
+                }
             }
         };
         let mut resp = sent.with_context(|| {
@@ -377,8 +433,101 @@ fn lint(b: &Bundle) -> Vec<lindi_shared::bundle::Problem> {
 }
 
 /// Run a `lindi detectors` command; false when it found problems or failures.
-fn detectors(command: DetectorsCommand, out: &mut impl Write) -> anyhow::Result<bool> {
+fn detectors(
+    command: DetectorsCommand,
+    client: &Client,
+    out: &mut impl Write,
+) -> anyhow::Result<bool> {
+    let rollout_line = |r: &Value| {
+        format!(
+            "  {} runs on {} (by {})",
+            text(&r["version"]),
+            if r["group"] == "*" {
+                "every group".to_string()
+            } else {
+                format!("group {}", text(&r["group"]))
+            },
+            text(&r["updated_by"])
+        )
+    };
     match command {
+        DetectorsCommand::Push {
+            file,
+            collector,
+            group,
+        } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let target = Client {
+                server: collector.unwrap_or_else(|| client.server.clone()),
+                token: client.token.clone(),
+                agent: client.agent.clone(),
+            };
+            let q: Vec<(&str, String)> = group.map(|g| ("group", g)).into_iter().collect();
+            let v = target.send("POST", "/api/v1/bundles", &q, Some(Body::Bytes(bytes)))?;
+            let b = &v["bundle"];
+            writeln!(
+                out,
+                "pushed {} {} (key {}): {}",
+                text(&b["name"]),
+                text(&b["version"]),
+                text(&b["key_id"]),
+                text(&b["diff"])
+            )?;
+            for r in v["rollout"].as_array().into_iter().flatten() {
+                writeln!(out, "{}", rollout_line(r))?;
+            }
+            Ok(true)
+        }
+        DetectorsCommand::List { json } => {
+            let v = client.get("/api/v1/bundles", &[])?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+                return Ok(true);
+            }
+            let rollout = v["rollout"].as_array().cloned().unwrap_or_default();
+            let mut last = String::new();
+            for b in v["versions"].as_array().into_iter().flatten() {
+                let name = text(&b["name"]);
+                if name != last {
+                    writeln!(out, "{name}")?;
+                    for r in rollout.iter().filter(|r| text(&r["name"]) == name) {
+                        writeln!(out, "{}", rollout_line(r))?;
+                    }
+                    last = name;
+                }
+                writeln!(
+                    out,
+                    "  {:<12} pushed by {} at {} (key {}): {}",
+                    text(&b["version"]),
+                    text(&b["pushed_by"]),
+                    b["pushed_at_ns"].as_i64().unwrap_or(0) / 1_000_000_000,
+                    text(&b["key_id"]),
+                    text(&b["diff"])
+                )?;
+            }
+            Ok(true)
+        }
+        DetectorsCommand::Rollback { name, to, group }
+        | DetectorsCommand::Promote {
+            name,
+            version: to,
+            group,
+        } => {
+            let mut body = json!({ "version": to });
+            if let Some(g) = group {
+                body["group"] = json!(g);
+            }
+            let v = client.post(
+                &format!("/api/v1/bundles/{}/rollout", url_part(&name)),
+                body,
+            )?;
+            writeln!(out, "{name}")?;
+            for r in v["rollout"].as_array().into_iter().flatten() {
+                writeln!(out, "{}", rollout_line(r))?;
+            }
+            Ok(true)
+        }
         DetectorsCommand::Lint { dir } => {
             let b = read_bundle(&dir)?;
             let (d, _) = b.compile();
@@ -1053,7 +1202,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Detectors { command } => {
-            let ok = detectors(command, &mut out)?;
+            let ok = detectors(command, &client, &mut out)?;
             out.flush()?;
             if !ok {
                 std::process::exit(1);

@@ -18,6 +18,7 @@
 //! connection per query, so API reads never wait for ingest.
 
 pub mod accounts;
+pub mod bundles;
 pub mod escalation;
 pub mod metrics;
 pub mod monitor;
@@ -348,6 +349,29 @@ CREATE TABLE team_profile (
     updated_at_ns INTEGER NOT NULL,
     updated_by TEXT NOT NULL
 );
+"#,
+    r#"
+CREATE TABLE bundles (
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    signed BLOB NOT NULL,
+    key_id TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    pushed_by TEXT NOT NULL,
+    pushed_at_ns INTEGER NOT NULL,
+    diff TEXT NOT NULL,
+    description TEXT NOT NULL,
+    targets TEXT NOT NULL,
+    PRIMARY KEY (name, version)
+) WITHOUT ROWID;
+CREATE TABLE bundle_rollout (
+    name TEXT NOT NULL,
+    agent_group TEXT NOT NULL,
+    version TEXT NOT NULL,
+    updated_by TEXT NOT NULL,
+    updated_at_ns INTEGER NOT NULL,
+    PRIMARY KEY (name, agent_group)
+) WITHOUT ROWID;
 "#,
 ];
 
