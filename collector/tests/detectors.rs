@@ -394,5 +394,9 @@ fn the_collector_keeps_signed_versions_and_rolls_them_out_and_back() {
         .store
         .audit_log(&lindi_shared::access::Viewer::system(), Some("bundle"), 100)
         .unwrap();
-    assert_eq!(audit.len(), 4, "two pushes, a promotion, a rollback: {audit:?}");
+    assert_eq!(
+        audit.len(),
+        4,
+        "two pushes, a promotion, a rollback: {audit:?}"
+    );
 }

@@ -18,9 +18,11 @@ use std::time::Duration;
 use lindi_collector::config::CollectorConfig;
 use lindi_collector::pipeline::Pipeline;
 use lindi_collector::store::accounts::hash_password;
+use lindi_collector::store::bundles::NewBundle;
 use lindi_collector::store::triage::ListQuery;
 use lindi_collector::store::{AgentRecord, BatchMeta, SqliteStore, Store, TokenRecord};
 use lindi_shared::access::{Role, Scope, Viewer};
+use lindi_shared::bundle::Bundle;
 use lindi_shared::proto::{
     AgentHealthEvent, DetectionEvent, Event, FlowEvent, SensorHealth, event,
 };
@@ -333,6 +335,7 @@ fn console_pages_with_a_realistic_quarter_of_data() {
         "console-agents",
         "console-agent",
         "console-effectiveness",
+        "console-detectors",
         "console-team",
     ] {
         assert!(shots.join(format!("{png}.png")).exists(), "{png}.png");
@@ -421,6 +424,57 @@ fn seed(store: &Arc<SqliteStore>, settings: &lindi_collector::config::CollectorS
                 > 0
             {}
         }
+    }
+    // Two versions of the example bundle: 1.0.0 everywhere, 1.1.0 on the taps first.
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../detectors/example");
+    let b1 = Bundle::read_dir(&example).unwrap();
+    let mut files = b1.files.clone();
+    let manifest = String::from_utf8(files["bundle.toml"].clone()).unwrap();
+    files.insert(
+        "bundle.toml".into(),
+        manifest
+            .replace("version = \"1.0.0\"", "version = \"1.1.0\"")
+            .into_bytes(),
+    );
+    files.insert(
+        "rules/dns-tunnel.rules".into(),
+        b"alert dns $HOME_NET any -> any any (msg:\"LINDI-EXAMPLE DNS query to a tunnelling service\"; dns.query; content:\".tunnel.example\"; endswith; sid:9200010; rev:1;)\n".to_vec(),
+    );
+    let b2 = Bundle::from_files(files).unwrap();
+    let (key_text, _) = lindi_shared::bundle::generate_key().unwrap();
+    let key = lindi_shared::bundle::read_key(&key_text).unwrap();
+    for (b, group, diff, at) in [
+        (
+            &b1,
+            None,
+            "first version, 9 files".to_string(),
+            now - 9 * DAY,
+        ),
+        (
+            &b2,
+            Some("taps"),
+            lindi_shared::bundle::diff_summary(&b1, &b2),
+            now - 2 * HOUR,
+        ),
+    ] {
+        let signed = lindi_shared::bundle::sign(b, &key);
+        store
+            .push_bundle(
+                &NewBundle {
+                    name: &b.manifest.name,
+                    version: &b.manifest.version,
+                    signed: &signed,
+                    key_id: "52f8fe8fe4bc6a78",
+                    diff: &diff,
+                    description: &b.manifest.description,
+                    targets: &b.manifest.targets,
+                },
+                group,
+                "detection-dev",
+                at,
+            )
+            .unwrap()
+            .unwrap();
     }
     let tickets = store
         .tickets(

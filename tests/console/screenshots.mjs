@@ -55,6 +55,12 @@ try {
   await expect(page, "gov-health");
   await page.screenshot({ path: shots + "/console-effectiveness.png", fullPage: true });
 
+  step("detectors");
+  await page.goto(url + "/console/detectors");
+  await expect(page, "group taps");
+  await expect(page, "1.0.0");
+  await page.screenshot({ path: shots + "/console-detectors.png", fullPage: true });
+
   step("team profile (empty: the admin's form)");
   await page.goto(url + "/console/profile");
   await page.waitForSelector("form#profile");

@@ -3,7 +3,8 @@
 //!
 //! Pages: `/console/login`, `/console/tickets` (the queue), `/console/tickets/{id}`,
 //! `/console/agents` (the fleet), `/console/agents/{id}` (one agent: footprint charts, sensors,
-//! loss, the collector's checks, latest events), `/console/effectiveness` (MTTD, MTTA, MTTR by week and by constituency
+//! loss, the collector's checks, latest events), `/console/detectors` (bundle versions and
+//! their rollout per group), `/console/effectiveness` (MTTD, MTTA, MTTR by week and by constituency
 //! and incident type, as inline SVG charts and tables). They read through the same store calls as the API, with the console
 //! session's principal, so a page shows exactly what that principal's API calls would; actions
 //! are API calls from the page, carrying the session's CSRF token.
@@ -45,6 +46,7 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .route("/console/agents", get(agents))
         .route("/console/agents/{id}", get(agent))
         .route("/console/effectiveness", get(effectiveness))
+        .route("/console/detectors", get(detectors))
         .route(
             "/console/assets/console.css",
             get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS) }),
@@ -90,6 +92,7 @@ pub(super) fn page(title: &str, auth: &Auth, nav: &str, body: &str) -> Html<Stri
     let tabs = [
         ("tickets", "/console/tickets", "Tickets"),
         ("agents", "/console/agents", "Agents"),
+        ("detectors", "/console/detectors", "Detectors"),
         ("effectiveness", "/console/effectiveness", "Effectiveness"),
         ("profile", "/console/profile", "Team"),
     ]
@@ -855,6 +858,87 @@ async fn agent(
     }
     b.push_str("</div></div>");
     page(&a.host_name, &auth, "agents", &b).into_response()
+}
+
+async fn detectors(State(s): State<Arc<ApiState>>, auth: Result<Auth, ApiError>) -> Response {
+    let Ok(auth) = auth else {
+        return to_login();
+    };
+    if let Err(e) = auth.require(Permission::ReadDetectors) {
+        return error_page(e);
+    }
+    let got = with_store(&s, &auth, |store, _| {
+        Ok((store.bundle_versions()?, store.rollouts()?))
+    })
+    .await;
+    let (versions, rollout) = match got {
+        Ok(x) => x,
+        Err(e) => return error_page(e),
+    };
+    let mut b = String::from(
+        "<div class=\"bar\"><h1>Detectors</h1><span class=\"muted\">signed bundles: every version, and which one each agent group runs</span></div>",
+    );
+    if versions.is_empty() {
+        b.push_str("<p class=\"empty\">No bundle pushed yet: <span class=\"mono\">lindi detectors sign DIR --key KEY</span>, then <span class=\"mono\">lindi detectors push FILE</span> (docs/detectors.md).</p>");
+    }
+    let mut names: Vec<&str> = versions.iter().map(|v| v.name.as_str()).collect();
+    names.dedup();
+    for name in names {
+        let runs: Vec<String> = rollout
+            .iter()
+            .filter(|r| r.name == name)
+            .map(|r| {
+                format!(
+                    "<span class=\"badge s-ok\">{}</span> on {} <span class=\"muted\">({} at {})</span>",
+                    esc(&r.version),
+                    if r.group == crate::store::bundles::ALL_GROUPS {
+                        "every group".to_string()
+                    } else {
+                        format!("group <b>{}</b>", esc(&r.group))
+                    },
+                    esc(&r.updated_by),
+                    time(r.updated_at_ns)
+                )
+            })
+            .collect();
+        let _ = write!(
+            b,
+            "<h2>{}</h2><p>{}</p><table class=\"queue\"><thead><tr><th>Version</th><th>Pushed</th><th>By</th><th>Key</th><th>Targets</th><th>What changed</th></tr></thead><tbody>",
+            esc(name),
+            if runs.is_empty() {
+                "not running anywhere".to_string()
+            } else {
+                runs.join(" · ")
+            }
+        );
+        for v in versions.iter().filter(|v| v.name == name) {
+            let targets = [
+                (&v.target_groups, "groups"),
+                (&v.target_constituencies, "constituencies"),
+            ]
+            .iter()
+            .filter(|(l, _)| !l.is_empty())
+            .map(|(l, what)| format!("{what}: {}", esc(&l.join(", "))))
+            .collect::<Vec<_>>();
+            let _ = write!(
+                b,
+                "<tr><td><b>{}</b><div class=\"muted\">{}</div></td><td class=\"muted t\">{}</td><td>{}</td><td class=\"mono\">{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&v.version),
+                esc(&v.description),
+                time(v.pushed_at_ns),
+                esc(&v.pushed_by),
+                esc(&v.key_id),
+                if targets.is_empty() {
+                    "everyone".to_string()
+                } else {
+                    targets.join("<br>")
+                },
+                esc(&v.diff)
+            );
+        }
+        b.push_str("</tbody></table>");
+    }
+    page("Detectors", &auth, "detectors", &b).into_response()
 }
 
 /// A duration for people: `42 s`, `17 min`, `3.5 h`, `2.1 d`.
