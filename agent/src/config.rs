@@ -59,6 +59,10 @@ pub struct DetectorsSection {
     pub iocs: Vec<PathBuf>,
     /// Scan, SYN flood and DNS tunnelling heuristics of the network sensor.
     pub net_heuristics: NetHeuristicsSection,
+    /// Public keys (`ed25519:BASE64`, KEY.pub of `lindi detectors keygen`) of the detection
+    /// teams whose bundles this agent runs. The agent checks every bundle itself, whatever the
+    /// collector says. Default: none (the agent asks for no bundles).
+    pub trusted_keys: Vec<String>,
 }
 
 pub use lindi_shared::detect::heuristics::HeuristicsSection as NetHeuristicsSection;
@@ -327,6 +331,8 @@ pub struct AgentSettings {
     pub fim: Option<crate::sensors::fim::FimSettings>,
     pub net: Option<crate::sensors::net::NetSettings>,
     pub sigma_rules: Vec<PathBuf>,
+    /// Keys whose detection bundles this agent accepts; none: it asks for no bundles.
+    pub bundle_keys: Vec<lindi_shared::bundle::PublicKey>,
 }
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/lindi";
@@ -510,8 +516,9 @@ impl AgentConfig {
             }
             let set = crate::detectors::load_suricata_rules(&self.detectors.suricata_rules)
                 .map_err(|e| invalid("detectors.suricata_rules", &e))?;
-            let iocs = crate::detectors::load_iocs(&self.detectors.iocs)
+            let iocs_text = crate::detectors::read_iocs(&self.detectors.iocs)
                 .map_err(|e| invalid("detectors.iocs", &e))?;
+            let iocs = lindi_shared::detect::ioc::IocSet::parse(&iocs_text);
             if let Some((line, why)) = iocs.rejected.first() {
                 return Err(invalid(
                     "detectors.iocs",
@@ -523,7 +530,7 @@ impl AgentConfig {
                 .to_config()
                 .map_err(|e| invalid("detectors.net_heuristics", &e))?;
             Some(crate::sensors::net::NetSettings {
-                iocs: (!iocs.is_empty()).then(|| std::sync::Arc::new(iocs)),
+                iocs_text,
                 heuristics,
                 rules: std::sync::Arc::new(set.rules),
                 rules_unsupported: set
@@ -549,6 +556,13 @@ impl AgentConfig {
             fim,
             net,
             sigma_rules: self.detectors.sigma_rules.clone(),
+            bundle_keys: self
+                .detectors
+                .trusted_keys
+                .iter()
+                .map(|k| lindi_shared::bundle::PublicKey::parse(k))
+                .collect::<Result<_, _>>()
+                .map_err(|e| invalid("detectors.trusted_keys", &e.to_string()))?,
             state_dir,
             collector_addr: self.collector_addr.clone(),
             spool_max_bytes: self.spool.max_bytes,
@@ -647,7 +661,10 @@ mod tests {
             1,
             "the smb rule, with its reason"
         );
-        assert_eq!(n.iocs.unwrap().len(), 2);
+        assert_eq!(
+            lindi_shared::detect::ioc::IocSet::parse(&n.iocs_text).len(),
+            2
+        );
         assert_eq!(n.heuristics.unwrap().port_scan_ports, 15);
         let off = AgentConfig::parse(
             &net("[detectors.net_heuristics]\nenabled = false\nport_scan_ports = 5"),

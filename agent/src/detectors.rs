@@ -11,6 +11,8 @@ use std::sync::atomic::Ordering;
 use lindi_shared::proto::{Event, event};
 use lindi_shared::sigma::{LoadReport, SigmaRules};
 
+pub use crate::bundles::Live;
+
 use crate::sensors::{EventIds, SensorStats};
 
 /// Most bytes read from one rule file.
@@ -35,6 +37,11 @@ pub fn load_suricata_rules(paths: &[PathBuf]) -> Result<lindi_shared::detect::Ru
 
 /// Indicator files, read in order into one set (line numbers count across the files).
 pub fn load_iocs(paths: &[PathBuf]) -> Result<lindi_shared::detect::ioc::IocSet, String> {
+    Ok(lindi_shared::detect::ioc::IocSet::parse(&read_iocs(paths)?))
+}
+
+/// Indicator files, one after the other, as text.
+pub fn read_iocs(paths: &[PathBuf]) -> Result<String, String> {
     let mut text = String::new();
     for path in paths {
         let t = std::fs::read_to_string(path)
@@ -42,7 +49,7 @@ pub fn load_iocs(paths: &[PathBuf]) -> Result<lindi_shared::detect::ioc::IocSet,
         text.push_str(&t);
         text.push('\n');
     }
-    Ok(lindi_shared::detect::ioc::IocSet::parse(&text))
+    Ok(text)
 }
 
 pub fn read_rule_files(paths: &[PathBuf]) -> (Named, Named) {
@@ -106,21 +113,26 @@ pub fn load_sigma(paths: &[PathBuf]) -> (SigmaRules, LoadReport) {
     (rules, report)
 }
 
-/// Detectors running on the agent.
+/// The host detectors running on the agent: the Sigma rules in force (the configuration's and
+/// the detection bundles', swapped as bundles change).
 pub struct Detectors {
-    sigma: SigmaRules,
+    live: Arc<crate::bundles::Live>,
     ids: Arc<EventIds>,
     pub stats: Arc<SensorStats>,
 }
 
 impl Detectors {
-    pub fn new(sigma: SigmaRules, ids: Arc<EventIds>, stats: Arc<SensorStats>) -> Self {
-        Detectors { sigma, ids, stats }
+    pub fn new(
+        live: Arc<crate::bundles::Live>,
+        ids: Arc<EventIds>,
+        stats: Arc<SensorStats>,
+    ) -> Self {
+        Detectors { live, ids, stats }
     }
 
     /// Detections raised by `event`, as events.
     pub fn inspect(&self, source: &Event) -> Vec<Event> {
-        let hits = self.sigma.evaluate(source);
+        let hits = self.live.sigma().evaluate(source);
         if !hits.is_empty() {
             self.stats
                 .events

@@ -10,6 +10,7 @@
 //! The agent writes only inside its state directory.
 
 pub mod batcher;
+pub mod bundles;
 pub mod config;
 pub mod detectors;
 pub mod enroll;
@@ -98,6 +99,33 @@ impl Agent {
         let ids = Arc::new(EventIds::new());
         let host = enroll::host_name();
 
+        // The detectors in force: the configuration's, then each detection bundle's.
+        let (sigma_sources, unreadable) = detectors::read_rule_files(&settings.sigma_rules);
+        let base = bundles::Base {
+            rules: settings
+                .net
+                .as_ref()
+                .map(|n| n.rules.to_vec())
+                .unwrap_or_default(),
+            iocs_text: settings
+                .net
+                .as_ref()
+                .map(|n| n.iocs_text.clone())
+                .unwrap_or_default(),
+            heuristics: settings.net.as_ref().and_then(|n| n.heuristics),
+            sigma_sources: sigma_sources.clone(),
+        };
+        let (config_sigma, mut sigma_report) =
+            lindi_shared::sigma::SigmaRules::load(&sigma_sources);
+        sigma_report.failed.extend(unreadable);
+        let live = bundles::Live::new(bundles::NetDetectors::default(), config_sigma);
+        let bundle_manager = Arc::new(tokio::sync::Mutex::new(bundles::BundleManager::open(
+            live.clone(),
+            base,
+            settings.bundle_keys.clone(),
+            settings.state_dir.join("bundles"),
+        )));
+
         let mut sensor_tasks = vec![];
         let mut all_stats = vec![];
         let sink = |name: &'static str, all: &mut Vec<Arc<SensorStats>>| {
@@ -119,6 +147,7 @@ impl Agent {
             sensor_tasks.push(tokio::spawn(sensors::net::run(
                 s,
                 net.clone(),
+                live.clone(),
                 stop_rx.clone(),
             )));
         }
@@ -139,12 +168,10 @@ impl Agent {
                 stop_rx.clone(),
             )));
         }
-        let detectors = if settings.sigma_rules.is_empty() {
-            None
-        } else {
+        let detectors = {
             let stats = SensorStats::new("sigma");
-            let (rules, report) = detectors::load_sigma(&settings.sigma_rules);
-            let summary = detectors::describe(&report);
+            let report = &sigma_report;
+            let summary = detectors::describe(report);
             tracing::info!("detectors: {summary}");
             for (file, why) in &report.failed {
                 tracing::warn!("sigma rule {file}: {why}");
@@ -162,7 +189,7 @@ impl Agent {
             );
             all_stats.push(stats.clone());
             Some(Arc::new(detectors::Detectors::new(
-                rules,
+                live.clone(),
                 ids.clone(),
                 stats,
             )))
@@ -172,6 +199,7 @@ impl Agent {
             spool: spool.clone(),
             sensors: all_stats,
             started: Instant::now(),
+            live: live.clone(),
         };
         sensor_tasks.push(tokio::spawn(sensors::health::run(
             health_sink,
@@ -228,6 +256,7 @@ impl Agent {
             spool: spool.clone(),
             wake,
             stats: shipper_stats.clone(),
+            bundles: (!settings.bundle_keys.is_empty()).then_some(bundle_manager),
         };
         let (stop_shipper, stop_shipper_rx) = watch::channel(false);
         let shipper = tokio::spawn(shipper.run(stop_shipper_rx));

@@ -52,9 +52,81 @@ pub struct Shipper {
     pub spool: Arc<Mutex<Spool>>,
     pub wake: Arc<Notify>,
     pub stats: Arc<ShipperStats>,
+    /// Detection bundles: asked for on every connection (none when no key is trusted).
+    pub bundles: Option<Arc<tokio::sync::Mutex<crate::bundles::BundleManager>>>,
+}
+
+/// How long the collector may hold a bundle sync open waiting for a change.
+const BUNDLE_WAIT_MS: u32 = 25_000;
+/// The largest bundle update read (bundles themselves are capped at 64 MiB).
+const MAX_BUNDLE_UPDATE_BYTES: u64 = 2 * lindi_shared::bundle::MAX_BUNDLE_BYTES;
+
+/// Ask the collector which bundles to run, apply its answer, and ask again, for as long as
+/// the connection lasts: the collector answers at once when something differs, else when a
+/// push or rollout changes it. A bundle update arrives within a second of the push.
+async fn sync_bundles(
+    conn: quinn::Connection,
+    manager: Arc<tokio::sync::Mutex<crate::bundles::BundleManager>>,
+) {
+    loop {
+        let active = manager.lock().await.active();
+        let frame = ClientFrame::new(client_frame::Msg::BundleSync(
+            lindi_shared::proto::BundleSync {
+                active,
+                wait_ms: BUNDLE_WAIT_MS,
+            },
+        ));
+        let answer = async {
+            let (mut send, mut recv) = conn
+                .open_bi()
+                .await
+                .map_err(|e| TransportError::Stream(e.to_string()))?;
+            transport::write_frame(&mut send, &frame).await?;
+            Ok::<ServerFrame, TransportError>(read_frame(&mut recv, MAX_BUNDLE_UPDATE_BYTES).await?)
+        };
+        let wait = Duration::from_millis(BUNDLE_WAIT_MS as u64) + Duration::from_secs(30);
+        match tokio::time::timeout(wait, answer).await {
+            Ok(Ok(ServerFrame {
+                msg: Some(server_frame::Msg::BundleUpdate(update)),
+            })) => {
+                let m = manager.clone();
+                let changed = tokio::task::spawn_blocking(move || m.blocking_lock().apply(&update))
+                    .await
+                    .unwrap_or(false);
+                if changed {
+                    tracing::info!("detection bundles updated");
+                }
+            }
+            Ok(Ok(ServerFrame {
+                msg: Some(server_frame::Msg::Error(e)),
+            })) => {
+                // An older collector, or one that cannot answer now: ask again later.
+                tracing::debug!("bundle sync refused: {}: {}", e.code, e.message);
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            Ok(Ok(_)) => tokio::time::sleep(Duration::from_secs(30)).await,
+            Ok(Err(e)) => {
+                if conn.close_reason().is_some() {
+                    return;
+                }
+                tracing::debug!("bundle sync: {e}");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 type AckResult = (u64, Result<ServerFrame, TransportError>);
+
+/// A task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 fn jitter() -> f64 {
     lindi_shared::token::random_bytes::<4>()
@@ -185,6 +257,12 @@ impl Shipper {
         backoff.reset();
         self.stats.connected.store(true, Ordering::Relaxed);
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
+        // Bundles follow the connection: asked for now (an agent that was offline catches up
+        // here) and whenever they change, until the connection ends.
+        let _sync = self
+            .bundles
+            .clone()
+            .map(|m| AbortOnDrop(tokio::spawn(sync_bundles(conn.clone(), m))));
 
         let capacity = window.config().max_in_flight * 2 + 2;
         let (ack_tx, mut ack_rx) = mpsc::channel::<AckResult>(capacity);

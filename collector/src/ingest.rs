@@ -102,7 +102,12 @@ pub struct Ingest {
     live: Mutex<HashMap<String, Vec<quinn::Connection>>>,
     live_count: AtomicU64,
     anonymous_count: AtomicU64,
+    /// Bumped by the API on every bundle push and rollout.
+    bundle_generation: tokio::sync::watch::Receiver<u64>,
 }
+
+/// Longest an agent's bundle sync is held open waiting for a change.
+const MAX_BUNDLE_WAIT: Duration = Duration::from_secs(60);
 
 /// Connections one agent may hold at once (its current one and one while it reconnects).
 const MAX_CONNECTIONS_PER_AGENT: usize = 2;
@@ -139,6 +144,7 @@ impl Ingest {
         authority: Authority,
         settings: IngestSettings,
         pipeline: Arc<PipelineHandle>,
+        bundle_generation: tokio::sync::watch::Receiver<u64>,
     ) -> Arc<Self> {
         Arc::new(Ingest {
             store,
@@ -149,6 +155,7 @@ impl Ingest {
             live: Mutex::new(HashMap::new()),
             live_count: AtomicU64::new(0),
             anonymous_count: AtomicU64::new(0),
+            bundle_generation,
         })
     }
 
@@ -422,8 +429,70 @@ impl Ingest {
                 self.batch(agent.clone(), batch).await
             }
             (Peer::Agent(_), Some(client_frame::Msg::Health(_))) => ServerFrame::default(),
+            (Peer::Agent(agent), Some(client_frame::Msg::BundleSync(sync))) => {
+                self.bundle_sync(agent, sync).await
+            }
             (Peer::Agent(_), None) => {
                 error_frame("bad_frame", "frame carries no message this collector knows")
+            }
+        }
+    }
+
+    /// The bundles `agent` should run: at once when they differ from what it runs, else when
+    /// a push or rollout changes them within its wait (or the same set when the wait ends).
+    /// Only bundles it does not run in that version travel in full.
+    async fn bundle_sync(
+        &self,
+        agent: &AgentRecord,
+        sync: lindi_shared::proto::BundleSync,
+    ) -> ServerFrame {
+        use lindi_shared::proto::{BundleEntry, BundleUpdate};
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(sync.wait_ms as u64).min(MAX_BUNDLE_WAIT);
+        let mut generation = self.bundle_generation.clone();
+        let runs = |name: &str, version: &str| {
+            sync.active
+                .iter()
+                .any(|a| a.name == name && a.version == version)
+        };
+        loop {
+            generation.borrow_and_update();
+            let store = self.store.clone();
+            let (group, constituency) = (agent.group.clone(), agent.constituency.clone());
+            let want =
+                match tokio::task::spawn_blocking(move || store.bundles_for(&group, &constituency))
+                    .await
+                {
+                    Ok(Ok(w)) => w,
+                    Ok(Err(e)) => return error_frame("store_unavailable", e.to_string()),
+                    Err(e) => return error_frame("internal", e.to_string()),
+                };
+            let same = want.len() == sync.active.len() && want.iter().all(|(n, v, _)| runs(n, v));
+            let waited_enough = tokio::time::Instant::now() >= deadline;
+            if !same || waited_enough {
+                return ServerFrame::new(server_frame::Msg::BundleUpdate(BundleUpdate {
+                    bundles: want
+                        .into_iter()
+                        .map(|(name, version, signed)| BundleEntry {
+                            signed: if runs(&name, &version) {
+                                vec![]
+                            } else {
+                                signed
+                            },
+                            name,
+                            version,
+                        })
+                        .collect(),
+                }));
+            }
+            tokio::select! {
+                changed = generation.changed() => {
+                    if changed.is_err() {
+                        // The API is gone (shutting down): answer with what there is.
+                        tokio::time::sleep_until(deadline).await;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {}
             }
         }
     }

@@ -215,6 +215,7 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
     let store = open_store(settings)?;
     let pipeline = Pipeline::new(store.clone(), settings.triage.clone())?;
     let pipeline_handle = pipeline.handle();
+    let bundle_generation = Arc::new(watch::channel(0u64).0);
     let ingest = Ingest::new(
         store.clone() as Arc<dyn Store>,
         authority,
@@ -227,6 +228,7 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
             agent_cert_validity_days: settings.agent_cert_validity_days,
         },
         pipeline_handle.clone(),
+        bundle_generation.subscribe(),
     );
     let endpoint = ingest.bind()?;
     let quic_addr = endpoint.local_addr().map_err(|source| CollectorError::Io {
@@ -244,7 +246,7 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
         source,
     })?;
     let (stop, stop_rx) = watch::channel(false);
-    let bundle_generation = Arc::new(watch::channel(0u64).0);
+
     let pipeline_stop = Arc::new(AtomicBool::new(false));
     let triage_thread = pipeline.spawn(pipeline_stop.clone());
     let escalator = Escalator::new(store.clone(), settings.escalation.clone());

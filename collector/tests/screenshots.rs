@@ -218,6 +218,11 @@ fn health(agent: &(&str, &str, &str, &[&str]), at_ns: i64, i: i64) -> Event {
                     ..Default::default()
                 })
                 .collect(),
+            bundles: vec![if host.starts_with("tap") {
+                "lindi-example@1.1.0".into()
+            } else {
+                "lindi-example@1.0.0".into()
+            }],
             ..Default::default()
         })),
     }

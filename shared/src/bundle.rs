@@ -391,6 +391,24 @@ impl Bundle {
         })
     }
 
+    /// The Sigma rule files as (path, text); files that are not UTF-8 are left out (lint
+    /// reports them).
+    pub fn sigma_sources(&self) -> Vec<(String, String)> {
+        self.detector_files(&["yml", "yaml"])
+            .filter_map(|(p, d)| Some((p.clone(), String::from_utf8(d.clone()).ok()?)))
+            .collect()
+    }
+
+    /// The indicator lists, one after the other.
+    pub fn ioc_text(&self) -> String {
+        let mut out = String::new();
+        for (_, d) in self.detector_files(&["ioc"]) {
+            out.push_str(&String::from_utf8_lossy(d));
+            out.push('\n');
+        }
+        out
+    }
+
     /// Load every detector with the engines the agent uses, reporting each problem.
     pub fn compile(&self) -> (Detectors, Vec<Problem>) {
         let mut problems = vec![];

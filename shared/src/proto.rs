@@ -389,6 +389,12 @@ pub struct AgentHealthEvent {
     pub queue_dropped_events_total: u64,
     #[prost(message, repeated, tag = "10")]
     pub sensors: Vec<SensorHealth>,
+    /// Detection bundles running, `name@version`.
+    #[prost(string, repeated, tag = "11")]
+    pub bundles: Vec<String>,
+    /// Why the last bundle update was not (wholly) applied; empty when it was.
+    #[prost(string, tag = "12")]
+    pub bundle_error: String,
 }
 
 /// The body of a batch before compression.
@@ -536,10 +542,48 @@ pub struct ErrorReply {
     pub message: String,
 }
 
+/// A detection bundle version.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct BundleRef {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub version: String,
+}
+
+/// The bundles an agent runs. The collector answers with the set it should run: at once when
+/// they differ, else when they change within `wait_ms` (or with the same set when it passes).
+#[derive(Clone, PartialEq, Message)]
+pub struct BundleSync {
+    #[prost(message, repeated, tag = "1")]
+    pub active: Vec<BundleRef>,
+    #[prost(uint32, tag = "2")]
+    pub wait_ms: u32,
+}
+
+/// One bundle the agent should run.
+#[derive(Clone, PartialEq, Message)]
+pub struct BundleEntry {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub version: String,
+    /// The signed bundle; empty when the agent runs this version already.
+    #[prost(bytes = "vec", tag = "3")]
+    pub signed: Vec<u8>,
+}
+
+/// Every bundle the agent should run; a bundle it runs that is not here is to be unloaded.
+#[derive(Clone, PartialEq, Message)]
+pub struct BundleUpdate {
+    #[prost(message, repeated, tag = "1")]
+    pub bundles: Vec<BundleEntry>,
+}
+
 /// Every frame an agent sends.
 #[derive(Clone, PartialEq, Message)]
 pub struct ClientFrame {
-    #[prost(oneof = "client_frame::Msg", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "client_frame::Msg", tags = "1, 2, 3, 4, 5")]
     pub msg: Option<client_frame::Msg>,
 }
 
@@ -555,13 +599,15 @@ pub mod client_frame {
         Health(Health),
         #[prost(message, tag = "4")]
         Enroll(EnrollRequest),
+        #[prost(message, tag = "5")]
+        BundleSync(BundleSync),
     }
 }
 
 /// Every frame the collector sends.
 #[derive(Clone, PartialEq, Message)]
 pub struct ServerFrame {
-    #[prost(oneof = "server_frame::Msg", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "server_frame::Msg", tags = "1, 2, 3, 4, 5")]
     pub msg: Option<server_frame::Msg>,
 }
 
@@ -577,6 +623,8 @@ pub mod server_frame {
         Enrolled(EnrollResponse),
         #[prost(message, tag = "4")]
         Error(ErrorReply),
+        #[prost(message, tag = "5")]
+        BundleUpdate(BundleUpdate),
     }
 }
 

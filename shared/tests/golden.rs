@@ -64,6 +64,8 @@ fn sample_events() -> Vec<Event> {
                     errors_total: 0,
                     detail: "polling".into(),
                 }],
+                bundles: vec![],
+                bundle_error: String::new(),
             })),
         },
     ]

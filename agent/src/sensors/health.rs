@@ -17,6 +17,8 @@ pub struct HealthSources {
     pub spool: Arc<Mutex<Spool>>,
     pub sensors: Vec<Arc<SensorStats>>,
     pub started: Instant,
+    /// The detectors in force (which detection bundles run).
+    pub live: Arc<crate::bundles::Live>,
 }
 
 impl HealthSources {
@@ -28,6 +30,7 @@ impl HealthSources {
             (b, e, by, s.loss())
         };
         let sensors: Vec<_> = self.sensors.iter().map(|s| s.snapshot()).collect();
+        let (bundles, bundle_error) = self.live.status();
         AgentHealthEvent {
             version: lindi_shared::VERSION.into(),
             uptime_s: self.started.elapsed().as_secs(),
@@ -39,6 +42,8 @@ impl HealthSources {
             spool_dropped_batches_total: loss.dropped_batches,
             queue_dropped_events_total: sensors.iter().map(|s| s.dropped_total).sum(),
             sensors,
+            bundles,
+            bundle_error,
         }
     }
 }

@@ -27,11 +27,13 @@ pub struct NetSettings {
     pub flow: FlowConfig,
     /// Bytes all flows may hold for reassembly and application parsing.
     pub memcap_bytes: usize,
-    /// Suricata rules; each capture thread runs its own engine over them.
+    /// The configuration's Suricata rules (detection bundles add theirs: see
+    /// [`crate::bundles`]); each capture thread runs its own engine over what is in force.
     pub rules: Arc<Vec<lindi_shared::detect::Rule>>,
     /// Rules that did not load, with the reason (reported once at start).
     pub rules_unsupported: Vec<String>,
-    pub iocs: Option<Arc<lindi_shared::detect::ioc::IocSet>>,
+    /// The configuration's indicator files, as text (checked when the config was read).
+    pub iocs_text: String,
     pub heuristics: Option<lindi_shared::detect::heuristics::HeuristicConfig>,
 }
 
@@ -66,6 +68,7 @@ fn open(iface: &str, s: &NetSettings) -> Result<pcap::Capture<pcap::Active>, Str
 fn capture_loop(
     iface: String,
     settings: NetSettings,
+    live: Arc<crate::bundles::Live>,
     sink: EventSink,
     stop: Arc<AtomicBool>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
@@ -82,17 +85,19 @@ fn capture_loop(
     };
     let linktype = cap.get_datalink().0;
     let mut pipeline = Pipeline::new(settings.flow.clone()).with_memcap(settings.memcap_bytes);
-    if !settings.rules.is_empty() {
-        pipeline = pipeline.with_rules(lindi_shared::detect::Engine::new(settings.rules.to_vec()));
-    }
-    if let Some(i) = &settings.iocs {
-        pipeline = pipeline.with_iocs(i.clone());
-    }
-    if let Some(h) = settings.heuristics {
-        pipeline = pipeline.with_heuristics(h);
-    }
+    // The detectors in force; a bundle update swaps them between two packets.
+    let mut generation = u64::MAX;
     let mut last_stats = Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        if live.generation() != generation {
+            generation = live.generation();
+            let d = live.net();
+            pipeline.replace_detectors(
+                lindi_shared::detect::Engine::new(d.rules.to_vec()),
+                d.iocs.clone(),
+                d.heuristics,
+            );
+        }
         match cap.next_packet() {
             Ok(p) => {
                 let ts = p.header.ts;
@@ -142,18 +147,28 @@ fn capture_loop(
     emit(&sink, pipeline.drain());
 }
 
-pub async fn run(sink: EventSink, settings: NetSettings, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    sink: EventSink,
+    settings: NetSettings,
+    live: Arc<crate::bundles::Live>,
+    mut stop: watch::Receiver<bool>,
+) {
     let flag = Arc::new(AtomicBool::new(false));
     let mut threads = vec![];
     let mut failed = vec![];
     for iface in &settings.interfaces {
         let (tx, rx) = std::sync::mpsc::channel();
         let spawned = {
-            let (iface, settings, sink, flag) =
-                (iface.clone(), settings.clone(), sink.clone(), flag.clone());
+            let (iface, settings, sink, flag, live) = (
+                iface.clone(),
+                settings.clone(),
+                sink.clone(),
+                flag.clone(),
+                live.clone(),
+            );
             std::thread::Builder::new()
                 .name(format!("lindi-capture-{iface}"))
-                .spawn(move || capture_loop(iface, settings, sink, flag, tx))
+                .spawn(move || capture_loop(iface, settings, live, sink, flag, tx))
         };
         match spawned {
             Ok(handle) => {

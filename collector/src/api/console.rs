@@ -624,7 +624,7 @@ async fn agents(State(s): State<Arc<ApiState>>, auth: Result<Auth, ApiError>) ->
         .count();
     let mut b = format!(
         "<div class=\"bar\"><h1>Agents</h1><span class=\"muted\">{} enrolled · <span class=\"ok\">{reporting} reporting</span> · {}</span></div>\
-<table class=\"queue\"><thead><tr><th>Agent</th><th>Host</th><th>Constituency · group</th><th>Version</th><th>Last seen</th><th>RSS</th><th>CPU</th><th>Spool</th><th>Lost events</th><th>Sensors</th><th>State</th></tr></thead><tbody>",
+<table class=\"queue\"><thead><tr><th>Agent</th><th>Host</th><th>Constituency · group</th><th>Version</th><th>Last seen</th><th>RSS</th><th>CPU</th><th>Spool</th><th>Lost events</th><th>Sensors · bundles</th><th>State</th></tr></thead><tbody>",
         rows.len(),
         if troubled > 0 {
             format!("<span class=\"warn\">{troubled} with a sensor in trouble</span>")
@@ -664,11 +664,27 @@ async fn agents(State(s): State<Arc<ApiState>>, auth: Result<Auth, ApiError>) ->
             lost_cls = warn_if(lost),
             sensors = h
                 .map(|h| {
-                    h.sensors
+                    let mut cell = h
+                        .sensors
                         .iter()
                         .map(sensor_badge)
                         .collect::<Vec<_>>()
-                        .join(" ")
+                        .join(" ");
+                    if !h.bundles.is_empty() {
+                        let _ = write!(
+                            cell,
+                            "<div class=\"muted\">{}</div>",
+                            esc(&h.bundles.join(", "))
+                        );
+                    }
+                    if !h.bundle_error.is_empty() {
+                        let _ = write!(
+                            cell,
+                            "<div class=\"warn\" title=\"{}\">bundle refused</div>",
+                            esc(&h.bundle_error)
+                        );
+                    }
+                    cell
                 })
                 .unwrap_or_default(),
             state = agent_state(&a.agent, now_s),
@@ -802,7 +818,17 @@ async fn agent(
         }
         _ => b.push_str("<tr><td colspan=\"6\" class=\"empty\">No health report yet.</td></tr>"),
     }
-    b.push_str("</tbody></table><h2>Loss</h2><table><tbody>");
+    b.push_str("</tbody></table><h2>Detection bundles</h2>");
+    match h {
+        Some(h) if !h.bundles.is_empty() => {
+            let _ = write!(b, "<p>{}</p>", esc(&h.bundles.join(", ")));
+        }
+        _ => b.push_str("<p class=\"muted\">None running.</p>"),
+    }
+    if let Some(e) = h.map(|h| &h.bundle_error).filter(|e| !e.is_empty()) {
+        let _ = write!(b, "<p class=\"warn\">Last update refused: {}</p>", esc(e));
+    }
+    b.push_str("<h2>Loss</h2><table><tbody>");
     let (spool_events, spool_batches, queue_events) = losses(a, h);
     for (k, v) in [
         (

@@ -834,6 +834,24 @@ fn show_agent(out: &mut impl Write, v: &Value) -> anyhow::Result<()> {
             h["queue_dropped_events_total"],
             v["batches_rejected"]
         )?;
+        let bundles: Vec<String> = h["bundles"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(text)
+            .collect();
+        writeln!(
+            out,
+            "  detection bundles: {}",
+            if bundles.is_empty() {
+                "none".to_string()
+            } else {
+                bundles.join(", ")
+            }
+        )?;
+        if let Some(e) = h["bundle_error"].as_str().filter(|e| !e.is_empty()) {
+            writeln!(out, "  last bundle update refused: {}", clean(e))?;
+        }
         for s in h["sensors"].as_array().into_iter().flatten() {
             writeln!(
                 out,

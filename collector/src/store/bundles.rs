@@ -257,7 +257,7 @@ impl SqliteStore {
         &self,
         group: &str,
         constituency: &str,
-    ) -> Result<Vec<(String, String, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<super::Bundled>, StoreError> {
         let rollouts = self.rollouts()?;
         let versions = self.bundle_versions()?;
         let mut names: Vec<&str> = rollouts.iter().map(|r| r.name.as_str()).collect();

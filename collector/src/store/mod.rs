@@ -540,7 +540,13 @@ pub trait Store: Send + Sync {
     ) -> Result<Result<AgentRecord, Redeem>, StoreError>;
     fn query_events(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
     fn count_events(&self) -> Result<u64, StoreError>;
+    /// The detection bundles an agent of `group` in `constituency` should run:
+    /// (name, version, signed bytes).
+    fn bundles_for(&self, group: &str, constituency: &str) -> Result<Vec<Bundled>, StoreError>;
 }
+
+/// A bundle an agent should run: (name, version, signed bytes).
+pub type Bundled = (String, String, Vec<u8>);
 
 /// The embedded SQLite store.
 pub struct SqliteStore {
@@ -994,6 +1000,10 @@ impl Store for SqliteStore {
 
     fn query_events(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
         run_event_query(&self.reader()?, q)
+    }
+
+    fn bundles_for(&self, group: &str, constituency: &str) -> Result<Vec<Bundled>, StoreError> {
+        SqliteStore::bundles_for(self, group, constituency)
     }
 
     fn count_events(&self) -> Result<u64, StoreError> {

@@ -226,6 +226,10 @@ fn base_domain(name: &str) -> String {
 }
 
 impl Heuristics {
+    pub fn config(&self) -> HeuristicConfig {
+        self.cfg
+    }
+
     pub fn new(cfg: HeuristicConfig) -> Self {
         Heuristics {
             cfg,

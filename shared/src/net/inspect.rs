@@ -467,6 +467,31 @@ impl Detector {
         self.engine = engine;
     }
 
+    /// Swap every detector at once, between two packets: the rules, the indicators and the
+    /// heuristics (their counts kept when the thresholds stay the same). Each flow's rule
+    /// state (flowbits, alerts already raised per transaction) belonged to the old rules and
+    /// starts over; flows, reassembly and parsing go on untouched.
+    pub fn replace(
+        &mut self,
+        engine: Engine,
+        iocs: Option<std::sync::Arc<IocSet>>,
+        heuristics: Option<HeuristicConfig>,
+    ) {
+        self.set_engine(engine);
+        for ctx in self.flows.values_mut() {
+            ctx.detect = Default::default();
+        }
+        self.iocs = iocs;
+        let same = match (&self.heuristics, heuristics) {
+            (Some(h), Some(cfg)) => h.config() == cfg,
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            self.heuristics = heuristics.map(Heuristics::new);
+        }
+    }
+
     /// Match flows, DNS, TLS and HTTP against an indicator set.
     pub fn set_iocs(&mut self, iocs: std::sync::Arc<IocSet>) {
         self.iocs = Some(iocs);

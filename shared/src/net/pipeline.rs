@@ -87,6 +87,24 @@ impl Pipeline {
         self
     }
 
+    /// Swap the rules, indicators and heuristics of a running pipeline (see
+    /// [`Detector::replace`]).
+    pub fn replace_detectors(
+        &mut self,
+        engine: Engine,
+        iocs: Option<std::sync::Arc<crate::detect::ioc::IocSet>>,
+        heuristics: Option<crate::detect::heuristics::HeuristicConfig>,
+    ) {
+        match self.detector.as_mut() {
+            Some(d) => d.replace(engine, iocs, heuristics),
+            None => {
+                let mut d = Detector::new(Engine::new(vec![]));
+                d.replace(engine, iocs, heuristics);
+                self.detector = Some(d);
+            }
+        }
+    }
+
     /// Cap the bytes all flows hold for stream and application inspection.
     pub fn with_memcap(mut self, bytes: usize) -> Self {
         if let Some(d) = self.detector.as_mut() {

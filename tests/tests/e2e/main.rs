@@ -2,6 +2,7 @@
 //! One test binary with modules (one link on a 2-core machine).
 
 mod api_fuzz;
+mod bundles;
 mod capture;
 mod console;
 mod delivery;

@@ -1,0 +1,380 @@
+//! Detection bundles on the agent: what the collector sends is checked against the keys in
+//! the agent's own configuration (a compromised collector cannot make an agent run anything
+//! else), compiled with the same engines `lindi detectors test` uses, kept on disk for the
+//! next start, and swapped into the running sensors at once: the network sensor's capture
+//! threads pick the new set up between two packets, the Sigma runtime before the next event.
+//! Nothing restarts and no packet or event is dropped for it.
+//!
+//! A bundle that fails (bad signature, unknown key, too new for this agent, a rule that does
+//! not load) is refused on its own: the version running before stays, and the reason is
+//! reported in the health events (`bundle_error`) with the versions that do run (`bundles`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use lindi_shared::bundle::{self, Bundle, PublicKey, Version};
+use lindi_shared::detect::Rule;
+use lindi_shared::detect::heuristics::HeuristicConfig;
+use lindi_shared::detect::ioc::IocSet;
+use lindi_shared::proto::{BundleRef, BundleUpdate};
+use lindi_shared::sigma::SigmaRules;
+
+/// What the network sensor runs.
+#[derive(Clone, Default)]
+pub struct NetDetectors {
+    pub rules: Arc<Vec<Rule>>,
+    pub iocs: Option<Arc<IocSet>>,
+    pub heuristics: Option<HeuristicConfig>,
+}
+
+/// The detectors in force, shared by the sensors and the bundle manager.
+pub struct Live {
+    generation: AtomicU64,
+    net: RwLock<Arc<NetDetectors>>,
+    sigma: RwLock<Arc<SigmaRules>>,
+    status: Mutex<(Vec<String>, String)>,
+}
+
+impl Live {
+    pub fn new(net: NetDetectors, sigma: SigmaRules) -> Arc<Live> {
+        Arc::new(Live {
+            generation: AtomicU64::new(0),
+            net: RwLock::new(Arc::new(net)),
+            sigma: RwLock::new(Arc::new(sigma)),
+            status: Mutex::new((vec![], String::new())),
+        })
+    }
+
+    /// Bumped on every swap; the capture threads compare it per packet.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn net(&self) -> Arc<NetDetectors> {
+        self.net.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn sigma(&self) -> Arc<SigmaRules> {
+        self.sigma.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// (running bundles as `name@version`, the last update's error or empty).
+    pub fn status(&self) -> (Vec<String>, String) {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn swap(&self, net: NetDetectors, sigma: SigmaRules) {
+        *self.net.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(net);
+        *self.sigma.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(sigma);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn set_status(&self, active: Vec<String>, error: String) {
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = (active, error);
+    }
+}
+
+/// What the agent's own configuration loads, under every bundle.
+#[derive(Clone, Default)]
+pub struct Base {
+    pub rules: Vec<Rule>,
+    pub iocs_text: String,
+    pub heuristics: Option<HeuristicConfig>,
+    pub sigma_sources: Vec<(String, String)>,
+}
+
+struct Loaded {
+    bundle: Bundle,
+    signed: Vec<u8>,
+    rules: Vec<Rule>,
+}
+
+/// Receives bundle updates and keeps [`Live`] in step.
+pub struct BundleManager {
+    live: Arc<Live>,
+    base: Base,
+    keys: Vec<PublicKey>,
+    dir: PathBuf,
+    loaded: BTreeMap<String, Loaded>,
+}
+
+impl BundleManager {
+    /// A manager over `dir` (`STATE_DIR/bundles`), with the bundles saved there loaded again
+    /// (each checked as if it had just arrived).
+    pub fn open(live: Arc<Live>, base: Base, keys: Vec<PublicKey>, dir: PathBuf) -> BundleManager {
+        let mut m = BundleManager {
+            live,
+            base,
+            keys,
+            dir,
+            loaded: BTreeMap::new(),
+        };
+        let mut errors = vec![];
+        if let Ok(entries) = std::fs::read_dir(&m.dir) {
+            let mut paths: Vec<PathBuf> = entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "bundle"))
+                .collect();
+            paths.sort();
+            for p in paths {
+                match std::fs::read(&p)
+                    .map_err(|e| e.to_string())
+                    .and_then(|signed| m.check(&signed, None).map(|l| (signed, l)))
+                {
+                    Ok((_, l)) => {
+                        m.loaded.insert(l.bundle.manifest.name.clone(), l);
+                    }
+                    Err(e) => errors.push(format!("{}: {e}", p.display())),
+                }
+            }
+        }
+        m.rebuild(errors.join("; "));
+        m
+    }
+
+    /// What the agent runs, for the collector.
+    pub fn active(&self) -> Vec<BundleRef> {
+        self.loaded
+            .values()
+            .map(|l| BundleRef {
+                name: l.bundle.manifest.name.clone(),
+                version: l.bundle.manifest.version.clone(),
+            })
+            .collect()
+    }
+
+    /// Verify, compile and check one signed bundle (expected to be `want` = (name, version)).
+    fn check(&self, signed: &[u8], want: Option<(&str, &str)>) -> Result<Loaded, String> {
+        let (bundle, _key) = bundle::verify(signed, &self.keys).map_err(|e| e.to_string())?;
+        let m = &bundle.manifest;
+        if let Some((name, version)) = want
+            && (m.name != name || m.version != version)
+        {
+            return Err(format!(
+                "the collector announced {name} {version} but sent {} {}",
+                m.name, m.version
+            ));
+        }
+        if let Some(min) = &m.min_agent_version {
+            let ours = Version::parse(lindi_shared::VERSION).ok();
+            if Version::parse(min).ok() > ours {
+                return Err(format!(
+                    "{} {} needs agent {min} or later (this is {})",
+                    m.name,
+                    m.version,
+                    lindi_shared::VERSION
+                ));
+            }
+        }
+        let (detectors, problems) = bundle.compile();
+        if let Some(p) = problems.first() {
+            return Err(format!(
+                "{} {}: {} problems, first {p}",
+                m.name,
+                m.version,
+                problems.len()
+            ));
+        }
+        Ok(Loaded {
+            rules: detectors.rules,
+            signed: signed.to_vec(),
+            bundle,
+        })
+    }
+
+    /// Apply an update: load what is new, unload what is gone, keep what failed as it was.
+    /// Returns whether the running set changed.
+    pub fn apply(&mut self, update: &BundleUpdate) -> bool {
+        let mut errors = vec![];
+        let mut next: BTreeMap<String, Loaded> = BTreeMap::new();
+        let mut changed = false;
+        for e in &update.bundles {
+            if e.signed.is_empty() {
+                match self.loaded.remove(&e.name) {
+                    Some(l) if l.bundle.manifest.version == e.version => {
+                        next.insert(e.name.clone(), l);
+                    }
+                    other => {
+                        errors.push(format!(
+                            "{} {}: announced as running here, but it is not",
+                            e.name, e.version
+                        ));
+                        if let Some(l) = other {
+                            next.insert(e.name.clone(), l);
+                        }
+                    }
+                }
+                continue;
+            }
+            match self.check(&e.signed, Some((&e.name, &e.version))) {
+                Ok(l) => {
+                    self.loaded.remove(&e.name);
+                    next.insert(e.name.clone(), l);
+                    changed = true;
+                }
+                Err(why) => {
+                    errors.push(why);
+                    // The version that ran before goes on running.
+                    if let Some(old) = self.loaded.remove(&e.name) {
+                        next.insert(e.name.clone(), old);
+                    }
+                }
+            }
+        }
+        // What the collector no longer lists is unloaded.
+        changed |= !self.loaded.is_empty();
+        self.loaded = next;
+        if changed {
+            self.save(&mut errors);
+        }
+        self.rebuild(errors.join("; "));
+        changed
+    }
+
+    /// Keep the running bundles on disk, and only them.
+    fn save(&self, errors: &mut Vec<String>) {
+        if let Err(e) = std::fs::create_dir_all(&self.dir) {
+            errors.push(format!("{}: {e}", self.dir.display()));
+            return;
+        }
+        for (name, l) in &self.loaded {
+            let path = self.dir.join(format!("{name}.bundle"));
+            let tmp = self.dir.join(format!(".{name}.bundle.tmp"));
+            let written =
+                std::fs::write(&tmp, &l.signed).and_then(|()| std::fs::rename(&tmp, &path));
+            if let Err(e) = written {
+                errors.push(format!("cannot keep {name} on disk: {e}"));
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                let p = e.path();
+                let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+                if p.extension().is_some_and(|x| x == "bundle") && !self.loaded.contains_key(stem) {
+                    let _ = std::fs::remove_file(&p);
+                }
+            }
+        }
+    }
+
+    /// Merge the base and every running bundle into one set and swap it in.
+    fn rebuild(&self, error: String) {
+        let mut rules = self.base.rules.clone();
+        let mut iocs = self.base.iocs_text.clone();
+        let mut heuristics = self.base.heuristics;
+        let mut sigma_sources = self.base.sigma_sources.clone();
+        for l in self.loaded.values() {
+            rules.extend(l.rules.iter().cloned());
+            iocs.push_str(&l.bundle.ioc_text());
+            sigma_sources.extend(l.bundle.sigma_sources());
+            if let Some(h) = &l.bundle.manifest.heuristics {
+                heuristics = h.to_config().ok().flatten();
+            }
+        }
+        let iocs = IocSet::parse(&iocs);
+        let (sigma, _) = SigmaRules::load(&sigma_sources);
+        self.live.swap(
+            NetDetectors {
+                rules: Arc::new(rules),
+                iocs: (!iocs.is_empty()).then(|| Arc::new(iocs)),
+                heuristics,
+            },
+            sigma,
+        );
+        let active = self
+            .loaded
+            .values()
+            .map(|l| format!("{}@{}", l.bundle.manifest.name, l.bundle.manifest.version))
+            .collect();
+        if !error.is_empty() {
+            tracing::warn!("detection bundles: {error}");
+        }
+        self.live.set_status(active, error);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lindi_shared::proto::BundleEntry;
+
+    fn bundle(version: &str, min_agent: &str) -> Bundle {
+        let mut files = BTreeMap::new();
+        files.insert(
+            "bundle.toml".to_string(),
+            format!("name = \"b\"\nversion = \"{version}\"\nmin_agent_version = \"{min_agent}\"\n")
+                .into_bytes(),
+        );
+        files.insert(
+            "rules/r.rules".to_string(),
+            b"alert udp any any -> any 9 (msg:\"r\"; sid:1;)\n".to_vec(),
+        );
+        Bundle::from_files(files).unwrap()
+    }
+
+    fn entry(b: &Bundle, signed: Vec<u8>) -> BundleEntry {
+        BundleEntry {
+            name: b.manifest.name.clone(),
+            version: b.manifest.version.clone(),
+            signed,
+        }
+    }
+
+    #[test]
+    fn updates_load_refuse_unload_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (text, public) = bundle::generate_key().unwrap();
+        let key = bundle::read_key(&text).unwrap();
+        let open = || {
+            let live = Live::new(NetDetectors::default(), SigmaRules::load(&[]).0);
+            let m = BundleManager::open(
+                live.clone(),
+                Base::default(),
+                vec![public.clone()],
+                dir.path().join("bundles"),
+            );
+            (live, m)
+        };
+        let (live, mut m) = open();
+        let g0 = live.generation();
+        let v1 = bundle("1.0.0", "0.0.1");
+        let update = |e| BundleUpdate { bundles: vec![e] };
+        assert!(m.apply(&update(entry(&v1, bundle::sign(&v1, &key)))));
+        assert!(live.generation() > g0);
+        assert_eq!(live.net().rules.len(), 1);
+        assert_eq!(live.status(), (vec!["b@1.0.0".to_string()], String::new()));
+
+        // Changed after signing: refused, 1.0.0 stays.
+        let v2 = bundle("2.0.0", "0.0.1");
+        let mut bad = bundle::sign(&v2, &key);
+        let n = bad.len();
+        bad[n - 2] ^= 1;
+        assert!(!m.apply(&update(entry(&v2, bad))));
+        let (active, error) = live.status();
+        assert_eq!(active, ["b@1.0.0"]);
+        assert!(error.contains("does not match"), "{error}");
+        // Too new for this agent: refused the same way.
+        let v3 = bundle("3.0.0", "99.0.0");
+        assert!(!m.apply(&update(entry(&v3, bundle::sign(&v3, &key)))));
+        assert!(live.status().1.contains("needs agent 99.0.0"));
+        // The collector says what runs; the signed bytes are not sent again.
+        assert!(!m.apply(&update(entry(&v1, vec![]))));
+        assert_eq!(live.status(), (vec!["b@1.0.0".to_string()], String::new()));
+
+        // A restart loads what was running from disk, checked again.
+        drop(m);
+        let (live, mut m) = open();
+        assert_eq!(live.status().0, ["b@1.0.0"]);
+        assert_eq!(m.active().len(), 1);
+        // Not listed any more: unloaded, and gone from disk.
+        assert!(m.apply(&BundleUpdate { bundles: vec![] }));
+        assert!(live.status().0.is_empty() && live.net().rules.is_empty());
+        assert!(!dir.path().join("bundles/b.bundle").exists());
+    }
+}
