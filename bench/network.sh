@@ -24,17 +24,7 @@ RULES=../shared/corpus/rules/et-open.rules
 for f in "$PCAP" "$RULES"; do
     [ -f "$f" ] || { echo "no $f: the shared corpus must be beside the repository" >&2; exit 1; }
 done
-need_apt=0
-command -v tcpdump >/dev/null || need_apt=1
-command -v suricata >/dev/null || need_apt=1
-if [ "$need_apt" = 1 ]; then
-    if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
-        echo "deb http://deb.debian.org/debian bookworm-backports main" > /etc/apt/sources.list.d/lindi-backports.list
-    fi
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tcpdump >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -t bookworm-backports suricata >/dev/null
-fi
+"$(dirname "$0")/../packaging/install-suricata.sh"
 cargo build --release -p lindi-agent >&2
 LINDI=target/release/lindi-agent
 work=$(mktemp -d)

@@ -19,6 +19,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Suricata: detection bundles' network rules are checked against it in the tests.
+"$(dirname "$0")/install-suricata.sh"
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is not installed: install Rust 1.95 or newer (https://rustup.rs), then run this again" >&2
   exit 1

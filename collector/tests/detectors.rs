@@ -400,3 +400,69 @@ fn the_collector_keeps_signed_versions_and_rolls_them_out_and_back() {
         "two pushes, a promotion, a rollback: {audit:?}"
     );
 }
+
+#[test]
+fn the_core_bundle_passes_its_tests_and_suricata_agrees_on_its_network_rules() {
+    let core = Path::new(env!("CARGO_MANIFEST_DIR")).join("../detectors/core");
+    let (ok, out) = lindi(&["detectors", "lint", s(&core)]);
+    assert!(ok && out.contains("0 problems"), "{out}");
+    let (ok, out) = lindi(&["detectors", "test", s(&core)]);
+    assert!(ok && out.contains("0 failed"), "{out}");
+
+    // The same captures through Suricata with the same rules: the same alerts.
+    if Command::new("suricata").arg("-V").output().is_err() {
+        eprintln!("skipping the Suricata comparison: suricata is not installed");
+        return;
+    }
+    let b = lindi_shared::bundle::Bundle::read_dir(&core).unwrap();
+    let (detectors, problems) = b.compile();
+    assert!(problems.is_empty(), "{problems:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("core.rules");
+    let text: String = b
+        .files
+        .iter()
+        .filter(|(p, _)| p.ends_with(".rules"))
+        .map(|(_, d)| String::from_utf8_lossy(d).into_owned())
+        .collect();
+    std::fs::write(&rules, text).unwrap();
+    let mut compared = 0;
+    for (path, bytes) in b.files.iter().filter(|(p, _)| p.ends_with(".pcap")) {
+        let mut ours: Vec<String> = detectors
+            .replay(bytes)
+            .unwrap()
+            .into_iter()
+            .filter(|d| d.engine == "suricata")
+            .map(|d| d.rule_id)
+            .collect();
+        ours.sort();
+        let log = dir.path().join(path.replace('/', "_"));
+        std::fs::create_dir_all(&log).unwrap();
+        let status = Command::new("suricata")
+            .arg("-r")
+            .arg(core.join(path))
+            .arg("-S")
+            .arg(&rules)
+            .arg("-l")
+            .arg(&log)
+            .args(["-k", "none", "--runmode", "single"])
+            .output()
+            .unwrap();
+        assert!(
+            status.status.success(),
+            "suricata on {path}: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        let eve = std::fs::read_to_string(log.join("eve.json")).unwrap_or_default();
+        let mut theirs: Vec<String> = eve
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event_type"] == "alert")
+            .map(|v| format!("{}:{}", v["alert"]["gid"], v["alert"]["signature_id"]))
+            .collect();
+        theirs.sort();
+        assert_eq!(ours, theirs, "{path}: Lindi vs Suricata");
+        compared += 1;
+    }
+    assert_eq!(compared, 5);
+}
