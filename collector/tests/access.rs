@@ -8,15 +8,17 @@
 //! HTTP. The expectations below are written out by hand (not computed from the code's own
 //! role table), so a change to who may do what has to change this test too.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use common::token;
 use lindi_collector::RunningCollector;
 use lindi_collector::config::CollectorConfig;
 use lindi_collector::store::BatchMeta;
 use lindi_collector::store::Store;
-use lindi_collector::store::accounts::hash_password;
-use lindi_shared::access::{Role, Scope, Viewer};
+use lindi_shared::access::{Role, Viewer};
 use lindi_shared::proto::Event;
 use lindi_shared::synthetic;
 use serde_json::{Value, json};
@@ -120,43 +122,7 @@ fn detection(agent: &str, src: &str, i: i64) -> Event {
 }
 
 fn start() -> (tempfile::TempDir, tokio::runtime::Runtime, RunningCollector) {
-    start_with(CollectorConfig::default())
-}
-
-fn start_with(
-    config: CollectorConfig,
-) -> (tempfile::TempDir, tokio::runtime::Runtime, RunningCollector) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = CollectorConfig {
-        data_dir: Some(dir.path().join("c")),
-        listen_addr: "127.0.0.1:0".into(),
-        http_listen_addr: "127.0.0.1:0".into(),
-        ..config
-    };
-    lindi_collector::init(&config, false).unwrap();
-    let settings = config.validate().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let running = rt.block_on(lindi_collector::start(&settings)).unwrap();
-    (dir, rt, running)
-}
-
-fn token(c: &RunningCollector, name: &str, role: Role, scope: &[&str]) -> String {
-    let hash = hash_password("matrix password 12").unwrap();
-    let scope = Scope::from_list(&scope.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-    c.store
-        .add_user(name, &hash, role, &scope, "test", 0)
-        .unwrap()
-        .unwrap();
-    let far = i64::MAX / 2;
-    c.store
-        .create_token(name, "t", far, "test", 0)
-        .unwrap()
-        .unwrap()
-        .1
+    common::start(CollectorConfig::default())
 }
 
 /// How many of `all` are in scope.
@@ -578,7 +544,7 @@ fn console_sessions_need_their_csrf_token_end_on_logout_and_logins_are_rate_limi
         "POST",
         "/api/v1/session",
         &[],
-        Some(json!({"user": "ana", "password": "matrix password 12"})),
+        Some(json!({"user": "ana", "password": common::PASSWORD})),
     );
     assert_eq!(s, 200, "{v}");
     let set = headers
@@ -650,7 +616,7 @@ fn console_sessions_need_their_csrf_token_end_on_logout_and_logins_are_rate_limi
         "POST",
         "/api/v1/session",
         &[],
-        Some(json!({"user": "ana", "password": "matrix password 12"})),
+        Some(json!({"user": "ana", "password": common::PASSWORD})),
     );
     assert_eq!(
         (s, v["error"]["code"].as_str()),
@@ -833,7 +799,7 @@ delay_secs = 900
 "#,
     )
     .unwrap();
-    let (_dir, _rt, c) = start_with(config);
+    let (_dir, _rt, c) = common::start(config);
     let api = Api { base: c.http_url() };
     let root = token(&c, "root", Role::Admin, &["*"]);
     let resp_a = token(&c, "resp-a", Role::Responder, &[A]);

@@ -1,23 +1,13 @@
-//! `lindi detectors`: lint, test, keygen, sign and verify on the example bundle
-//! (`detectors/example`) and on broken copies of it.
+//! `lindi detectors`: lint, test, keygen, sign and verify on the example and core bundles
+//! and on broken copies; push, list, promote and rollback against a collector.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn lindi(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lindi"))
-        .args(args)
-        .env("XDG_CONFIG_HOME", "/nonexistent")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    common::lindi(&[], args)
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -182,52 +172,25 @@ fn signed_bundles_verify_only_unchanged_and_with_a_trusted_key() {
     assert!(!ok);
 }
 
-/// A collector trusting `keys`, with an admin token and a responder token.
+/// A collector trusting `keys`, with a detection developer's token and a responder's.
 fn collector(
-    dir: &Path,
     keys: Vec<String>,
 ) -> (
+    tempfile::TempDir,
     tokio::runtime::Runtime,
     lindi_collector::RunningCollector,
     String,
     String,
 ) {
     use lindi_collector::config::{CollectorConfig, DetectorsSection};
-    use lindi_collector::store::accounts::hash_password;
-    use lindi_shared::access::{Role, Scope};
-    let config = CollectorConfig {
-        data_dir: Some(dir.join("c")),
-        listen_addr: "127.0.0.1:0".into(),
-        http_listen_addr: "127.0.0.1:0".into(),
+    use lindi_shared::access::Role;
+    let (dir, rt, c) = common::start(CollectorConfig {
         detectors: DetectorsSection { trusted_keys: keys },
         ..Default::default()
-    };
-    lindi_collector::init(&config, false).unwrap();
-    let settings = config.validate().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let c = rt.block_on(lindi_collector::start(&settings)).unwrap();
-    let hash = hash_password("bundle password 12").unwrap();
-    let mut tokens = vec![];
-    for (user, role) in [("dev", Role::DetectionDeveloper), ("resp", Role::Responder)] {
-        c.store
-            .add_user(user, &hash, role, &Scope::All, "test", 0)
-            .unwrap()
-            .unwrap();
-        tokens.push(
-            c.store
-                .create_token(user, "t", i64::MAX / 2, "test", 0)
-                .unwrap()
-                .unwrap()
-                .1,
-        );
-    }
-    let resp = tokens.pop().unwrap();
-    let dev = tokens.pop().unwrap();
-    (rt, c, dev, resp)
+    });
+    let dev = common::token(&c, "dev", Role::DetectionDeveloper, &["*"]);
+    let resp = common::token(&c, "resp", Role::Responder, &["*"]);
+    (dir, rt, c, dev, resp)
 }
 
 #[test]
@@ -237,23 +200,10 @@ fn the_collector_keeps_signed_versions_and_rolls_them_out_and_back() {
     assert!(lindi(&["detectors", "keygen", s(&key)]).0);
     assert!(lindi(&["detectors", "keygen", s(&stranger)]).0);
     let public = std::fs::read_to_string(format!("{}.pub", key.display())).unwrap();
-    let (_rt, c, dev, resp) = collector(dir.path(), vec![public.trim().to_string()]);
+    let (_data, _rt, c, dev, resp) = collector(vec![public.trim().to_string()]);
+    let url = c.http_url();
     let as_user = |token: &str, args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_lindi"))
-            .args(args)
-            .env("LINDI_SERVER", c.http_url())
-            .env("LINDI_TOKEN", token)
-            .env("XDG_CONFIG_HOME", "/nonexistent")
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        common::lindi(&[("LINDI_SERVER", &url), ("LINDI_TOKEN", token)], args)
     };
     // Version 1.0.0 and 1.1.0 of the example, signed by the team; 1.0.0 by a stranger too.
     let v1 = dir.path().join("v1.bundle");

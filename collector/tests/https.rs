@@ -3,48 +3,26 @@
 //! does not trust the CA, and a client that never finishes its handshake get nothing, and none
 //! of them stops the others.
 
+mod common;
+
 use std::io::Write;
-use std::process::Command;
 use std::time::Duration;
 
 use lindi_collector::config::{CollectorConfig, HttpTlsSection};
-use lindi_collector::store::accounts::hash_password;
-use lindi_shared::access::{Role, Scope};
+use lindi_shared::access::Role;
 
 #[test]
 fn the_api_serves_https_with_the_collectors_certificate() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("c");
-    let config = CollectorConfig {
-        data_dir: Some(data.clone()),
-        listen_addr: "127.0.0.1:0".into(),
-        http_listen_addr: "127.0.0.1:0".into(),
+    let (dir, rt, c) = common::start(CollectorConfig {
         http_tls: HttpTlsSection {
             enabled: true,
             ..Default::default()
         },
         ..Default::default()
-    };
-    lindi_collector::init(&config, false).unwrap();
-    let settings = config.validate().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let c = rt.block_on(lindi_collector::start(&settings)).unwrap();
+    });
+    let data = dir.path().join("c");
     assert!(c.http_url().starts_with("https://127.0.0.1:"));
-    let hash = hash_password("https password 12").unwrap();
-    c.store
-        .add_user("root", &hash, Role::Admin, &Scope::All, "test", 0)
-        .unwrap()
-        .unwrap();
-    let token = c
-        .store
-        .create_token("root", "t", i64::MAX / 2, "test", 0)
-        .unwrap()
-        .unwrap()
-        .1;
+    let token = common::token(&c, "root", Role::Admin, &["*"]);
 
     // A client that opens a connection and never speaks holds one slot, not the API.
     let mut idle = std::net::TcpStream::connect(c.http_addr).unwrap();
@@ -73,37 +51,23 @@ fn the_api_serves_https_with_the_collectors_certificate() {
     );
 
     let ca = data.join("ca.crt");
-    let lindi = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_lindi"))
-            .args(args)
-            .env("LINDI_SERVER", c.http_url())
-            .env("LINDI_TOKEN", &token)
-            .env("LINDI_CA", &ca)
-            .env("XDG_CONFIG_HOME", "/nonexistent")
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
-    let (ok, out, err) = lindi(&["whoami"]);
-    assert!(ok && out.contains("\"root\""), "{out}{err}");
-    let (ok, out, err) = lindi(&["agents", "list"]);
-    assert!(ok && out.contains("AGENT"), "{out}{err}");
-    // Without the CA the CLI says why it cannot connect.
-    let out = Command::new(env!("CARGO_BIN_EXE_lindi"))
-        .args(["whoami"])
-        .env("LINDI_SERVER", c.http_url())
-        .env("LINDI_TOKEN", &token)
-        .env("XDG_CONFIG_HOME", "/nonexistent")
-        .env_remove("LINDI_CA")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let (ok, _, err) = lindi(&["--ca", "/nonexistent/ca.crt", "whoami"]);
-    assert!(!ok && err.contains("/nonexistent/ca.crt"), "{err}");
+    let url = c.http_url();
+    let ca_path = ca.to_str().unwrap();
+    let env = [
+        ("LINDI_SERVER", url.as_str()),
+        ("LINDI_TOKEN", token.as_str()),
+        ("LINDI_CA", ca_path),
+    ];
+    let lindi = |args: &[&str]| common::lindi(&env, args);
+    let (ok, out) = lindi(&["whoami"]);
+    assert!(ok && out.contains("\"root\""), "{out}");
+    let (ok, out) = lindi(&["agents", "list"]);
+    assert!(ok && out.contains("AGENT"), "{out}");
+    // Without the CA the CLI cannot connect.
+    let (ok, out) = common::lindi(&env[..2], &["whoami"]);
+    assert!(!ok && out.contains("cannot reach"), "{out}");
+    let (ok, out) = lindi(&["--ca", "/nonexistent/ca.crt", "whoami"]);
+    assert!(!ok && out.contains("/nonexistent/ca.crt"), "{out}");
 
     // The console login sets a Secure session cookie over HTTPS.
     let certs: Vec<_> = ureq::tls::parse_pem(&std::fs::read(&ca).unwrap())
@@ -123,7 +87,7 @@ fn the_api_serves_https_with_the_collectors_certificate() {
         .into();
     let resp = trusting
         .post(&format!("{}/api/v1/session", c.http_url()))
-        .send_json(serde_json::json!({"user": "root", "password": "https password 12"}))
+        .send_json(serde_json::json!({"user": "root", "password": common::PASSWORD}))
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     let cookie = resp

@@ -10,18 +10,18 @@
 //! (`LINDI_SCREENSHOTS=docs/screenshots` refreshes the README's). Needs `node`, `chromium` and
 //! `tests/console/node_modules` (`packaging/dev-setup.sh`); skips with a message otherwise.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lindi_collector::config::CollectorConfig;
 use lindi_collector::pipeline::Pipeline;
-use lindi_collector::store::accounts::hash_password;
 use lindi_collector::store::bundles::NewBundle;
 use lindi_collector::store::triage::ListQuery;
 use lindi_collector::store::{AgentRecord, BatchMeta, SqliteStore, Store, TokenRecord};
-use lindi_shared::access::{Role, Scope, Viewer};
+use lindi_shared::access::{Role, Viewer};
 use lindi_shared::bundle::Bundle;
 use lindi_shared::proto::{
     AgentHealthEvent, DetectionEvent, Event, FlowEvent, SensorHealth, event,
@@ -29,7 +29,6 @@ use lindi_shared::proto::{
 use lindi_shared::taxonomy::Tlp;
 use lindi_shared::ticket::Resolution;
 
-const PASSWORD: &str = "screenshot password 12";
 const MIN: i64 = 60_000_000_000;
 const HOUR: i64 = 60 * MIN;
 const DAY: i64 = 24 * HOUR;
@@ -285,32 +284,14 @@ fn console_pages_with_a_realistic_quarter_of_data() {
         );
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let config: CollectorConfig = toml::from_str(CONFIG).unwrap();
-    let config = CollectorConfig {
-        data_dir: Some(dir.path().join("c")),
-        listen_addr: "127.0.0.1:0".into(),
-        http_listen_addr: "127.0.0.1:0".into(),
-        ..config
-    };
-    lindi_collector::init(&config, false).unwrap();
-    let settings = config.validate().unwrap();
+    let (_dir, settings) = common::prepare(toml::from_str(CONFIG).unwrap());
     let now = lindi_collector::now_ns();
     {
         let store = lindi_collector::open_store(&settings).unwrap();
         seed(&store, &settings, now);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let c = rt.block_on(lindi_collector::start(&settings)).unwrap();
-    let hash = hash_password(PASSWORD).unwrap();
-    c.store
-        .add_user("lead", &hash, Role::Admin, &Scope::All, "test", 0)
-        .unwrap()
-        .unwrap();
+    let (rt, c) = common::run(&settings);
+    common::token(&c, "lead", Role::Admin, &["*"]);
 
     let shots = std::env::var_os("LINDI_SCREENSHOTS")
         .map(PathBuf::from)
@@ -322,7 +303,7 @@ fn console_pages_with_a_realistic_quarter_of_data() {
         .arg(console.join("screenshots.mjs"))
         .env("LINDI_URL", c.http_url())
         .env("LINDI_USER", "lead")
-        .env("LINDI_PASSWORD", PASSWORD)
+        .env("LINDI_PASSWORD", common::PASSWORD)
         .env("AGENT_ID", AGENTS[0].0)
         .env("SCREENSHOTS", &shots)
         .current_dir(&console)

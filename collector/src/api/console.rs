@@ -26,7 +26,7 @@ use lindi_shared::duration::Civil;
 use serde::Deserialize;
 
 use super::auth::Auth;
-use super::{ApiError, ApiState, with_store};
+use super::{ApiError, ApiState, url_part, with_store};
 use crate::store::triage::{ListQuery, Ticket};
 use crate::store::{AgentRecord, EventQuery, Store};
 use lindi_shared::proto::{AgentHealthEvent, SensorHealth};
@@ -142,7 +142,7 @@ async fn login() -> Html<&'static str> {
     ))
 }
 
-fn badge(kind: &str, value: &str) -> String {
+pub(super) fn badge(kind: &str, value: &str) -> String {
     let cls: String = value
         .chars()
         .map(|c| {
@@ -700,18 +700,6 @@ fn group(a: &AgentRecord) -> &str {
     } else {
         &a.group
     }
-}
-
-/// A path segment from outside, percent-encoded for a link.
-fn url_part(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            b => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 async fn agent(

@@ -191,6 +191,19 @@ pub(crate) fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> 
         .map_err(|e| ApiError::bad("bad_body", e.body_text()))
 }
 
+/// A path segment from outside, percent-encoded for a URL (links in the console, paths the
+/// CLI calls).
+pub fn url_part(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// The 404 for an object that does not exist or that the caller may not see.
 pub(crate) fn not_found(what: &str, id: impl std::fmt::Display) -> ApiError {
     ApiError::new(

@@ -22,7 +22,7 @@ use lindi_shared::profile::{Section, TeamProfile};
 use lindi_shared::taxonomy::Tlp;
 
 use super::auth::Auth;
-use super::console::{error_page, esc, page, time, to_login};
+use super::console::{badge, error_page, esc, page, time, to_login};
 use super::{ApiError, ApiState, body, not_found, path, with_store};
 use crate::store::profile::ProfileRecord;
 
@@ -137,21 +137,6 @@ async fn public_html(
     }
 }
 
-fn tlp_badge(t: Tlp) -> String {
-    let cls: String = t
-        .label()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    format!("<span class=\"badge tlp tlp-{cls}\">{}</span>", t.label())
-}
-
 /// The profile as HTML in the Appendix D layout.
 fn document(p: &TeamProfile) -> String {
     fn walk(out: &mut String, s: &Section, depth: usize) {
@@ -173,7 +158,9 @@ fn document(p: &TeamProfile) -> String {
     let mut out = format!(
         "<header class=\"doc\"><h1>{}</h1><p class=\"muted\">Description according to RFC 2350 {}</p></header>",
         esc(&p.team_name),
-        p.tlp_label.map(tlp_badge).unwrap_or_default()
+        p.tlp_label
+            .map(|t| badge("tlp", t.label()))
+            .unwrap_or_default()
     );
     for s in p.outline() {
         walk(&mut out, &s, 0);

@@ -8,6 +8,7 @@ use std::io::{BufRead, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use lindi_collector::api::url_part;
 use lindi_shared::bundle::{Bundle, PublicKey};
 
 use anyhow::{Context, bail};
@@ -734,18 +735,6 @@ fn summary(e: &Value) -> String {
         ),
         _ => k.to_string(),
     }
-}
-
-/// A path segment, percent-encoded.
-fn url_part(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            b => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn mib(v: &Value) -> String {
