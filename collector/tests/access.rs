@@ -139,46 +139,15 @@ fn constituencies_of(v: &Value, list: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// An agent of `constituency` in the store, as enrollment leaves it.
-fn enroll(c: &RunningCollector, agent: &str, constituency: &str) {
-    use lindi_collector::store::{AgentRecord, TokenRecord};
-    let token = TokenRecord {
-        token_id: format!("t-{agent}"),
-        secret_sha256: "aa".into(),
-        constituency: constituency.into(),
-        group: String::new(),
-        created_at_s: 0,
-        expires_at_s: i64::MAX,
-        used_at_s: None,
-    };
-    c.store.insert_token(&token).unwrap();
-    let record = AgentRecord {
-        agent_id: agent.into(),
-        constituency: constituency.into(),
-        group: String::new(),
-        host_name: format!("host-{agent}"),
-        cert_serial: "01".into(),
-        cert_fingerprint: "ff".into(),
-        enrolled_at_s: 1,
-        revoked_at_s: None,
-        last_seen_at_s: None,
-        agent_version: "test".into(),
-        spool_dropped_events: 0,
-        spool_dropped_batches: 0,
-        batches_rejected: 0,
-    };
-    c.store
-        .redeem_token(&token.token_id, "aa", 1, &mut |_| Ok(record.clone()))
-        .unwrap()
-        .unwrap();
-}
-
 #[test]
 fn every_role_and_scope_sees_and_does_exactly_what_it_may() {
     let (_dir, _rt, c) = start();
     // Two identical incidents in each constituency: two tickets each.
     for (seq, (constituency, agent)) in [(A, "ag-a"), (B, "ag-b")].into_iter().enumerate() {
-        enroll(&c, agent, constituency);
+        common::enroll(
+            &c.store,
+            common::agent(agent, constituency, "", &format!("host-{agent}")),
+        );
         let events: Vec<Event> = ["10.0.0.1", "10.0.0.2"]
             .iter()
             .enumerate()

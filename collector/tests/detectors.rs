@@ -10,6 +10,11 @@ fn lindi(args: &[&str]) -> (bool, String) {
     common::lindi(&[], args)
 }
 
+/// `lindi detectors sign DIR --key KEY --out OUT` succeeded.
+fn sign(dir: &str, key: &str, out: &str) -> bool {
+    lindi(&["detectors", "sign", dir, "--key", key, "--out", out]).0
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap().flatten() {
@@ -207,18 +212,7 @@ fn the_collector_keeps_signed_versions_and_rolls_them_out_and_back() {
     };
     // Version 1.0.0 and 1.1.0 of the example, signed by the team; 1.0.0 by a stranger too.
     let v1 = dir.path().join("v1.bundle");
-    assert!(
-        lindi(&[
-            "detectors",
-            "sign",
-            s(&example()),
-            "--key",
-            s(&key),
-            "--out",
-            s(&v1)
-        ])
-        .0
-    );
+    assert!(sign(s(&example()), s(&key), s(&v1)));
     let b2 = dir.path().join("b2");
     copy_dir(&example(), &b2);
     let manifest = std::fs::read_to_string(b2.join("bundle.toml")).unwrap();
@@ -233,31 +227,9 @@ fn the_collector_keeps_signed_versions_and_rolls_them_out_and_back() {
     )
     .unwrap();
     let v2 = dir.path().join("v2.bundle");
-    assert!(
-        lindi(&[
-            "detectors",
-            "sign",
-            s(&b2),
-            "--key",
-            s(&key),
-            "--out",
-            s(&v2)
-        ])
-        .0
-    );
+    assert!(sign(s(&b2), s(&key), s(&v2)));
     let foreign = dir.path().join("foreign.bundle");
-    assert!(
-        lindi(&[
-            "detectors",
-            "sign",
-            s(&example()),
-            "--key",
-            s(&stranger),
-            "--out",
-            s(&foreign)
-        ])
-        .0
-    );
+    assert!(sign(s(&example()), s(&stranger), s(&foreign)));
 
     // Refused: an unknown key, a changed byte, an unsigned archive, a responder.
     let (ok, out) = as_user(&dev, &["detectors", "push", s(&foreign)]);

@@ -20,7 +20,7 @@ use std::time::Duration;
 use lindi_collector::pipeline::Pipeline;
 use lindi_collector::store::bundles::NewBundle;
 use lindi_collector::store::triage::ListQuery;
-use lindi_collector::store::{AgentRecord, BatchMeta, SqliteStore, Store, TokenRecord};
+use lindi_collector::store::{AgentRecord, BatchMeta, SqliteStore, Store};
 use lindi_shared::access::{Role, Viewer};
 use lindi_shared::bundle::Bundle;
 use lindi_shared::proto::{
@@ -333,41 +333,19 @@ fn console_pages_with_a_realistic_quarter_of_data() {
 /// Fill the store: agents, their health, twelve weeks of triaged and worked tickets, and
 /// this week's queue.
 fn seed(store: &Arc<SqliteStore>, settings: &lindi_collector::config::CollectorSettings, now: i64) {
-    for (i, (id, constituency, host, _)) in AGENTS.iter().enumerate() {
-        let token = TokenRecord {
-            token_id: format!("t-{id}"),
-            secret_sha256: "aa".into(),
-            constituency: (*constituency).into(),
-            group: if host.starts_with("tap") {
-                "taps"
-            } else {
-                "servers"
-            }
-            .into(),
-            created_at_s: 0,
-            expires_at_s: i64::MAX,
-            used_at_s: None,
+    for (id, constituency, host, _) in AGENTS {
+        let group = if host.starts_with("tap") {
+            "taps"
+        } else {
+            "servers"
         };
-        store.insert_token(&token).unwrap();
-        let record = AgentRecord {
-            agent_id: (*id).into(),
-            constituency: (*constituency).into(),
-            group: token.group.clone(),
-            host_name: (*host).into(),
-            cert_serial: format!("{:02x}", i + 1),
-            cert_fingerprint: format!("{:064x}", (i as u128 + 7) * 0x9e37_79b9_7f4a_7c15),
-            enrolled_at_s: (now - 40 * DAY) / 1_000_000_000,
-            revoked_at_s: None,
-            last_seen_at_s: None,
-            agent_version: "0.1.0".into(),
-            spool_dropped_events: 0,
-            spool_dropped_batches: 0,
-            batches_rejected: 0,
-        };
-        store
-            .redeem_token(&token.token_id, "aa", 1, &mut |_| Ok(record.clone()))
-            .unwrap()
-            .unwrap();
+        common::enroll(
+            store,
+            AgentRecord {
+                enrolled_at_s: (now - 40 * DAY) / 1_000_000_000,
+                ..common::agent(id, constituency, group, host)
+            },
+        );
     }
     // An hour of health, one report a minute; one agent went quiet 25 minutes ago.
     for agent in AGENTS {

@@ -80,3 +80,59 @@ pub fn lindi(env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
         ),
     )
 }
+
+/// Put an agent in the store as enrollment leaves it (a used one-time token and the agent's
+/// record): `record` names its id, constituency, group and host.
+pub fn enroll(
+    store: &lindi_collector::store::SqliteStore,
+    record: lindi_collector::store::AgentRecord,
+) {
+    use lindi_collector::store::{Store, TokenRecord};
+    let token = TokenRecord {
+        token_id: format!("t-{}", record.agent_id),
+        secret_sha256: "aa".into(),
+        constituency: record.constituency.clone(),
+        group: record.group.clone(),
+        created_at_s: 0,
+        expires_at_s: i64::MAX,
+        used_at_s: None,
+    };
+    store.insert_token(&token).unwrap();
+    store
+        .redeem_token(&token.token_id, "aa", 1, &mut |_| Ok(record.clone()))
+        .unwrap()
+        .unwrap();
+}
+
+/// An agent record with plausible certificate facts.
+pub fn agent(
+    id: &str,
+    constituency: &str,
+    group: &str,
+    host: &str,
+) -> lindi_collector::store::AgentRecord {
+    lindi_collector::store::AgentRecord {
+        agent_id: id.into(),
+        constituency: constituency.into(),
+        group: group.into(),
+        host_name: host.into(),
+        cert_serial: "01".into(),
+        cert_fingerprint: hex_of(id),
+        enrolled_at_s: 1,
+        revoked_at_s: None,
+        last_seen_at_s: None,
+        agent_version: "0.1.0".into(),
+        spool_dropped_events: 0,
+        spool_dropped_batches: 0,
+        batches_rejected: 0,
+    }
+}
+
+/// A stable 64-hex-digit fingerprint for a name.
+fn hex_of(name: &str) -> String {
+    name.bytes()
+        .cycle()
+        .take(32)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
