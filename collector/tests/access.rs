@@ -37,12 +37,17 @@ struct Expect {
     agents: bool,
     metrics: bool,
     users: bool,
+    /// Constituencies, contacts, escalation policies.
+    directory: bool,
+    /// Detection bundles: read, and push or roll out.
+    detectors_read: bool,
+    detectors_write: bool,
     /// Highest label readable: 0 CLEAR, 1 GREEN, 2 AMBER, 3 AMBER+STRICT.
     max_tlp: u8,
 }
 
 fn expect(role: Role) -> Expect {
-    let staff = |write_tickets, users| Expect {
+    let staff = |write_tickets, users, detectors_write| Expect {
         events: true,
         alerts: true,
         tickets: true,
@@ -52,12 +57,15 @@ fn expect(role: Role) -> Expect {
         agents: true,
         metrics: true,
         users,
+        directory: true,
+        detectors_read: true,
+        detectors_write,
         max_tlp: 3,
     };
     match role {
-        Role::Admin => staff(true, true),
-        Role::Responder => staff(true, false),
-        Role::DetectionDeveloper => staff(false, false),
+        Role::Admin => staff(true, true, true),
+        Role::Responder => staff(true, false, false),
+        Role::DetectionDeveloper => staff(false, false, true),
         Role::ConstituentViewer => Expect {
             events: false,
             alerts: true,
@@ -68,6 +76,9 @@ fn expect(role: Role) -> Expect {
             agents: true,
             metrics: true,
             users: false,
+            directory: true,
+            detectors_read: false,
+            detectors_write: false,
             max_tlp: 2,
         },
         Role::Partner => Expect {
@@ -80,6 +91,9 @@ fn expect(role: Role) -> Expect {
             agents: false,
             metrics: true,
             users: false,
+            directory: false,
+            detectors_read: false,
+            detectors_write: false,
             max_tlp: 1,
         },
     }
@@ -411,6 +425,46 @@ fn every_role_and_scope_sees_and_does_exactly_what_it_may() {
                 403
             };
             assert_eq!(s, expected, "{ctx} add an admin of everything");
+            // The directory: everyone but partners, and only the caller's constituencies.
+            for path in ["/api/v1/constituencies", "/api/v1/escalation-policies"] {
+                let (s, v) = api.call(&t, "GET", path, None);
+                assert_eq!(s, want(e.directory), "{ctx} {path}");
+                for k in constituencies_of(&v, "constituencies") {
+                    assert!(in_scope(&k), "{ctx} {path} showed {k}");
+                }
+            }
+            for (k, name) in [(A, A), (B, B)] {
+                let (s, _) = api.call(&t, "GET", &format!("/api/v1/constituencies/{name}"), None);
+                let expected = if !e.directory {
+                    403
+                } else if in_scope(k) {
+                    200
+                } else {
+                    404
+                };
+                assert_eq!(s, expected, "{ctx} constituency {name}");
+            }
+            // Detection bundles: staff read; admins and detection developers push and roll
+            // out (a rollout of a version that does not exist is a 404 once allowed).
+            let (s, _) = api.call(&t, "GET", "/api/v1/bundles", None);
+            assert_eq!(s, want(e.detectors_read), "{ctx} bundles");
+            let (s, _) = api.call(
+                &t,
+                "POST",
+                "/api/v1/bundles/none/rollout",
+                Some(json!({"version": "1.0.0"})),
+            );
+            assert_eq!(
+                s,
+                if e.detectors_write { 404 } else { 403 },
+                "{ctx} rollout"
+            );
+            // The team profile: every signed-in role reads it (none written yet: 404); only
+            // admins write it.
+            let (s, _) = api.call(&t, "GET", "/api/v1/profile", None);
+            assert_eq!(s, 404, "{ctx} profile");
+            let (s, _) = api.call(&t, "POST", "/api/v1/profile/link", None);
+            assert_eq!(s, if e.users { 404 } else { 403 }, "{ctx} profile link");
             let (s, v) = api.call(&t, "GET", "/api/v1/me", None);
             assert_eq!((s, v["role"].as_str()), (200, Some(role.name())), "{ctx}");
         }
