@@ -5,6 +5,9 @@
 //! threads pick the new set up between two packets, the Sigma runtime before the next event.
 //! Nothing restarts and no packet or event is dropped for it.
 //!
+//! The version that ran before each running bundle is kept too (in memory and on disk), so a
+//! rollback to it is a swap, with no bytes on the wire.
+//!
 //! A bundle that fails (bad signature, unknown key, too new for this agent, a rule that does
 //! not load) is refused on its own: the version running before stays, and the reason is
 //! reported in the health events (`bundle_error`) with the versions that do run (`bundles`).
@@ -101,7 +104,11 @@ pub struct BundleManager {
     keys: Vec<PublicKey>,
     dir: PathBuf,
     loaded: BTreeMap<String, Loaded>,
+    /// The version that ran before, per bundle name.
+    previous: BTreeMap<String, Loaded>,
 }
+
+const PREVIOUS_SUFFIX: &str = ".previous.bundle";
 
 impl BundleManager {
     /// A manager over `dir` (`STATE_DIR/bundles`), with the bundles saved there loaded again
@@ -113,6 +120,7 @@ impl BundleManager {
             keys,
             dir,
             loaded: BTreeMap::new(),
+            previous: BTreeMap::new(),
         };
         let mut errors = vec![];
         if let Ok(entries) = std::fs::read_dir(&m.dir) {
@@ -128,7 +136,16 @@ impl BundleManager {
                     .and_then(|signed| m.check(&signed, None).map(|l| (signed, l)))
                 {
                     Ok((_, l)) => {
-                        m.loaded.insert(l.bundle.manifest.name.clone(), l);
+                        let name = l.bundle.manifest.name.clone();
+                        let is_previous = p
+                            .file_name()
+                            .and_then(|f| f.to_str())
+                            .is_some_and(|f| f.ends_with(PREVIOUS_SUFFIX));
+                        if is_previous {
+                            m.previous.insert(name, l);
+                        } else {
+                            m.loaded.insert(name, l);
+                        }
                     }
                     Err(e) => errors.push(format!("{}: {e}", p.display())),
                 }
@@ -141,6 +158,17 @@ impl BundleManager {
     /// What the agent runs, for the collector.
     pub fn active(&self) -> Vec<BundleRef> {
         self.loaded
+            .values()
+            .map(|l| BundleRef {
+                name: l.bundle.manifest.name.clone(),
+                version: l.bundle.manifest.version.clone(),
+            })
+            .collect()
+    }
+
+    /// What the agent keeps without running it, for the collector.
+    pub fn kept(&self) -> Vec<BundleRef> {
+        self.previous
             .values()
             .map(|l| BundleRef {
                 name: l.bundle.manifest.name.clone(),
@@ -195,18 +223,35 @@ impl BundleManager {
         let mut next: BTreeMap<String, Loaded> = BTreeMap::new();
         let mut changed = false;
         for e in &update.bundles {
+            let running = self.loaded.remove(&e.name);
             if e.signed.is_empty() {
-                match self.loaded.remove(&e.name) {
+                match running {
                     Some(l) if l.bundle.manifest.version == e.version => {
                         next.insert(e.name.clone(), l);
                     }
-                    other => {
-                        errors.push(format!(
-                            "{} {}: announced as running here, but it is not",
-                            e.name, e.version
-                        ));
-                        if let Some(l) = other {
-                            next.insert(e.name.clone(), l);
+                    running => {
+                        // A rollback to the version kept: a swap.
+                        let kept = self
+                            .previous
+                            .remove(&e.name)
+                            .filter(|p| p.bundle.manifest.version == e.version);
+                        match kept {
+                            Some(p) => {
+                                if let Some(r) = running {
+                                    self.previous.insert(e.name.clone(), r);
+                                }
+                                next.insert(e.name.clone(), p);
+                                changed = true;
+                            }
+                            None => {
+                                errors.push(format!(
+                                    "{} {}: announced as kept here, but it is not",
+                                    e.name, e.version
+                                ));
+                                if let Some(r) = running {
+                                    next.insert(e.name.clone(), r);
+                                }
+                            }
                         }
                     }
                 }
@@ -214,22 +259,26 @@ impl BundleManager {
             }
             match self.check(&e.signed, Some((&e.name, &e.version))) {
                 Ok(l) => {
-                    self.loaded.remove(&e.name);
+                    if let Some(r) = running {
+                        self.previous.insert(e.name.clone(), r);
+                    }
                     next.insert(e.name.clone(), l);
                     changed = true;
                 }
                 Err(why) => {
                     errors.push(why);
                     // The version that ran before goes on running.
-                    if let Some(old) = self.loaded.remove(&e.name) {
-                        next.insert(e.name.clone(), old);
+                    if let Some(r) = running {
+                        next.insert(e.name.clone(), r);
                     }
                 }
             }
         }
-        // What the collector no longer lists is unloaded.
+        // What the collector no longer lists is unloaded (and kept, as the version before).
         changed |= !self.loaded.is_empty();
-        self.loaded = next;
+        for (name, l) in std::mem::replace(&mut self.loaded, next) {
+            self.previous.insert(name, l);
+        }
         if changed {
             self.save(&mut errors);
         }
@@ -237,27 +286,30 @@ impl BundleManager {
         changed
     }
 
-    /// Keep the running bundles on disk, and only them.
+    /// Keep the running bundles and the versions before them on disk, and only them.
     fn save(&self, errors: &mut Vec<String>) {
         if let Err(e) = std::fs::create_dir_all(&self.dir) {
             errors.push(format!("{}: {e}", self.dir.display()));
             return;
         }
-        for (name, l) in &self.loaded {
-            let path = self.dir.join(format!("{name}.bundle"));
-            let tmp = self.dir.join(format!(".{name}.bundle.tmp"));
-            let written =
-                std::fs::write(&tmp, &l.signed).and_then(|()| std::fs::rename(&tmp, &path));
-            if let Err(e) = written {
-                errors.push(format!("cannot keep {name} on disk: {e}"));
+        let mut wanted = std::collections::BTreeSet::new();
+        for (set, suffix) in [(&self.loaded, ".bundle"), (&self.previous, PREVIOUS_SUFFIX)] {
+            for (name, l) in set {
+                let file = format!("{name}{suffix}");
+                let tmp = self.dir.join(format!(".{file}.tmp"));
+                let written = std::fs::write(&tmp, &l.signed)
+                    .and_then(|()| std::fs::rename(&tmp, self.dir.join(&file)));
+                if let Err(e) = written {
+                    errors.push(format!("cannot keep {file} on disk: {e}"));
+                }
+                wanted.insert(file);
             }
         }
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for e in entries.flatten() {
-                let p = e.path();
-                let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-                if p.extension().is_some_and(|x| x == "bundle") && !self.loaded.contains_key(stem) {
-                    let _ = std::fs::remove_file(&p);
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".bundle") && !wanted.contains(&name) {
+                    let _ = std::fs::remove_file(e.path());
                 }
             }
         }
@@ -372,9 +424,22 @@ mod tests {
         let (live, mut m) = open();
         assert_eq!(live.status().0, ["b@1.0.0"]);
         assert_eq!(m.active().len(), 1);
-        // Not listed any more: unloaded, and gone from disk.
+        // 2.0.0 arrives; 1.0.0 is kept, and a rollback to it needs no bytes.
+        let v2 = bundle("2.0.0", "0.0.1");
+        assert!(m.apply(&update(entry(&v2, bundle::sign(&v2, &key)))));
+        assert_eq!(live.status().0, ["b@2.0.0"]);
+        assert_eq!(m.kept()[0].version, "1.0.0");
+        assert!(m.apply(&update(entry(&v1, vec![]))));
+        assert_eq!(live.status(), (vec!["b@1.0.0".to_string()], String::new()));
+        assert_eq!(m.kept()[0].version, "2.0.0");
+        // A version neither run nor kept cannot come without its bytes.
+        let v9 = bundle("9.0.0", "0.0.1");
+        assert!(!m.apply(&update(entry(&v9, vec![]))));
+        assert!(live.status().1.contains("not"), "{:?}", live.status());
+        // Not listed any more: unloaded, kept as the version before, and only that on disk.
         assert!(m.apply(&BundleUpdate { bundles: vec![] }));
         assert!(live.status().0.is_empty() && live.net().rules.is_empty());
         assert!(!dir.path().join("bundles/b.bundle").exists());
+        assert!(dir.path().join("bundles/b.previous.bundle").exists());
     }
 }

@@ -69,11 +69,15 @@ async fn sync_bundles(
     manager: Arc<tokio::sync::Mutex<crate::bundles::BundleManager>>,
 ) {
     loop {
-        let active = manager.lock().await.active();
+        let (active, kept) = {
+            let m = manager.lock().await;
+            (m.active(), m.kept())
+        };
         let frame = ClientFrame::new(client_frame::Msg::BundleSync(
             lindi_shared::proto::BundleSync {
                 active,
                 wait_ms: BUNDLE_WAIT_MS,
+                kept,
             },
         ));
         let answer = async {

@@ -455,6 +455,13 @@ impl Ingest {
                 .iter()
                 .any(|a| a.name == name && a.version == version)
         };
+        let has = |name: &str, version: &str| {
+            runs(name, version)
+                || sync
+                    .kept
+                    .iter()
+                    .any(|a| a.name == name && a.version == version)
+        };
         loop {
             generation.borrow_and_update();
             let store = self.store.clone();
@@ -474,7 +481,7 @@ impl Ingest {
                     bundles: want
                         .into_iter()
                         .map(|(name, version, signed)| BundleEntry {
-                            signed: if runs(&name, &version) {
+                            signed: if has(&name, &version) {
                                 vec![]
                             } else {
                                 signed

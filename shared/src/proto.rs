@@ -559,6 +559,10 @@ pub struct BundleSync {
     pub active: Vec<BundleRef>,
     #[prost(uint32, tag = "2")]
     pub wait_ms: u32,
+    /// Versions the agent keeps but does not run (the one before each running bundle): a
+    /// rollback to one of them needs no bytes on the wire.
+    #[prost(message, repeated, tag = "3")]
+    pub kept: Vec<BundleRef>,
 }
 
 /// One bundle the agent should run.
@@ -568,7 +572,7 @@ pub struct BundleEntry {
     pub name: String,
     #[prost(string, tag = "2")]
     pub version: String,
-    /// The signed bundle; empty when the agent runs this version already.
+    /// The signed bundle; empty when the agent runs or keeps this version already.
     #[prost(bytes = "vec", tag = "3")]
     pub signed: Vec<u8>,
 }
