@@ -481,11 +481,7 @@ impl Ingest {
                     bundles: want
                         .into_iter()
                         .map(|(name, version, signed)| BundleEntry {
-                            signed: if has(&name, &version) {
-                                vec![]
-                            } else {
-                                signed
-                            },
+                            signed: if has(&name, &version) { vec![] } else { signed },
                             name,
                             version,
                         })

@@ -217,11 +217,18 @@ fn health(agent: &(&str, &str, &str, &[&str]), at_ns: i64, i: i64) -> Event {
                     ..Default::default()
                 })
                 .collect(),
-            bundles: vec![if host.starts_with("tap") {
-                "lindi-example@1.1.0".into()
+            bundles: match host {
+                h if h.starts_with("tap") => vec!["lindi-example@1.1.0".into()],
+                "ws-finance-1147" => vec![],
+                _ => vec!["lindi-example@1.0.0".into()],
+            },
+            // One agent whose configuration does not trust the team's key yet.
+            bundle_error: if host == "ws-finance-1147" {
+                "lindi-example 1.0.0: signed by key 52f8fe8fe4bc6a78, which is not trusted here"
+                    .into()
             } else {
-                "lindi-example@1.0.0".into()
-            }],
+                String::new()
+            },
             ..Default::default()
         })),
     }

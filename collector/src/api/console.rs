@@ -881,11 +881,15 @@ async fn detectors(State(s): State<Arc<ApiState>>, auth: Result<Auth, ApiError>)
     if let Err(e) = auth.require(Permission::ReadDetectors) {
         return error_page(e);
     }
-    let got = with_store(&s, &auth, |store, _| {
-        Ok((store.bundle_versions()?, store.rollouts()?))
+    let got = with_store(&s, &auth, |store, viewer| {
+        Ok((
+            store.bundle_versions()?,
+            store.rollouts()?,
+            store.agent_statuses(viewer, None)?,
+        ))
     })
     .await;
-    let (versions, rollout) = match got {
+    let (versions, rollout, agents) = match got {
         Ok(x) => x,
         Err(e) => return error_page(e),
     };
@@ -951,6 +955,69 @@ async fn detectors(State(s): State<Arc<ApiState>>, auth: Result<Auth, ApiError>)
             );
         }
         b.push_str("</tbody></table>");
+        // Where the rollout stands: per agent group, what it should run and what its agents
+        // report running.
+        let mut groups: Vec<&str> = agents
+            .iter()
+            .filter(|a| a.agent.revoked_at_s.is_none())
+            .map(|a| a.agent.group.as_str())
+            .collect();
+        groups.sort();
+        groups.dedup();
+        if !groups.is_empty() {
+            b.push_str("<table class=\"queue rollout\"><thead><tr><th>Agent group</th><th>Should run</th><th>Agents running it</th><th>Other versions</th><th>Not running it</th></tr></thead><tbody>");
+        }
+        for g in &groups {
+            let should = rollout
+                .iter()
+                .find(|r| r.name == name && r.group == *g)
+                .or_else(|| {
+                    rollout
+                        .iter()
+                        .find(|r| r.name == name && r.group == crate::store::bundles::ALL_GROUPS)
+                })
+                .map(|r| r.version.as_str());
+            let members: Vec<_> = agents
+                .iter()
+                .filter(|a| a.agent.revoked_at_s.is_none() && a.agent.group == *g)
+                .collect();
+            let running = |a: &&crate::store::monitor::AgentStatus| {
+                a.health.as_ref().and_then(|h| {
+                    h.report
+                        .bundles
+                        .iter()
+                        .find_map(|x| x.strip_prefix(&format!("{name}@")).map(str::to_string))
+                })
+            };
+            let on_target = members
+                .iter()
+                .filter(|a| should.is_some() && running(a).as_deref() == should)
+                .count();
+            let mut others: Vec<String> = members
+                .iter()
+                .filter_map(running)
+                .filter(|v| Some(v.as_str()) != should)
+                .collect();
+            others.sort();
+            others.dedup();
+            let none = members.iter().filter(|a| running(a).is_none()).count();
+            let _ = write!(
+                b,
+                "<tr><td>{}</td><td>{}</td><td class=\"num{}\">{on_target} of {}</td><td>{}</td><td class=\"num\">{none}</td></tr>",
+                esc(if g.is_empty() { "default group" } else { g }),
+                should.map(esc).unwrap_or_else(|| "–".into()),
+                if should.is_some() && on_target < members.len() {
+                    " warn"
+                } else {
+                    ""
+                },
+                members.len(),
+                esc(&others.join(", "))
+            );
+        }
+        if !groups.is_empty() {
+            b.push_str("</tbody></table>");
+        }
     }
     page("Detectors", &auth, "detectors", &b).into_response()
 }
