@@ -474,14 +474,36 @@ impl Ingest {
                     Ok(Err(e)) => return error_frame("store_unavailable", e.to_string()),
                     Err(e) => return error_frame("internal", e.to_string()),
                 };
-            let same = want.len() == sync.active.len() && want.iter().all(|(n, v, _)| runs(n, v));
+            let same = want.len() == sync.active.len() && want.iter().all(|(n, v)| runs(n, v));
             let waited_enough = tokio::time::Instant::now() >= deadline;
             if !same || waited_enough {
+                // Bytes only for the versions the agent neither runs nor keeps.
+                let store = self.store.clone();
+                let lacking: Vec<(String, String)> =
+                    want.iter().filter(|(n, v)| !has(n, v)).cloned().collect();
+                let bytes = tokio::task::spawn_blocking(move || {
+                    lacking
+                        .into_iter()
+                        .map(|(n, v)| {
+                            let signed = store.bundle_signed(&n, &v)?;
+                            Ok(((n, v), signed))
+                        })
+                        .collect::<Result<std::collections::HashMap<_, _>, crate::store::StoreError>>()
+                })
+                .await;
+                let mut bytes = match bytes {
+                    Ok(Ok(b)) => b,
+                    Ok(Err(e)) => return error_frame("store_unavailable", e.to_string()),
+                    Err(e) => return error_frame("internal", e.to_string()),
+                };
                 return ServerFrame::new(server_frame::Msg::BundleUpdate(BundleUpdate {
                     bundles: want
                         .into_iter()
-                        .map(|(name, version, signed)| BundleEntry {
-                            signed: if has(&name, &version) { vec![] } else { signed },
+                        .map(|(name, version)| BundleEntry {
+                            signed: bytes
+                                .remove(&(name.clone(), version.clone()))
+                                .flatten()
+                                .unwrap_or_default(),
                             name,
                             version,
                         })

@@ -246,6 +246,13 @@ fn the_collector_keeps_signed_versions_and_rolls_them_out_and_back() {
     assert!(!ok && out.contains("unsigned"), "{out}");
     let (ok, out) = as_user(&resp, &["detectors", "push", s(&v1)]);
     assert!(!ok && out.contains("403"), "{out}");
+    let huge = dir.path().join("huge.bundle");
+    std::fs::write(&huge, vec![0u8; 70 << 20]).unwrap();
+    let (ok, out) = as_user(&dev, &["detectors", "push", s(&huge)]);
+    assert!(
+        !ok && out.contains("413") && out.contains("too_large"),
+        "{out}"
+    );
 
     // 1.0.0 everywhere; pushing it again is refused; 1.1.0 to the canary group first.
     let (ok, out) = as_user(&dev, &["detectors", "push", s(&v1)]);
@@ -265,7 +272,7 @@ fn the_collector_keeps_signed_versions_and_rolls_them_out_and_back() {
             .bundles_for(group, "bank-a")
             .unwrap()
             .into_iter()
-            .map(|(n, v, _)| format!("{n}@{v}"))
+            .map(|(n, v)| format!("{n}@{v}"))
             .collect::<Vec<_>>()
     };
     assert_eq!(version_for("canary"), ["lindi-example@1.1.0"]);

@@ -11,7 +11,7 @@ use super::openapi::*;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -72,14 +72,24 @@ fn refused(e: BundleError) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
 }
 
-#[utoipa::path(post, path = "/api/v1/bundles", tag = "detectors", params(PushParams), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "A bundle signed with `lindi detectors sign`"), responses((status = 201, body = Pushed), (status = 409, description = "This version exists, or is not newer than the latest", body = ErrorBody), (status = 422, description = "Unsigned, signed by an untrusted key, changed after signing, or not a bundle", body = ErrorBody), CommonErrors))]
+#[utoipa::path(post, path = "/api/v1/bundles", tag = "detectors", params(PushParams), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "A bundle signed with `lindi detectors sign`"), responses((status = 201, body = Pushed), (status = 409, description = "This version exists, or is not newer than the latest", body = ErrorBody), (status = 413, description = "Larger than a bundle may be", body = ErrorBody), (status = 422, description = "Unsigned, signed by an untrusted key, changed after signing, or not a bundle", body = ErrorBody), CommonErrors))]
 pub(super) async fn push(
     State(s): State<Arc<ApiState>>,
     auth: Auth,
     params: Result<Query<PushParams>, QueryRejection>,
-    signed: Bytes,
+    signed: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Pushed>), ApiError> {
     let p = query(params)?;
+    let signed = signed.map_err(|e| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "{} (a signed bundle is at most {MAX_SIGNED_BYTES} bytes)",
+                e.body_text()
+            ),
+        )
+    })?;
     auth.require(Permission::ManageDetectors)?;
     if let Some(g) = &p.group {
         check_group(g)?;

@@ -252,12 +252,13 @@ impl SqliteStore {
             .collect()))
     }
 
-    /// What an agent of `group` in `constituency` should run: (name, version, signed bytes).
+    /// What an agent of `group` in `constituency` should run: (name, version). The bytes are
+    /// read only for what an agent lacks ([`SqliteStore::bundle_signed`]).
     pub fn bundles_for(
         &self,
         group: &str,
         constituency: &str,
-    ) -> Result<Vec<super::Bundled>, StoreError> {
+    ) -> Result<Vec<(String, String)>, StoreError> {
         let rollouts = self.rollouts()?;
         let versions = self.bundle_versions()?;
         let mut names: Vec<&str> = rollouts.iter().map(|r| r.name.as_str()).collect();
@@ -285,9 +286,7 @@ impl SqliteStore {
             if !aimed {
                 continue;
             }
-            if let Some(signed) = self.bundle_signed(name, &r.version)? {
-                out.push((name.to_string(), r.version.clone(), signed));
-            }
+            out.push((name.to_string(), r.version.clone()));
         }
         Ok(out)
     }

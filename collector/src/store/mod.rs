@@ -541,12 +541,15 @@ pub trait Store: Send + Sync {
     fn query_events(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
     fn count_events(&self) -> Result<u64, StoreError>;
     /// The detection bundles an agent of `group` in `constituency` should run:
-    /// (name, version, signed bytes).
-    fn bundles_for(&self, group: &str, constituency: &str) -> Result<Vec<Bundled>, StoreError>;
+    /// (name, version).
+    fn bundles_for(
+        &self,
+        group: &str,
+        constituency: &str,
+    ) -> Result<Vec<(String, String)>, StoreError>;
+    /// The signed bytes of a bundle version.
+    fn bundle_signed(&self, name: &str, version: &str) -> Result<Option<Vec<u8>>, StoreError>;
 }
-
-/// A bundle an agent should run: (name, version, signed bytes).
-pub type Bundled = (String, String, Vec<u8>);
 
 /// The embedded SQLite store.
 pub struct SqliteStore {
@@ -1002,8 +1005,16 @@ impl Store for SqliteStore {
         run_event_query(&self.reader()?, q)
     }
 
-    fn bundles_for(&self, group: &str, constituency: &str) -> Result<Vec<Bundled>, StoreError> {
+    fn bundles_for(
+        &self,
+        group: &str,
+        constituency: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
         SqliteStore::bundles_for(self, group, constituency)
+    }
+
+    fn bundle_signed(&self, name: &str, version: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        SqliteStore::bundle_signed(self, name, version)
     }
 
     fn count_events(&self) -> Result<u64, StoreError> {
