@@ -1,14 +1,13 @@
 //! Detection bundles end to end: a signed bundle pushed to the collector reaches running
 //! agents and raises its network and Sigma detections within seconds, without a restart; an
-//! agent that was offline gets it when it reconnects; a rollback reaches every agent of the
-//! group; and bundles a compromised collector hands out (changed after signing, or signed by
+//! agent that was offline gets it when it reconnects; swaps under traffic lose no packet; a
+//! rollback reaches every agent of the group; and bundles a compromised collector hands out (changed after signing, or signed by
 //! a key the agent does not trust) are refused by the agent, which keeps running what it ran.
 //!
 //! Needs root for live capture on `lo`; skips with a message otherwise.
 
 use std::collections::BTreeMap;
 use std::net::UdpSocket;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -233,6 +232,46 @@ fn bundles_reach_agents_hot_and_only_when_signed_by_a_trusted_key() {
         detections(&c, &a.agent_id, "1:9300001") > before
     }));
 
+    // Swaps lose nothing: 300 beacons, each from its own port (its own flow), while a new
+    // version with the same network rule is pushed and then rolled back; every one alerts.
+    let settled = || {
+        let mut last = usize::MAX;
+        loop {
+            std::thread::sleep(Duration::from_millis(1500));
+            let n = detections(&c, &a.agent_id, "1:9300001");
+            if n == last {
+                return n;
+            }
+            last = n;
+        }
+    };
+    let before = settled();
+    let sender = std::thread::spawn(|| {
+        for _ in 0..300 {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let _ = s.send_to(b"bundle-beacon-one", ("127.0.0.1", PORT));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    push(&bundle_files("1.0.5", "bundle-beacon-one"), None);
+    assert!(wait_until(Duration::from_secs(10), || reported(
+        &c,
+        &a.agent_id
+    )
+    .0 == [
+        "e2e-bundle@1.0.5"
+    ]));
+    let (status, _) = c.api_post(
+        "/api/v1/bundles/e2e-bundle/rollout",
+        &serde_json::json!({"version": "1.0.0"}),
+    );
+    assert_eq!(status, 200);
+    sender.join().unwrap();
+    let after = settled();
+    assert_eq!(after - before, 300, "beacons lost across the swaps");
+    assert_eq!(reported(&c, &a.agent_id).0, ["e2e-bundle@1.0.0"]);
+
     // Agent b is offline while 2.0.0 is pushed; it gets it when it comes back.
     b.stop();
     let v2 = bundle_files("2.0.0", "bundle-beacon-two");
@@ -276,5 +315,4 @@ fn bundles_reach_agents_hot_and_only_when_signed_by_a_trusted_key() {
     }
     a.stop();
     b.stop();
-    let _ = Path::new("");
 }
