@@ -89,15 +89,42 @@ pub(super) fn time(ns: i64) -> String {
 
 pub(super) fn page(title: &str, auth: &Auth, nav: &str, body: &str) -> Html<String> {
     let p = &auth.0;
+    // Only the pages this principal may open.
     let tabs = [
-        ("tickets", "/console/tickets", "Tickets"),
-        ("agents", "/console/agents", "Agents"),
-        ("detectors", "/console/detectors", "Detectors"),
-        ("effectiveness", "/console/effectiveness", "Effectiveness"),
-        ("profile", "/console/profile", "Team"),
+        (
+            "tickets",
+            "/console/tickets",
+            "Tickets",
+            Permission::ReadTickets,
+        ),
+        (
+            "agents",
+            "/console/agents",
+            "Agents",
+            Permission::ReadAgents,
+        ),
+        (
+            "detectors",
+            "/console/detectors",
+            "Detectors",
+            Permission::ReadDetectors,
+        ),
+        (
+            "effectiveness",
+            "/console/effectiveness",
+            "Effectiveness",
+            Permission::ReadMetrics,
+        ),
+        (
+            "profile",
+            "/console/profile",
+            "Team",
+            Permission::ReadTickets,
+        ),
     ]
     .iter()
-    .map(|(k, href, label)| {
+    .filter(|(.., need)| auth.require(*need).is_ok())
+    .map(|(k, href, label, _)| {
         let cls = if *k == nav { " class=\"on\"" } else { "" };
         format!("<a href=\"{href}\"{cls}>{label}</a>")
     })
