@@ -107,7 +107,10 @@ impl SigmaRules {
                 }
             };
             if collection.rules.is_empty() {
-                let why = if collection.correlations.is_empty() && collection.filters.is_empty() {
+                let why = if let Some(e) = collection.errors.first() {
+                    // The parser's own reason (a YAML syntax error, a missing field).
+                    format!("does not parse: {e}")
+                } else if collection.correlations.is_empty() && collection.filters.is_empty() {
                     "no detection rule in the file".to_string()
                 } else {
                     "correlation and filter rules are not supported on the agent".to_string()
