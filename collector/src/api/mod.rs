@@ -40,6 +40,7 @@ use crate::store::{EventQuery, SqliteStore, Store};
 
 pub mod auth;
 mod bundles;
+pub use bundles::MAX_SIGNED_BYTES as MAX_SIGNED_BUNDLE_BYTES;
 mod console;
 pub mod directory;
 mod https;

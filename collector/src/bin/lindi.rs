@@ -457,6 +457,16 @@ fn detectors(
             collector,
             group,
         } => {
+            let size = std::fs::metadata(&file)
+                .with_context(|| format!("reading {}", file.display()))?
+                .len();
+            let most = lindi_collector::api::MAX_SIGNED_BUNDLE_BYTES as u64;
+            if size > most {
+                bail!(
+                    "{} is {size} bytes; a signed bundle is at most {most}",
+                    file.display()
+                );
+            }
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let target = Client {
