@@ -40,6 +40,7 @@ pub mod pki;
 pub mod profile;
 pub mod proto;
 pub mod protocol;
+pub mod sharing;
 pub mod sigma;
 pub mod synthetic;
 pub mod taxonomy;
