@@ -171,9 +171,12 @@ mod tests {
         Public,
     }
 
+    /// Where a label may go: each destination and the decision.
+    type Row = [(To, Result<(), Refusal>); 4];
+
     /// The table: for each label, whether it may go to each destination (under a policy
     /// that lets everything through), whatever the peer's role and the object's kind.
-    const TABLE: [(Tlp, [(To, Result<(), Refusal>); 4]); 5] = [
+    const TABLE: [(Tlp, Row); 5] = [
         (
             Tlp::Red,
             [
