@@ -35,7 +35,7 @@ use lindi_shared::token::constant_time_eq;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiState, blocking};
+use super::{ApiError, ApiState, blocking, body, path, query, store_call};
 use crate::store::accounts::{AccountRefusal, hash_password, verify_password};
 
 /// Failed logins allowed per user name and per address within [`FAILURE_WINDOW`].
@@ -161,10 +161,8 @@ impl FromRequestParts<Arc<ApiState>> for Auth {
                 .ok_or_else(|| unauthenticated("Authorization must be \"Bearer <token>\""))?
                 .trim()
                 .to_string();
-            let store = state.store.clone();
-            return blocking(move || store.authenticate_token(&token, now))
+            return store_call(state, move |store| store.authenticate_token(&token, now))
                 .await?
-                .map_err(ApiError::internal)?
                 .map(|p| Auth(p, None))
                 .ok_or_else(|| unauthenticated("the token is unknown, expired or revoked"));
         }
@@ -173,11 +171,10 @@ impl FromRequestParts<Arc<ApiState>> for Auth {
                 "log in (POST /api/v1/session) or send an API token",
             ));
         };
-        let store = state.store.clone();
-        let (principal, csrf) = blocking(move || store.authenticate_session(&cookie, now))
-            .await?
-            .map_err(ApiError::internal)?
-            .ok_or_else(|| unauthenticated("the session has ended; log in again"))?;
+        let (principal, csrf) =
+            store_call(state, move |store| store.authenticate_session(&cookie, now))
+                .await?
+                .ok_or_else(|| unauthenticated("the session has ended; log in again"))?;
         if !matches!(parts.method, Method::GET | Method::HEAD) {
             let sent = parts
                 .headers
@@ -206,11 +203,6 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .route("/api/v1/users/{name}/tokens", post(create_token))
         .route("/api/v1/tokens", get(tokens))
         .route("/api/v1/tokens/{id}", delete(revoke_token))
-}
-
-fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    b.map(|Json(t)| t)
-        .map_err(|e| ApiError::bad("bad_body", e.body_text()))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -246,9 +238,8 @@ async fn check_password(
             "too many failed logins; wait and try again",
         ));
     }
-    let store = s.store.clone();
     let name = user.to_string();
-    let found = blocking(move || {
+    let found = store_call(s, move |store| {
         store.user_for_login(&name).map(|u| {
             // Verify against a fixed hash when the user is unknown, so timing tells nothing.
             let (hash, p) = match u {
@@ -258,8 +249,7 @@ async fn check_password(
             p.filter(|_| verify_password(&password, &hash))
         })
     })
-    .await?
-    .map_err(ApiError::internal)?;
+    .await?;
     match found {
         Some(p) => {
             s.logins.succeeded(user);
@@ -286,13 +276,12 @@ pub(super) async fn login(
 ) -> Result<Response, ApiError> {
     let b = body(b)?;
     let p = check_password(&s, addr.ip(), &b.user, b.password).await?;
-    let store = s.store.clone();
     let now = crate::now_ns();
     let user = p.user.clone();
-    let session =
-        blocking(move || store.create_session(&user, now + SESSION_SECS * 1_000_000_000, now))
-            .await?
-            .map_err(ApiError::internal)?;
+    let session = store_call(&s, move |store| {
+        store.create_session(&user, now + SESSION_SECS * 1_000_000_000, now)
+    })
+    .await?;
     let cookie = format!(
         "{SESSION_COOKIE}={}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={SESSION_SECS}",
         session.cookie
@@ -313,10 +302,7 @@ pub(super) async fn logout(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if let Some(cookie) = session_cookie(&headers) {
-        let store = s.store.clone();
-        blocking(move || store.end_session(&cookie, crate::now_ns()))
-            .await?
-            .map_err(ApiError::internal)?;
+        store_call(&s, move |store| store.end_session(&cookie, crate::now_ns())).await?;
     }
     let clear = format!("{SESSION_COOKIE}=; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=0");
     Ok((
@@ -355,14 +341,9 @@ async fn make_token(
     ttl_secs: u64,
     actor: &str,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let (store, user, name, actor) = (
-        s.store.clone(),
-        user.to_string(),
-        name.to_string(),
-        actor.to_string(),
-    );
+    let (user, name, actor) = (user.to_string(), name.to_string(), actor.to_string());
     let now = crate::now_ns();
-    let made = blocking(move || {
+    let made = store_call(s, move |store| {
         store.create_token(
             &user,
             &name,
@@ -371,8 +352,7 @@ async fn make_token(
             now,
         )
     })
-    .await?
-    .map_err(ApiError::internal)?;
+    .await?;
     match made {
         Ok((info, token)) => Ok((
             StatusCode::CREATED,
@@ -420,10 +400,7 @@ pub(super) async fn users(
     auth: Auth,
 ) -> Result<Json<Value>, ApiError> {
     auth.require(Permission::ManageUsers)?;
-    let store = s.store.clone();
-    let rows = blocking(move || store.users())
-        .await?
-        .map_err(ApiError::internal)?;
+    let rows = store_call(&s, move |store| store.users()).await?;
     Ok(Json(json!({ "users": rows })))
 }
 
@@ -469,12 +446,11 @@ pub(super) async fn add_user(
     let hash = blocking(move || hash_password(&password))
         .await?
         .map_err(ApiError::internal)?;
-    let store = s.store.clone();
     let (name, actor) = (b.name.clone(), auth.0.user.clone());
-    let added =
-        blocking(move || store.add_user(&name, &hash, role, &scope, &actor, crate::now_ns()))
-            .await?
-            .map_err(ApiError::internal)?;
+    let added = store_call(&s, move |store| {
+        store.add_user(&name, &hash, role, &scope, &actor, crate::now_ns())
+    })
+    .await?;
     match added {
         Ok(()) => Ok((
             StatusCode::CREATED,
@@ -518,9 +494,7 @@ pub(super) async fn disable_user(
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     auth.require(Permission::ManageUsers)?;
-    let name = name
-        .map_err(|e| ApiError::bad("bad_path", e.body_text()))?
-        .0;
+    let name = path(name)?;
     if name == auth.0.user {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -528,12 +502,12 @@ pub(super) async fn disable_user(
             "you cannot disable yourself (another admin can)",
         ));
     }
-    let store = s.store.clone();
     let actor = auth.0.user.clone();
     let n = name.clone();
-    let done = blocking(move || store.disable_user(&n, &actor, crate::now_ns()))
-        .await?
-        .map_err(ApiError::internal)?;
+    let done = store_call(&s, move |store| {
+        store.disable_user(&n, &actor, crate::now_ns())
+    })
+    .await?;
     if !done {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -560,9 +534,7 @@ pub(super) async fn create_token(
     user: Result<Path<String>, PathRejection>,
     b: Result<Json<TokenBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let user = user
-        .map_err(|e| ApiError::bad("bad_path", e.body_text()))?
-        .0;
+    let user = path(user)?;
     // Anyone may make tokens for themselves; admins for anyone.
     if user != auth.0.user {
         auth.require(Permission::ManageUsers)?;
@@ -590,7 +562,7 @@ pub(super) async fn tokens(
     auth: Auth,
     q: Result<Query<UserParam>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let q = q.map_err(|e| ApiError::bad("bad_query", e.body_text()))?.0;
+    let q = query(q)?;
     let user = match q.user {
         Some(u) if u != auth.0.user => {
             auth.require(Permission::ManageUsers)?;
@@ -600,10 +572,7 @@ pub(super) async fn tokens(
         None if auth.0.may(Permission::ManageUsers) => None,
         None => Some(auth.0.user.clone()),
     };
-    let store = s.store.clone();
-    let rows = blocking(move || store.tokens(user.as_deref()))
-        .await?
-        .map_err(ApiError::internal)?;
+    let rows = store_call(&s, move |store| store.tokens(user.as_deref())).await?;
     Ok(Json(json!({ "tokens": rows })))
 }
 
@@ -613,14 +582,14 @@ pub(super) async fn revoke_token(
     auth: Auth,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = id.map_err(|e| ApiError::bad("bad_path", e.body_text()))?.0;
+    let id = path(id)?;
     let owner = (!auth.0.may(Permission::ManageUsers)).then(|| auth.0.user.clone());
-    let store = s.store.clone();
     let actor = auth.0.user.clone();
     let i = id.clone();
-    let done = blocking(move || store.revoke_token(&i, owner.as_deref(), &actor, crate::now_ns()))
-        .await?
-        .map_err(ApiError::internal)?;
+    let done = store_call(&s, move |store| {
+        store.revoke_token(&i, owner.as_deref(), &actor, crate::now_ns())
+    })
+    .await?;
     if !done {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

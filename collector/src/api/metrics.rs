@@ -239,7 +239,7 @@ pub(super) async fn effectiveness(
     auth: Auth,
     q: Result<Query<Params>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(p) = q.map_err(|e| ApiError::bad("bad_query", e.body_text()))?;
+    let p = super::query(q)?;
     let e = load(&s, &auth, p.constituency).await?;
     let mean = |sum: f64, n: u64| {
         if n == 0 {

@@ -161,8 +161,19 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A store call for `auth`'s principal, off the async threads: the store gets the
-/// principal's viewer (what it filters by), and a store failure answers 503.
+/// A store call off the async threads; a store failure answers 503.
+pub(crate) async fn store_call<T: Send + 'static>(
+    s: &ApiState,
+    f: impl FnOnce(&SqliteStore) -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = s.store.clone();
+    blocking(move || f(&store))
+        .await?
+        .map_err(ApiError::internal)
+}
+
+/// A store call for `auth`'s principal: the store gets the principal's viewer (what it
+/// filters by).
 pub(crate) async fn with_store<T: Send + 'static>(
     s: &ApiState,
     auth: &Auth,
@@ -170,11 +181,8 @@ pub(crate) async fn with_store<T: Send + 'static>(
     + Send
     + 'static,
 ) -> Result<T, ApiError> {
-    let store = s.store.clone();
     let viewer = auth.0.viewer();
-    blocking(move || f(&store, &viewer))
-        .await?
-        .map_err(ApiError::internal)
+    store_call(s, move |store| f(store, &viewer)).await
 }
 
 pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
@@ -228,10 +236,7 @@ async fn status(
     auth: Auth,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     auth.require(Permission::ReadEvents)?;
-    let store = s.store.clone();
-    let events = blocking(move || store.count_events())
-        .await?
-        .map_err(ApiError::internal)?;
+    let events = store_call(&s, |store| store.count_events()).await?;
     Ok(Json(json!({
         "version": lindi_shared::VERSION,
         "quic_addr": s.quic_addr.to_string(),
@@ -357,10 +362,7 @@ async fn events(
         observables,
         limit,
     };
-    let store = s.store.clone();
-    let rows = blocking(move || store.query_events(&q))
-        .await?
-        .map_err(ApiError::internal)?;
+    let rows = store_call(&s, move |store| store.query_events(&q)).await?;
     let items: Vec<serde_json::Value> = rows
         .into_iter()
         .map(|r| {

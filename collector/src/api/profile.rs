@@ -98,12 +98,9 @@ async fn by_link(
     link: Result<Path<String>, PathRejection>,
 ) -> Result<TeamProfile, ApiError> {
     let link = path(link)?;
-    let store = s.store.clone();
-    let shown = "profile";
-    super::blocking(move || store.profile_by_link(&link))
+    super::store_call(s, move |store| store.profile_by_link(&link))
         .await?
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| not_found(shown, "at this link"))
+        .ok_or_else(|| not_found("profile", "at this link"))
 }
 
 async fn public_text(

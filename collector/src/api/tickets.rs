@@ -39,7 +39,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::Auth;
-use super::{ApiError, ApiState, blocking, body, not_found, path, query, with_store};
+use super::{ApiError, ApiState, body, not_found, path, query, store_call, with_store};
 use crate::store::triage::{ListQuery, TicketEdit};
 use lindi_shared::access::Permission;
 
@@ -551,11 +551,11 @@ pub(super) async fn suppress(
         hits: 0,
     };
     SuppressionMatcher::new(&sup).map_err(|e| ApiError::bad("bad_suppression", e.to_string()))?;
-    let store = s.store.clone();
     let stored = sup.clone();
-    sup.id = blocking(move || store.insert_suppression(&stored, crate::now_ns()))
-        .await?
-        .map_err(ApiError::internal)?;
+    sup.id = store_call(&s, move |store| {
+        store.insert_suppression(&stored, crate::now_ns())
+    })
+    .await?;
     s.pipeline.suppressions_changed();
     Ok((
         StatusCode::CREATED,
@@ -606,12 +606,10 @@ pub(super) async fn triage(
     auth: Auth,
 ) -> Result<Json<Value>, ApiError> {
     auth.require(Permission::ReadEvents)?;
-    let store = s.store.clone();
-    let (counts, unmapped) = blocking(move || {
-        Ok::<_, crate::store::StoreError>((store.triage_counts()?, store.unmapped_detections(50)?))
+    let (counts, unmapped) = store_call(&s, |store| {
+        Ok((store.triage_counts()?, store.unmapped_detections(50)?))
     })
-    .await?
-    .map_err(ApiError::internal)?;
+    .await?;
     let unmapped: Vec<Value> = unmapped
         .into_iter()
         .map(|(engine, rule_id, title, count)| json!({"engine": engine, "rule_id": rule_id, "title": title, "count": count}))
@@ -649,14 +647,14 @@ pub(super) async fn audit(
             format!("limit must be 1..={MAX_LIST}"),
         ));
     }
-    let store = s.store.clone();
     let mut viewer = auth.0.viewer();
     // Entries of no constituency are for those who serve every one.
     if let Some(list) = &mut viewer.constituencies {
         list.retain(|c| c != "*");
     }
-    let rows = blocking(move || store.audit_log(&viewer, q.kind.as_deref(), limit))
-        .await?
-        .map_err(ApiError::internal)?;
+    let rows = store_call(&s, move |store| {
+        store.audit_log(&viewer, q.kind.as_deref(), limit)
+    })
+    .await?;
     Ok(Json(json!({ "count": rows.len(), "entries": rows })))
 }

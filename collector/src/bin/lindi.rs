@@ -427,10 +427,18 @@ fn read_bundle(dir: &Path) -> anyhow::Result<Bundle> {
 }
 
 /// Lint problems of a bundle: detectors and tests.
-fn lint(b: &Bundle) -> Vec<lindi_shared::bundle::Problem> {
-    let (_, mut problems) = b.compile();
-    problems.extend(b.tests().1);
-    problems
+/// A bundle's detectors and tests loaded, with every problem of both.
+fn lint(
+    b: &Bundle,
+) -> (
+    lindi_shared::bundle::Detectors,
+    Vec<lindi_shared::bundle::TestCase>,
+    Vec<lindi_shared::bundle::Problem>,
+) {
+    let (detectors, mut problems) = b.compile();
+    let (tests, test_problems) = b.tests();
+    problems.extend(test_problems);
+    (detectors, tests, problems)
 }
 
 /// Run a `lindi detectors` command; false when it found problems or failures.
@@ -541,8 +549,7 @@ fn detectors(
         }
         DetectorsCommand::Lint { dir } => {
             let b = read_bundle(&dir)?;
-            let (d, _) = b.compile();
-            let problems = lint(&b);
+            let (d, tests, problems) = lint(&b);
             for p in &problems {
                 writeln!(out, "{}", clean(&p.to_string()))?;
             }
@@ -551,7 +558,7 @@ fn detectors(
                 out,
                 "{}: {rules} network rules, {sigma} Sigma rules, {iocs} indicators, {} tests; {} problems",
                 b.id(),
-                b.tests().0.len(),
+                tests.len(),
                 problems.len()
             )?;
             Ok(problems.is_empty())
@@ -611,7 +618,7 @@ fn detectors(
             out: file,
         } => {
             let b = read_bundle(&dir)?;
-            let problems = lint(&b);
+            let (_, _, problems) = lint(&b);
             if !problems.is_empty() {
                 for p in &problems {
                     writeln!(out, "{}", clean(&p.to_string()))?;
