@@ -92,7 +92,7 @@ fim_pid=$agent_pid
 id=$(agent_id fim)
 for _ in $(seq 300); do
   echo probe >"$work/watched/probe"; sleep 0.2
-  $B/lindi events --agent "$id" --kind file --json --limit 10 | grep -q probe && break
+  $B/lindi events search --agent "$id" --kind file --json --limit 10 | grep -q probe && break
 done
 python3 - "$work/watched" "$work/writes.json" <<'PY'
 import json, os, sys, time
@@ -107,10 +107,10 @@ for i in range(1, 1001):
 json.dump(t, open(out, "w"))
 PY
 for _ in $(seq 300); do
-  n=$($B/lindi events --agent "$id" --kind file --json --limit 10000 | grep -c '"modified"' || true)
+  n=$($B/lindi events search --agent "$id" --kind file --json --limit 10000 | grep -c '"modified"' || true)
   [ "$n" -ge 1000 ] && break; sleep 0.2
 done
-$B/lindi events --agent "$id" --kind file --json --limit 10000 >"$work/fim-events.jsonl"
+$B/lindi events search --agent "$id" --kind file --json --limit 10000 >"$work/fim-events.jsonl"
 python3 - "$work/writes.json" "$work/fim-events.jsonl" <<'PY'
 import json, sys
 writes = json.load(open(sys.argv[1]))
@@ -140,7 +140,7 @@ enabled = false"
   marker="lindi-bench-$mode-$$"
   for i in $(seq 1000); do /bin/true "$marker" "$i"; done
   sleep 3
-  n=$($B/lindi events --agent "$id" --kind process --json --limit 10000 \
+  n=$($B/lindi events search --agent "$id" --kind process --json --limit 10000 \
       | python3 -c 'import json,sys
 m=sys.argv[1]; s=set()
 for l in sys.stdin:

@@ -175,6 +175,36 @@ pub enum ProcessMode {
     Poll,
 }
 
+/// Why exe paths, hashes and working directories of other users' processes stay empty, if
+/// they do: reading `/proc/PID/exe` of a process another user owns needs CAP_SYS_PTRACE (or
+/// root), which the packaged service does not hold by default. Probed on PID 1 (root's).
+pub fn other_users_exe_blind() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return None;
+    }
+    match std::fs::read_link("/proc/1/exe") {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some(
+            "exe, exe_sha256 and cwd of other users' processes are empty: reading \
+             /proc/PID/exe needs CAP_SYS_PTRACE (see docs/process-exe.md)"
+                .to_string(),
+        ),
+        _ => None,
+    }
+}
+
+/// The sensor's state once it runs: `running` with `how`, or `degraded` when it cannot see
+/// other users' executables.
+fn set_running(sink: &EventSink, how: String) {
+    match other_users_exe_blind() {
+        Some(why) => {
+            tracing::warn!("process sensor: {why}");
+            sink.stats.set_state("degraded", format!("{how}; {why}"));
+        }
+        None => sink.stats.set_state("running", how),
+    }
+}
+
 pub async fn run(
     sink: EventSink,
     mode: ProcessMode,
@@ -184,8 +214,7 @@ pub async fn run(
     if mode != ProcessMode::Poll {
         match super::proc_connector::ProcConnector::open() {
             Ok(connector) => {
-                sink.stats
-                    .set_state("running", "process connector (real time)");
+                set_running(&sink, "process connector (real time)".into());
                 let flag = Arc::new(AtomicBool::new(false));
                 let reader = {
                     let sink = sink.clone();
@@ -231,8 +260,6 @@ pub async fn run(
             }
         }
     }
-    sink.stats
-        .set_state("running", format!("polling every {interval:?}"));
     poll(sink, interval, stop, false).await
 }
 
@@ -283,8 +310,7 @@ async fn poll(
     let mut known: HashMap<Key, ProcessEvent> = HashMap::new();
     let mut first = true;
     if !degraded {
-        sink.stats
-            .set_state("running", format!("polling every {interval:?}"));
+        set_running(&sink, format!("polling every {interval:?}"));
     }
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -1,6 +1,8 @@
 //! The agent as the packaged service runs it: an unprivileged user holding only CAP_NET_RAW,
 //! CAP_NET_ADMIN and CAP_DAC_READ_SEARCH. It still captures packets on a veth pair it is given
 //! and hashes files only root may read, and it writes nothing outside its state directory.
+//! Its process sensor sees every process but not the executables of other users' processes,
+//! and says so in its health, until CAP_SYS_PTRACE is added (docs/process-exe.md).
 //! Needs root (to make the user switch, the veth pair and root-only files) and setpriv.
 
 use std::collections::BTreeMap;
@@ -9,12 +11,53 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use lindi_shared::proto::event;
+use lindi_shared::proto::{ProcessAction, ProcessEvent, event};
 use lindi_tests::netns::{Veth, sample_frames, write_pcap};
 use lindi_tests::{Agent, Collector, FAST_AGENT, wait_until};
 
 const NOBODY: u32 = 65534;
 const CAPS: &str = "+net_raw,+net_admin,+dac_read_search";
+const CAPS_WITH_PTRACE: &str = "+net_raw,+net_admin,+dac_read_search,+sys_ptrace";
+
+fn setpriv(caps: &str) -> Vec<String> {
+    vec![
+        "setpriv".into(),
+        "--reuid=65534".into(),
+        "--regid=65534".into(),
+        "--clear-groups".into(),
+        format!("--inh-caps={caps}"),
+        format!("--ambient-caps={caps}"),
+        format!("--bounding-set=-all,{caps}"),
+    ]
+}
+
+/// Run `/bin/true MARKER` as root (again until the agent, which may still be starting,
+/// reports it) and return the process event the agent reported for it.
+fn root_process_event(c: &Collector, agent_id: &str, marker: &str) -> ProcessEvent {
+    let mut found = None;
+    wait_until(Duration::from_secs(20), || {
+        let ok = Command::new("/bin/true")
+            .arg(marker)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        found = c
+            .events_of_kind(agent_id, "process")
+            .into_iter()
+            .find_map(|e| match e.kind {
+                Some(event::Kind::Process(p))
+                    if p.action == ProcessAction::Start as i32
+                        && p.cmdline.iter().any(|a| a == marker) =>
+                {
+                    Some(p)
+                }
+                _ => None,
+            });
+        found.is_some()
+    });
+    found.unwrap_or_else(|| panic!("no start event for /bin/true {marker}"))
+}
 
 fn snapshot(dir: &Path, skip: &[PathBuf], out: &mut BTreeMap<PathBuf, (u64, i64)>) {
     for e in std::fs::read_dir(dir).unwrap().flatten() {
@@ -61,6 +104,10 @@ fn unprivileged_agent_with_three_capabilities_captures_and_hashes() {
     a.configure(
         &FAST_AGENT
             .replace(
+                "[sensors.process]\nenabled = false",
+                "[sensors.process]\nenabled = true\nmode = \"connector\"",
+            )
+            .replace(
                 "[sensors.net]\nenabled = false",
                 &format!("[sensors.net]\nenabled = true\ninterfaces = [{:?}]\nbpf_filter = \"udp or tcp\"", veth.host_end),
             )
@@ -84,15 +131,8 @@ fn unprivileged_agent_with_three_capabilities_captures_and_hashes() {
     let mut before = BTreeMap::new();
     snapshot(&sandbox, &skip, &mut before);
 
-    a.start_with(&[
-        "setpriv",
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        &format!("--inh-caps={CAPS}"),
-        &format!("--ambient-caps={CAPS}"),
-        &format!("--bounding-set=-all,{CAPS}"),
-    ]);
+    let wrapper = setpriv(CAPS);
+    a.start_with(&wrapper.iter().map(String::as_str).collect::<Vec<_>>());
     std::thread::sleep(Duration::from_secs(2));
     let pid = a.pid().unwrap();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -130,6 +170,18 @@ fn unprivileged_agent_with_three_capabilities_captures_and_hashes() {
         "no hash of the root-only file; agent log:\n{}",
         a.log_text()
     );
+    // Without CAP_SYS_PTRACE a root process is seen, its executable is not, and the sensor
+    // says why.
+    let blind = root_process_event(&c, &agent_id, "lindi-blind");
+    assert!(
+        blind.exe.is_empty() && blind.exe_sha256.is_empty() && blind.partial,
+        "{blind:?}"
+    );
+    assert!(
+        a.log_text().contains("needs CAP_SYS_PTRACE"),
+        "the degraded process sensor is not reported; agent log:\n{}",
+        a.log_text()
+    );
     a.stop();
     let flows = c
         .events_of_kind(&agent_id, "flow")
@@ -142,6 +194,16 @@ fn unprivileged_agent_with_three_capabilities_captures_and_hashes() {
         "flows captured without root; agent log:\n{}",
         a.log_text()
     );
+
+    // With CAP_SYS_PTRACE added (the drop-in in docs/process-exe.md) it is whole again.
+    let wrapper = setpriv(CAPS_WITH_PTRACE);
+    a.start_with(&wrapper.iter().map(String::as_str).collect::<Vec<_>>());
+    let seen = root_process_event(&c, &agent_id, "lindi-seen");
+    assert!(
+        seen.exe.ends_with("/true") && seen.exe_sha256.len() == 64,
+        "{seen:?}"
+    );
+    a.stop();
 
     let mut after = BTreeMap::new();
     snapshot(&sandbox, &skip, &mut after);
