@@ -76,6 +76,100 @@ pub struct CollectorConfig {
     pub monitors: MonitorSection,
     /// Detection bundles: the keys whose signatures the collector accepts.
     pub detectors: DetectorsSection,
+    /// Peering with other collectors (hub, sectors, partners) and what each link shares.
+    pub peering: PeeringSection,
+}
+
+/// `[peering]` in collector.toml.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeeringSection {
+    /// UDP address of the peering listener (QUIC, ALPN `lindi-peer/1`). Default: none, no
+    /// peering.
+    pub listen_addr: Option<String>,
+    /// host:port peers dial, written into invitations. Default: `listen_addr`.
+    pub advertise_addr: Option<String>,
+    /// What this collector is to its peers: `hub`, `sector` or `partner`. Default `sector`.
+    pub role: Option<lindi_shared::sharing::PeerRole>,
+    /// Per peer (by the name it was invited or joined under): whom it serves and what goes
+    /// out to it. A peer without an entry gets the default policy and serves nobody (so no
+    /// TLP:AMBER reaches it).
+    pub links: Vec<PeerLinkConfig>,
+}
+
+/// One `[[peering.links]]` entry.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeerLinkConfig {
+    /// The peer's local name.
+    pub peer: String,
+    /// Constituencies the peer serves (TLP:AMBER about them may go to it).
+    pub serves: Vec<String>,
+    /// The constituency whose own organisation the peer is (TLP:AMBER+STRICT about it may go
+    /// to it).
+    pub organisation: Option<String>,
+    /// What goes out on this link (labels up to `max_label`, `kinds`, `rsit_types`).
+    pub out: lindi_shared::sharing::LinkPolicy,
+}
+
+/// Validated `[peering]`.
+#[derive(Clone, Debug)]
+pub struct PeeringSettings {
+    pub listen_addr: SocketAddr,
+    pub advertise_addr: String,
+    pub role: lindi_shared::sharing::PeerRole,
+    pub links: Vec<PeerLinkConfig>,
+}
+
+impl PeeringSettings {
+    /// The link settings for `peer` (the defaults when it has no entry).
+    pub fn link(&self, peer: &str) -> PeerLinkConfig {
+        self.links
+            .iter()
+            .find(|l| l.peer == peer)
+            .cloned()
+            .unwrap_or_else(|| PeerLinkConfig {
+                peer: peer.to_string(),
+                ..Default::default()
+            })
+    }
+}
+
+impl PeeringSection {
+    fn validate(&self) -> Result<Option<PeeringSettings>, String> {
+        let Some(listen) = &self.listen_addr else {
+            return Ok(None);
+        };
+        let listen_addr: SocketAddr = listen
+            .parse()
+            .map_err(|e| format!("listen_addr {listen:?}: {e}"))?;
+        let advertise_addr = match &self.advertise_addr {
+            Some(a) if !a.contains(':') => return Err("advertise_addr must be host:port".into()),
+            Some(a) => a.clone(),
+            None if listen_addr.ip().is_unspecified() => {
+                return Err(
+                    "listen_addr is a wildcard address; set advertise_addr to where peers reach this collector"
+                        .into(),
+                );
+            }
+            None => listen_addr.to_string(),
+        };
+        let mut seen = std::collections::HashSet::new();
+        for l in &self.links {
+            if l.peer.is_empty() || !seen.insert(l.peer.as_str()) {
+                return Err(format!(
+                    "links: peer names must be set and unique ({:?})",
+                    l.peer
+                ));
+            }
+        }
+        Ok(Some(PeeringSettings {
+            listen_addr,
+            advertise_addr,
+            role: self.role.unwrap_or(lindi_shared::sharing::PeerRole::Sector),
+            links: self.links.clone(),
+        }))
+    }
 }
 
 /// `[detectors]` in collector.toml.
@@ -107,6 +201,7 @@ impl Default for CollectorConfig {
             escalation: EscalationSection::default(),
             monitors: MonitorSection::default(),
             detectors: DetectorsSection::default(),
+            peering: PeeringSection::default(),
         }
     }
 }
@@ -181,6 +276,8 @@ pub struct CollectorSettings {
     pub bundle_keys: Arc<Vec<lindi_shared::bundle::PublicKey>>,
     /// Constituencies, contacts, rotas and policies as the API shows them.
     pub directory: Arc<crate::api::directory::Directory>,
+    /// Peering, when `[peering]` has a listen address.
+    pub peering: Option<Arc<PeeringSettings>>,
 }
 
 /// `[http_tls]` in collector.toml.
@@ -355,6 +452,11 @@ impl CollectorConfig {
                 &self.constituencies,
                 &self.escalation,
             )),
+            peering: self
+                .peering
+                .validate()
+                .map_err(|e| invalid("peering", e))?
+                .map(Arc::new),
         })
     }
 }

@@ -16,6 +16,7 @@ pub mod escalator;
 pub mod ingest;
 pub mod monitor;
 pub mod notify;
+pub mod peering;
 pub mod pipeline;
 pub mod store;
 #[cfg(test)]
@@ -59,6 +60,8 @@ pub enum CollectorError {
     },
     #[error("the API's TLS certificate: {0}")]
     ApiTls(String),
+    #[error(transparent)]
+    Peering(#[from] peering::PeeringError),
 }
 
 /// The API's HTTPS configuration: the configured certificate files, or the collector's own
@@ -171,6 +174,8 @@ pub struct RunningCollector {
     pub store: Arc<SqliteStore>,
     pub ingest: Arc<Ingest>,
     pub pipeline: Arc<PipelineHandle>,
+    /// The peering listener's address, when `[peering]` is configured.
+    pub peer_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     pipeline_stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -218,7 +223,7 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
     let bundle_generation = Arc::new(watch::channel(0u64).0);
     let ingest = Ingest::new(
         store.clone() as Arc<dyn Store>,
-        authority,
+        authority.clone(),
         IngestSettings {
             listen_addr: settings.listen_addr,
             max_connections: settings.max_connections,
@@ -231,6 +236,26 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
         bundle_generation.subscribe(),
     );
     let endpoint = ingest.bind()?;
+    let peering = match &settings.peering {
+        Some(p) => {
+            let peering = peering::Peering::new(
+                store.clone(),
+                authority.clone(),
+                p.clone(),
+                settings.name.clone(),
+            );
+            let endpoint = peering.bind()?;
+            Some((peering, endpoint))
+        }
+        None => None,
+    };
+    let peer_addr = match &peering {
+        Some((_, e)) => Some(e.local_addr().map_err(|source| CollectorError::Io {
+            path: "peering endpoint".into(),
+            source,
+        })?),
+        None => None,
+    };
     let quic_addr = endpoint.local_addr().map_err(|source| CollectorError::Io {
         path: "QUIC endpoint".into(),
         source,
@@ -297,7 +322,11 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
             }
         }),
     };
-    let quic = tokio::spawn(ingest.clone().serve(endpoint, stop_rx));
+    let mut tasks = vec![http];
+    if let Some((peering, endpoint)) = peering {
+        tasks.push(tokio::spawn(peering.run(endpoint, stop_rx.clone())));
+    }
+    tasks.push(tokio::spawn(ingest.clone().serve(endpoint, stop_rx)));
     Ok(RunningCollector {
         quic_addr,
         http_addr,
@@ -305,10 +334,11 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
         store,
         ingest,
         pipeline: pipeline_handle,
+        peer_addr,
         stop,
         pipeline_stop,
         threads: vec![triage_thread, escalator_thread, notifier_thread],
         wakes: vec![escalator_wake, notifier_wake],
-        tasks: vec![quic, http],
+        tasks,
     })
 }

@@ -2,6 +2,7 @@
 //! and the all-in-one demo.
 
 mod demo;
+mod peer_cli;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ struct Cli {
 
 /// Which collector: a data directory (with its collector.toml) or a config file.
 #[derive(Args, Clone)]
-struct Location {
+pub(crate) struct Location {
     /// Data directory made by `init` [default: data_dir from --config, else /var/lib/lindi-collector].
     #[arg(long, env = "LINDI_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -34,7 +35,7 @@ struct Location {
 }
 
 impl Location {
-    fn config(&self) -> anyhow::Result<CollectorConfig> {
+    pub(crate) fn config(&self) -> anyhow::Result<CollectorConfig> {
         Ok(match (&self.data_dir, &self.config) {
             (Some(dir), _) => CollectorConfig::for_data_dir(dir)?,
             (None, Some(file)) => CollectorConfig::load(file)?,
@@ -44,7 +45,7 @@ impl Location {
         })
     }
 
-    fn settings(&self) -> anyhow::Result<CollectorSettings> {
+    pub(crate) fn settings(&self) -> anyhow::Result<CollectorSettings> {
         Ok(self.config()?.validate()?)
     }
 }
@@ -94,6 +95,16 @@ enum Command {
     Users {
         #[command(subcommand)]
         command: UsersCommand,
+    },
+    /// Peer collectors (hub, sectors, partners): invite, join, list, revoke.
+    Peer {
+        #[command(subcommand)]
+        command: peer_cli::PeerCommand,
+    },
+    /// Indicators shared with peers under TLP.
+    Indicators {
+        #[command(subcommand)]
+        command: peer_cli::IndicatorsCommand,
     },
     /// Enrolled agents.
     Agents {
@@ -300,6 +311,9 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             println!("  data directory: {}", settings.data_dir.display());
             println!("  QUIC (agents):  {}", running.quic_addr);
             println!("  HTTP API:       {}", running.http_url());
+            if let Some(a) = running.peer_addr {
+                println!("  peering:        {a}");
+            }
             use std::io::Write;
             std::io::stdout().flush()?;
             let mut term =
@@ -373,6 +387,8 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Users { command } => users(command)?,
+        Command::Peer { command } => peer_cli::peer(command).await?,
+        Command::Indicators { command } => peer_cli::indicators(command)?,
         Command::Openapi => println!("{}", lindi_collector::api::openapi::document()),
         Command::CheckConfig { config } => {
             let settings = CollectorConfig::load(&config)?.validate()?;

@@ -42,6 +42,7 @@ pub mod proto;
 pub mod protocol;
 pub mod sharing;
 pub mod sigma;
+pub mod stix;
 pub mod synthetic;
 pub mod taxonomy;
 pub mod ticket;
@@ -51,6 +52,9 @@ pub mod triage;
 
 /// ALPN protocol name of the agent-collector protocol, version 1.
 pub const ALPN_AGENT_V1: &[u8] = b"lindi/1";
+
+/// ALPN protocol name of the collector-to-collector (peering) protocol, version 1.
+pub const ALPN_PEER_V1: &[u8] = b"lindi-peer/1";
 
 /// The DNS name every collector server certificate carries; agents verify it, whatever address
 /// they dial, because the CA pin (not public DNS) is what authenticates the collector.

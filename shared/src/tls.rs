@@ -9,6 +9,11 @@
 //! - [`enrollment_client_config`]: an agent that has no certificate yet. It trusts the server
 //!   only if the chain the server sends contains a CA certificate with the fingerprint from the
 //!   enrollment token, and the server certificate verifies against that CA.
+//! - [`peer_server_config`] and [`peer_client_config`]: collectors peering with each other
+//!   ([`crate::ALPN_PEER_V1`]). Each presents its server certificate (which carries the
+//!   client-auth usage too) with its CA; the dialling side pins the other's CA by fingerprint,
+//!   and the listening side accepts a chain whose leaf its own CA signed and then checks that
+//!   CA's fingerprint against its peers (or a pending invitation).
 
 use std::sync::Arc;
 
@@ -16,7 +21,11 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
+    SignatureScheme,
+};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -146,6 +155,116 @@ pub fn enrollment_client_config(
     Ok(config)
 }
 
+/// A collector dialling a peer collector: it presents `cert_pem` (its server certificate and
+/// CA) and trusts only a server whose chain holds the CA with `peer_ca_fingerprint`.
+pub fn peer_client_config(
+    peer_ca_fingerprint: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<ClientConfig, TlsError> {
+    let verifier = Arc::new(PinnedCaVerifier {
+        fingerprint: peer_ca_fingerprint.to_ascii_lowercase(),
+        provider: provider(),
+    });
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(
+            certs(cert_pem, "server certificate")?,
+            private_key(key_pem, "server key")?,
+        )?;
+    config.alpn_protocols = vec![crate::ALPN_PEER_V1.to_vec()];
+    Ok(config)
+}
+
+/// The peering listener: a client must present a certificate chain whose leaf verifies
+/// against the chain's last certificate (its CA). Whether that CA belongs to a peer is for
+/// the caller to check on every request, by [`chain_ca_fingerprint`].
+pub fn peer_server_config(cert_pem: &str, key_pem: &str) -> Result<ServerConfig, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(Arc::new(OwnCaClientVerifier {
+            provider: provider(),
+        }))
+        .with_single_cert(
+            certs(cert_pem, "server certificate")?,
+            private_key(key_pem, "server key")?,
+        )?;
+    config.alpn_protocols = vec![crate::ALPN_PEER_V1.to_vec()];
+    Ok(config)
+}
+
+/// The SHA-256 fingerprint of the CA at the end of a presented chain (what a peer is pinned
+/// by), if the chain has one.
+pub fn chain_ca_fingerprint(chain: &[CertificateDer<'_>]) -> Option<String> {
+    (chain.len() >= 2).then(|| crate::pki::fingerprint(&chain[chain.len() - 1]))
+}
+
+/// Accepts a client chain of at least a leaf and its CA when the leaf verifies (signature,
+/// validity, client-auth usage) against that CA.
+#[derive(Debug)]
+struct OwnCaClientVerifier {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ClientCertVerifier for OwnCaClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let ca = intermediates.last().ok_or_else(|| {
+            rustls::Error::General("a peer must present its CA after its certificate".into())
+        })?;
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.clone().into_owned())?;
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?
+            .verify_client_cert(end_entity, &[], now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 /// Trusts a server chain that carries the pinned CA and verifies against it (a full webpki
 /// verification, names and validity included, with the pinned CA as the only root).
 #[derive(Debug)]
@@ -168,7 +287,7 @@ impl ServerCertVerifier for PinnedCaVerifier {
             .find(|c| crate::pki::fingerprint(c) == self.fingerprint)
             .ok_or_else(|| {
                 rustls::Error::General(
-                    "the collector's CA does not match the fingerprint in the enrollment token"
+                    "the collector's CA does not match the pinned fingerprint (enrollment or peering token)"
                         .into(),
                 )
             })?;

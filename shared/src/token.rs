@@ -10,6 +10,9 @@
 //! The collector stores only the SHA-256 of the secret, with the constituency, group, expiry
 //! and whether it was used; the token itself carries no authority but its secret. The CA
 //! fingerprint lets the agent authenticate the collector before it has a certificate.
+//!
+//! A peering invitation ([`PeerToken`]) has the same form with the prefix `lindi-peer1.`: the
+//! inviting collector's name, peering address and CA fingerprint, and a one-time secret.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -17,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 const PREFIX: &str = "lindi1.";
+const PEER_PREFIX: &str = "lindi-peer1.";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrollmentToken {
@@ -31,41 +35,86 @@ pub struct EnrollmentToken {
     pub exp: i64,
 }
 
+/// A one-time invitation to peer with the collector that made it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerToken {
+    pub v: u32,
+    /// The inviting collector's name.
+    pub name: String,
+    /// Where to dial it (host:port of its peering listener).
+    pub addr: String,
+    /// SHA-256 of its CA certificate's DER, lower-case hex: pinned from now on.
+    pub ca: String,
+    pub secret: String,
+}
+
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum TokenError {
-    #[error("not a Lindi enrollment token (it must start with {PREFIX:?})")]
-    Prefix,
-    #[error("enrollment token is damaged: {0}")]
+    /// What was expected, and its prefix.
+    #[error("not a Lindi {0} (it must start with {1:?})")]
+    Prefix(&'static str, &'static str),
+    #[error("token is damaged: {0}")]
     Damaged(String),
-    #[error("enrollment token version {0} is not supported by this agent")]
+    #[error("token version {0} is not supported by this program")]
     Version(u32),
+}
+
+fn encode_json(prefix: &str, value: &impl Serialize) -> String {
+    let json = serde_json::to_vec(value).expect("token serializes");
+    format!("{prefix}{}", URL_SAFE_NO_PAD.encode(json))
+}
+
+/// Decode a token body and check its version and CA fingerprint.
+fn decode_json<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    prefix: &'static str,
+    text: &str,
+    version_and_ca: impl Fn(&T) -> (u32, &str),
+) -> Result<T, TokenError> {
+    let body = text
+        .trim()
+        .strip_prefix(prefix)
+        .ok_or(TokenError::Prefix(what, prefix))?;
+    if body.len() > 4096 {
+        return Err(TokenError::Damaged("too long".into()));
+    }
+    let json = URL_SAFE_NO_PAD
+        .decode(body)
+        .map_err(|e| TokenError::Damaged(e.to_string()))?;
+    let t: T = serde_json::from_slice(&json).map_err(|e| TokenError::Damaged(e.to_string()))?;
+    let (v, ca) = version_and_ca(&t);
+    if v != 1 {
+        return Err(TokenError::Version(v));
+    }
+    if ca.len() != 64 || !ca.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(TokenError::Damaged(
+            "CA fingerprint is not 64 hex digits".into(),
+        ));
+    }
+    Ok(t)
 }
 
 impl EnrollmentToken {
     pub fn encode(&self) -> String {
-        let json = serde_json::to_vec(self).expect("token serializes");
-        format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(json))
+        encode_json(PREFIX, self)
     }
 
     pub fn decode(text: &str) -> Result<Self, TokenError> {
-        let body = text.trim().strip_prefix(PREFIX).ok_or(TokenError::Prefix)?;
-        if body.len() > 4096 {
-            return Err(TokenError::Damaged("too long".into()));
-        }
-        let json = URL_SAFE_NO_PAD
-            .decode(body)
-            .map_err(|e| TokenError::Damaged(e.to_string()))?;
-        let t: EnrollmentToken =
-            serde_json::from_slice(&json).map_err(|e| TokenError::Damaged(e.to_string()))?;
-        if t.v != 1 {
-            return Err(TokenError::Version(t.v));
-        }
-        if t.ca.len() != 64 || !t.ca.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(TokenError::Damaged(
-                "CA fingerprint is not 64 hex digits".into(),
-            ));
-        }
-        Ok(t)
+        decode_json("enrollment token", PREFIX, text, |t: &EnrollmentToken| {
+            (t.v, t.ca.as_str())
+        })
+    }
+}
+
+impl PeerToken {
+    pub fn encode(&self) -> String {
+        encode_json(PEER_PREFIX, self)
+    }
+
+    pub fn decode(text: &str) -> Result<Self, TokenError> {
+        decode_json("peering invitation", PEER_PREFIX, text, |t: &PeerToken| {
+            (t.v, t.ca.as_str())
+        })
     }
 }
 
@@ -120,7 +169,10 @@ mod tests {
         let s = t.encode();
         assert!(s.starts_with("lindi1."));
         assert_eq!(EnrollmentToken::decode(&s).unwrap(), t);
-        assert_eq!(EnrollmentToken::decode("hello"), Err(TokenError::Prefix));
+        assert_eq!(
+            EnrollmentToken::decode("hello"),
+            Err(TokenError::Prefix("enrollment token", PREFIX))
+        );
         assert!(matches!(
             EnrollmentToken::decode("lindi1.!!!!"),
             Err(TokenError::Damaged(_))

@@ -312,6 +312,18 @@ impl Collector {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Run `lindi-collector SUBCOMMAND... --data-dir DIR ARGS...`: (success, stdout, stderr).
+    pub fn cli(&self, subcommand: &[&str], args: &[&str]) -> (bool, String, String) {
+        run(
+            Command::new(bin("lindi-collector"))
+                .args(subcommand)
+                .arg("--data-dir")
+                .arg(&self.data_dir)
+                .args(args),
+            Duration::from_secs(60),
+        )
+    }
+
     pub fn token(&self, constituency: &str) -> String {
         self.token_with(&["--constituency", constituency])
     }

@@ -22,6 +22,7 @@ pub mod bundles;
 pub mod escalation;
 pub mod metrics;
 pub mod monitor;
+pub mod peers;
 pub mod profile;
 pub mod search;
 pub mod triage;
@@ -373,6 +374,7 @@ CREATE TABLE bundle_rollout (
     PRIMARY KEY (name, agent_group)
 ) WITHOUT ROWID;
 "#,
+    peers::PEERS_SQL,
 ];
 
 /// The search index of event observables ([`search`]) and an index of each agent's health

@@ -10,6 +10,7 @@ mod enrollment;
 mod escalation;
 mod fim;
 mod hostile;
+mod peering;
 mod privileges;
 mod query;
 mod sigma;

@@ -1,0 +1,263 @@
+//! `lindi-collector peer …` and `lindi-collector indicators …`: peering with other
+//! collectors and the indicators shared with them (run as the collector's own user, on its
+//! data directory; a running collector picks up what these write within a second).
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use lindi_collector::authority::Authority;
+use lindi_collector::config::{CollectorSettings, PeeringSettings};
+use lindi_collector::peering::{self, NewIndicator};
+use lindi_collector::{now_ns, open_store};
+use lindi_shared::sharing::PeerRole;
+use lindi_shared::taxonomy::Tlp;
+use lindi_shared::token::PeerToken;
+
+use crate::Location;
+
+#[derive(Subcommand)]
+pub enum PeerCommand {
+    /// Print a one-time peering invitation (valid one day) for another collector.
+    Invite {
+        #[command(flatten)]
+        location: Location,
+        /// The name the peer will have here.
+        #[arg(long)]
+        name: String,
+        /// What the peer is to this collector.
+        #[arg(long, value_parser = parse_role)]
+        role: PeerRole,
+    },
+    /// Redeem another collector's invitation: dial it, pin its CA, record it as a peer.
+    Join {
+        #[command(flatten)]
+        location: Location,
+        #[arg(long)]
+        token: String,
+        /// The name the peer will have here [default: its own name].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Peers, their state, what waits for them and when they were last reached.
+    List {
+        #[command(flatten)]
+        location: Location,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a peer: nothing more goes to it (what waited is dropped) and it is refused.
+    Revoke {
+        #[command(flatten)]
+        location: Location,
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum IndicatorsCommand {
+    /// Add an indicator; it is queued for every peer its label and the link policies allow.
+    Add {
+        #[command(flatten)]
+        location: Location,
+        /// ipv4-addr, ipv6-addr, domain-name, url, sha256, ja3 or ja4.
+        #[arg(long = "type")]
+        kind: String,
+        #[arg(long)]
+        value: String,
+        /// TLP 2.0 label (CLEAR, GREEN, AMBER, AMBER+STRICT, RED).
+        #[arg(long, value_parser = parse_tlp)]
+        tlp: Tlp,
+        /// The constituency it concerns (needed for TLP:AMBER and AMBER+STRICT to leave).
+        #[arg(long)]
+        constituency: Option<String>,
+        /// RSIT type (`class/type`), for link policies that filter by type.
+        #[arg(long)]
+        rsit: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        /// 0-100.
+        #[arg(long, default_value_t = 50)]
+        confidence: u8,
+        /// Expires after this many days.
+        #[arg(long)]
+        valid_days: Option<u64>,
+    },
+    /// Indicators held here, newest first (local and from peers).
+    List {
+        #[command(flatten)]
+        location: Location,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
+}
+
+fn parse_role(s: &str) -> Result<PeerRole, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_ascii_lowercase()))
+        .map_err(|_| format!("{s:?}: use hub, sector or partner"))
+}
+
+fn parse_tlp(s: &str) -> Result<Tlp, String> {
+    Tlp::parse(s).ok_or_else(|| format!("{s:?} is not a TLP 2.0 label"))
+}
+
+fn peering_settings(settings: &CollectorSettings) -> anyhow::Result<&PeeringSettings> {
+    settings
+        .peering
+        .as_deref()
+        .ok_or(peering::PeeringError::NotConfigured)
+        .context("peering")
+}
+
+pub async fn peer(command: PeerCommand) -> anyhow::Result<()> {
+    match command {
+        PeerCommand::Invite {
+            location,
+            name,
+            role,
+        } => {
+            let settings = location.settings()?;
+            let p = peering_settings(&settings)?;
+            let store = open_store(&settings)?;
+            let authority = Authority::load(&settings.data_dir)?;
+            let token =
+                peering::invite(&store, &authority, p, &settings.name, &name, role, now_ns())?;
+            println!("{}", token.encode());
+        }
+        PeerCommand::Join {
+            location,
+            token,
+            name,
+        } => {
+            let settings = location.settings()?;
+            let p = peering_settings(&settings)?;
+            let token = PeerToken::decode(&token)?;
+            let store = open_store(&settings)?;
+            let authority = Authority::load(&settings.data_dir)?;
+            let peer = peering::join(
+                &store,
+                &authority,
+                p,
+                &settings.name,
+                &token,
+                name.as_deref(),
+                now_ns(),
+            )
+            .await?;
+            println!(
+                "joined {} ({:?}) at {}; its CA {} is pinned",
+                peer.name, peer.role, peer.address, peer.ca_fingerprint
+            );
+        }
+        PeerCommand::List { location, json } => {
+            let peers = open_store(&location.settings()?)?.peers()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&peers)?);
+            } else {
+                println!(
+                    "{:<20} {:<8} {:<8} {:<24} {:>8} {:>10} {:>10}  LAST ERROR",
+                    "PEER", "ROLE", "STATE", "ADDRESS", "PENDING", "SENT", "RECEIVED"
+                );
+                for p in peers {
+                    println!(
+                        "{:<20} {:<8} {:<8} {:<24} {:>8} {:>10} {:>10}  {}",
+                        p.name,
+                        format!("{:?}", p.role).to_lowercase(),
+                        format!("{:?}", p.state).to_lowercase(),
+                        p.address,
+                        p.pending,
+                        p.sent_through,
+                        p.received_through,
+                        p.last_error
+                    );
+                }
+            }
+        }
+        PeerCommand::Revoke { location, name } => {
+            let store = open_store(&location.settings()?)?;
+            if !store.revoke_peer(&name, "cli", now_ns())? {
+                bail!("no active or invited peer named {name:?}");
+            }
+            println!("peer {name} revoked: nothing more goes to it, and it is refused");
+        }
+    }
+    Ok(())
+}
+
+pub fn indicators(command: IndicatorsCommand) -> anyhow::Result<()> {
+    match command {
+        IndicatorsCommand::Add {
+            location,
+            kind,
+            value,
+            tlp,
+            constituency,
+            rsit,
+            name,
+            confidence,
+            valid_days,
+        } => {
+            let settings = location.settings()?;
+            let store = open_store(&settings)?;
+            let (ind, decisions) = peering::add_indicator(
+                &store,
+                settings.peering.as_deref(),
+                &NewIndicator {
+                    kind: &kind,
+                    value: &value,
+                    label: tlp,
+                    constituency: constituency.as_deref(),
+                    rsit_type: rsit.as_deref(),
+                    name: name.as_deref(),
+                    confidence,
+                    valid_for: valid_days.map(|d| Duration::from_secs(d.saturating_mul(86_400))),
+                },
+                "cli",
+                now_ns(),
+            )?;
+            println!(
+                "{} {} {} {}",
+                ind.id,
+                ind.kind,
+                ind.value,
+                ind.label.label()
+            );
+            for (peer, d) in decisions {
+                match d {
+                    Ok(()) => println!("  queued for {peer}"),
+                    Err(why) => println!("  not for {peer}: {why:?}"),
+                }
+            }
+        }
+        IndicatorsCommand::List {
+            location,
+            json,
+            limit,
+        } => {
+            let list = open_store(&location.settings()?)?.indicators(limit.clamp(1, 100_000))?;
+            if json {
+                for i in list {
+                    println!("{}", serde_json::to_string(&i)?);
+                }
+            } else {
+                println!(
+                    "{:<48} {:<12} {:<40} {:<17} SOURCE",
+                    "ID", "TYPE", "VALUE", "TLP"
+                );
+                for i in list {
+                    println!(
+                        "{:<48} {:<12} {:<40} {:<17} {}",
+                        i.id,
+                        i.kind,
+                        i.value,
+                        i.label.label(),
+                        i.source
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}

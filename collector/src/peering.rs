@@ -1,0 +1,779 @@
+//! Peering: collectors of the network of teams (a national hub, sector teams, partners) send
+//! each other what their TLP labels and link policies allow, store-and-forward.
+//!
+//! - **Transport**: QUIC with mutual TLS on its own listener and ALPN `lindi-peer/1`. Each
+//!   collector presents its server certificate with its CA; the dialling side pins the other's
+//!   CA by the fingerprint it learnt from the invitation, the listening side identifies the
+//!   caller by its CA's fingerprint on every request (an invitation secret, once, or an active
+//!   peer).
+//! - **Invitation**: `peer invite` stores the SHA-256 of a one-time secret and prints a token
+//!   (name, address, CA fingerprint, secret); `peer join --token` on the other collector dials
+//!   with it, and the inviter pins the joiner's CA. Both sides then hold an active peer.
+//! - **Store-and-forward**: what the sharing rules ([`lindi_shared::sharing::decide`]) let go
+//!   to a peer is queued in that peer's outbox in the transaction that creates it, numbered
+//!   per peer. A sender task delivers each outbox in order and deletes what the peer
+//!   acknowledges; the receiver stores an object only if its number follows the last it
+//!   stored from that peer, in the same transaction. So an object arrives once, in order,
+//!   after any outage of either side; a revoked peer's outbox is emptied and it is refused.
+//! - **Requests**: one JSON request per bidirectional stream, answered with one JSON response.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use lindi_shared::sharing::{Destination, ObjectKind, Outgoing, PeerRole, Refusal, decide};
+use lindi_shared::stix;
+use lindi_shared::taxonomy::Tlp;
+use lindi_shared::token::{PeerToken, random_hex, secret_hash};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::authority::Authority;
+use crate::config::PeeringSettings;
+use crate::store::peers::{Indicator, JoinRefusal, OutboxItem, Peer, PeerState};
+use crate::store::{SqliteStore, StoreError};
+
+/// Largest request a peer may send (a delivery of up to [`MAX_ITEMS`] objects).
+const MAX_REQUEST_BYTES: usize = 8 << 20;
+/// Largest response read back.
+const MAX_RESPONSE_BYTES: usize = 64 << 10;
+/// Most objects in one delivery.
+const MAX_ITEMS: u32 = 200;
+/// How long one request may take, either side (a peer that vanished mid-connection is
+/// noticed by this).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a handshake may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the sender looks at the outboxes (new objects are queued by other processes
+/// too: the CLI writes the same store).
+const SEND_POLL: Duration = Duration::from_secs(1);
+/// Longest pause between attempts to reach a peer that is down.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Invitations expire after this long.
+pub const INVITE_TTL: Duration = Duration::from_secs(86_400);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeeringError {
+    #[error("peering is not configured: set [peering] listen_addr in collector.toml")]
+    NotConfigured,
+    #[error("bad peer name {0:?} (1-64 letters, digits, '-', '_', '.')")]
+    BadName(String),
+    #[error("a peer named {0:?} exists already")]
+    Exists(String),
+    #[error(transparent)]
+    Token(#[from] lindi_shared::token::TokenError),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("cannot reach {addr}: {detail}")]
+    Connect { addr: String, detail: String },
+    #[error("{addr} answered: {code}: {message}")]
+    Refused {
+        addr: String,
+        code: String,
+        message: String,
+    },
+    #[error("cannot listen on {addr} for peers: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the system's random number generator failed")]
+    Random,
+    #[error("a store task failed: {0}")]
+    Task(String),
+}
+
+/// Run a store call off the async threads.
+async fn on_store<T: Send + 'static>(
+    store: &Arc<SqliteStore>,
+    f: impl FnOnce(&SqliteStore) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, PeeringError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| PeeringError::Task(e.to_string()))?
+        .map_err(PeeringError::from)
+}
+
+/// A request from one collector to another.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Redeem an invitation: `name` and `address` are the joiner's.
+    Join {
+        secret: String,
+        name: String,
+        address: String,
+    },
+    /// Objects from the sender's outbox for this peer, in order.
+    Deliver { items: Vec<OutboxItem> },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    /// The invitation was accepted; `name` and `role` are the inviter's.
+    Joined {
+        name: String,
+        role: PeerRole,
+    },
+    /// Everything through `through` is stored.
+    Ack {
+        through: u64,
+    },
+    Error {
+        code: String,
+        message: String,
+    },
+}
+
+fn refuse(code: &str, message: impl Into<String>) -> Response {
+    Response::Error {
+        code: code.into(),
+        message: message.into(),
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// What peering counted since the collector started.
+#[derive(Debug, Default, Serialize)]
+pub struct PeeringStats {
+    pub objects_sent: AtomicU64,
+    pub objects_received: AtomicU64,
+    /// Objects a peer sent that could not be read; counted, logged and skipped.
+    pub objects_rejected: AtomicU64,
+    pub requests_refused: AtomicU64,
+}
+
+/// Make an invitation for a peer to be known here as `name` with `role`.
+pub fn invite(
+    store: &SqliteStore,
+    authority: &Authority,
+    settings: &PeeringSettings,
+    collector_name: &str,
+    name: &str,
+    role: PeerRole,
+    now_ns: i64,
+) -> Result<PeerToken, PeeringError> {
+    if !valid_name(name) {
+        return Err(PeeringError::BadName(name.into()));
+    }
+    let secret = random_hex::<32>().map_err(|_| PeeringError::Random)?;
+    let expires = now_ns.saturating_add(INVITE_TTL.as_nanos() as i64);
+    if !store.invite_peer(name, role, &secret_hash(&secret), expires, "cli", now_ns)? {
+        return Err(PeeringError::Exists(name.into()));
+    }
+    Ok(PeerToken {
+        v: 1,
+        name: collector_name.into(),
+        addr: settings.advertise_addr.clone(),
+        ca: authority.ca_fingerprint.clone(),
+        secret,
+    })
+}
+
+/// A client endpoint that dials peers presenting this collector's certificate and trusting
+/// only the CA with `peer_ca`.
+fn dial_config(authority: &Authority, peer_ca: &str) -> Result<quinn::ClientConfig, PeeringError> {
+    let tls = lindi_shared::tls::peer_client_config(
+        peer_ca,
+        &authority.server_chain_pem,
+        &authority.server_key_pem,
+    )
+    .map_err(|e| PeeringError::Tls(e.to_string()))?;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| PeeringError::Tls(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(Duration::from_secs(10)));
+    transport.max_idle_timeout(Some(Duration::from_secs(60).try_into().expect("60 s fits")));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+async fn connect(
+    endpoint: &quinn::Endpoint,
+    config: quinn::ClientConfig,
+    addr: &str,
+) -> Result<quinn::Connection, PeeringError> {
+    let fail = |detail: String| PeeringError::Connect {
+        addr: addr.into(),
+        detail,
+    };
+    let remote = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .next()
+        .ok_or_else(|| fail("no addresses".into()))?;
+    let connecting = endpoint
+        .connect_with(config, remote, lindi_shared::COLLECTOR_SERVER_NAME)
+        .map_err(|e| fail(e.to_string()))?;
+    tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .map_err(|_| fail("handshake timed out".into()))?
+        .map_err(|e| fail(e.to_string()))
+}
+
+fn client_endpoint() -> Result<quinn::Endpoint, PeeringError> {
+    let bind: SocketAddr = "[::]:0".parse().expect("valid");
+    quinn::Endpoint::client(bind)
+        .or_else(|_| quinn::Endpoint::client("0.0.0.0:0".parse().expect("valid")))
+        .map_err(|e| PeeringError::Connect {
+            addr: "local endpoint".into(),
+            detail: e.to_string(),
+        })
+}
+
+/// Send one request on its own stream and read the answer.
+async fn call(
+    conn: &quinn::Connection,
+    addr: &str,
+    req: &Request,
+) -> Result<Response, PeeringError> {
+    let fail = |detail: String| PeeringError::Connect {
+        addr: addr.into(),
+        detail,
+    };
+    let exchange = async {
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| fail(e.to_string()))?;
+        let body = serde_json::to_vec(req).expect("requests serialize");
+        send.write_all(&body)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        send.finish().map_err(|e| fail(e.to_string()))?;
+        let answer = recv
+            .read_to_end(MAX_RESPONSE_BYTES)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        serde_json::from_slice::<Response>(&answer)
+            .map_err(|e| fail(format!("unreadable answer: {e}")))
+    };
+    let resp = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .map_err(|_| fail("no answer in time".into()))??;
+    match resp {
+        Response::Error { code, message } => Err(PeeringError::Refused {
+            addr: addr.into(),
+            code,
+            message,
+        }),
+        ok => Ok(ok),
+    }
+}
+
+/// Redeem an invitation from another collector: dial it with the pinned CA, present the
+/// secret, and record it as an active peer under `local_name` (default: its own name).
+pub async fn join(
+    store: &SqliteStore,
+    authority: &Authority,
+    settings: &PeeringSettings,
+    collector_name: &str,
+    token: &PeerToken,
+    local_name: Option<&str>,
+    now_ns: i64,
+) -> Result<Peer, PeeringError> {
+    let name = local_name.unwrap_or(&token.name);
+    if !valid_name(name) {
+        return Err(PeeringError::BadName(name.into()));
+    }
+    if store.peers()?.iter().any(|p| p.name == name) {
+        return Err(PeeringError::Exists(name.into()));
+    }
+    let endpoint = client_endpoint()?;
+    let conn = connect(&endpoint, dial_config(authority, &token.ca)?, &token.addr).await?;
+    let resp = call(
+        &conn,
+        &token.addr,
+        &Request::Join {
+            secret: token.secret.clone(),
+            name: collector_name.into(),
+            address: settings.advertise_addr.clone(),
+        },
+    )
+    .await;
+    conn.close(0u32.into(), b"joined");
+    endpoint.wait_idle().await;
+    let role = match resp? {
+        Response::Joined { role, .. } => role,
+        other => {
+            return Err(PeeringError::Refused {
+                addr: token.addr.clone(),
+                code: "protocol".into(),
+                message: format!("unexpected answer {other:?}"),
+            });
+        }
+    };
+    if !store.add_joined_peer(name, role, &token.ca, &token.addr, "cli", now_ns)? {
+        return Err(PeeringError::Exists(name.into()));
+    }
+    store
+        .peers()?
+        .into_iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| PeeringError::Exists(name.into()))
+}
+
+/// For each active peer, by name: whether an object may go to it.
+pub type Decisions = Vec<(String, Result<(), Refusal>)>;
+
+/// For each active peer: whether an object may go to it.
+pub fn recipients(
+    store: &SqliteStore,
+    settings: &PeeringSettings,
+    obj: &Outgoing<'_>,
+) -> Result<Decisions, StoreError> {
+    Ok(store
+        .peers()?
+        .into_iter()
+        .filter(|p| p.state == PeerState::Active)
+        .map(|p| {
+            let link = settings.link(&p.name);
+            let dest = Destination::Peer {
+                role: p.role,
+                serves: &link.serves,
+                organisation: link.organisation.as_deref(),
+            };
+            let verdict = decide(obj, &dest, &link.out);
+            (p.name, verdict)
+        })
+        .collect())
+}
+
+/// A local indicator to create.
+pub struct NewIndicator<'a> {
+    pub kind: &'a str,
+    pub value: &'a str,
+    pub label: Tlp,
+    pub constituency: Option<&'a str>,
+    pub rsit_type: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub confidence: u8,
+    pub valid_for: Option<Duration>,
+}
+
+/// Why an indicator was not created.
+#[derive(Debug, thiserror::Error)]
+pub enum IndicatorError {
+    #[error(transparent)]
+    Stix(#[from] stix::StixError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the system's random number generator failed")]
+    Random,
+}
+
+/// Create a local indicator and queue it for every active peer the sharing rules allow.
+/// Returns it with the decision for each peer.
+pub fn add_indicator(
+    store: &SqliteStore,
+    settings: Option<&PeeringSettings>,
+    new: &NewIndicator<'_>,
+    actor: &str,
+    now_ns: i64,
+) -> Result<(Indicator, Decisions), IndicatorError> {
+    let value = stix::normalise(new.kind, new.value)?;
+    let facts = stix::IndicatorFacts {
+        id: stix::new_id("indicator").ok_or(IndicatorError::Random)?,
+        kind: new.kind.into(),
+        value: value.clone(),
+        label: new.label,
+        name: new
+            .name
+            .map_or_else(|| format!("{} {value}", new.kind), str::to_string),
+        confidence: new.confidence.min(100),
+        created_ns: now_ns,
+        modified_ns: now_ns,
+        valid_until_ns: new
+            .valid_for
+            .map(|d| now_ns.saturating_add(d.as_nanos().min(i64::MAX as u128) as i64)),
+    };
+    let body = stix::indicator(&facts)?;
+    let decisions = match settings {
+        Some(s) => recipients(
+            store,
+            s,
+            &Outgoing {
+                label: new.label,
+                kind: ObjectKind::Indicator,
+                constituency: new.constituency,
+                rsit_type: new.rsit_type,
+            },
+        )?,
+        None => vec![],
+    };
+    let to: Vec<String> = decisions
+        .iter()
+        .filter(|(_, d)| d.is_ok())
+        .map(|(p, _)| p.clone())
+        .collect();
+    let ind = indicator_of(&facts, new.constituency, new.rsit_type, "local");
+    store.add_indicator(&ind, &body, &to, actor)?;
+    Ok((ind, decisions))
+}
+
+fn indicator_of(
+    f: &stix::IndicatorFacts,
+    constituency: Option<&str>,
+    rsit_type: Option<&str>,
+    source: &str,
+) -> Indicator {
+    Indicator {
+        id: f.id.clone(),
+        kind: f.kind.clone(),
+        value: f.value.clone(),
+        label: f.label,
+        constituency: constituency.map(str::to_string),
+        rsit_type: rsit_type.map(str::to_string),
+        source: source.into(),
+        confidence: f.confidence,
+        valid_until_ns: f.valid_until_ns,
+        created_at_ns: f.created_ns,
+        updated_at_ns: f.modified_ns,
+    }
+}
+
+/// The running peering service: the listener and the sender.
+pub struct Peering {
+    store: Arc<SqliteStore>,
+    authority: Authority,
+    settings: Arc<PeeringSettings>,
+    collector_name: String,
+    pub stats: Arc<PeeringStats>,
+}
+
+impl Peering {
+    pub fn new(
+        store: Arc<SqliteStore>,
+        authority: Authority,
+        settings: Arc<PeeringSettings>,
+        collector_name: String,
+    ) -> Arc<Peering> {
+        Arc::new(Peering {
+            store,
+            authority,
+            settings,
+            collector_name,
+            stats: Arc::default(),
+        })
+    }
+
+    /// Bind the peering listener.
+    pub fn bind(&self) -> Result<quinn::Endpoint, PeeringError> {
+        let a = &self.authority;
+        let tls = lindi_shared::tls::peer_server_config(&a.server_chain_pem, &a.server_key_pem)
+            .map_err(|e| PeeringError::Tls(e.to_string()))?;
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+            .map_err(|e| PeeringError::Tls(e.to_string()))?;
+        let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        let mut transport = quinn::TransportConfig::default();
+        transport.max_concurrent_bidi_streams(4u32.into());
+        transport.max_concurrent_uni_streams(0u32.into());
+        transport.max_idle_timeout(Some(Duration::from_secs(60).try_into().expect("60 s fits")));
+        config.transport_config(Arc::new(transport));
+        let addr = self.settings.listen_addr;
+        quinn::Endpoint::server(config, addr).map_err(|source| PeeringError::Bind { addr, source })
+    }
+
+    /// Serve peers and deliver outboxes until `stop` changes.
+    pub async fn run(self: Arc<Self>, endpoint: quinn::Endpoint, stop: watch::Receiver<bool>) {
+        let sender = tokio::spawn(self.clone().send_loop(stop.clone()));
+        self.serve(endpoint, stop).await;
+        let _ = sender.await;
+    }
+
+    async fn serve(self: &Arc<Self>, endpoint: quinn::Endpoint, mut stop: watch::Receiver<bool>) {
+        // Peers are few; a flood of handshakes is capped all the same.
+        let live = Arc::new(tokio::sync::Semaphore::new(64));
+        loop {
+            let incoming = tokio::select! {
+                i = endpoint.accept() => match i { Some(i) => i, None => break },
+                _ = stop.changed() => break,
+            };
+            let Ok(permit) = live.clone().try_acquire_owned() else {
+                self.stats.requests_refused.fetch_add(1, Ordering::Relaxed);
+                incoming.refuse();
+                continue;
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                me.connection(incoming).await;
+                drop(permit);
+            });
+        }
+        endpoint.close(0u32.into(), b"collector stopping");
+    }
+
+    async fn connection(&self, incoming: quinn::Incoming) {
+        let remote = incoming.remote_address();
+        let conn = match tokio::time::timeout(CONNECT_TIMEOUT, incoming).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                self.stats.requests_refused.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("peering handshake from {remote} failed: {e}");
+                return;
+            }
+            Err(_) => {
+                self.stats.requests_refused.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        let ca = conn
+            .peer_identity()
+            .and_then(|i| {
+                i.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                    .ok()
+            })
+            .and_then(|chain| lindi_shared::tls::chain_ca_fingerprint(&chain));
+        let Some(ca) = ca else {
+            conn.close(1u32.into(), b"no certificate chain");
+            return;
+        };
+        // One request at a time per connection: deliveries from one peer stay in order.
+        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+            let answer =
+                match tokio::time::timeout(REQUEST_TIMEOUT, recv.read_to_end(MAX_REQUEST_BYTES))
+                    .await
+                {
+                    Ok(Ok(bytes)) => match serde_json::from_slice::<Request>(&bytes) {
+                        Ok(req) => self.handle(&ca, req).await,
+                        Err(e) => refuse("bad_request", e.to_string()),
+                    },
+                    Ok(Err(e)) => refuse("bad_request", e.to_string()),
+                    Err(_) => refuse("timeout", "the request did not arrive in time"),
+                };
+            if let Response::Error { code, message } = &answer {
+                self.stats.requests_refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("peering: refused a request from {remote}: {code}: {message}");
+            }
+            let body = serde_json::to_vec(&answer).expect("responses serialize");
+            let _ = send.write_all(&body).await;
+            let _ = send.finish();
+            if matches!(answer, Response::Error { ref code, .. } if code == "unknown_peer") {
+                // Let the answer reach the caller before the connection goes.
+                let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
+                conn.close(2u32.into(), b"unknown_peer");
+                return;
+            }
+        }
+    }
+
+    async fn handle(&self, ca: &str, req: Request) -> Response {
+        let ca = ca.to_string();
+        let now = crate::now_ns();
+        match req {
+            Request::Join {
+                secret,
+                name,
+                address,
+            } => {
+                let hash = secret_hash(&secret);
+                let address: String = address.chars().take(300).collect();
+                let done = on_store(&self.store, move |s| {
+                    s.accept_join(&hash, &ca, &address, now)
+                })
+                .await;
+                match done {
+                    Ok(Ok((local, _))) => {
+                        tracing::info!("peering: {name:?} joined as {local}");
+                        Response::Joined {
+                            name: self.collector_name.clone(),
+                            role: self.settings.role,
+                        }
+                    }
+                    Ok(Err(JoinRefusal::BadInvitation)) => refuse(
+                        "bad_invitation",
+                        "no such invitation, or it expired or was used",
+                    ),
+                    Ok(Err(JoinRefusal::CaInUse(other))) => {
+                        refuse("ca_in_use", format!("this CA is already the peer {other}"))
+                    }
+                    Err(e) => refuse("internal", e.to_string()),
+                }
+            }
+            Request::Deliver { items } => {
+                if items.len() > MAX_ITEMS as usize {
+                    return refuse("too_many", format!("at most {MAX_ITEMS} objects"));
+                }
+                let stats = self.stats.clone();
+                let done = on_store(&self.store, move |store| {
+                    let Some(peer) = store.active_peer_by_ca(&ca)? else {
+                        return Ok(None);
+                    };
+                    let mut through = peer.received_through;
+                    for item in &items {
+                        if item.seq <= through {
+                            continue;
+                        }
+                        let read = read_item(item, &peer.name);
+                        if let Err(why) = &read {
+                            stats.objects_rejected.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(
+                                "peering: object {} from {} skipped: {why}",
+                                item.seq,
+                                peer.name
+                            );
+                        }
+                        let ind = read.ok();
+                        let stored = store.receive_from_peer(
+                            &peer.name,
+                            item.seq,
+                            ind.as_ref().map(|(i, body)| (i, *body)),
+                            now,
+                        )?;
+                        if stored != item.seq {
+                            break;
+                        }
+                        stats.objects_received.fetch_add(1, Ordering::Relaxed);
+                        through = stored;
+                    }
+                    Ok(Some(through))
+                })
+                .await;
+                match done {
+                    Ok(Some(through)) => Response::Ack { through },
+                    Ok(None) => refuse("unknown_peer", "not an active peer of this collector"),
+                    Err(e) => refuse("internal", e.to_string()),
+                }
+            }
+        }
+    }
+
+    /// Deliver every active peer's outbox, in order, until `stop` changes.
+    async fn send_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let endpoint = match client_endpoint() {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!("peering: cannot make a client endpoint: {e}");
+                return;
+            }
+        };
+        let mut conns: HashMap<String, quinn::Connection> = HashMap::new();
+        let mut backoff: HashMap<String, (Instant, Duration)> = HashMap::new();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(SEND_POLL) => {}
+                _ = stop.changed() => break,
+            }
+            let Ok(peers) = on_store(&self.store, |s| s.peers()).await else {
+                continue;
+            };
+            conns.retain(|name, _| {
+                peers
+                    .iter()
+                    .any(|p| &p.name == name && p.state == PeerState::Active)
+            });
+            for p in peers {
+                if p.state != PeerState::Active || p.pending == 0 || p.address.is_empty() {
+                    continue;
+                }
+                if backoff
+                    .get(&p.name)
+                    .is_some_and(|(at, _)| Instant::now() < *at)
+                {
+                    continue;
+                }
+                match self.deliver(&endpoint, &mut conns, &p).await {
+                    Ok(()) => {
+                        backoff.remove(&p.name);
+                    }
+                    Err(e) => {
+                        conns.remove(&p.name);
+                        let pause = backoff
+                            .get(&p.name)
+                            .map_or(SEND_POLL, |(_, d)| (*d * 2).min(MAX_BACKOFF));
+                        backoff.insert(p.name.clone(), (Instant::now() + pause, pause));
+                        tracing::warn!("peering: cannot deliver to {}: {e}", p.name);
+                        let (name, msg) = (p.name.clone(), e.to_string());
+                        let _ = on_store(&self.store, move |s| s.peer_error(&name, &msg)).await;
+                    }
+                }
+            }
+        }
+        for c in conns.values() {
+            c.close(0u32.into(), b"collector stopping");
+        }
+    }
+
+    /// Send `peer`'s outbox until it is empty.
+    async fn deliver(
+        &self,
+        endpoint: &quinn::Endpoint,
+        conns: &mut HashMap<String, quinn::Connection>,
+        peer: &Peer,
+    ) -> Result<(), PeeringError> {
+        loop {
+            let name = peer.name.clone();
+            let items = on_store(&self.store, move |s| s.outbox(&name, MAX_ITEMS)).await?;
+            let (Some(first), Some(last)) = (items.first(), items.last()) else {
+                return Ok(());
+            };
+            let (first, last) = (first.seq, last.seq);
+            let conn = match conns.get(&peer.name) {
+                Some(c) if c.close_reason().is_none() => c.clone(),
+                _ => {
+                    let config = dial_config(&self.authority, &peer.ca_fingerprint)?;
+                    let c = connect(endpoint, config, &peer.address).await?;
+                    conns.insert(peer.name.clone(), c.clone());
+                    c
+                }
+            };
+            let n = items.len() as u64;
+            let through = match call(&conn, &peer.address, &Request::Deliver { items }).await? {
+                Response::Ack { through } => through,
+                other => {
+                    return Err(PeeringError::Refused {
+                        addr: peer.address.clone(),
+                        code: "protocol".into(),
+                        message: format!("unexpected answer {other:?}"),
+                    });
+                }
+            };
+            let name = peer.name.clone();
+            let now = crate::now_ns();
+            on_store(&self.store, move |s| s.outbox_acked(&name, through, now)).await?;
+            if through >= first {
+                self.stats
+                    .objects_sent
+                    .fetch_add((through.min(last) - first + 1).min(n), Ordering::Relaxed);
+            }
+            if through < first {
+                // The peer stored nothing of this delivery: it expects an earlier number
+                // than this outbox holds, or it failed to store. Try again later.
+                return Err(PeeringError::Refused {
+                    addr: peer.address.clone(),
+                    code: "out_of_order".into(),
+                    message: format!(
+                        "{} has stored through {through}; the outbox starts at {first}",
+                        peer.name
+                    ),
+                });
+            }
+        }
+    }
+}
+
+/// Read a delivered object into what the store keeps; an error says why it was skipped.
+fn read_item<'a>(
+    item: &'a OutboxItem,
+    peer: &str,
+) -> Result<(Indicator, &'a serde_json::Value), String> {
+    match item.kind {
+        ObjectKind::Indicator => {
+            let mut f = stix::read_indicator(&item.body).map_err(|e| e.to_string())?;
+            // The strictest of the two labels the sender gave.
+            f.label = f.label.max(item.label);
+            Ok((indicator_of(&f, None, None, peer), &item.body))
+        }
+        other => Err(format!("{other:?} objects are not received yet")),
+    }
+}

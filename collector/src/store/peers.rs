@@ -1,0 +1,701 @@
+//! Peer collectors, what waits to go to each (the outbox), and indicators.
+//!
+//! A peer is `invited` (a one-time secret waits for it), then `active` (pinned by its CA's
+//! fingerprint, with an address to dial), or `revoked` (it gets nothing more; its outbox is
+//! emptied). Each peer has its own outbox sequence: an object queued for it gets the next
+//! number, is sent in order, and is deleted when the peer acknowledges it. What a peer sends
+//! us is stored only when its number follows the last one stored from that peer, in the same
+//! transaction that records the number: a resend is acknowledged and not stored twice.
+
+use lindi_shared::sharing::{ObjectKind, PeerRole, label_on_receipt};
+use lindi_shared::taxonomy::Tlp;
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::triage::audit;
+use super::{SqliteStore, StoreError};
+
+pub(super) const PEERS_SQL: &str = r#"
+CREATE TABLE peers (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    state TEXT NOT NULL,
+    ca_fingerprint TEXT NOT NULL DEFAULT '',
+    address TEXT NOT NULL DEFAULT '',
+    secret_sha256 TEXT NOT NULL DEFAULT '',
+    invite_expires_at_ns INTEGER NOT NULL DEFAULT 0,
+    created_at_ns INTEGER NOT NULL,
+    next_seq INTEGER NOT NULL DEFAULT 1,
+    sent_through INTEGER NOT NULL DEFAULT 0,
+    received_through INTEGER NOT NULL DEFAULT 0,
+    last_contact_ns INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT NOT NULL DEFAULT ''
+) WITHOUT ROWID;
+CREATE TABLE peer_outbox (
+    peer TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    label TEXT NOT NULL,
+    body TEXT NOT NULL,
+    queued_at_ns INTEGER NOT NULL,
+    PRIMARY KEY (peer, seq)
+) WITHOUT ROWID;
+CREATE TABLE indicators (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    value TEXT NOT NULL,
+    label TEXT NOT NULL,
+    constituency TEXT,
+    rsit_type TEXT,
+    source TEXT NOT NULL,
+    confidence INTEGER NOT NULL,
+    valid_until_ns INTEGER,
+    created_at_ns INTEGER NOT NULL,
+    updated_at_ns INTEGER NOT NULL,
+    stix TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX indicators_value ON indicators (kind, value);
+"#;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerState {
+    Invited,
+    Active,
+    Revoked,
+}
+
+impl PeerState {
+    fn as_str(self) -> &'static str {
+        match self {
+            PeerState::Invited => "invited",
+            PeerState::Active => "active",
+            PeerState::Revoked => "revoked",
+        }
+    }
+
+    fn parse(s: &str) -> PeerState {
+        match s {
+            "active" => PeerState::Active,
+            "invited" => PeerState::Invited,
+            _ => PeerState::Revoked,
+        }
+    }
+}
+
+fn role_str(r: PeerRole) -> &'static str {
+    match r {
+        PeerRole::Hub => "hub",
+        PeerRole::Sector => "sector",
+        PeerRole::Partner => "partner",
+    }
+}
+
+fn parse_role(s: &str) -> PeerRole {
+    match s {
+        "hub" => PeerRole::Hub,
+        "sector" => PeerRole::Sector,
+        _ => PeerRole::Partner,
+    }
+}
+
+/// A peer as `peer list` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Peer {
+    pub name: String,
+    pub role: PeerRole,
+    pub state: PeerState,
+    pub ca_fingerprint: String,
+    pub address: String,
+    pub created_at_ns: i64,
+    /// Objects queued for it and not yet acknowledged.
+    pub pending: u64,
+    /// Our sequence number it acknowledged last.
+    pub sent_through: u64,
+    /// Its sequence number we stored last.
+    pub received_through: u64,
+    pub last_contact_ns: i64,
+    pub last_error: String,
+}
+
+/// An object waiting in a peer's outbox.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutboxItem {
+    pub seq: u64,
+    pub kind: ObjectKind,
+    pub label: Tlp,
+    /// The object as STIX 2.1 JSON.
+    pub body: serde_json::Value,
+}
+
+/// An indicator: one observable value with its label and provenance.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Indicator {
+    /// STIX id (`indicator--UUID`), the same at every collector that holds it.
+    pub id: String,
+    /// `ipv4-addr`, `ipv6-addr`, `domain-name`, `url`, `sha256`, `ja3` or `ja4`.
+    pub kind: String,
+    pub value: String,
+    pub label: Tlp,
+    pub constituency: Option<String>,
+    pub rsit_type: Option<String>,
+    /// `local`, or the name of the peer it came from.
+    pub source: String,
+    pub confidence: u8,
+    pub valid_until_ns: Option<i64>,
+    pub created_at_ns: i64,
+    pub updated_at_ns: i64,
+}
+
+/// Why a join was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JoinRefusal {
+    /// No invitation with that secret, or it expired or was used.
+    BadInvitation,
+    /// Another peer already has that CA.
+    CaInUse(String),
+}
+
+fn peer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Peer> {
+    Ok(Peer {
+        name: r.get(0)?,
+        role: parse_role(&r.get::<_, String>(1)?),
+        state: PeerState::parse(&r.get::<_, String>(2)?),
+        ca_fingerprint: r.get(3)?,
+        address: r.get(4)?,
+        created_at_ns: r.get(5)?,
+        pending: r.get::<_, i64>(6)? as u64,
+        sent_through: r.get::<_, i64>(7)? as u64,
+        received_through: r.get::<_, i64>(8)? as u64,
+        last_contact_ns: r.get(9)?,
+        last_error: r.get(10)?,
+    })
+}
+
+const PEER_COLUMNS: &str = "name, role, state, ca_fingerprint, address, created_at_ns, (SELECT COUNT(*) FROM peer_outbox o WHERE o.peer = peers.name), sent_through, received_through, last_contact_ns, last_error";
+
+fn indicator_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Indicator> {
+    Ok(Indicator {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        value: r.get(2)?,
+        label: Tlp::parse(&r.get::<_, String>(3)?).unwrap_or(Tlp::Red),
+        constituency: r.get(4)?,
+        rsit_type: r.get(5)?,
+        source: r.get(6)?,
+        confidence: r.get::<_, i64>(7)?.clamp(0, 100) as u8,
+        valid_until_ns: r.get(8)?,
+        created_at_ns: r.get(9)?,
+        updated_at_ns: r.get(10)?,
+    })
+}
+
+impl SqliteStore {
+    /// Record an invitation for a peer to be called `name`; the token carries `secret`.
+    pub fn invite_peer(
+        &self,
+        name: &str,
+        role: PeerRole,
+        secret_sha256: &str,
+        expires_at_ns: i64,
+        actor: &str,
+        now_ns: i64,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        let existing: Option<String> = tx
+            .query_row(
+                "SELECT state FROM peers WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if existing.is_some_and(|s| s != PeerState::Invited.as_str()) {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO peers (name, role, state, secret_sha256, invite_expires_at_ns, created_at_ns) VALUES (?1, ?2, 'invited', ?3, ?4, ?5)",
+            params![name, role_str(role), secret_sha256, expires_at_ns, now_ns],
+        )?;
+        audit(
+            &tx,
+            now_ns,
+            actor,
+            "*",
+            "peer",
+            0,
+            "invite",
+            None,
+            Some(&json!({"peer": name, "role": role})),
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Complete an invitation: the peer that presented `secret_sha256` over a connection
+    /// authenticated by the CA with `ca_fingerprint` becomes active. Returns its local name.
+    pub fn accept_join(
+        &self,
+        secret_sha256: &str,
+        ca_fingerprint: &str,
+        address: &str,
+        now_ns: i64,
+    ) -> Result<Result<(String, PeerRole), JoinRefusal>, StoreError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        let invited: Option<(String, String)> = tx
+            .query_row(
+                "SELECT name, role FROM peers WHERE state = 'invited' AND secret_sha256 = ?1 AND invite_expires_at_ns > ?2",
+                params![secret_sha256, now_ns],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((name, role)) = invited else {
+            return Ok(Err(JoinRefusal::BadInvitation));
+        };
+        let holder: Option<String> = tx
+            .query_row(
+                "SELECT name FROM peers WHERE ca_fingerprint = ?1 AND state = 'active'",
+                params![ca_fingerprint],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(other) = holder {
+            return Ok(Err(JoinRefusal::CaInUse(other)));
+        }
+        tx.execute(
+            "UPDATE peers SET state = 'active', ca_fingerprint = ?2, address = ?3, secret_sha256 = '', last_contact_ns = ?4 WHERE name = ?1",
+            params![name, ca_fingerprint, address, now_ns],
+        )?;
+        audit(
+            &tx,
+            now_ns,
+            "peering",
+            "*",
+            "peer",
+            0,
+            "join",
+            None,
+            Some(&json!({"peer": name, "ca": ca_fingerprint, "address": address})),
+        )?;
+        tx.commit()?;
+        Ok(Ok((name, parse_role(&role))))
+    }
+
+    /// Record a peer this collector joined (the other side invited us).
+    pub fn add_joined_peer(
+        &self,
+        name: &str,
+        role: PeerRole,
+        ca_fingerprint: &str,
+        address: &str,
+        actor: &str,
+        now_ns: i64,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "INSERT OR IGNORE INTO peers (name, role, state, ca_fingerprint, address, created_at_ns, last_contact_ns) VALUES (?1, ?2, 'active', ?3, ?4, ?5, ?5)",
+            params![name, role_str(role), ca_fingerprint, address, now_ns],
+        )?;
+        if n == 1 {
+            audit(
+                &tx,
+                now_ns,
+                actor,
+                "*",
+                "peer",
+                0,
+                "join",
+                None,
+                Some(
+                    &json!({"peer": name, "role": role, "ca": ca_fingerprint, "address": address}),
+                ),
+            )?;
+        }
+        tx.commit()?;
+        Ok(n == 1)
+    }
+
+    /// Revoke a peer: it gets nothing more, and what waited for it is dropped.
+    pub fn revoke_peer(&self, name: &str, actor: &str, now_ns: i64) -> Result<bool, StoreError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "UPDATE peers SET state = 'revoked', secret_sha256 = '' WHERE name = ?1 AND state != 'revoked'",
+            params![name],
+        )?;
+        tx.execute("DELETE FROM peer_outbox WHERE peer = ?1", params![name])?;
+        if n == 1 {
+            audit(
+                &tx,
+                now_ns,
+                actor,
+                "*",
+                "peer",
+                0,
+                "revoke",
+                None,
+                Some(&json!({"peer": name})),
+            )?;
+        }
+        tx.commit()?;
+        Ok(n == 1)
+    }
+
+    pub fn peers(&self) -> Result<Vec<Peer>, StoreError> {
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare(&format!("SELECT {PEER_COLUMNS} FROM peers ORDER BY name"))?;
+        let rows = stmt.query_map([], peer_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The active peer pinned to `ca_fingerprint`.
+    pub fn active_peer_by_ca(&self, ca_fingerprint: &str) -> Result<Option<Peer>, StoreError> {
+        let conn = self.reader()?;
+        Ok(conn
+            .query_row(
+                &format!("SELECT {PEER_COLUMNS} FROM peers WHERE ca_fingerprint = ?1 AND state = 'active'"),
+                params![ca_fingerprint],
+                peer_row,
+            )
+            .optional()?)
+    }
+
+    /// Up to `limit` items of `peer`'s outbox after what it acknowledged, in order.
+    pub fn outbox(&self, peer: &str, limit: u32) -> Result<Vec<OutboxItem>, StoreError> {
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, kind, label, body FROM peer_outbox WHERE peer = ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![peer, limit], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?;
+        let mut out = vec![];
+        for row in rows {
+            let (seq, kind, label, body) = row?;
+            // Rows are written only by this module from typed values; one that no longer
+            // parses is skipped here and stays visible in `peer list`'s pending count.
+            let (Ok(kind), Some(label), Ok(body)) = (
+                serde_json::from_value(serde_json::Value::String(kind)),
+                Tlp::parse(&label),
+                serde_json::from_str(&body),
+            ) else {
+                continue;
+            };
+            out.push(OutboxItem {
+                seq: seq as u64,
+                kind,
+                label,
+                body,
+            });
+        }
+        Ok(out)
+    }
+
+    /// `peer` acknowledged everything through `through`: drop it from the outbox.
+    pub fn outbox_acked(&self, peer: &str, through: u64, now_ns: i64) -> Result<(), StoreError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "DELETE FROM peer_outbox WHERE peer = ?1 AND seq <= ?2",
+            params![peer, through as i64],
+        )?;
+        tx.execute(
+            "UPDATE peers SET sent_through = MAX(sent_through, ?2), last_contact_ns = ?3, last_error = '' WHERE name = ?1",
+            params![peer, through as i64, now_ns],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Note why the last attempt to reach `peer` failed.
+    pub fn peer_error(&self, peer: &str, error: &str) -> Result<(), StoreError> {
+        self.writer().execute(
+            "UPDATE peers SET last_error = ?2 WHERE name = ?1",
+            params![peer, error],
+        )?;
+        Ok(())
+    }
+
+    /// Store a new local indicator and queue it, as `stix`, for each of `recipients` (the
+    /// active peers the sharing rules let it go to).
+    pub fn add_indicator(
+        &self,
+        ind: &Indicator,
+        stix: &serde_json::Value,
+        recipients: &[String],
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        insert_indicator(&tx, ind, stix)?;
+        for peer in recipients {
+            let seq: Option<i64> = tx
+                .query_row(
+                    "UPDATE peers SET next_seq = next_seq + 1 WHERE name = ?1 AND state = 'active' RETURNING next_seq - 1",
+                    params![peer],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(seq) = seq {
+                tx.execute(
+                    "INSERT INTO peer_outbox (peer, seq, kind, label, body, queued_at_ns) VALUES (?1, ?2, 'indicator', ?3, ?4, ?5)",
+                    params![peer, seq, ind.label.label(), stix.to_string(), ind.created_at_ns],
+                )?;
+            }
+        }
+        audit(
+            &tx,
+            ind.created_at_ns,
+            actor,
+            ind.constituency.as_deref().unwrap_or("*"),
+            "indicator",
+            0,
+            "create",
+            None,
+            Some(
+                &json!({"id": ind.id, "kind": ind.kind, "value": ind.value, "label": ind.label, "queued_for": recipients}),
+            ),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Store what `peer` sent as its object number `seq`, if it is the next one expected.
+    /// Returns the number stored through (what to acknowledge).
+    pub fn receive_from_peer(
+        &self,
+        peer: &str,
+        seq: u64,
+        ind: Option<(&Indicator, &serde_json::Value)>,
+        now_ns: i64,
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        let through: i64 = tx.query_row(
+            "SELECT received_through FROM peers WHERE name = ?1",
+            params![peer],
+            |r| r.get(0),
+        )?;
+        if seq as i64 != through + 1 {
+            return Ok(through as u64);
+        }
+        if let Some((ind, stix)) = ind {
+            let stored: Option<String> = tx
+                .query_row(
+                    "SELECT label FROM indicators WHERE id = ?1",
+                    params![ind.id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let label = label_on_receipt(stored.as_deref().and_then(Tlp::parse), ind.label);
+            let ind = Indicator {
+                label,
+                ..ind.clone()
+            };
+            insert_indicator(&tx, &ind, stix)?;
+        }
+        tx.execute(
+            "UPDATE peers SET received_through = ?2, last_contact_ns = ?3 WHERE name = ?1",
+            params![peer, seq as i64, now_ns],
+        )?;
+        tx.commit()?;
+        Ok(seq)
+    }
+
+    pub fn indicators(&self, limit: u32) -> Result<Vec<Indicator>, StoreError> {
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare(
+            "SELECT id, kind, value, label, constituency, rsit_type, source, confidence, valid_until_ns, created_at_ns, updated_at_ns FROM indicators ORDER BY created_at_ns DESC, id LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit], indicator_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// Insert or update (same STIX id: a newer version) an indicator.
+fn insert_indicator(
+    tx: &rusqlite::Transaction<'_>,
+    ind: &Indicator,
+    stix: &serde_json::Value,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO indicators (id, kind, value, label, constituency, rsit_type, source, confidence, valid_until_ns, created_at_ns, updated_at_ns, stix) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+         ON CONFLICT (id) DO UPDATE SET label = excluded.label, confidence = excluded.confidence, valid_until_ns = excluded.valid_until_ns, updated_at_ns = excluded.updated_at_ns, stix = excluded.stix",
+        params![
+            ind.id,
+            ind.kind,
+            ind.value,
+            ind.label.label(),
+            ind.constituency,
+            ind.rsit_type,
+            ind.source,
+            ind.confidence as i64,
+            ind.valid_until_ns,
+            ind.created_at_ns,
+            ind.updated_at_ns,
+            stix.to_string()
+        ],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::Fixture;
+
+    const NOW: i64 = 1_800_000_000_000_000_000;
+
+    fn indicator(id: &str, label: Tlp) -> Indicator {
+        Indicator {
+            id: id.into(),
+            kind: "domain-name".into(),
+            value: format!("{id}.example"),
+            label,
+            constituency: None,
+            rsit_type: None,
+            source: "local".into(),
+            confidence: 50,
+            valid_until_ns: None,
+            created_at_ns: NOW,
+            updated_at_ns: NOW,
+        }
+    }
+
+    #[test]
+    fn an_invitation_is_redeemed_once_before_it_expires() {
+        let f = Fixture::new();
+        let s = &f.store;
+        assert!(
+            s.invite_peer("sector", PeerRole::Sector, "h1", NOW + 10, "t", NOW)
+                .unwrap()
+        );
+        assert_eq!(
+            s.accept_join("wrong", "ca1", "a:1", NOW).unwrap(),
+            Err(JoinRefusal::BadInvitation)
+        );
+        assert_eq!(
+            s.accept_join("h1", "ca1", "a:1", NOW + 11).unwrap(),
+            Err(JoinRefusal::BadInvitation),
+            "expired"
+        );
+        assert_eq!(
+            s.accept_join("h1", "ca1", "a:1", NOW).unwrap(),
+            Ok(("sector".into(), PeerRole::Sector))
+        );
+        assert_eq!(
+            s.accept_join("h1", "ca1", "a:1", NOW).unwrap(),
+            Err(JoinRefusal::BadInvitation),
+            "used"
+        );
+        // An active peer's name cannot be invited again; its CA cannot join as another.
+        assert!(
+            !s.invite_peer("sector", PeerRole::Hub, "h2", NOW + 10, "t", NOW)
+                .unwrap()
+        );
+        assert!(
+            s.invite_peer("other", PeerRole::Partner, "h3", NOW + 10, "t", NOW)
+                .unwrap()
+        );
+        assert_eq!(
+            s.accept_join("h3", "ca1", "b:1", NOW).unwrap(),
+            Err(JoinRefusal::CaInUse("sector".into()))
+        );
+        let p = s.active_peer_by_ca("ca1").unwrap().unwrap();
+        assert_eq!((p.name.as_str(), p.address.as_str()), ("sector", "a:1"));
+    }
+
+    #[test]
+    fn the_outbox_is_numbered_per_peer_acked_in_order_and_dropped_on_revoke() {
+        let f = Fixture::new();
+        let s = &f.store;
+        for (name, ca) in [("a", "ca-a"), ("b", "ca-b")] {
+            s.add_joined_peer(name, PeerRole::Sector, ca, "x:1", "t", NOW)
+                .unwrap();
+        }
+        let body = json!({"type": "indicator"});
+        for i in 0..5 {
+            let to: Vec<String> = if i % 2 == 0 {
+                vec!["a".into(), "b".into()]
+            } else {
+                vec!["a".into()]
+            };
+            s.add_indicator(&indicator(&format!("i{i}"), Tlp::Green), &body, &to, "t")
+                .unwrap();
+        }
+        let seqs = |p: &str| {
+            s.outbox(p, 100)
+                .unwrap()
+                .iter()
+                .map(|i| i.seq)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(seqs("a"), vec![1, 2, 3, 4, 5]);
+        assert_eq!(seqs("b"), vec![1, 2, 3]);
+        assert_eq!(s.outbox("a", 2).unwrap().len(), 2);
+        s.outbox_acked("a", 3, NOW).unwrap();
+        assert_eq!(seqs("a"), vec![4, 5]);
+        let a = s
+            .peers()
+            .unwrap()
+            .into_iter()
+            .find(|p| p.name == "a")
+            .unwrap();
+        assert_eq!((a.pending, a.sent_through), (2, 3));
+        assert!(s.revoke_peer("b", "t", NOW).unwrap());
+        assert!(seqs("b").is_empty());
+        // Nothing is queued for a revoked peer.
+        s.add_indicator(&indicator("late", Tlp::Green), &body, &["b".into()], "t")
+            .unwrap();
+        assert!(seqs("b").is_empty());
+        assert!(!s.revoke_peer("b", "t", NOW).unwrap());
+    }
+
+    #[test]
+    fn receipt_is_in_order_once_and_never_downgrades_a_label() {
+        let f = Fixture::new();
+        let s = &f.store;
+        s.add_joined_peer("hub", PeerRole::Hub, "ca", "x:1", "t", NOW)
+            .unwrap();
+        let body = json!({});
+        let amber = indicator("x", Tlp::Amber);
+        assert_eq!(
+            s.receive_from_peer("hub", 2, Some((&amber, &body)), NOW)
+                .unwrap(),
+            0,
+            "a gap"
+        );
+        assert!(s.indicators(10).unwrap().is_empty());
+        assert_eq!(
+            s.receive_from_peer("hub", 1, Some((&amber, &body)), NOW)
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            s.receive_from_peer("hub", 1, Some((&amber, &body)), NOW)
+                .unwrap(),
+            1,
+            "a resend"
+        );
+        let green = indicator("x", Tlp::Green);
+        assert_eq!(
+            s.receive_from_peer("hub", 2, Some((&green, &body)), NOW)
+                .unwrap(),
+            2
+        );
+        let held = s.indicators(10).unwrap();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].label, Tlp::Amber, "a receiver never downgrades");
+        // A skipped object still takes its number.
+        assert_eq!(s.receive_from_peer("hub", 3, None, NOW).unwrap(), 3);
+        assert_eq!(s.indicators(10).unwrap().len(), 1);
+    }
+}

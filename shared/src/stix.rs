@@ -1,0 +1,438 @@
+//! STIX 2.1 as collectors exchange it: indicators with a pattern for one observable, marked
+//! with their TLP 2.0 marking definition. What leaves a collector is built here and what
+//! arrives is read back here, so both ends agree on the mapping:
+//!
+//! | kind          | pattern                                   |
+//! |---------------|-------------------------------------------|
+//! | `ipv4-addr`   | `[ipv4-addr:value = '198.51.100.7']` (an address or a CIDR) |
+//! | `ipv6-addr`   | `[ipv6-addr:value = '2001:db8::1']`       |
+//! | `domain-name` | `[domain-name:value = 'example.com']`     |
+//! | `url`         | `[url:value = 'http://example.com/a']`    |
+//! | `sha256`      | `[file:hashes.'SHA-256' = '…']`           |
+//! | `ja3`, `ja4`  | `[x-tls-fingerprint:ja3 = '…']` (STIX has no object for TLS fingerprints; a custom one) |
+
+use serde_json::{Value, json};
+use thiserror::Error;
+
+use crate::duration::Civil;
+use crate::taxonomy::Tlp;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum StixError {
+    #[error("not a STIX 2.1 indicator: {0}")]
+    NotIndicator(String),
+    #[error("pattern {0:?} is not one Lindi reads (a single comparison of a supported observable)")]
+    Pattern(String),
+    #[error("bad {kind} value {value:?}: {why}")]
+    Value {
+        kind: String,
+        value: String,
+        why: &'static str,
+    },
+    #[error(
+        "unknown indicator kind {0:?} (ipv4-addr, ipv6-addr, domain-name, url, sha256, ja3, ja4)"
+    )]
+    Kind(String),
+}
+
+/// The indicator kinds and their STIX object path.
+const KINDS: [(&str, &str); 7] = [
+    ("ipv4-addr", "ipv4-addr:value"),
+    ("ipv6-addr", "ipv6-addr:value"),
+    ("domain-name", "domain-name:value"),
+    ("url", "url:value"),
+    ("sha256", "file:hashes.'SHA-256'"),
+    ("ja3", "x-tls-fingerprint:ja3"),
+    ("ja4", "x-tls-fingerprint:ja4"),
+];
+
+/// Check and normalise a value of `kind` (lower-case where case does not matter).
+pub fn normalise(kind: &str, value: &str) -> Result<String, StixError> {
+    let bad = |why| StixError::Value {
+        kind: kind.into(),
+        value: value.chars().take(200).collect(),
+        why,
+    };
+    let v = value.trim();
+    let hex_of = |n: usize| v.len() == n && v.bytes().all(|b| b.is_ascii_hexdigit());
+    match kind {
+        "ipv4-addr" => {
+            let (addr, prefix) = v.split_once('/').unwrap_or((v, "32"));
+            addr.parse::<std::net::Ipv4Addr>()
+                .map_err(|_| bad("not an IPv4 address"))?;
+            match prefix.parse::<u8>() {
+                Ok(p) if p <= 32 => Ok(v.to_string()),
+                _ => Err(bad("bad prefix length")),
+            }
+        }
+        "ipv6-addr" => {
+            let (addr, prefix) = v.split_once('/').unwrap_or((v, "128"));
+            let a = addr
+                .parse::<std::net::Ipv6Addr>()
+                .map_err(|_| bad("not an IPv6 address"))?;
+            match prefix.parse::<u8>() {
+                Ok(p) if p <= 128 => Ok(if v.contains('/') {
+                    format!("{a}/{p}")
+                } else {
+                    a.to_string()
+                }),
+                _ => Err(bad("bad prefix length")),
+            }
+        }
+        "domain-name" => {
+            let d = v.trim_end_matches('.').to_ascii_lowercase();
+            let ok = !d.is_empty()
+                && d.len() <= 253
+                && d.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                });
+            if ok {
+                Ok(d)
+            } else {
+                Err(bad("not a domain name"))
+            }
+        }
+        "url" => {
+            let ok = v.contains("://")
+                && v.len() <= 8192
+                && !v.chars().any(|c| c.is_whitespace() || c.is_control());
+            if ok {
+                Ok(v.to_string())
+            } else {
+                Err(bad("not a URL"))
+            }
+        }
+        "sha256" if hex_of(64) => Ok(v.to_ascii_lowercase()),
+        "ja3" if hex_of(32) => Ok(v.to_ascii_lowercase()),
+        "sha256" => Err(bad("not 64 hex digits")),
+        "ja3" => Err(bad("not 32 hex digits (an MD5)")),
+        "ja4" => {
+            let parts: Vec<&str> = v.split('_').collect();
+            let ok = parts.len() == 3
+                && parts[0].len() == 10
+                && parts[0].is_ascii()
+                && parts[1..]
+                    .iter()
+                    .all(|p| p.len() == 12 && p.bytes().all(|b| b.is_ascii_hexdigit()));
+            if ok {
+                Ok(v.to_ascii_lowercase())
+            } else {
+                Err(bad("not a JA4 (a_b_c)"))
+            }
+        }
+        other => Err(StixError::Kind(other.into())),
+    }
+}
+
+/// `2026-12-05T03:38:07.123Z`.
+pub fn timestamp(ns: i64) -> String {
+    let c = Civil::from_unix(ns.div_euclid(1_000_000_000));
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        c.year,
+        c.month,
+        c.day,
+        c.hour,
+        c.minute,
+        c.second,
+        ns.rem_euclid(1_000_000_000) / 1_000_000
+    )
+}
+
+/// Unix nanoseconds of an RFC 3339 UTC timestamp (`Z`, optional fraction).
+pub fn parse_timestamp(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || !s.ends_with('Z') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    let frac = &s[19..s.len() - 1];
+    let nanos = match frac.strip_prefix('.') {
+        None if frac.is_empty() => 0,
+        Some(f) if !f.is_empty() && f.len() <= 9 && f.bytes().all(|c| c.is_ascii_digit()) => {
+            f.parse::<i64>().ok()? * 10i64.pow(9 - f.len() as u32)
+        }
+        _ => return None,
+    };
+    // Days from civil (Howard Hinnant), the inverse of Civil::from_unix.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
+}
+
+/// A new random STIX id of `object_type` (`indicator--` and a version 4 UUID).
+pub fn new_id(object_type: &str) -> Option<String> {
+    let mut b = crate::token::random_bytes::<16>().ok()?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    Some(format!(
+        "{object_type}--{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
+}
+
+/// An indicator as this collector describes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IndicatorFacts {
+    pub id: String,
+    pub kind: String,
+    pub value: String,
+    pub label: Tlp,
+    pub name: String,
+    pub confidence: u8,
+    pub created_ns: i64,
+    pub modified_ns: i64,
+    pub valid_until_ns: Option<i64>,
+}
+
+fn quote(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\'', "\\'")
+}
+
+/// The STIX 2.1 indicator object for `f` (its value already [`normalise`]d).
+pub fn indicator(f: &IndicatorFacts) -> Result<Value, StixError> {
+    let path = KINDS
+        .iter()
+        .find(|(k, _)| *k == f.kind)
+        .ok_or_else(|| StixError::Kind(f.kind.clone()))?
+        .1;
+    let mut o = json!({
+        "type": "indicator",
+        "spec_version": "2.1",
+        "id": f.id,
+        "created": timestamp(f.created_ns),
+        "modified": timestamp(f.modified_ns),
+        "name": f.name,
+        "indicator_types": ["malicious-activity"],
+        "pattern": format!("[{path} = '{}']", quote(&f.value)),
+        "pattern_type": "stix",
+        "pattern_version": "2.1",
+        "valid_from": timestamp(f.created_ns),
+        "confidence": f.confidence,
+        "object_marking_refs": [f.label.stix_marking_id()],
+    });
+    if let Some(until) = f.valid_until_ns {
+        o["valid_until"] = json!(timestamp(until));
+    }
+    Ok(o)
+}
+
+/// Read an indicator back: one comparison of a supported observable. Without a TLP marking
+/// it is taken as TLP:AMBER (shared with care, not further) rather than as free to share.
+pub fn read_indicator(o: &Value) -> Result<IndicatorFacts, StixError> {
+    let s = |k: &str| o.get(k).and_then(Value::as_str);
+    let not = |why: &str| StixError::NotIndicator(why.to_string());
+    if s("type") != Some("indicator") || s("spec_version") != Some("2.1") {
+        return Err(not("type must be indicator, spec_version 2.1"));
+    }
+    let id = s("id")
+        .filter(|i| i.starts_with("indicator--") && i.len() == 47)
+        .ok_or_else(|| not("bad id"))?;
+    if s("pattern_type") != Some("stix") {
+        return Err(not("pattern_type must be stix"));
+    }
+    let pattern = s("pattern").ok_or_else(|| not("no pattern"))?;
+    let (kind, value) = parse_pattern(pattern)?;
+    let value = normalise(kind, &value)?;
+    let created_ns = s("created")
+        .and_then(parse_timestamp)
+        .ok_or_else(|| not("bad created"))?;
+    let modified_ns = s("modified")
+        .and_then(parse_timestamp)
+        .unwrap_or(created_ns);
+    let valid_until_ns = match s("valid_until") {
+        None => None,
+        Some(t) => Some(parse_timestamp(t).ok_or_else(|| not("bad valid_until"))?),
+    };
+    let label = o
+        .get("object_marking_refs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter_map(|m| Tlp::ALL.into_iter().find(|t| t.stix_marking_id() == m))
+        .max()
+        .unwrap_or(Tlp::Amber);
+    Ok(IndicatorFacts {
+        id: id.to_string(),
+        kind: kind.to_string(),
+        value,
+        label,
+        name: s("name").unwrap_or_default().chars().take(500).collect(),
+        confidence: o
+            .get("confidence")
+            .and_then(Value::as_u64)
+            .map_or(50, |c| c.min(100) as u8),
+        created_ns,
+        modified_ns,
+        valid_until_ns,
+    })
+}
+
+/// `[path = 'value']` for one of [`KINDS`].
+fn parse_pattern(p: &str) -> Result<(&'static str, String), StixError> {
+    let bad = || StixError::Pattern(p.chars().take(200).collect());
+    let inner = p
+        .trim()
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .ok_or_else(bad)?;
+    let (path, rest) = inner.split_once('=').ok_or_else(bad)?;
+    let kind = KINDS
+        .iter()
+        .find(|(_, k)| *k == path.trim())
+        .ok_or_else(bad)?
+        .0;
+    let quoted = rest
+        .trim()
+        .strip_prefix('\'')
+        .and_then(|r| r.strip_suffix('\''))
+        .ok_or_else(bad)?;
+    let mut value = String::with_capacity(quoted.len());
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(e @ ('\\' | '\'')) => value.push(e),
+                _ => return Err(bad()),
+            },
+            '\'' => return Err(bad()),
+            c => value.push(c),
+        }
+    }
+    Ok((kind, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(kind: &str, value: &str, label: Tlp) -> IndicatorFacts {
+        IndicatorFacts {
+            id: new_id("indicator").unwrap(),
+            kind: kind.into(),
+            value: normalise(kind, value).unwrap(),
+            label,
+            name: format!("{kind} {value}"),
+            confidence: 80,
+            created_ns: 1_796_441_210_485_117_344,
+            modified_ns: 1_796_441_210_485_117_344,
+            valid_until_ns: Some(1_799_000_000_000_000_000),
+        }
+    }
+
+    #[test]
+    fn every_kind_round_trips_with_its_label() {
+        let cases = [
+            ("ipv4-addr", "198.51.100.7"),
+            ("ipv4-addr", "203.0.113.0/24"),
+            ("ipv6-addr", "2001:DB8::1"),
+            ("domain-name", "Evil.Example.COM."),
+            ("url", "http://example.com/it's\\here"),
+            ("sha256", &"AB".repeat(32)),
+            ("ja3", &"0f".repeat(16)),
+            ("ja4", "t13d1516h2_8daaf6152771_02713d6af862"),
+        ];
+        for (i, (kind, value)) in cases.iter().enumerate() {
+            let label = Tlp::ALL[i % 5];
+            let f = facts(kind, value, label);
+            let o = indicator(&f).unwrap();
+            let back = read_indicator(&o).unwrap();
+            // Times keep millisecond precision.
+            let ms = |ns: i64| ns / 1_000_000 * 1_000_000;
+            assert_eq!(
+                back,
+                IndicatorFacts {
+                    created_ns: ms(f.created_ns),
+                    modified_ns: ms(f.modified_ns),
+                    ..f.clone()
+                },
+                "{o}"
+            );
+        }
+    }
+
+    #[test]
+    fn values_are_checked() {
+        assert!(normalise("ipv4-addr", "300.1.1.1").is_err());
+        assert!(normalise("ipv4-addr", "1.2.3.4/33").is_err());
+        assert!(normalise("domain-name", "a..b").is_err());
+        assert!(normalise("sha256", "abc").is_err());
+        assert!(normalise("ja4", "x_y_z").is_err());
+        assert!(normalise("url", "no scheme").is_err());
+        assert_eq!(normalise("mac", "x"), Err(StixError::Kind("mac".into())));
+        assert_eq!(
+            normalise("domain-name", "A.Example."),
+            Ok("a.example".into())
+        );
+    }
+
+    #[test]
+    fn timestamps_round_trip_and_bad_ones_are_refused() {
+        for ns in [0, 1_796_441_210_485_000_000, 951_782_400_000_000_000] {
+            assert_eq!(
+                parse_timestamp(&timestamp(ns)),
+                Some(ns),
+                "{}",
+                timestamp(ns)
+            );
+        }
+        assert_eq!(
+            timestamp(951_782_400_000_000_000),
+            "2000-02-29T00:00:00.000Z"
+        );
+        assert_eq!(
+            parse_timestamp("2026-12-05T03:38:07Z"),
+            Some(1_796_441_887_000_000_000)
+        );
+        for bad in [
+            "",
+            "2026-13-01T00:00:00Z",
+            "2026-12-05 03:38:07Z",
+            "2026-12-05T03:38:07+01:00",
+            "2026-12-05T03:38:07.Z",
+        ] {
+            assert_eq!(parse_timestamp(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn foreign_patterns_and_objects_are_refused_not_guessed() {
+        let mut o = indicator(&facts("ipv4-addr", "198.51.100.7", Tlp::Green)).unwrap();
+        for p in [
+            "[ipv4-addr:value = '1.2.3.4' OR ipv4-addr:value = '5.6.7.8']",
+            "[process:name = 'x']",
+            "[ipv4-addr:value = 'a'b']",
+            "ipv4-addr:value = '1.2.3.4'",
+        ] {
+            o["pattern"] = json!(p);
+            assert!(read_indicator(&o).is_err(), "{p}");
+        }
+        let mut unlabelled = indicator(&facts("ipv4-addr", "198.51.100.7", Tlp::Clear)).unwrap();
+        unlabelled
+            .as_object_mut()
+            .unwrap()
+            .remove("object_marking_refs");
+        assert_eq!(read_indicator(&unlabelled).unwrap().label, Tlp::Amber);
+        assert!(read_indicator(&json!({"type": "malware"})).is_err());
+    }
+}

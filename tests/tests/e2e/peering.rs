@@ -1,0 +1,183 @@
+//! Two collectors peer, a national hub and a sector team's collector: an invitation redeemed
+//! over QUIC with mutual TLS and pinned CAs, then indicators from the hub reach the sector as
+//! their TLP labels and the link's policy allow, in order and once, across an outage of the
+//! sector. A used invitation is refused, and a revoked peer gets nothing more and is refused.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use lindi_tests::{Collector, free_port, wait_until};
+use serde_json::Value;
+
+fn enable_peering(c: &Collector, role: &str, links: &str) {
+    let port = free_port(true);
+    c.configure(&format!(
+        "[peering]\nlisten_addr = \"127.0.0.1:{port}\"\nrole = \"{role}\"\n{links}"
+    ));
+}
+
+fn ok(c: &Collector, sub: &[&str], args: &[&str]) -> String {
+    let (ok, out, err) = c.cli(sub, args);
+    assert!(ok, "lindi-collector {sub:?} {args:?} failed: {err}\n{out}");
+    out
+}
+
+fn indicators(c: &Collector) -> Vec<Value> {
+    ok(c, &["indicators", "list"], &["--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn peer(c: &Collector, name: &str) -> Value {
+    let list: Vec<Value> = serde_json::from_str(&ok(c, &["peer", "list"], &["--json"])).unwrap();
+    list.into_iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no peer {name}"))
+}
+
+fn add(c: &Collector, kind: &str, value: &str, tlp: &str, constituency: Option<&str>) -> String {
+    let mut args = vec!["--type", kind, "--value", value, "--tlp", tlp];
+    if let Some(k) = constituency {
+        args.extend(["--constituency", k]);
+    }
+    ok(c, &["indicators", "add"], &args)
+}
+
+fn values_from(c: &Collector, source: &str) -> BTreeSet<(String, String)> {
+    indicators(c)
+        .into_iter()
+        .filter(|i| i["source"] == source)
+        .map(|i| {
+            (
+                i["value"].as_str().unwrap().to_string(),
+                i["label"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn hub_and_sector_share_indicators_under_tlp_store_and_forward() {
+    let mut hub = Collector::init();
+    let mut sector = Collector::init();
+    enable_peering(
+        &hub,
+        "hub",
+        "[[peering.links]]\npeer = \"bank-sector\"\nserves = [\"bank-a\"]\n[peering.links.out]\nmax_label = \"TLP:AMBER\"\n",
+    );
+    enable_peering(&sector, "sector", "");
+    hub.start();
+    sector.start();
+
+    let token = ok(
+        &hub,
+        &["peer", "invite"],
+        &["--name", "bank-sector", "--role", "sector"],
+    );
+    let joined = ok(
+        &sector,
+        &["peer", "join"],
+        &["--token", token.trim(), "--name", "hub"],
+    );
+    assert!(joined.contains("joined hub"), "{joined}");
+    assert_eq!(peer(&hub, "bank-sector")["state"], "active");
+    assert_eq!(peer(&sector, "hub")["role"], "hub");
+    let hub_ca = peer(&sector, "hub")["ca_fingerprint"].clone();
+    assert_eq!(hub_ca.as_str().unwrap().len(), 64);
+
+    // The invitation works once.
+    let stranger = Collector::init();
+    enable_peering(&stranger, "partner", "");
+    let (used, _, err) = stranger.cli(&["peer", "join"], &["--token", token.trim()]);
+    assert!(!used && err.contains("bad_invitation"), "{err}");
+
+    // Each label, and what the link lets through.
+    for (kind, value, tlp, k) in [
+        ("ipv4-addr", "198.51.100.7", "GREEN", None),
+        ("domain-name", "red.example", "RED", Some("bank-a")),
+        ("domain-name", "amber.example", "AMBER", Some("bank-a")),
+        (
+            "domain-name",
+            "amber-other.example",
+            "AMBER",
+            Some("bank-b"),
+        ),
+        (
+            "domain-name",
+            "strict.example",
+            "AMBER+STRICT",
+            Some("bank-a"),
+        ),
+        ("sha256", &"ab".repeat(32), "CLEAR", None),
+    ] {
+        add(&hub, kind, value, tlp, k);
+    }
+    let expected: BTreeSet<(String, String)> = [
+        ("198.51.100.7", "TLP:GREEN"),
+        ("amber.example", "TLP:AMBER"),
+        (&*"ab".repeat(32), "TLP:CLEAR"),
+    ]
+    .into_iter()
+    .map(|(v, l)| (v.to_string(), l.to_string()))
+    .collect();
+    let arrived = wait_until(Duration::from_secs(20), || {
+        values_from(&sector, "hub") == expected
+    });
+    assert!(
+        arrived,
+        "the sector holds {:?}; hub log:\n{}\nsector log:\n{}",
+        values_from(&sector, "hub"),
+        hub.log_text(),
+        sector.log_text()
+    );
+
+    // The sector is down: the hub keeps what it could not send and sends it when it returns.
+    sector.kill();
+    let later: Vec<String> = (1..=5).map(|i| format!("g{i}.example")).collect();
+    for d in &later {
+        add(&hub, "domain-name", d, "GREEN", None);
+    }
+    // The hub notices within its request timeout (15 s) and says why in `peer list`.
+    assert!(wait_until(Duration::from_secs(40), || {
+        let p = peer(&hub, "bank-sector");
+        p["pending"] == 5 && !p["last_error"].as_str().unwrap().is_empty()
+    }));
+    sector.start();
+    assert!(
+        wait_until(
+            Duration::from_secs(60),
+            || peer(&hub, "bank-sector")["pending"] == 0
+        ),
+        "the outbox was not delivered: {}",
+        peer(&hub, "bank-sector")
+    );
+    let got = indicators(&sector);
+    let from_hub: Vec<&Value> = got.iter().filter(|i| i["source"] == "hub").collect();
+    assert_eq!(from_hub.len(), 8, "{got:#?}");
+    let ids: BTreeSet<&str> = from_hub.iter().map(|i| i["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 8, "an indicator arrived twice");
+    // In order, once: the sector stored through number 8 and the hub's acknowledged number is 8.
+    assert_eq!(peer(&sector, "hub")["received_through"], 8);
+    assert_eq!(peer(&hub, "bank-sector")["sent_through"], 8);
+
+    // Revoked: nothing more goes to the sector, and what it sends is refused.
+    ok(&hub, &["peer", "revoke"], &["bank-sector"]);
+    let out = add(&hub, "domain-name", "after-revoke.example", "CLEAR", None);
+    assert!(!out.contains("queued"), "{out}");
+    add(&sector, "domain-name", "from-sector.example", "GREEN", None);
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            peer(&sector, "hub")["last_error"]
+                .as_str()
+                .unwrap()
+                .contains("unknown_peer")
+        }),
+        "{}",
+        peer(&sector, "hub")
+    );
+    assert!(values_from(&hub, "bank-sector").is_empty());
+    assert_eq!(values_from(&sector, "hub").len(), 8);
+    hub.kill();
+    sector.kill();
+}
