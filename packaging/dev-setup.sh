@@ -38,6 +38,17 @@ if [ ! -x "$SCHEMATHESIS_VENV/bin/st" ]; then
   $sudo "$SCHEMATHESIS_VENV/bin/pip" install -q 'schemathesis==4.32.5'
 fi
 
+# The OASIS STIX tools (PyPI): the tests validate the STIX 2.1 Lindi writes with
+# stix2-validator and import bundles written by the stix2 library. Their own venv, pinned.
+STIX_VENV=${STIX_VENV:-/opt/lindi-stix}
+if [ ! -x "$STIX_VENV/bin/stix2_validator" ] || [ ! -d "$STIX_VENV/lib" ] || ! "$STIX_VENV/bin/python" -c 'import stix2' 2>/dev/null; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing stix2 and stix2-validator into $STIX_VENV" >&2
+  $sudo python3 -m venv "$STIX_VENV"
+  $sudo "$STIX_VENV/bin/pip" install -q 'stix2==3.0.2' 'stix2-validator==3.3.2'
+fi
+
 # playwright-core, pinned by tests/console/package-lock.json, drives the system chromium.
 here=$(cd "$(dirname "$0")/.." && pwd)
 if [ ! -d "$here/tests/console/node_modules/playwright-core" ]; then

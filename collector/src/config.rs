@@ -78,6 +78,8 @@ pub struct CollectorConfig {
     pub detectors: DetectorsSection,
     /// Peering with other collectors (hub, sectors, partners) and what each link shares.
     pub peering: PeeringSection,
+    /// Threat-intel feeds imported on a schedule (MISP feeds, STIX 2.1 bundles).
+    pub feeds: Vec<crate::feeds::FeedConfig>,
 }
 
 /// `[peering]` in collector.toml.
@@ -202,6 +204,7 @@ impl Default for CollectorConfig {
             monitors: MonitorSection::default(),
             detectors: DetectorsSection::default(),
             peering: PeeringSection::default(),
+            feeds: vec![],
         }
     }
 }
@@ -278,6 +281,7 @@ pub struct CollectorSettings {
     pub directory: Arc<crate::api::directory::Directory>,
     /// Peering, when `[peering]` has a listen address.
     pub peering: Option<Arc<PeeringSettings>>,
+    pub feeds: Vec<crate::feeds::FeedConfig>,
 }
 
 /// `[http_tls]` in collector.toml.
@@ -457,6 +461,10 @@ impl CollectorConfig {
                 .validate()
                 .map_err(|e| invalid("peering", e))?
                 .map(Arc::new),
+            feeds: {
+                crate::feeds::validate(&self.feeds).map_err(|e| invalid("feeds", e))?;
+                self.feeds.clone()
+            },
         })
     }
 }

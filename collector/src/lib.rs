@@ -13,6 +13,7 @@ pub mod bench;
 pub mod config;
 pub mod enrollment;
 pub mod escalator;
+pub mod feeds;
 pub mod ingest;
 pub mod monitor;
 pub mod notify;
@@ -293,6 +294,19 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
         notifier_wake.clone(),
     );
     let notifier_thread = notifier.spawn(pipeline_stop.clone(), notifier_rx);
+    let mut threads = vec![triage_thread, escalator_thread, notifier_thread];
+    let mut wakes = vec![escalator_wake, notifier_wake.clone()];
+    if !settings.feeds.is_empty() {
+        let (feeds_wake, feeds_rx) = std::sync::mpsc::sync_channel(1);
+        threads.push(feeds::spawn(
+            store.clone(),
+            settings.peering.clone(),
+            settings.feeds.clone(),
+            pipeline_stop.clone(),
+            feeds_rx,
+        ));
+        wakes.push(feeds_wake);
+    }
     let api_state = Arc::new(api::ApiState {
         store: store.clone(),
         pipeline: pipeline_handle.clone(),
@@ -337,8 +351,8 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
         peer_addr,
         stop,
         pipeline_stop,
-        threads: vec![triage_thread, escalator_thread, notifier_thread],
-        wakes: vec![escalator_wake, notifier_wake],
+        threads,
+        wakes,
         tasks,
     })
 }

@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use lindi_collector::authority::Authority;
 use lindi_collector::config::{CollectorSettings, PeeringSettings};
+use lindi_collector::feeds::{self, FeedConfig, FeedFormat};
 use lindi_collector::peering::{self, NewIndicator};
 use lindi_collector::{now_ns, open_store};
 use lindi_shared::sharing::PeerRole;
@@ -82,6 +83,39 @@ pub enum IndicatorsCommand {
         /// Expires after this many days.
         #[arg(long)]
         valid_days: Option<u64>,
+    },
+    /// Import a MISP feed (a directory or URL with manifest.json) or a STIX 2.1 bundle (a file
+    /// or URL) once; `[[feeds]]` in collector.toml imports on a schedule.
+    Import {
+        #[command(flatten)]
+        location: Location,
+        /// Path or http(s) URL.
+        from: String,
+        #[arg(long, value_parser = ["misp", "stix"])]
+        format: String,
+        /// The source name (indicators get `feed:NAME`) [default: import].
+        #[arg(long, default_value = "import")]
+        name: String,
+        /// Label of indicators the feed does not label.
+        #[arg(long, value_parser = parse_tlp, default_value = "TLP:AMBER")]
+        tlp: Tlp,
+        #[arg(long, default_value_t = 50)]
+        confidence: u8,
+        #[arg(long)]
+        valid_days: Option<u64>,
+    },
+    /// Print held indicators up to a label as a STIX 2.1 bundle (with their TLP markings).
+    Export {
+        #[command(flatten)]
+        location: Location,
+        /// The most restricted label to include.
+        #[arg(long, value_parser = parse_tlp)]
+        max_tlp: Tlp,
+    },
+    /// The scheduled feeds' last runs.
+    Feeds {
+        #[command(flatten)]
+        location: Location,
     },
     /// Indicators held here, newest first (local and from peers).
     List {
@@ -230,6 +264,52 @@ pub fn indicators(command: IndicatorsCommand) -> anyhow::Result<()> {
                     Err(why) => println!("  not for {peer}: {why:?}"),
                 }
             }
+        }
+        IndicatorsCommand::Import {
+            location,
+            from,
+            format,
+            name,
+            tlp,
+            confidence,
+            valid_days,
+        } => {
+            let settings = location.settings()?;
+            let store = open_store(&settings)?;
+            let feed = FeedConfig {
+                name,
+                url: from,
+                format: if format == "misp" {
+                    FeedFormat::Misp
+                } else {
+                    FeedFormat::Stix
+                },
+                interval_secs: 3600,
+                tlp,
+                confidence: confidence.min(100),
+                valid_days,
+            };
+            let contents = feeds::fetch(&feed)?;
+            let report = feeds::import(
+                &store,
+                settings.peering.as_deref(),
+                &format!("feed:{}", feed.name),
+                contents,
+                "cli",
+                now_ns(),
+            )?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        IndicatorsCommand::Export { location, max_tlp } => {
+            let store = open_store(&location.settings()?)?;
+            let objects = store.indicator_stix(max_tlp)?;
+            let bundle = lindi_shared::stix::bundle(objects)
+                .context("the system's random number generator failed")?;
+            println!("{}", serde_json::to_string_pretty(&bundle)?);
+        }
+        IndicatorsCommand::Feeds { location } => {
+            let store = open_store(&location.settings()?)?;
+            println!("{}", serde_json::to_string_pretty(&store.feed_status()?)?);
         }
         IndicatorsCommand::List {
             location,

@@ -332,9 +332,17 @@ pub fn recipients(
     settings: &PeeringSettings,
     obj: &Outgoing<'_>,
 ) -> Result<Decisions, StoreError> {
-    Ok(store
-        .peers()?
-        .into_iter()
+    Ok(recipients_among(&store.peers()?, settings, obj))
+}
+
+/// [`recipients`] among `peers` (as `store.peers()` lists them).
+pub fn recipients_among(
+    peers: &[Peer],
+    settings: &PeeringSettings,
+    obj: &Outgoing<'_>,
+) -> Decisions {
+    peers
+        .iter()
         .filter(|p| p.state == PeerState::Active)
         .map(|p| {
             let link = settings.link(&p.name);
@@ -343,10 +351,18 @@ pub fn recipients(
                 serves: &link.serves,
                 organisation: link.organisation.as_deref(),
             };
-            let verdict = decide(obj, &dest, &link.out);
-            (p.name, verdict)
+            (p.name.clone(), decide(obj, &dest, &link.out))
         })
-        .collect())
+        .collect()
+}
+
+/// The peers in `decisions` an object may go to.
+pub fn allowed(decisions: &Decisions) -> Vec<String> {
+    decisions
+        .iter()
+        .filter(|(_, d)| d.is_ok())
+        .map(|(p, _)| p.clone())
+        .collect()
 }
 
 /// A local indicator to create.
@@ -411,17 +427,13 @@ pub fn add_indicator(
         )?,
         None => vec![],
     };
-    let to: Vec<String> = decisions
-        .iter()
-        .filter(|(_, d)| d.is_ok())
-        .map(|(p, _)| p.clone())
-        .collect();
     let ind = indicator_of(&facts, new.constituency, new.rsit_type, "local");
-    store.add_indicator(&ind, &body, &to, actor)?;
+    store.add_indicator(&ind, &body, &allowed(&decisions), actor)?;
     Ok((ind, decisions))
 }
 
-fn indicator_of(
+/// What the store keeps of an indicator from `source`.
+pub fn indicator_of(
     f: &stix::IndicatorFacts,
     constituency: Option<&str>,
     rsit_type: Option<&str>,

@@ -35,6 +35,7 @@ pub mod codec;
 pub mod detect;
 pub mod duration;
 pub mod escalation;
+pub mod misp;
 pub mod net;
 pub mod pki;
 pub mod profile;

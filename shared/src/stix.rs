@@ -174,6 +174,36 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
     secs.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
+/// Like [`parse_timestamp`], also taking a numeric offset (`+00:00`, `-05:00`) and up to
+/// nanosecond fractions with more digits cut (as MISP writes `first_seen`).
+pub fn parse_timestamp_lax(s: &str) -> Option<i64> {
+    if s.ends_with('Z') {
+        return parse_timestamp(s);
+    }
+    let cut = s.len().checked_sub(6)?;
+    let (time, offset) = (s.get(..cut)?, s.get(cut..)?);
+    let sign = match offset.as_bytes().first()? {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let oh: i64 = offset.get(1..3)?.parse().ok()?;
+    let om: i64 = offset.get(4..6)?.parse().ok()?;
+    if offset.as_bytes().get(3) != Some(&b':') || oh > 23 || om > 59 {
+        return None;
+    }
+    let (base, frac) = match time.split_once('.') {
+        Some((b, f)) => (b, &f[..f.len().min(9)]),
+        None => (time, ""),
+    };
+    let z = if frac.is_empty() {
+        format!("{base}Z")
+    } else {
+        format!("{base}.{frac}Z")
+    };
+    parse_timestamp(&z)?.checked_sub(sign * (oh * 3600 + om * 60) * 1_000_000_000)
+}
+
 /// A new random STIX id of `object_type` (`indicator--` and a version 4 UUID).
 pub fn new_id(object_type: &str) -> Option<String> {
     let mut b = crate::token::random_bytes::<16>().ok()?;
@@ -188,6 +218,143 @@ pub fn new_id(object_type: &str) -> Option<String> {
         &h[16..20],
         &h[20..32]
     ))
+}
+
+/// The TLP 2.0 property extension's id (OASIS CTI TC).
+pub const TLP2_EXTENSION: &str = "extension-definition--60a3c5c5-0d10-413e-aab3-9e08dde9e88d";
+
+/// The TLP 1.0 markings STIX 2.1 predefines, read as their TLP 2.0 equivalents.
+const TLP1_MARKINGS: [(&str, Tlp); 4] = [
+    (
+        "marking-definition--613f2e26-407d-48c7-9eca-b8e91df99dc9",
+        Tlp::Clear,
+    ),
+    (
+        "marking-definition--34098fce-860f-48ae-8e50-ebd3cc5e41da",
+        Tlp::Green,
+    ),
+    (
+        "marking-definition--f88d31f6-486f-44da-b317-01333bde0b82",
+        Tlp::Amber,
+    ),
+    (
+        "marking-definition--5e57c739-391a-4eb3-b6be-7d15ca92d5ed",
+        Tlp::Red,
+    ),
+];
+
+/// The label a marking-definition id stands for (TLP 2.0, or TLP 1.0 read as 2.0).
+pub fn tlp_of_marking(id: &str) -> Option<Tlp> {
+    Tlp::ALL
+        .into_iter()
+        .find(|t| t.stix_marking_id() == id)
+        .or_else(|| {
+            TLP1_MARKINGS
+                .iter()
+                .find(|(m, _)| *m == id)
+                .map(|(_, t)| *t)
+        })
+}
+
+/// The TLP 2.0 marking-definition object for `t`, as OASIS defines it.
+pub fn tlp_marking(t: Tlp) -> Value {
+    json!({
+        "type": "marking-definition",
+        "spec_version": "2.1",
+        "id": t.stix_marking_id(),
+        "created": "2022-10-01T00:00:00.000Z",
+        "name": t.label(),
+        "extensions": {
+            TLP2_EXTENSION: {
+                "extension_type": "property-extension",
+                "tlp_2_0": t.label()[4..].to_ascii_lowercase(),
+            }
+        }
+    })
+}
+
+/// Mark `o` with `t` alone among TLP markings (other markings stay).
+pub fn set_tlp(o: &mut Value, t: Tlp) {
+    let mut refs: Vec<Value> = o
+        .get("object_marking_refs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|m| m.as_str().is_none_or(|m| tlp_of_marking(m).is_none()))
+        .cloned()
+        .collect();
+    refs.push(json!(t.stix_marking_id()));
+    if let Some(obj) = o.as_object_mut() {
+        obj.insert("object_marking_refs".into(), Value::Array(refs));
+    }
+}
+
+/// A STIX 2.1 bundle of `objects` with the TLP marking definitions they refer to.
+pub fn bundle(objects: Vec<Value>) -> Option<Value> {
+    let mut used: Vec<Tlp> = objects
+        .iter()
+        .filter_map(|o| o.get("object_marking_refs").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|m| m.as_str().and_then(tlp_of_marking))
+        .collect();
+    used.sort();
+    used.dedup();
+    let mut all: Vec<Value> = used.into_iter().map(tlp_marking).collect();
+    all.extend(objects);
+    Some(json!({"type": "bundle", "id": new_id("bundle")?, "objects": all}))
+}
+
+/// What a bundle held: its indicators Lindi can read, and why the others were skipped
+/// (object id or type, reason).
+#[derive(Debug, Default)]
+pub struct BundleContents {
+    pub indicators: Vec<(IndicatorFacts, Value)>,
+    pub skipped: Vec<(String, String)>,
+}
+
+/// Most objects read from one bundle.
+pub const MAX_BUNDLE_OBJECTS: usize = 1_000_000;
+
+/// Read a STIX 2.1 bundle's indicators; other objects (marking definitions, identities,
+/// relationships) are passed over, and indicators Lindi cannot express are listed.
+pub fn read_bundle(v: &Value) -> Result<BundleContents, StixError> {
+    if v.get("type").and_then(Value::as_str) != Some("bundle") {
+        return Err(StixError::NotIndicator("not a STIX bundle".into()));
+    }
+    let objects = v
+        .get("objects")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut out = BundleContents::default();
+    for o in objects.iter().take(MAX_BUNDLE_OBJECTS) {
+        let kind = o.get("type").and_then(Value::as_str).unwrap_or("?");
+        if kind != "indicator" {
+            continue;
+        }
+        match read_indicator(o) {
+            Ok(f) => out.indicators.push((f, o.clone())),
+            Err(e) => out.skipped.push((
+                o.get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or(kind)
+                    .chars()
+                    .take(100)
+                    .collect(),
+                e.to_string(),
+            )),
+        }
+    }
+    if objects.len() > MAX_BUNDLE_OBJECTS {
+        out.skipped.push((
+            "bundle".into(),
+            format!(
+                "{} objects past the first {MAX_BUNDLE_OBJECTS} were not read",
+                objects.len() - MAX_BUNDLE_OBJECTS
+            ),
+        ));
+    }
+    Ok(out)
 }
 
 /// An indicator as this collector describes it.
@@ -222,6 +389,7 @@ pub fn indicator(f: &IndicatorFacts) -> Result<Value, StixError> {
         "created": timestamp(f.created_ns),
         "modified": timestamp(f.modified_ns),
         "name": f.name,
+        "description": format!("{} {}", f.kind, f.value),
         "indicator_types": ["malicious-activity"],
         "pattern": format!("[{path} = '{}']", quote(&f.value)),
         "pattern_type": "stix",
@@ -245,7 +413,7 @@ pub fn read_indicator(o: &Value) -> Result<IndicatorFacts, StixError> {
         return Err(not("type must be indicator, spec_version 2.1"));
     }
     let id = s("id")
-        .filter(|i| i.starts_with("indicator--") && i.len() == 47)
+        .filter(|i| i.starts_with("indicator--") && i.len() == 47 && i.is_ascii())
         .ok_or_else(|| not("bad id"))?;
     if s("pattern_type") != Some("stix") {
         return Err(not("pattern_type must be stix"));
@@ -269,7 +437,7 @@ pub fn read_indicator(o: &Value) -> Result<IndicatorFacts, StixError> {
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
-        .filter_map(|m| Tlp::ALL.into_iter().find(|t| t.stix_marking_id() == m))
+        .filter_map(tlp_of_marking)
         .max()
         .unwrap_or(Tlp::Amber);
     Ok(IndicatorFacts {

@@ -56,6 +56,15 @@ CREATE TABLE indicators (
     stix TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX indicators_value ON indicators (kind, value);
+CREATE TABLE feeds (
+    name TEXT PRIMARY KEY,
+    last_run_ns INTEGER NOT NULL,
+    last_ok_ns INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT NOT NULL DEFAULT '',
+    last_read INTEGER NOT NULL DEFAULT 0,
+    last_changed INTEGER NOT NULL DEFAULT 0,
+    last_skipped INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
 "#;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -424,48 +433,69 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Store a new local indicator and queue it, as `stix`, for each of `recipients` (the
-    /// active peers the sharing rules let it go to).
+    /// Store an indicator (new, or a newer version of one held) and queue it, as `stix`, for
+    /// each of `recipients` (the active peers the sharing rules let it go to). One that is
+    /// held already at this version or a later one changes nothing: returns false.
     pub fn add_indicator(
         &self,
         ind: &Indicator,
         stix: &serde_json::Value,
         recipients: &[String],
         actor: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
-        insert_indicator(&tx, ind, stix)?;
-        for peer in recipients {
-            let seq: Option<i64> = tx
-                .query_row(
-                    "UPDATE peers SET next_seq = next_seq + 1 WHERE name = ?1 AND state = 'active' RETURNING next_seq - 1",
-                    params![peer],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(seq) = seq {
-                tx.execute(
-                    "INSERT INTO peer_outbox (peer, seq, kind, label, body, queued_at_ns) VALUES (?1, ?2, 'indicator', ?3, ?4, ?5)",
-                    params![peer, seq, ind.label.label(), stix.to_string(), ind.created_at_ns],
-                )?;
+        let changed = store_and_queue(&tx, ind, stix, recipients)?;
+        if changed {
+            audit(
+                &tx,
+                ind.created_at_ns,
+                actor,
+                ind.constituency.as_deref().unwrap_or("*"),
+                "indicator",
+                0,
+                "create",
+                None,
+                Some(
+                    &json!({"id": ind.id, "kind": ind.kind, "value": ind.value, "label": ind.label, "source": ind.source, "queued_for": recipients}),
+                ),
+            )?;
+        }
+        tx.commit()?;
+        Ok(changed)
+    }
+
+    /// Store a feed's indicators in one transaction (each queued for its recipients as in
+    /// [`Self::add_indicator`]), with one audit record for the import. Returns how many were
+    /// new or changed.
+    pub fn import_indicators(
+        &self,
+        items: &[ImportItem],
+        source: &str,
+        actor: &str,
+        now_ns: i64,
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        let mut changed = 0;
+        for item in items {
+            if store_and_queue(&tx, &item.indicator, &item.stix, &item.recipients)? {
+                changed += 1;
             }
         }
         audit(
             &tx,
-            ind.created_at_ns,
+            now_ns,
             actor,
-            ind.constituency.as_deref().unwrap_or("*"),
+            "*",
             "indicator",
             0,
-            "create",
+            "import",
             None,
-            Some(
-                &json!({"id": ind.id, "kind": ind.kind, "value": ind.value, "label": ind.label, "queued_for": recipients}),
-            ),
+            Some(&json!({"source": source, "read": items.len(), "changed": changed})),
         )?;
         tx.commit()?;
-        Ok(())
+        Ok(changed)
     }
 
     /// Store what `peer` sent as its object number `seq`, if it is the next one expected.
@@ -488,19 +518,7 @@ impl SqliteStore {
             return Ok(through as u64);
         }
         if let Some((ind, stix)) = ind {
-            let stored: Option<String> = tx
-                .query_row(
-                    "SELECT label FROM indicators WHERE id = ?1",
-                    params![ind.id],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let label = label_on_receipt(stored.as_deref().and_then(Tlp::parse), ind.label);
-            let ind = Indicator {
-                label,
-                ..ind.clone()
-            };
-            insert_indicator(&tx, &ind, stix)?;
+            insert_indicator(&tx, ind, stix)?;
         }
         tx.execute(
             "UPDATE peers SET received_through = ?2, last_contact_ns = ?3 WHERE name = ?1",
@@ -508,6 +526,28 @@ impl SqliteStore {
         )?;
         tx.commit()?;
         Ok(seq)
+    }
+
+    /// The STIX objects of held indicators labelled `max` or less restricted, oldest first.
+    pub fn indicator_stix(&self, max: Tlp) -> Result<Vec<serde_json::Value>, StoreError> {
+        let conn = self.reader()?;
+        let mut stmt =
+            conn.prepare("SELECT label, stix FROM indicators ORDER BY created_at_ns, id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = vec![];
+        for row in rows {
+            let (label, body) = row?;
+            // An unreadable label counts as TLP:RED: it never leaves. The object carries the
+            // label held here, which may be stricter than the one it came with.
+            let label = Tlp::parse(&label).unwrap_or(Tlp::Red);
+            if label <= max
+                && let Ok(mut v) = serde_json::from_str(&body)
+            {
+                lindi_shared::stix::set_tlp(&mut v, label);
+                out.push(v);
+            }
+        }
+        Ok(out)
     }
 
     pub fn indicators(&self, limit: u32) -> Result<Vec<Indicator>, StoreError> {
@@ -520,12 +560,123 @@ impl SqliteStore {
     }
 }
 
-/// Insert or update (same STIX id: a newer version) an indicator.
+/// A feed's last run.
+#[derive(Clone, Debug, Serialize)]
+pub struct FeedStatus {
+    pub name: String,
+    pub last_run_ns: i64,
+    pub last_ok_ns: i64,
+    pub last_error: String,
+    pub last_read: u64,
+    pub last_changed: u64,
+    pub last_skipped: u64,
+}
+
+impl SqliteStore {
+    /// Record a feed run: `Ok((read, changed, skipped))` or the error.
+    pub fn feed_ran(
+        &self,
+        name: &str,
+        outcome: Result<(u64, u64, u64), &str>,
+        now_ns: i64,
+    ) -> Result<(), StoreError> {
+        let conn = self.writer();
+        match outcome {
+            Ok((read, changed, skipped)) => conn.execute(
+                "INSERT INTO feeds (name, last_run_ns, last_ok_ns, last_error, last_read, last_changed, last_skipped) VALUES (?1, ?2, ?2, '', ?3, ?4, ?5)
+                 ON CONFLICT (name) DO UPDATE SET last_run_ns = ?2, last_ok_ns = ?2, last_error = '', last_read = ?3, last_changed = ?4, last_skipped = ?5",
+                params![name, now_ns, read as i64, changed as i64, skipped as i64],
+            )?,
+            Err(e) => conn.execute(
+                "INSERT INTO feeds (name, last_run_ns, last_error) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET last_run_ns = ?2, last_error = ?3",
+                params![name, now_ns, e],
+            )?,
+        };
+        Ok(())
+    }
+
+    pub fn feed_status(&self) -> Result<Vec<FeedStatus>, StoreError> {
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare(
+            "SELECT name, last_run_ns, last_ok_ns, last_error, last_read, last_changed, last_skipped FROM feeds ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(FeedStatus {
+                name: r.get(0)?,
+                last_run_ns: r.get(1)?,
+                last_ok_ns: r.get(2)?,
+                last_error: r.get(3)?,
+                last_read: r.get::<_, i64>(4)? as u64,
+                last_changed: r.get::<_, i64>(5)? as u64,
+                last_skipped: r.get::<_, i64>(6)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// One indicator of an import, with the peers it may go to.
+pub struct ImportItem {
+    pub indicator: Indicator,
+    pub stix: serde_json::Value,
+    pub recipients: Vec<String>,
+}
+
+/// Store `ind` and, if it is new or changed, queue it for each active one of `recipients`.
+fn store_and_queue(
+    tx: &rusqlite::Transaction<'_>,
+    ind: &Indicator,
+    stix: &serde_json::Value,
+    recipients: &[String],
+) -> Result<bool, StoreError> {
+    let Some(label) = insert_indicator(tx, ind, stix)? else {
+        return Ok(false);
+    };
+    // The sharing decision was made on `ind.label`; if this collector holds it under a
+    // stricter label, it is not sent on the weaker one.
+    let recipients = if label == ind.label { recipients } else { &[] };
+    for peer in recipients {
+        let seq: Option<i64> = tx
+            .query_row(
+                "UPDATE peers SET next_seq = next_seq + 1 WHERE name = ?1 AND state = 'active' RETURNING next_seq - 1",
+                params![peer],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(seq) = seq {
+            tx.execute(
+                "INSERT INTO peer_outbox (peer, seq, kind, label, body, queued_at_ns) VALUES (?1, ?2, 'indicator', ?3, ?4, ?5)",
+                params![peer, seq, ind.label.label(), stix.to_string(), ind.updated_at_ns],
+            )?;
+        }
+    }
+    Ok(true)
+}
+
+/// Insert an indicator, or update the one with its STIX id when this version is newer or
+/// its label stricter; the label kept is never below the one held. Returns the label kept,
+/// or `None` when nothing changed.
 fn insert_indicator(
     tx: &rusqlite::Transaction<'_>,
     ind: &Indicator,
     stix: &serde_json::Value,
-) -> Result<(), StoreError> {
+) -> Result<Option<Tlp>, StoreError> {
+    let held: Option<(String, i64)> = tx
+        .query_row(
+            "SELECT label, updated_at_ns FROM indicators WHERE id = ?1",
+            params![ind.id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let held_label = held.as_ref().and_then(|(l, _)| Tlp::parse(l));
+    let label = label_on_receipt(held_label, ind.label);
+    if let Some((_, updated)) = held
+        && updated >= ind.updated_at_ns
+        && held_label == Some(label)
+    {
+        return Ok(None);
+    }
     tx.execute(
         "INSERT INTO indicators (id, kind, value, label, constituency, rsit_type, source, confidence, valid_until_ns, created_at_ns, updated_at_ns, stix) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT (id) DO UPDATE SET label = excluded.label, confidence = excluded.confidence, valid_until_ns = excluded.valid_until_ns, updated_at_ns = excluded.updated_at_ns, stix = excluded.stix",
@@ -533,7 +684,7 @@ fn insert_indicator(
             ind.id,
             ind.kind,
             ind.value,
-            ind.label.label(),
+            label.label(),
             ind.constituency,
             ind.rsit_type,
             ind.source,
@@ -544,7 +695,7 @@ fn insert_indicator(
             stix.to_string()
         ],
     )?;
-    Ok(())
+    Ok(Some(label))
 }
 
 #[cfg(test)]

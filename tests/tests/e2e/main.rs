@@ -10,6 +10,7 @@ mod enrollment;
 mod escalation;
 mod fim;
 mod hostile;
+mod intel;
 mod peering;
 mod privileges;
 mod query;
