@@ -80,6 +80,8 @@ pub struct CollectorConfig {
     pub peering: PeeringSection,
     /// Threat-intel feeds imported on a schedule (MISP feeds, STIX 2.1 bundles).
     pub feeds: Vec<crate::feeds::FeedConfig>,
+    /// Indicators published to agents as a signed bundle.
+    pub intel: crate::intel::IntelSection,
 }
 
 /// `[peering]` in collector.toml.
@@ -205,6 +207,7 @@ impl Default for CollectorConfig {
             detectors: DetectorsSection::default(),
             peering: PeeringSection::default(),
             feeds: vec![],
+            intel: Default::default(),
         }
     }
 }
@@ -282,6 +285,7 @@ pub struct CollectorSettings {
     /// Peering, when `[peering]` has a listen address.
     pub peering: Option<Arc<PeeringSettings>>,
     pub feeds: Vec<crate::feeds::FeedConfig>,
+    pub intel: crate::intel::IntelSection,
 }
 
 /// `[http_tls]` in collector.toml.
@@ -464,6 +468,15 @@ impl CollectorConfig {
             feeds: {
                 crate::feeds::validate(&self.feeds).map_err(|e| invalid("feeds", e))?;
                 self.feeds.clone()
+            },
+            intel: {
+                if self.intel.min_confidence > 100 || self.intel.interval_secs == 0 {
+                    return Err(invalid(
+                        "intel",
+                        "min_confidence is 0-100 and interval_secs above 0".into(),
+                    ));
+                }
+                self.intel.clone()
             },
         })
     }

@@ -15,6 +15,7 @@ pub mod enrollment;
 pub mod escalator;
 pub mod feeds;
 pub mod ingest;
+pub mod intel;
 pub mod monitor;
 pub mod notify;
 pub mod peering;
@@ -306,6 +307,19 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
             feeds_rx,
         ));
         wakes.push(feeds_wake);
+    }
+    if settings.intel.publish {
+        let (intel_wake, intel_rx) = std::sync::mpsc::sync_channel(1);
+        threads.push(intel::spawn(
+            store.clone(),
+            settings.data_dir.clone(),
+            settings.name.clone(),
+            settings.intel.clone(),
+            pipeline_stop.clone(),
+            intel_rx,
+            bundle_generation.clone(),
+        ));
+        wakes.push(intel_wake);
     }
     let api_state = Arc::new(api::ApiState {
         store: store.clone(),

@@ -9,6 +9,7 @@ use clap::Subcommand;
 use lindi_collector::authority::Authority;
 use lindi_collector::config::{CollectorSettings, PeeringSettings};
 use lindi_collector::feeds::{self, FeedConfig, FeedFormat};
+use lindi_collector::intel;
 use lindi_collector::peering::{self, NewIndicator};
 use lindi_collector::{now_ns, open_store};
 use lindi_shared::sharing::PeerRole;
@@ -111,6 +112,18 @@ pub enum IndicatorsCommand {
         /// The most restricted label to include.
         #[arg(long, value_parser = parse_tlp)]
         max_tlp: Tlp,
+    },
+    /// Print the collector's key for what it publishes to agents (`lindi-intel`): add it to
+    /// the agents' `detectors.trusted_keys`.
+    Key {
+        #[command(flatten)]
+        location: Location,
+    },
+    /// Publish the indicators agents can match now, if they changed (a running collector with
+    /// `[intel] publish = true` does this every interval).
+    Publish {
+        #[command(flatten)]
+        location: Location,
     },
     /// The scheduled feeds' last runs.
     Feeds {
@@ -306,6 +319,25 @@ pub fn indicators(command: IndicatorsCommand) -> anyhow::Result<()> {
             let bundle = lindi_shared::stix::bundle(objects)
                 .context("the system's random number generator failed")?;
             println!("{}", serde_json::to_string_pretty(&bundle)?);
+        }
+        IndicatorsCommand::Key { location } => {
+            let settings = location.settings()?;
+            let (_, public) = intel::signing_key(&settings.data_dir)?;
+            println!("{public}");
+        }
+        IndicatorsCommand::Publish { location } => {
+            let settings = location.settings()?;
+            let store = open_store(&settings)?;
+            match intel::publish(
+                &store,
+                &settings.data_dir,
+                &settings.name,
+                settings.intel.min_confidence,
+                now_ns(),
+            )? {
+                Some(v) => println!("published {} {v}", intel::BUNDLE_NAME),
+                None => println!("{} is up to date", intel::BUNDLE_NAME),
+            }
         }
         IndicatorsCommand::Feeds { location } => {
             let store = open_store(&location.settings()?)?;

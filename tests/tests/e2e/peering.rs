@@ -4,9 +4,10 @@
 //! sector. A used invitation is refused, and a revoked peer gets nothing more and is refused.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
 
-use lindi_tests::{Collector, free_port, wait_until};
+use lindi_tests::{Agent, Collector, FAST_AGENT, free_port, wait_until};
 use serde_json::Value;
 
 fn enable_peering(c: &Collector, role: &str, links: &str) {
@@ -178,6 +179,86 @@ fn hub_and_sector_share_indicators_under_tlp_store_and_forward() {
     );
     assert!(values_from(&hub, "bank-sector").is_empty());
     assert_eq!(values_from(&sector, "hub").len(), 8);
+    hub.kill();
+    sector.kill();
+}
+
+/// The network's promise: an indicator a hub adds becomes a detection on a sector's agent.
+/// The hub shares it with the sector, the sector publishes it to its agents as its signed
+/// `lindi-intel` bundle, and the agent, capturing on `lo`, raises an alert that names the
+/// indicator when traffic goes to that address. Needs root for live capture.
+#[test]
+fn an_indicator_from_the_hub_becomes_a_detection_on_a_sector_agent() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: live capture on lo needs root");
+        return;
+    }
+    let mut hub = Collector::init();
+    let mut sector = Collector::init();
+    enable_peering(&hub, "hub", "");
+    enable_peering(&sector, "sector", "");
+    sector.configure("[intel]\npublish = true\ninterval_secs = 1\n");
+    hub.start();
+    sector.start();
+    let token = ok(
+        &hub,
+        &["peer", "invite"],
+        &["--name", "sector", "--role", "sector"],
+    );
+    ok(
+        &sector,
+        &["peer", "join"],
+        &["--token", token.trim(), "--name", "hub"],
+    );
+
+    // An agent of the sector that trusts what its collector publishes.
+    let key = ok(&sector, &["indicators", "key"], &[]);
+    let mut a = Agent::enroll(&sector.token("bank-a"));
+    a.configure(
+        &(FAST_AGENT.replace(
+            "[sensors.net]\nenabled = false",
+            "[sensors.net]\nenabled = true\ninterfaces = [\"lo\"]",
+        ) + &format!("\n[detectors]\ntrusted_keys = [{:?}]\n", key.trim())),
+    );
+    a.start();
+
+    let started = Instant::now();
+    let out = add(&hub, "ipv4-addr", "127.0.0.77", "GREEN", None);
+    let id = out.split_whitespace().next().unwrap().to_string();
+    assert!(id.starts_with("indicator--"), "{out}");
+    let agent = a.agent_id.clone();
+    let mut detection = None;
+    let seen = wait_until(Duration::from_secs(60), || {
+        if let Ok(s) = UdpSocket::bind("127.0.0.1:0") {
+            let _ = s.send_to(b"to the c2", ("127.0.0.77", 39_998));
+        }
+        let v = sector.api_get(&format!(
+            "/api/v1/events?agent={agent}&kind=detection&limit=100"
+        ));
+        detection = v["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| {
+                e["kind"]["detection"]["title"]
+                    .as_str()
+                    .is_some_and(|t| t.contains(&id))
+            })
+            .cloned();
+        detection.is_some()
+    });
+    assert!(
+        seen,
+        "no detection naming {id}; sector log:\n{}\nagent log:\n{}",
+        sector.log_text(),
+        a.log_text()
+    );
+    eprintln!(
+        "hub indicator to sector agent detection: {} ms",
+        started.elapsed().as_millis()
+    );
+    a.stop();
     hub.kill();
     sector.kill();
 }
