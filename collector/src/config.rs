@@ -114,6 +114,9 @@ pub struct PeerLinkConfig {
     pub organisation: Option<String>,
     /// What goes out on this link (labels up to `max_label`, `kinds`, `rsit_types`).
     pub out: lindi_shared::sharing::LinkPolicy,
+    /// Name constituents in what goes out (sightings) instead of a stable pseudonym (a keyed
+    /// hash, different on every link). Default false.
+    pub share_identities: bool,
 }
 
 /// Validated `[peering]`.

@@ -245,6 +245,7 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
                 authority.clone(),
                 p.clone(),
                 settings.name.clone(),
+                peering::pseudonym_key(&settings.data_dir)?,
             );
             let endpoint = peering.bind()?;
             Some((peering, endpoint))
@@ -333,6 +334,7 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
         rotas: settings.escalation.rotas.clone(),
         bundle_keys: settings.bundle_keys.clone(),
         bundle_generation: bundle_generation.clone(),
+        name: settings.name.clone(),
     });
     let mut api_stop = stop_rx.clone();
     let http = match https {

@@ -125,6 +125,12 @@ pub enum IndicatorsCommand {
         #[command(flatten)]
         location: Location,
     },
+    /// Where held indicators were sighted: here (by constituency) and by peers (by
+    /// pseudonym, unless the link shares identities).
+    Sightings {
+        #[command(flatten)]
+        location: Location,
+    },
     /// The scheduled feeds' last runs.
     Feeds {
         #[command(flatten)]
@@ -337,6 +343,28 @@ pub fn indicators(command: IndicatorsCommand) -> anyhow::Result<()> {
             )? {
                 Some(v) => println!("published {} {v}", intel::BUNDLE_NAME),
                 None => println!("{} is up to date", intel::BUNDLE_NAME),
+            }
+        }
+        IndicatorsCommand::Sightings { location } => {
+            let settings = location.settings()?;
+            let store = open_store(&settings)?;
+            println!(
+                "{:<48} {:<16} {:<20} {:>8}  LAST SEEN (ns)",
+                "INDICATOR", "SECTOR", "CONSTITUENT", "COUNT"
+            );
+            for s in store.sightings()? {
+                println!(
+                    "{:<48} {:<16} {:<20} {:>8}  {}",
+                    s.indicator_id,
+                    if s.sector.is_empty() {
+                        settings.name.as_str()
+                    } else {
+                        s.sector.as_str()
+                    },
+                    s.constituent,
+                    s.count,
+                    s.last_seen_ns
+                );
             }
         }
         IndicatorsCommand::Feeds { location } => {

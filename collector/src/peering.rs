@@ -32,7 +32,9 @@ use tokio::sync::watch;
 
 use crate::authority::Authority;
 use crate::config::PeeringSettings;
-use crate::store::peers::{Indicator, JoinRefusal, OutboxItem, Peer, PeerState};
+use crate::store::peers::{
+    Indicator, JoinRefusal, OutboxItem, Peer, PeerState, Received, Sighting,
+};
 use crate::store::{SqliteStore, StoreError};
 
 /// Largest request a peer may send (a delivery of up to [`MAX_ITEMS`] objects).
@@ -460,6 +462,7 @@ pub struct Peering {
     authority: Authority,
     settings: Arc<PeeringSettings>,
     collector_name: String,
+    pseudonym_key: [u8; 32],
     pub stats: Arc<PeeringStats>,
 }
 
@@ -469,14 +472,69 @@ impl Peering {
         authority: Authority,
         settings: Arc<PeeringSettings>,
         collector_name: String,
+        pseudonym_key: [u8; 32],
     ) -> Arc<Peering> {
         Arc::new(Peering {
             store,
             authority,
             settings,
             collector_name,
+            pseudonym_key,
             stats: Arc::default(),
         })
+    }
+
+    /// Queue own sightings of indicators that came from peers for those peers, as the
+    /// sighting's label (the indicator's) and the link's policy allow, with the constituent
+    /// pseudonymised unless the link says otherwise.
+    fn share_sightings(&self) -> Result<(), StoreError> {
+        let pending = self.store.unshared_sightings(1000)?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let peers = self.store.peers()?;
+        let now = crate::now_ns();
+        let mut queued = Vec::with_capacity(pending.len());
+        for (s, ind) in pending {
+            let origin = ind.source.as_str();
+            let link = self.settings.link(origin);
+            let obj = Outgoing {
+                label: ind.label,
+                kind: ObjectKind::Sighting,
+                constituency: Some(&s.constituent),
+                rsit_type: ind.rsit_type.as_deref(),
+            };
+            let to = peers
+                .iter()
+                .find(|p| p.name == origin && p.state == PeerState::Active)
+                .filter(|p| {
+                    let dest = Destination::Peer {
+                        role: p.role,
+                        serves: &link.serves,
+                        organisation: link.organisation.as_deref(),
+                    };
+                    decide(&obj, &dest, &link.out).is_ok()
+                })
+                .map(|p| p.name.clone());
+            let constituent = if link.share_identities {
+                s.constituent.clone()
+            } else {
+                pseudonym(&self.pseudonym_key, origin, &s.constituent)
+            };
+            let body = stix::sighting(&stix::SightingFacts {
+                id: s.id.clone(),
+                indicator_id: s.indicator_id.clone(),
+                count: s.count,
+                first_seen_ns: s.first_seen_ns,
+                last_seen_ns: s.last_seen_ns,
+                sector: self.collector_name.clone(),
+                constituent,
+                label: ind.label,
+                modified_ns: now,
+            });
+            queued.push((s.id, to, ind.label, body));
+        }
+        self.store.queue_sightings(&queued, now)
     }
 
     /// Bind the peering listener.
@@ -635,11 +693,11 @@ impl Peering {
                                 peer.name
                             );
                         }
-                        let ind = read.ok();
+                        let object = read.ok();
                         let stored = store.receive_from_peer(
                             &peer.name,
                             item.seq,
-                            ind.as_ref().map(|(i, body)| (i, *body)),
+                            object.as_ref().map(ReadObject::received),
                             now,
                         )?;
                         if stored != item.seq {
@@ -675,6 +733,10 @@ impl Peering {
             tokio::select! {
                 _ = tokio::time::sleep(SEND_POLL) => {}
                 _ = stop.changed() => break,
+            }
+            let me = self.clone();
+            if let Err(e) = on_store(&self.store, move |_| me.share_sightings()).await {
+                tracing::warn!("peering: cannot queue sightings: {e}");
             }
             let Ok(peers) = on_store(&self.store, |s| s.peers()).await else {
                 continue;
@@ -774,18 +836,98 @@ impl Peering {
     }
 }
 
+/// A delivered object, read.
+enum ReadObject<'a> {
+    Indicator(Indicator, &'a serde_json::Value),
+    Sighting(Sighting),
+}
+
+impl ReadObject<'_> {
+    fn received(&self) -> Received<'_> {
+        match self {
+            ReadObject::Indicator(i, body) => Received::Indicator(i, body),
+            ReadObject::Sighting(s) => Received::Sighting(s),
+        }
+    }
+}
+
 /// Read a delivered object into what the store keeps; an error says why it was skipped.
-fn read_item<'a>(
-    item: &'a OutboxItem,
-    peer: &str,
-) -> Result<(Indicator, &'a serde_json::Value), String> {
+fn read_item<'a>(item: &'a OutboxItem, peer: &str) -> Result<ReadObject<'a>, String> {
     match item.kind {
         ObjectKind::Indicator => {
             let mut f = stix::read_indicator(&item.body).map_err(|e| e.to_string())?;
             // The strictest of the two labels the sender gave.
             f.label = f.label.max(item.label);
-            Ok((indicator_of(&f, None, None, peer), &item.body))
+            Ok(ReadObject::Indicator(
+                indicator_of(&f, None, None, peer),
+                &item.body,
+            ))
+        }
+        ObjectKind::Sighting => {
+            let f = stix::read_sighting(&item.body).map_err(|e| e.to_string())?;
+            Ok(ReadObject::Sighting(Sighting {
+                id: f.id,
+                indicator_id: f.indicator_id,
+                sector: peer.to_string(),
+                constituent: f.constituent,
+                count: f.count,
+                first_seen_ns: f.first_seen_ns,
+                last_seen_ns: f.last_seen_ns,
+            }))
         }
         other => Err(format!("{other:?} objects are not received yet")),
+    }
+}
+
+/// The key of this collector's constituent pseudonyms (`pseudonym.key` in the data
+/// directory, 32 random bytes, made on first use).
+pub fn pseudonym_key(data_dir: &std::path::Path) -> Result<[u8; 32], PeeringError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("pseudonym.key");
+    let io = |e: std::io::Error| PeeringError::Task(format!("{}: {e}", path.display()));
+    if !path.exists() {
+        let key = lindi_shared::token::random_bytes::<32>().map_err(|_| PeeringError::Random)?;
+        let mut f = std::fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?;
+        f.write_all(hex::encode(key).as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        crate::adopt_owner(data_dir).map_err(io)?;
+    }
+    let text = std::fs::read_to_string(&path).map_err(io)?;
+    hex::decode(text.trim())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| PeeringError::Task(format!("{}: not 64 hex digits", path.display())))
+}
+
+/// A constituent's stable pseudonym on the link to `peer`: a keyed hash, different on every
+/// link, so peers cannot join their pictures to name it.
+pub fn pseudonym(key: &[u8; 32], peer: &str, constituent: &str) -> String {
+    let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let mut ctx = ring::hmac::Context::with_key(&k);
+    ctx.update(peer.as_bytes());
+    ctx.update(&[0]);
+    ctx.update(constituent.as_bytes());
+    format!("c-{}", hex::encode(&ctx.sign().as_ref()[..8]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pseudonyms_are_stable_per_link_and_differ_between_links() {
+        let key = [7u8; 32];
+        let a = pseudonym(&key, "hub", "bank-a");
+        assert_eq!(a, pseudonym(&key, "hub", "bank-a"));
+        assert_ne!(a, pseudonym(&key, "partner", "bank-a"));
+        assert_ne!(a, pseudonym(&key, "hub", "bank-b"));
+        assert_ne!(a, pseudonym(&[8u8; 32], "hub", "bank-a"));
+        assert!(a.starts_with("c-") && a.len() == 18 && !a.contains("bank"));
     }
 }

@@ -413,6 +413,12 @@ impl Pipeline {
             for (id, events) in &suppressed {
                 tx.suppressed(*id, events)?;
             }
+            // Every match of a held indicator, suppressed or not, is a sighting.
+            for it in &items {
+                if let Some(ind) = sighted_indicator(&it.detection) {
+                    tx.sighted(ind, &it.constituency, it.ts_ns, now_ns)?;
+                }
+            }
             for (key, window_ns, mut members) in groups {
                 members.sort_by_key(|&i| (items[i].ts_ns, items[i].row_id));
                 let mut current = match cache.get(&key) {
@@ -636,6 +642,20 @@ fn new_alert(
 }
 
 /// The entities of a detection worth keeping with its alert.
+/// The indicator an IoC alert names (the STIX id the `lindi-intel` bundle puts in each line's
+/// description), if it names one.
+fn sighted_indicator(d: &DetectionEvent) -> Option<&str> {
+    if d.engine != "ioc" {
+        return None;
+    }
+    let at = d.title.find("indicator--")?;
+    let id = d.title.get(at..at + 47)?;
+    id["indicator--".len()..]
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() || b == b'-')
+        .then_some(id)
+}
+
 fn entities(d: &DetectionEvent) -> Value {
     let mut m = Map::new();
     let mut put = |k: &str, v: &str| {

@@ -456,6 +456,85 @@ pub fn read_indicator(o: &Value) -> Result<IndicatorFacts, StixError> {
     })
 }
 
+/// A sighting as collectors exchange it: how often the constituents of one sector (under a
+/// pseudonym per link, or by name) matched an indicator, and when.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SightingFacts {
+    /// `sighting--…`, stable per indicator, sector and constituent.
+    pub id: String,
+    pub indicator_id: String,
+    pub count: u64,
+    pub first_seen_ns: i64,
+    pub last_seen_ns: i64,
+    /// The reporting collector's name.
+    pub sector: String,
+    /// The constituent, or its pseudonym.
+    pub constituent: String,
+    pub label: Tlp,
+    pub modified_ns: i64,
+}
+
+/// The STIX 2.1 sighting for `f`. STIX names where it was seen by identity objects; the
+/// sector and constituent are also given as `x_lindi_` properties so the receiver need not
+/// hold those identities.
+pub fn sighting(f: &SightingFacts) -> Value {
+    json!({
+        "type": "sighting",
+        "spec_version": "2.1",
+        "id": f.id,
+        "created": timestamp(f.first_seen_ns),
+        "modified": timestamp(f.modified_ns.max(f.first_seen_ns)),
+        "sighting_of_ref": f.indicator_id,
+        "count": f.count.min(999_999_999),
+        "first_seen": timestamp(f.first_seen_ns),
+        "last_seen": timestamp(f.last_seen_ns.max(f.first_seen_ns)),
+        "x_lindi_sector": f.sector,
+        "x_lindi_constituent": f.constituent,
+        "object_marking_refs": [f.label.stix_marking_id()],
+    })
+}
+
+/// Read a sighting back.
+pub fn read_sighting(o: &Value) -> Result<SightingFacts, StixError> {
+    let s = |k: &str| o.get(k).and_then(Value::as_str);
+    let not = |why: &str| StixError::NotIndicator(format!("sighting: {why}"));
+    if s("type") != Some("sighting") || s("spec_version") != Some("2.1") {
+        return Err(not("type must be sighting, spec_version 2.1"));
+    }
+    let stix_id = |v: Option<&str>, prefix: &str| {
+        v.filter(|i| i.starts_with(prefix) && i.len() == prefix.len() + 36 && i.is_ascii())
+            .map(str::to_string)
+    };
+    let text = |k: &str| -> String { s(k).unwrap_or_default().chars().take(128).collect() };
+    let first_seen_ns = s("first_seen")
+        .and_then(parse_timestamp)
+        .ok_or_else(|| not("bad first_seen"))?;
+    Ok(SightingFacts {
+        id: stix_id(s("id"), "sighting--").ok_or_else(|| not("bad id"))?,
+        indicator_id: stix_id(s("sighting_of_ref"), "indicator--")
+            .ok_or_else(|| not("sighting_of_ref is not an indicator"))?,
+        count: o.get("count").and_then(Value::as_u64).unwrap_or(1),
+        first_seen_ns,
+        last_seen_ns: s("last_seen")
+            .and_then(parse_timestamp)
+            .unwrap_or(first_seen_ns),
+        sector: text("x_lindi_sector"),
+        constituent: text("x_lindi_constituent"),
+        label: o
+            .get("object_marking_refs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter_map(tlp_of_marking)
+            .max()
+            .unwrap_or(Tlp::Amber),
+        modified_ns: s("modified")
+            .and_then(parse_timestamp)
+            .unwrap_or(first_seen_ns),
+    })
+}
+
 /// `[path = 'value']` for one of [`KINDS`].
 fn parse_pattern(p: &str) -> Result<(&'static str, String), StixError> {
     let bad = || StixError::Pattern(p.chars().take(200).collect());
@@ -581,6 +660,27 @@ mod tests {
         ] {
             assert_eq!(parse_timestamp(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn sightings_round_trip_and_bad_ones_are_refused() {
+        let f = SightingFacts {
+            id: new_id("sighting").unwrap(),
+            indicator_id: new_id("indicator").unwrap(),
+            count: 7,
+            first_seen_ns: 1_796_441_000_000_000_000,
+            last_seen_ns: 1_796_442_000_000_000_000,
+            sector: "banking".into(),
+            constituent: "c-0011223344556677".into(),
+            label: Tlp::Green,
+            modified_ns: 1_796_443_000_000_000_000,
+        };
+        let o = sighting(&f);
+        assert_eq!(read_sighting(&o).unwrap(), f);
+        let mut bad = o.clone();
+        bad["sighting_of_ref"] = json!("malware--0b1c1a1e-0000-4000-8000-000000000000");
+        assert!(read_sighting(&bad).is_err());
+        assert!(read_sighting(&json!({"type": "sighting"})).is_err());
     }
 
     #[test]

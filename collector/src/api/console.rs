@@ -109,6 +109,7 @@ pub(super) fn page(title: &str, auth: &Auth, nav: &str, body: &str) -> Html<Stri
             "Detectors",
             Permission::ReadDetectors,
         ),
+        ("intel", "/console/intel", "Intel", Permission::ReadAlerts),
         (
             "effectiveness",
             "/console/effectiveness",

@@ -44,6 +44,7 @@ pub use bundles::MAX_SIGNED_BYTES as MAX_SIGNED_BUNDLE_BYTES;
 mod console;
 pub mod directory;
 mod https;
+mod intel;
 mod metrics;
 pub mod openapi;
 mod profile;
@@ -67,6 +68,8 @@ pub struct ApiState {
     pub bundle_generation: Arc<tokio::sync::watch::Sender<u64>>,
     /// The rotas, for who is on duty now.
     pub rotas: lindi_shared::escalation::Rotas,
+    /// This collector's name (it is one of the sectors in the national picture).
+    pub name: String,
 }
 
 /// Serve the API over HTTPS until `stop` changes.
@@ -102,6 +105,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .merge(profile::routes())
         .merge(directory::routes())
         .merge(bundles::routes())
+        .merge(intel::routes())
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })

@@ -342,6 +342,8 @@ impl Modify for Security {
         super::bundles::push,
         super::bundles::list,
         super::bundles::rollout,
+        super::intel::indicators,
+        super::intel::awareness,
     ),
     components(schemas(
         ErrorBody, Observable, Task, Comment, AuditEntry, NotificationRecord

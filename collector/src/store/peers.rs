@@ -56,6 +56,19 @@ CREATE TABLE indicators (
     stix TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX indicators_value ON indicators (kind, value);
+CREATE TABLE sightings (
+    id TEXT PRIMARY KEY,
+    indicator_id TEXT NOT NULL,
+    sector TEXT NOT NULL,
+    constituent TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    first_seen_ns INTEGER NOT NULL,
+    last_seen_ns INTEGER NOT NULL,
+    updated_at_ns INTEGER NOT NULL,
+    shared_at_ns INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX sightings_indicator ON sightings (indicator_id);
+CREATE INDEX sightings_unshared ON sightings (updated_at_ns) WHERE sector = '';
 CREATE TABLE feeds (
     name TEXT PRIMARY KEY,
     last_run_ns INTEGER NOT NULL,
@@ -504,7 +517,7 @@ impl SqliteStore {
         &self,
         peer: &str,
         seq: u64,
-        ind: Option<(&Indicator, &serde_json::Value)>,
+        object: Option<Received<'_>>,
         now_ns: i64,
     ) -> Result<u64, StoreError> {
         let mut conn = self.writer();
@@ -517,8 +530,19 @@ impl SqliteStore {
         if seq as i64 != through + 1 {
             return Ok(through as u64);
         }
-        if let Some((ind, stix)) = ind {
-            insert_indicator(&tx, ind, stix)?;
+        match object {
+            Some(Received::Indicator(ind, stix)) => {
+                insert_indicator(&tx, ind, stix)?;
+            }
+            Some(Received::Sighting(s)) => {
+                // Counts are the sender's totals: the newest report replaces the last.
+                tx.execute(
+                    "INSERT INTO sightings (id, indicator_id, sector, constituent, count, first_seen_ns, last_seen_ns, updated_at_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (id) DO UPDATE SET count = ?5, first_seen_ns = ?6, last_seen_ns = ?7, updated_at_ns = ?8",
+                    params![s.id, s.indicator_id, peer, s.constituent, s.count as i64, s.first_seen_ns, s.last_seen_ns, now_ns],
+                )?;
+            }
+            None => {}
         }
         tx.execute(
             "UPDATE peers SET received_through = ?2, last_contact_ns = ?3 WHERE name = ?1",
@@ -558,6 +582,222 @@ impl SqliteStore {
         let rows = stmt.query_map(params![limit], indicator_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// Where an indicator was seen, as the national picture counts it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sighting {
+    /// STIX id (`sighting--…`), stable per indicator, sector and constituent.
+    pub id: String,
+    pub indicator_id: String,
+    /// The peer it came from; empty for this collector's own agents.
+    pub sector: String,
+    /// The constituency (own sightings) or the pseudonym a peer gave it.
+    pub constituent: String,
+    pub count: u64,
+    pub first_seen_ns: i64,
+    pub last_seen_ns: i64,
+}
+
+/// One indicator in the national picture.
+#[derive(Clone, Debug, Serialize)]
+pub struct Awareness {
+    pub indicator: Indicator,
+    /// Sectors that saw it (this collector counts as one, under its own name).
+    pub sectors: Vec<String>,
+    /// Distinct constituents (per sector) that saw it.
+    pub constituents: u64,
+    pub count: u64,
+    pub first_seen_ns: i64,
+    pub last_seen_ns: i64,
+}
+
+/// A deterministic STIX id of `object_type` from `parts` (the same everywhere for the same
+/// parts): a name-based UUID (version 5 layout, SHA-256 truncated).
+pub fn stable_id(object_type: &str, parts: &[&str]) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for p in parts {
+        ctx.update(p.as_bytes());
+        ctx.update(&[0]);
+    }
+    let d = ctx.finish();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d.as_ref()[..16]);
+    b[6] = (b[6] & 0x0f) | 0x50;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{object_type}--{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// Count a match of `indicator_id` by an agent of `constituency` at `ts_ns` (in the triage
+/// transaction that reads the detection, so each is counted once).
+pub(super) fn record_sighting(
+    tx: &rusqlite::Transaction<'_>,
+    indicator_id: &str,
+    constituency: &str,
+    ts_ns: i64,
+    now_ns: i64,
+) -> Result<(), StoreError> {
+    let id = stable_id("sighting", &[indicator_id, constituency]);
+    tx.prepare_cached(
+        "INSERT INTO sightings (id, indicator_id, sector, constituent, count, first_seen_ns, last_seen_ns, updated_at_ns) VALUES (?1, ?2, '', ?3, 1, ?4, ?4, ?5)
+         ON CONFLICT (id) DO UPDATE SET count = count + 1, first_seen_ns = MIN(first_seen_ns, ?4), last_seen_ns = MAX(last_seen_ns, ?4), updated_at_ns = ?5",
+    )?
+    .execute(params![id, indicator_id, constituency, ts_ns, now_ns])?;
+    Ok(())
+}
+
+fn sighting_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Sighting> {
+    Ok(Sighting {
+        id: r.get(0)?,
+        indicator_id: r.get(1)?,
+        sector: r.get(2)?,
+        constituent: r.get(3)?,
+        count: r.get::<_, i64>(4)? as u64,
+        first_seen_ns: r.get(5)?,
+        last_seen_ns: r.get(6)?,
+    })
+}
+
+impl SqliteStore {
+    /// Own sightings changed since they were last shared, of indicators that came from a
+    /// peer, with that peer's name: what to tell the indicators' origins.
+    pub fn unshared_sightings(&self, limit: u32) -> Result<Vec<(Sighting, Indicator)>, StoreError> {
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare(
+            "SELECT s.id, s.indicator_id, s.sector, s.constituent, s.count, s.first_seen_ns, s.last_seen_ns,
+                    i.id, i.kind, i.value, i.label, i.constituency, i.rsit_type, i.source, i.confidence, i.valid_until_ns, i.created_at_ns, i.updated_at_ns
+             FROM sightings s JOIN indicators i ON i.id = s.indicator_id
+             WHERE s.sector = '' AND s.updated_at_ns > s.shared_at_ns
+               AND i.source IN (SELECT name FROM peers WHERE state = 'active')
+             ORDER BY s.updated_at_ns LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit], |r| {
+            let s = sighting_row(r)?;
+            let i = Indicator {
+                id: r.get(7)?,
+                kind: r.get(8)?,
+                value: r.get(9)?,
+                label: Tlp::parse(&r.get::<_, String>(10)?).unwrap_or(Tlp::Red),
+                constituency: r.get(11)?,
+                rsit_type: r.get(12)?,
+                source: r.get(13)?,
+                confidence: r.get::<_, i64>(14)?.clamp(0, 100) as u8,
+                valid_until_ns: r.get(15)?,
+                created_at_ns: r.get(16)?,
+                updated_at_ns: r.get(17)?,
+            };
+            Ok((s, i))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Queue sightings for their indicators' origins (`queued`: sighting id, peer, STIX
+    /// body, or no peer when the rules keep it here) and mark them shared as of `now_ns`.
+    pub fn queue_sightings(
+        &self,
+        queued: &[(String, Option<String>, Tlp, serde_json::Value)],
+        now_ns: i64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        for (id, peer, label, body) in queued {
+            if let Some(peer) = peer {
+                queue(&tx, peer, "sighting", *label, body, now_ns)?;
+            }
+            tx.execute(
+                "UPDATE sightings SET shared_at_ns = ?2 WHERE id = ?1",
+                params![id, now_ns],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every sighting held, by indicator.
+    pub fn sightings(&self) -> Result<Vec<Sighting>, StoreError> {
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare(
+            "SELECT id, indicator_id, sector, constituent, count, first_seen_ns, last_seen_ns FROM sightings ORDER BY indicator_id, sector, constituent",
+        )?;
+        let rows = stmt.query_map([], sighting_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Everything sighted, per indicator: the national picture.
+    pub fn awareness(&self, own_name: &str, limit: u32) -> Result<Vec<Awareness>, StoreError> {
+        let all = self.sightings()?;
+        let held: std::collections::HashMap<String, Indicator> = self
+            .indicators(u32::MAX)?
+            .into_iter()
+            .map(|i| (i.id.clone(), i))
+            .collect();
+        let mut out: Vec<Awareness> = vec![];
+        for s in all {
+            let Some(ind) = held.get(&s.indicator_id) else {
+                continue;
+            };
+            let sector = if s.sector.is_empty() {
+                own_name.to_string()
+            } else {
+                s.sector.clone()
+            };
+            match out.last_mut().filter(|a| a.indicator.id == s.indicator_id) {
+                Some(a) => {
+                    if !a.sectors.contains(&sector) {
+                        a.sectors.push(sector);
+                    }
+                    a.constituents += 1;
+                    a.count += s.count;
+                    a.first_seen_ns = a.first_seen_ns.min(s.first_seen_ns);
+                    a.last_seen_ns = a.last_seen_ns.max(s.last_seen_ns);
+                }
+                None => out.push(Awareness {
+                    indicator: ind.clone(),
+                    sectors: vec![sector],
+                    constituents: 1,
+                    count: s.count,
+                    first_seen_ns: s.first_seen_ns,
+                    last_seen_ns: s.last_seen_ns,
+                }),
+            }
+        }
+        out.sort_by_key(|a| std::cmp::Reverse(a.last_seen_ns));
+        out.truncate(limit as usize);
+        Ok(out)
+    }
+}
+
+/// Append `body` to `peer`'s outbox with its next number, if the peer is active.
+fn queue(
+    tx: &rusqlite::Transaction<'_>,
+    peer: &str,
+    kind: &str,
+    label: Tlp,
+    body: &serde_json::Value,
+    now_ns: i64,
+) -> Result<(), StoreError> {
+    let seq: Option<i64> = tx
+        .query_row(
+            "UPDATE peers SET next_seq = next_seq + 1 WHERE name = ?1 AND state = 'active' RETURNING next_seq - 1",
+            params![peer],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(seq) = seq {
+        tx.execute(
+            "INSERT INTO peer_outbox (peer, seq, kind, label, body, queued_at_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![peer, seq, kind, label.label(), body.to_string(), now_ns],
+        )?;
+    }
+    Ok(())
 }
 
 /// A feed's last run.
@@ -616,6 +856,12 @@ impl SqliteStore {
     }
 }
 
+/// An object a peer sent, read.
+pub enum Received<'a> {
+    Indicator(&'a Indicator, &'a serde_json::Value),
+    Sighting(&'a Sighting),
+}
+
 /// One indicator of an import, with the peers it may go to.
 pub struct ImportItem {
     pub indicator: Indicator,
@@ -637,19 +883,7 @@ fn store_and_queue(
     // stricter label, it is not sent on the weaker one.
     let recipients = if label == ind.label { recipients } else { &[] };
     for peer in recipients {
-        let seq: Option<i64> = tx
-            .query_row(
-                "UPDATE peers SET next_seq = next_seq + 1 WHERE name = ?1 AND state = 'active' RETURNING next_seq - 1",
-                params![peer],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(seq) = seq {
-            tx.execute(
-                "INSERT INTO peer_outbox (peer, seq, kind, label, body, queued_at_ns) VALUES (?1, ?2, 'indicator', ?3, ?4, ?5)",
-                params![peer, seq, ind.label.label(), stix.to_string(), ind.updated_at_ns],
-            )?;
-        }
+        queue(tx, peer, "indicator", ind.label, stix, ind.updated_at_ns)?;
     }
     Ok(true)
 }
@@ -819,26 +1053,26 @@ mod tests {
         let body = json!({});
         let amber = indicator("x", Tlp::Amber);
         assert_eq!(
-            s.receive_from_peer("hub", 2, Some((&amber, &body)), NOW)
+            s.receive_from_peer("hub", 2, Some(Received::Indicator(&amber, &body)), NOW)
                 .unwrap(),
             0,
             "a gap"
         );
         assert!(s.indicators(10).unwrap().is_empty());
         assert_eq!(
-            s.receive_from_peer("hub", 1, Some((&amber, &body)), NOW)
+            s.receive_from_peer("hub", 1, Some(Received::Indicator(&amber, &body)), NOW)
                 .unwrap(),
             1
         );
         assert_eq!(
-            s.receive_from_peer("hub", 1, Some((&amber, &body)), NOW)
+            s.receive_from_peer("hub", 1, Some(Received::Indicator(&amber, &body)), NOW)
                 .unwrap(),
             1,
             "a resend"
         );
         let green = indicator("x", Tlp::Green);
         assert_eq!(
-            s.receive_from_peer("hub", 2, Some((&green, &body)), NOW)
+            s.receive_from_peer("hub", 2, Some(Received::Indicator(&green, &body)), NOW)
                 .unwrap(),
             2
         );

@@ -287,6 +287,17 @@ pub struct TriageTx<'a> {
 }
 
 impl TriageTx<'_> {
+    /// Count an agent's match of a held indicator (see [`super::peers`]).
+    pub fn sighted(
+        &self,
+        indicator_id: &str,
+        constituency: &str,
+        ts_ns: i64,
+        now_ns: i64,
+    ) -> Result<(), StoreError> {
+        super::peers::record_sighting(&self.tx, indicator_id, constituency, ts_ns, now_ns)
+    }
+
     /// The open alert with this key, with its window.
     pub fn open_alert(&self, key: &str) -> Result<Option<(i64, Window)>, StoreError> {
         Ok(self

@@ -258,6 +258,35 @@ fn an_indicator_from_the_hub_becomes_a_detection_on_a_sector_agent() {
         "hub indicator to sector agent detection: {} ms",
         started.elapsed().as_millis()
     );
+
+    // The sector counts the sighting and reports it to the hub, the indicator's origin,
+    // with its constituent under a pseudonym; the hub's national picture shows it.
+    let sector_view = sector.api_get("/api/v1/intel/awareness");
+    assert_eq!(
+        sector_view["indicators"][0]["indicator"]["id"],
+        id.as_str(),
+        "{sector_view}"
+    );
+    let mut national = Value::Null;
+    let reported = wait_until(Duration::from_secs(30), || {
+        national = hub.api_get("/api/v1/intel/awareness");
+        national["indicators"][0]["sectors"] == serde_json::json!(["sector"])
+    });
+    assert!(
+        reported,
+        "the hub has no sighting: {national}\n{}",
+        hub.log_text()
+    );
+    let row = &national["indicators"][0];
+    assert_eq!(row["indicator"]["id"], id.as_str());
+    assert_eq!(row["constituents"], 1);
+    assert!(row["count"].as_u64().unwrap() >= 1, "{row}");
+    assert_eq!(national["by_type"][0]["rsit_type"], "unclassified");
+    let sightings = ok(&hub, &["indicators", "sightings"], &[]);
+    assert!(
+        sightings.contains("sector") && !sightings.contains("bank-a"),
+        "{sightings}"
+    );
     a.stop();
     hub.kill();
     sector.kill();
