@@ -114,9 +114,34 @@ pub struct PeerLinkConfig {
     pub organisation: Option<String>,
     /// What goes out on this link (labels up to `max_label`, `kinds`, `rsit_types`).
     pub out: lindi_shared::sharing::LinkPolicy,
+    /// What is accepted from the peer: object kinds. Default: every kind from a hub or a
+    /// sector, nothing from a partner (it reads what `out` allows and writes nothing).
+    #[serde(rename = "in")]
+    pub inbound: Option<InboundPolicy>,
     /// Name constituents in what goes out (sightings) instead of a stable pseudonym (a keyed
     /// hash, different on every link). Default false.
     pub share_identities: bool,
+}
+
+/// `[peering.links.in]`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct InboundPolicy {
+    pub kinds: Vec<lindi_shared::sharing::ObjectKind>,
+}
+
+impl PeerLinkConfig {
+    /// Whether an object of `kind` from this peer (whose role is `role`) is accepted.
+    pub fn accepts(
+        &self,
+        role: lindi_shared::sharing::PeerRole,
+        kind: lindi_shared::sharing::ObjectKind,
+    ) -> bool {
+        match &self.inbound {
+            Some(p) => p.kinds.contains(&kind),
+            None => role != lindi_shared::sharing::PeerRole::Partner,
+        }
+    }
 }
 
 /// Validated `[peering]`.

@@ -675,16 +675,25 @@ impl Peering {
                     return refuse("too_many", format!("at most {MAX_ITEMS} objects"));
                 }
                 let stats = self.stats.clone();
+                let settings = self.settings.clone();
                 let done = on_store(&self.store, move |store| {
                     let Some(peer) = store.active_peer_by_ca(&ca)? else {
                         return Ok(None);
                     };
+                    let link = settings.link(&peer.name);
                     let mut through = peer.received_through;
                     for item in &items {
                         if item.seq <= through {
                             continue;
                         }
-                        let read = read_item(item, &peer.name);
+                        let read = if link.accepts(peer.role, item.kind) {
+                            read_item(item, &peer.name)
+                        } else {
+                            Err(format!(
+                                "{:?} objects are not accepted from this peer ([peering.links.in])",
+                                item.kind
+                            ))
+                        };
                         if let Err(why) = &read {
                             stats.objects_rejected.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(

@@ -88,7 +88,7 @@ fn hub_and_sector_share_indicators_under_tlp_store_and_forward() {
     assert_eq!(hub_ca.as_str().unwrap().len(), 64);
 
     // The invitation works once.
-    let stranger = Collector::init();
+    let mut stranger = Collector::init();
     enable_peering(&stranger, "partner", "");
     let (used, _, err) = stranger.cli(&["peer", "join"], &["--token", token.trim()]);
     assert!(!used && err.contains("bad_invitation"), "{err}");
@@ -162,10 +162,70 @@ fn hub_and_sector_share_indicators_under_tlp_store_and_forward() {
     assert_eq!(peer(&sector, "hub")["received_through"], 8);
     assert_eq!(peer(&hub, "bank-sector")["sent_through"], 8);
 
+    // A partner reads what its link allows and writes nothing: the hub stores nothing it
+    // sends.
+    stranger.start();
+    let invite = ok(
+        &hub,
+        &["peer", "invite"],
+        &["--name", "partner", "--role", "partner"],
+    );
+    ok(
+        &stranger,
+        &["peer", "join"],
+        &["--token", invite.trim(), "--name", "hub"],
+    );
+    add(&hub, "domain-name", "for-partners.example", "GREEN", None);
+    add(
+        &hub,
+        "domain-name",
+        "amber-partner.example",
+        "AMBER",
+        Some("bank-a"),
+    );
+    add(
+        &stranger,
+        "domain-name",
+        "from-partner.example",
+        "GREEN",
+        None,
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            values_from(&stranger, "hub")
+                .contains(&("for-partners.example".into(), "TLP:GREEN".into()))
+                && peer(&stranger, "hub")["pending"] == 0
+        }),
+        "partner holds {:?}; {}",
+        values_from(&stranger, "hub"),
+        peer(&stranger, "hub")
+    );
+    assert_eq!(
+        values_from(&stranger, "hub").len(),
+        1,
+        "{:?}",
+        values_from(&stranger, "hub")
+    );
+    assert!(
+        values_from(&hub, "partner").is_empty(),
+        "the hub stored what a partner wrote"
+    );
+    assert_eq!(
+        peer(&hub, "partner")["received_through"],
+        1,
+        "acknowledged, not stored"
+    );
+    stranger.kill();
+    assert!(wait_until(Duration::from_secs(20), || peer(
+        &hub,
+        "bank-sector"
+    )["pending"]
+        == 0));
+
     // Revoked: nothing more goes to the sector, and what it sends is refused.
     ok(&hub, &["peer", "revoke"], &["bank-sector"]);
     let out = add(&hub, "domain-name", "after-revoke.example", "CLEAR", None);
-    assert!(!out.contains("queued"), "{out}");
+    assert!(!out.contains("bank-sector"), "{out}");
     add(&sector, "domain-name", "from-sector.example", "GREEN", None);
     assert!(
         wait_until(Duration::from_secs(20), || {
@@ -178,7 +238,8 @@ fn hub_and_sector_share_indicators_under_tlp_store_and_forward() {
         peer(&sector, "hub")
     );
     assert!(values_from(&hub, "bank-sector").is_empty());
-    assert_eq!(values_from(&sector, "hub").len(), 8);
+    // The eight from before and the two the hub added while the partner was there.
+    assert_eq!(values_from(&sector, "hub").len(), 10);
     hub.kill();
     sector.kill();
 }
