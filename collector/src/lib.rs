@@ -335,6 +335,7 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
         bundle_keys: settings.bundle_keys.clone(),
         bundle_generation: bundle_generation.clone(),
         name: settings.name.clone(),
+        peering: settings.peering.clone(),
     });
     let mut api_stop = stop_rx.clone();
     let http = match https {

@@ -849,6 +849,7 @@ impl Peering {
 enum ReadObject<'a> {
     Indicator(Indicator, &'a serde_json::Value),
     Sighting(Sighting),
+    Advisory(stix::AdvisoryFacts),
 }
 
 impl ReadObject<'_> {
@@ -856,6 +857,7 @@ impl ReadObject<'_> {
         match self {
             ReadObject::Indicator(i, body) => Received::Indicator(i, body),
             ReadObject::Sighting(s) => Received::Sighting(s),
+            ReadObject::Advisory(a) => Received::Advisory(a),
         }
     }
 }
@@ -883,6 +885,11 @@ fn read_item<'a>(item: &'a OutboxItem, peer: &str) -> Result<ReadObject<'a>, Str
                 first_seen_ns: f.first_seen_ns,
                 last_seen_ns: f.last_seen_ns,
             }))
+        }
+        ObjectKind::Advisory => {
+            let mut f = stix::read_advisory(&item.body).map_err(|e| e.to_string())?;
+            f.label = f.label.max(item.label);
+            Ok(ReadObject::Advisory(f))
         }
         other => Err(format!("{other:?} objects are not received yet")),
     }

@@ -535,6 +535,110 @@ pub fn read_sighting(o: &Value) -> Result<SightingFacts, StixError> {
     })
 }
 
+/// An advisory (an alert or warning a team publishes): a STIX 2.1 `report` of type
+/// `threat-report` whose `object_refs` are its indicators, with the rest in `x_lindi_`
+/// properties.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AdvisoryFacts {
+    /// `report--…`.
+    pub id: String,
+    pub title: String,
+    pub summary: String,
+    pub affected_products: Vec<String>,
+    /// Indicator STIX ids.
+    pub indicators: Vec<String>,
+    pub recommended_actions: String,
+    pub label: Tlp,
+    /// The publishing team.
+    pub publisher: String,
+    pub published_ns: i64,
+    pub modified_ns: i64,
+}
+
+/// Most characters of an advisory's texts and entries.
+pub const MAX_ADVISORY_TEXT: usize = 20_000;
+
+pub fn advisory(f: &AdvisoryFacts) -> Value {
+    let mut refs: Vec<Value> = f.indicators.iter().map(|i| json!(i)).collect();
+    if refs.is_empty() {
+        // STIX requires at least one reference: the marking stands in.
+        refs.push(json!(f.label.stix_marking_id()));
+    }
+    json!({
+        "type": "report",
+        "spec_version": "2.1",
+        "id": f.id,
+        "created": timestamp(f.published_ns),
+        "modified": timestamp(f.modified_ns.max(f.published_ns)),
+        "name": f.title,
+        "description": f.summary,
+        "report_types": ["threat-report"],
+        "published": timestamp(f.published_ns),
+        "object_refs": refs,
+        "x_lindi_affected_products": f.affected_products,
+        "x_lindi_recommended_actions": f.recommended_actions,
+        "x_lindi_publisher": f.publisher,
+        "object_marking_refs": [f.label.stix_marking_id()],
+    })
+}
+
+pub fn read_advisory(o: &Value) -> Result<AdvisoryFacts, StixError> {
+    let s = |k: &str| o.get(k).and_then(Value::as_str);
+    let not = |why: &str| StixError::NotIndicator(format!("advisory: {why}"));
+    if s("type") != Some("report") || s("spec_version") != Some("2.1") {
+        return Err(not("type must be report, spec_version 2.1"));
+    }
+    let id = s("id")
+        .filter(|i| i.starts_with("report--") && i.len() == 44 && i.is_ascii())
+        .ok_or_else(|| not("bad id"))?;
+    let text = |k: &str| -> String {
+        s(k).unwrap_or_default()
+            .chars()
+            .take(MAX_ADVISORY_TEXT)
+            .collect()
+    };
+    let list = |k: &str, prefix: &str| -> Vec<String> {
+        o.get(k)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter(|v| v.starts_with(prefix))
+            .take(10_000)
+            .map(|v| v.chars().take(500).collect())
+            .collect()
+    };
+    let published_ns = s("published")
+        .and_then(parse_timestamp)
+        .ok_or_else(|| not("bad published"))?;
+    let title = text("name");
+    if title.trim().is_empty() {
+        return Err(not("no name"));
+    }
+    Ok(AdvisoryFacts {
+        id: id.to_string(),
+        title,
+        summary: text("description"),
+        affected_products: list("x_lindi_affected_products", ""),
+        indicators: list("object_refs", "indicator--"),
+        recommended_actions: text("x_lindi_recommended_actions"),
+        label: o
+            .get("object_marking_refs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter_map(tlp_of_marking)
+            .max()
+            .unwrap_or(Tlp::Amber),
+        publisher: text("x_lindi_publisher"),
+        published_ns,
+        modified_ns: s("modified")
+            .and_then(parse_timestamp)
+            .unwrap_or(published_ns),
+    })
+}
+
 /// `[path = 'value']` for one of [`KINDS`].
 fn parse_pattern(p: &str) -> Result<(&'static str, String), StixError> {
     let bad = || StixError::Pattern(p.chars().take(200).collect());
@@ -681,6 +785,28 @@ mod tests {
         bad["sighting_of_ref"] = json!("malware--0b1c1a1e-0000-4000-8000-000000000000");
         assert!(read_sighting(&bad).is_err());
         assert!(read_sighting(&json!({"type": "sighting"})).is_err());
+    }
+
+    #[test]
+    fn advisories_round_trip() {
+        let f = AdvisoryFacts {
+            id: new_id("report").unwrap(),
+            title: "Phishing against online banking".into(),
+            summary: "A kit imitating three banks' login pages.".into(),
+            affected_products: vec!["Online banking".into()],
+            indicators: vec![new_id("indicator").unwrap()],
+            recommended_actions: "Block the domains; warn customers.".into(),
+            label: Tlp::Clear,
+            publisher: "CSIRT-NAT".into(),
+            published_ns: 1_796_441_000_000_000_000,
+            modified_ns: 1_796_441_000_000_000_000,
+        };
+        assert_eq!(read_advisory(&advisory(&f)).unwrap(), f);
+        let none = AdvisoryFacts {
+            indicators: vec![],
+            ..f.clone()
+        };
+        assert_eq!(read_advisory(&advisory(&none)).unwrap(), none);
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub struct ApiState {
     pub rotas: lindi_shared::escalation::Rotas,
     /// This collector's name (it is one of the sectors in the national picture).
     pub name: String,
+    /// Peering, for what the API publishes (advisories).
+    pub peering: Option<Arc<crate::config::PeeringSettings>>,
 }
 
 /// Serve the API over HTTPS until `stop` changes.

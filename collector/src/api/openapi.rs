@@ -344,6 +344,8 @@ impl Modify for Security {
         super::bundles::rollout,
         super::intel::indicators,
         super::intel::awareness,
+        super::intel::publish,
+        super::intel::advisories,
     ),
     components(schemas(
         ErrorBody, Observable, Task, Comment, AuditEntry, NotificationRecord

@@ -8,6 +8,7 @@
 //! transaction that records the number: a resend is acknowledged and not stored twice.
 
 use lindi_shared::sharing::{ObjectKind, PeerRole, label_on_receipt};
+use lindi_shared::stix::AdvisoryFacts;
 use lindi_shared::taxonomy::Tlp;
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -69,6 +70,16 @@ CREATE TABLE sightings (
 ) WITHOUT ROWID;
 CREATE INDEX sightings_indicator ON sightings (indicator_id);
 CREATE INDEX sightings_unshared ON sightings (updated_at_ns) WHERE sector = '';
+CREATE TABLE advisories (
+    id TEXT PRIMARY KEY,
+    label TEXT NOT NULL,
+    constituencies TEXT NOT NULL,
+    source TEXT NOT NULL,
+    published_at_ns INTEGER NOT NULL,
+    updated_at_ns INTEGER NOT NULL,
+    facts TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX advisories_published ON advisories (published_at_ns);
 CREATE TABLE feeds (
     name TEXT PRIMARY KEY,
     last_run_ns INTEGER NOT NULL,
@@ -542,6 +553,9 @@ impl SqliteStore {
                     params![s.id, s.indicator_id, peer, s.constituent, s.count as i64, s.first_seen_ns, s.last_seen_ns, now_ns],
                 )?;
             }
+            Some(Received::Advisory(a)) => {
+                upsert_advisory(&tx, a, &[], peer)?;
+            }
             None => {}
         }
         tx.execute(
@@ -860,6 +874,133 @@ impl SqliteStore {
 pub enum Received<'a> {
     Indicator(&'a Indicator, &'a serde_json::Value),
     Sighting(&'a Sighting),
+    Advisory(&'a AdvisoryFacts),
+}
+
+/// An advisory held here: published by this team or received from a peer.
+#[derive(Clone, Debug, Serialize)]
+pub struct AdvisoryRecord {
+    #[serde(flatten)]
+    pub facts: AdvisoryFacts,
+    /// The constituents it concerns (empty: everyone this team serves).
+    pub constituencies: Vec<String>,
+    /// `local` or the peer it came from.
+    pub source: String,
+}
+
+fn advisory_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<AdvisoryRecord>> {
+    let facts: String = r.get(0)?;
+    let constituencies: String = r.get(1)?;
+    let label: String = r.get(3)?;
+    // Rows are written from typed values only; one that no longer reads is left out.
+    Ok(serde_json::from_str::<AdvisoryFacts>(&facts)
+        .ok()
+        .map(|mut facts| {
+            // The label held here, which may be stricter than the one it came with.
+            facts.label = Tlp::parse(&label).unwrap_or(Tlp::Red).max(facts.label);
+            AdvisoryRecord {
+                facts,
+                constituencies: serde_json::from_str(&constituencies).unwrap_or_default(),
+                source: r.get(2).unwrap_or_default(),
+            }
+        }))
+}
+
+/// Insert or update (newer, or stricter label) an advisory; the label kept is never below
+/// the one held. Returns whether anything changed.
+fn upsert_advisory(
+    tx: &rusqlite::Transaction<'_>,
+    a: &AdvisoryFacts,
+    constituencies: &[String],
+    source: &str,
+) -> Result<bool, StoreError> {
+    let held: Option<(String, i64)> = tx
+        .query_row(
+            "SELECT label, updated_at_ns FROM advisories WHERE id = ?1",
+            params![a.id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let held_label = held.as_ref().and_then(|(l, _)| Tlp::parse(l));
+    let label = label_on_receipt(held_label, a.label);
+    if let Some((_, updated)) = held
+        && updated >= a.modified_ns
+        && held_label == Some(label)
+    {
+        return Ok(false);
+    }
+    tx.execute(
+        "INSERT INTO advisories (id, label, constituencies, source, published_at_ns, updated_at_ns, facts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (id) DO UPDATE SET label = ?2, updated_at_ns = ?6, facts = ?7",
+        params![
+            a.id,
+            label.label(),
+            serde_json::to_string(constituencies).unwrap_or_else(|_| "[]".into()),
+            source,
+            a.published_ns,
+            a.modified_ns,
+            serde_json::to_string(a).unwrap_or_default()
+        ],
+    )?;
+    Ok(true)
+}
+
+impl SqliteStore {
+    /// Store a new advisory of this team and queue it, as `stix`, for `recipients`.
+    pub fn add_advisory(
+        &self,
+        a: &AdvisoryFacts,
+        constituencies: &[String],
+        stix: &serde_json::Value,
+        recipients: &[String],
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        upsert_advisory(&tx, a, constituencies, "local")?;
+        for peer in recipients {
+            queue(&tx, peer, "advisory", a.label, stix, a.modified_ns)?;
+        }
+        audit(
+            &tx,
+            a.modified_ns,
+            actor,
+            constituencies.first().map_or("*", String::as_str),
+            "advisory",
+            0,
+            "publish",
+            None,
+            Some(
+                &json!({"id": a.id, "title": a.title, "label": a.label, "constituencies": constituencies, "queued_for": recipients}),
+            ),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Advisories held, newest first.
+    pub fn advisories(&self, limit: u32) -> Result<Vec<AdvisoryRecord>, StoreError> {
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare(
+            "SELECT facts, constituencies, source, label FROM advisories ORDER BY published_at_ns DESC, id LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit], advisory_row)?;
+        Ok(rows
+            .filter_map(|r| r.transpose())
+            .collect::<Result<_, _>>()?)
+    }
+
+    pub fn advisory(&self, id: &str) -> Result<Option<AdvisoryRecord>, StoreError> {
+        let conn = self.reader()?;
+        Ok(conn
+            .query_row(
+                "SELECT facts, constituencies, source, label FROM advisories WHERE id = ?1",
+                params![id],
+                advisory_row,
+            )
+            .optional()?
+            .flatten())
+    }
 }
 
 /// One indicator of an import, with the peers it may go to.

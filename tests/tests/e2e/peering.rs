@@ -133,6 +133,80 @@ fn hub_and_sector_share_indicators_under_tlp_store_and_forward() {
         sector.log_text()
     );
 
+    // Advisories: the TLP:CLEAR one is public (page and Atom feed) and reaches the sector;
+    // the TLP:AMBER one about a constituency the sector does not serve stays at the hub.
+    for (title, tlp, constituencies) in [
+        ("Phishing kit against online banking", "TLP:CLEAR", vec![]),
+        ("Intrusion at bank C", "TLP:AMBER", vec!["bank-c"]),
+    ] {
+        let (status, v) = hub.api_post(
+            "/api/v1/advisories",
+            &serde_json::json!({
+                "title": title, "summary": "What happened & what to do <now>.",
+                "affected_products": ["Online banking"], "recommended_actions": "Block the domains.",
+                "tlp": tlp, "constituencies": constituencies,
+            }),
+        );
+        assert_eq!(status, 201, "{v}");
+    }
+    let titles = |c: &Collector| -> Vec<String> {
+        c.api_get("/api/v1/advisories")
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["title"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || titles(&sector)
+            == ["Phishing kit against online banking"]),
+        "the sector holds {:?}",
+        titles(&sector)
+    );
+    assert_eq!(titles(&hub).len(), 2);
+    let public = ureq::get(&format!("{}/advisories", hub.http_url()))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        public.contains("Phishing kit") && !public.contains("bank C"),
+        "{public}"
+    );
+    assert!(
+        public.contains("What happened &amp; what to do &lt;now&gt;."),
+        "{public}"
+    );
+    let atom = ureq::get(&format!("{}/advisories.atom", hub.http_url()))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    let (parsed, out, err) = lindi_tests::run(
+        std::process::Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import sys, xml.etree.ElementTree as E\n\
+             f = E.fromstring(sys.argv[1])\n\
+             ns = '{http://www.w3.org/2005/Atom}'\n\
+             assert f.tag == ns + 'feed'\n\
+             print(len(f.findall(ns + 'entry')), f.find(ns + 'entry/' + ns + 'title').text)",
+            )
+            .arg(&atom),
+        Duration::from_secs(30),
+    );
+    assert!(
+        parsed,
+        "the Atom feed is not well-formed XML: {err}\n{atom}"
+    );
+    assert_eq!(
+        out.trim(),
+        "1 Phishing kit against online banking",
+        "{atom}"
+    );
+
     // The sector is down: the hub keeps what it could not send and sends it when it returns.
     sector.kill();
     let later: Vec<String> = (1..=5).map(|i| format!("g{i}.example")).collect();
@@ -158,9 +232,10 @@ fn hub_and_sector_share_indicators_under_tlp_store_and_forward() {
     assert_eq!(from_hub.len(), 8, "{got:#?}");
     let ids: BTreeSet<&str> = from_hub.iter().map(|i| i["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 8, "an indicator arrived twice");
-    // In order, once: the sector stored through number 8 and the hub's acknowledged number is 8.
-    assert_eq!(peer(&sector, "hub")["received_through"], 8);
-    assert_eq!(peer(&hub, "bank-sector")["sent_through"], 8);
+    // In order, once: eight indicators and one advisory, so the sector stored through number
+    // 9 and the hub's acknowledged number is 9.
+    assert_eq!(peer(&sector, "hub")["received_through"], 9);
+    assert_eq!(peer(&hub, "bank-sector")["sent_through"], 9);
 
     // A partner reads what its link allows and writes nothing: the hub stores nothing it
     // sends.
