@@ -522,7 +522,9 @@ impl Peering {
                 pseudonym(&self.pseudonym_key, origin, &s.constituent)
             };
             let body = stix::sighting(&stix::SightingFacts {
-                id: s.id.clone(),
+                // Own sighting ids are per indicator and constituency; what leaves names
+                // this collector too, so two sectors' reports never share an id.
+                id: crate::store::peers::stable_id("sighting", &[&self.collector_name, &s.id]),
                 indicator_id: s.indicator_id.clone(),
                 count: s.count,
                 first_seen_ns: s.first_seen_ns,
@@ -877,7 +879,8 @@ fn read_item<'a>(item: &'a OutboxItem, peer: &str) -> Result<ReadObject<'a>, Str
         ObjectKind::Sighting => {
             let f = stix::read_sighting(&item.body).map_err(|e| e.to_string())?;
             Ok(ReadObject::Sighting(Sighting {
-                id: f.id,
+                // Kept per sender: a peer can only ever update its own reports.
+                id: crate::store::peers::stable_id("sighting", &[peer, &f.id]),
                 indicator_id: f.indicator_id,
                 sector: peer.to_string(),
                 constituent: f.constituent,
