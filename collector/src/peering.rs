@@ -484,6 +484,57 @@ impl Peering {
         })
     }
 
+    /// Queue summaries of changed tickets for every active peer their label (the ticket's)
+    /// and the link's policy allow, constituents pseudonymised unless the link says otherwise.
+    fn share_incidents(&self) -> Result<(), StoreError> {
+        let pending = self.store.unshared_tickets(500)?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let peers = self.store.peers()?;
+        let now = crate::now_ns();
+        let mut queued = Vec::with_capacity(pending.len());
+        for t in pending {
+            let obj = Outgoing {
+                label: t.tlp,
+                kind: ObjectKind::IncidentSummary,
+                constituency: Some(&t.constituency),
+                rsit_type: Some(&t.rsit_type),
+            };
+            let mut to = vec![];
+            for (peer, verdict) in recipients_among(&peers, &self.settings, &obj) {
+                if verdict.is_err() {
+                    continue;
+                }
+                let link = self.settings.link(&peer);
+                let constituent = if link.share_identities {
+                    t.constituency.clone()
+                } else {
+                    pseudonym(&self.pseudonym_key, &peer, &t.constituency)
+                };
+                let body = stix::incident(&stix::IncidentFacts {
+                    id: crate::store::peers::stable_id(
+                        "incident",
+                        &[&self.collector_name, &t.id.to_string()],
+                    ),
+                    rsit_type: t.rsit_type.clone(),
+                    severity: t.severity.clone(),
+                    state: t.state.clone(),
+                    closed: t.closed,
+                    sector: self.collector_name.clone(),
+                    constituent,
+                    label: t.tlp,
+                    opened_ns: t.opened_at_ns,
+                    resolved_ns: t.resolved_at_ns,
+                    modified_ns: t.updated_at_ns,
+                });
+                to.push((peer, body));
+            }
+            queued.push((t, to));
+        }
+        self.store.queue_ticket_summaries(&queued, now)
+    }
+
     /// Queue own sightings of indicators that came from peers for those peers, as the
     /// sighting's label (the indicator's) and the link's policy allow, with the constituent
     /// pseudonymised unless the link says otherwise.
@@ -746,8 +797,13 @@ impl Peering {
                 _ = stop.changed() => break,
             }
             let me = self.clone();
-            if let Err(e) = on_store(&self.store, move |_| me.share_sightings()).await {
-                tracing::warn!("peering: cannot queue sightings: {e}");
+            let shared = on_store(&self.store, move |_| {
+                me.share_sightings()?;
+                me.share_incidents()
+            })
+            .await;
+            if let Err(e) = shared {
+                tracing::warn!("peering: cannot queue sightings or incident summaries: {e}");
             }
             let Ok(peers) = on_store(&self.store, |s| s.peers()).await else {
                 continue;
@@ -852,6 +908,7 @@ enum ReadObject<'a> {
     Indicator(Indicator, &'a serde_json::Value),
     Sighting(Sighting),
     Advisory(stix::AdvisoryFacts),
+    Incident(stix::IncidentFacts),
 }
 
 impl ReadObject<'_> {
@@ -860,6 +917,7 @@ impl ReadObject<'_> {
             ReadObject::Indicator(i, body) => Received::Indicator(i, body),
             ReadObject::Sighting(s) => Received::Sighting(s),
             ReadObject::Advisory(a) => Received::Advisory(a),
+            ReadObject::Incident(f) => Received::Incident(f),
         }
     }
 }
@@ -893,6 +951,14 @@ fn read_item<'a>(item: &'a OutboxItem, peer: &str) -> Result<ReadObject<'a>, Str
             let mut f = stix::read_advisory(&item.body).map_err(|e| e.to_string())?;
             f.label = f.label.max(item.label);
             Ok(ReadObject::Advisory(f))
+        }
+        ObjectKind::IncidentSummary => {
+            let mut f = stix::read_incident(&item.body).map_err(|e| e.to_string())?;
+            f.label = f.label.max(item.label);
+            // Kept per sender, and named by the link, whatever the sender wrote.
+            f.id = crate::store::peers::stable_id("incident", &[peer, &f.id]);
+            f.sector = peer.to_string();
+            Ok(ReadObject::Incident(f))
         }
         other => Err(format!("{other:?} objects are not received yet")),
     }

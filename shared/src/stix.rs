@@ -639,6 +639,87 @@ pub fn read_advisory(o: &Value) -> Result<AdvisoryFacts, StixError> {
     })
 }
 
+/// An incident summary: what kind of incident a sector handles, how bad, in what state,
+/// since when, and for which constituent (a pseudonym unless the link shares identities).
+/// No title, observables or notes: those stay with the ticket.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct IncidentFacts {
+    /// `incident--…`.
+    pub id: String,
+    /// RSIT `class/type`.
+    pub rsit_type: String,
+    pub severity: String,
+    pub state: String,
+    pub closed: bool,
+    pub sector: String,
+    pub constituent: String,
+    pub label: Tlp,
+    pub opened_ns: i64,
+    pub resolved_ns: Option<i64>,
+    pub modified_ns: i64,
+}
+
+pub fn incident(f: &IncidentFacts) -> Value {
+    let mut o = json!({
+        "type": "incident",
+        "spec_version": "2.1",
+        "id": f.id,
+        "created": timestamp(f.opened_ns),
+        "modified": timestamp(f.modified_ns.max(f.opened_ns)),
+        "name": format!("{} incident", f.rsit_type),
+        "x_lindi_rsit_type": f.rsit_type,
+        "x_lindi_severity": f.severity,
+        "x_lindi_state": f.state,
+        "x_lindi_closed": f.closed,
+        "x_lindi_sector": f.sector,
+        "x_lindi_constituent": f.constituent,
+        "object_marking_refs": [f.label.stix_marking_id()],
+    });
+    if let Some(r) = f.resolved_ns {
+        o["x_lindi_resolved"] = json!(timestamp(r));
+    }
+    o
+}
+
+pub fn read_incident(o: &Value) -> Result<IncidentFacts, StixError> {
+    let s = |k: &str| o.get(k).and_then(Value::as_str);
+    let not = |why: &str| StixError::NotIndicator(format!("incident: {why}"));
+    if s("type") != Some("incident") || s("spec_version") != Some("2.1") {
+        return Err(not("type must be incident, spec_version 2.1"));
+    }
+    let id = s("id")
+        .filter(|i| i.starts_with("incident--") && i.len() == 46 && i.is_ascii())
+        .ok_or_else(|| not("bad id"))?;
+    let text = |k: &str| -> String { s(k).unwrap_or_default().chars().take(128).collect() };
+    let opened_ns = s("created")
+        .and_then(parse_timestamp)
+        .ok_or_else(|| not("bad created"))?;
+    Ok(IncidentFacts {
+        id: id.to_string(),
+        rsit_type: text("x_lindi_rsit_type"),
+        severity: text("x_lindi_severity"),
+        state: text("x_lindi_state"),
+        closed: o
+            .get("x_lindi_closed")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        sector: text("x_lindi_sector"),
+        constituent: text("x_lindi_constituent"),
+        label: o
+            .get("object_marking_refs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter_map(tlp_of_marking)
+            .max()
+            .unwrap_or(Tlp::Amber),
+        opened_ns,
+        resolved_ns: s("x_lindi_resolved").and_then(parse_timestamp),
+        modified_ns: s("modified").and_then(parse_timestamp).unwrap_or(opened_ns),
+    })
+}
+
 /// `[path = 'value']` for one of [`KINDS`].
 fn parse_pattern(p: &str) -> Result<(&'static str, String), StixError> {
     let bad = || StixError::Pattern(p.chars().take(200).collect());
@@ -785,6 +866,24 @@ mod tests {
         bad["sighting_of_ref"] = json!("malware--0b1c1a1e-0000-4000-8000-000000000000");
         assert!(read_sighting(&bad).is_err());
         assert!(read_sighting(&json!({"type": "sighting"})).is_err());
+    }
+
+    #[test]
+    fn incidents_round_trip() {
+        let f = IncidentFacts {
+            id: new_id("incident").unwrap(),
+            rsit_type: "malicious-code/c2-server".into(),
+            severity: "high".into(),
+            state: "triage".into(),
+            closed: false,
+            sector: "banking".into(),
+            constituent: "c-0011223344556677".into(),
+            label: Tlp::Green,
+            opened_ns: 1_796_441_000_000_000_000,
+            resolved_ns: Some(1_796_442_000_000_000_000),
+            modified_ns: 1_796_442_000_000_000_000,
+        };
+        assert_eq!(read_incident(&incident(&f)).unwrap(), f);
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! - `GET /api/v1/indicators`: held indicators up to the caller's TLP, newest first
 //! - `GET /api/v1/intel/awareness`: per indicator and per RSIT type, how many sectors and
 //!   constituents saw it, how often and when (callers who see every constituency)
+//! - `GET /api/v1/intel/incidents`: incident summaries peers sent (callers who see every
+//!   constituency)
 //! - `GET /console/intel`: the same as a page
 //! - `POST /api/v1/advisories`, `GET /api/v1/advisories`: the team's alerts and warnings
 //!   (and those peers sent), each with its TLP label; published ones go to peers as the
@@ -41,6 +43,7 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .route("/advisories/{id}", get(public_one))
         .route("/api/v1/indicators", get(indicators))
         .route("/api/v1/intel/awareness", get(awareness))
+        .route("/api/v1/intel/incidents", get(incidents))
         .route("/console/intel", get(console))
 }
 
@@ -590,4 +593,62 @@ async fn atom(State(s): State<Arc<ApiState>>) -> Response {
         x,
     )
         .into_response()
+}
+
+/// An incident summary a peer sent.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct IncidentView {
+    pub id: String,
+    /// The peer (sector) that handles it.
+    pub sector: String,
+    /// Its constituent: a pseudonym unless the link shares identities.
+    pub constituent: String,
+    pub rsit_type: String,
+    pub severity: String,
+    pub state: String,
+    pub closed: bool,
+    #[schema(example = "TLP:GREEN")]
+    pub tlp: String,
+    pub opened_ns: i64,
+    pub resolved_ns: Option<i64>,
+    pub modified_ns: i64,
+}
+
+#[utoipa::path(get, path = "/api/v1/intel/incidents", tag = "intel", params(Limit), responses((status = 200, body = Vec<IncidentView>), CommonErrors))]
+pub(super) async fn incidents(
+    State(s): State<Arc<ApiState>>,
+    auth: Auth,
+    q: Result<Query<Limit>, QueryRejection>,
+) -> Result<Json<Vec<IncidentView>>, ApiError> {
+    let n = limit(&query(q)?)?;
+    auth.require(Permission::ReadTickets)?;
+    if auth.0.viewer().constituencies.is_some() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "peers' incident summaries are for accounts that see every constituency",
+        ));
+    }
+    with_store(&s, &auth, move |store, v| {
+        Ok(store
+            .incident_summaries(n)?
+            .into_iter()
+            .filter(|r| v.sees_tlp(r.facts.label, false))
+            .map(|r| IncidentView {
+                id: r.facts.id,
+                sector: r.source,
+                constituent: r.facts.constituent,
+                rsit_type: r.facts.rsit_type,
+                severity: r.facts.severity,
+                state: r.facts.state,
+                closed: r.facts.closed,
+                tlp: r.facts.label.label().into(),
+                opened_ns: r.facts.opened_ns,
+                resolved_ns: r.facts.resolved_ns,
+                modified_ns: r.facts.modified_ns,
+            })
+            .collect())
+    })
+    .await
+    .map(Json)
 }

@@ -344,6 +344,7 @@ impl Modify for Security {
         super::bundles::rollout,
         super::intel::indicators,
         super::intel::awareness,
+        super::intel::incidents,
         super::intel::publish,
         super::intel::advisories,
     ),

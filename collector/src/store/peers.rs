@@ -8,7 +8,7 @@
 //! transaction that records the number: a resend is acknowledged and not stored twice.
 
 use lindi_shared::sharing::{ObjectKind, PeerRole, label_on_receipt};
-use lindi_shared::stix::AdvisoryFacts;
+use lindi_shared::stix::{AdvisoryFacts, IncidentFacts};
 use lindi_shared::taxonomy::Tlp;
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -80,6 +80,18 @@ CREATE TABLE advisories (
     facts TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX advisories_published ON advisories (published_at_ns);
+CREATE TABLE incident_summaries (
+    id TEXT PRIMARY KEY,
+    sector TEXT NOT NULL,
+    label TEXT NOT NULL,
+    rsit_type TEXT NOT NULL,
+    updated_at_ns INTEGER NOT NULL,
+    facts TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE ticket_shares (
+    ticket_id INTEGER PRIMARY KEY,
+    shared_at_ns INTEGER NOT NULL
+);
 CREATE TABLE feeds (
     name TEXT PRIMARY KEY,
     last_run_ns INTEGER NOT NULL,
@@ -556,6 +568,25 @@ impl SqliteStore {
             Some(Received::Advisory(a)) => {
                 upsert_advisory(&tx, a, &[], peer)?;
             }
+            Some(Received::Incident(f)) => {
+                let held: Option<String> = tx
+                    .query_row(
+                        "SELECT label FROM incident_summaries WHERE id = ?1",
+                        params![f.id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let label = label_on_receipt(held.as_deref().and_then(Tlp::parse), f.label);
+                let facts = IncidentFacts {
+                    label,
+                    ..(*f).clone()
+                };
+                tx.execute(
+                    "INSERT INTO incident_summaries (id, sector, label, rsit_type, updated_at_ns, facts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (id) DO UPDATE SET label = ?3, rsit_type = ?4, updated_at_ns = ?5, facts = ?6",
+                    params![f.id, peer, label.label(), f.rsit_type, now_ns, serde_json::to_string(&facts).unwrap_or_default()],
+                )?;
+            }
             None => {}
         }
         tx.execute(
@@ -875,6 +906,32 @@ pub enum Received<'a> {
     Indicator(&'a Indicator, &'a serde_json::Value),
     Sighting(&'a Sighting),
     Advisory(&'a AdvisoryFacts),
+    Incident(&'a IncidentFacts),
+}
+
+/// A ticket as its summary leaves this collector.
+#[derive(Clone, Debug)]
+pub struct TicketSummary {
+    pub id: i64,
+    pub constituency: String,
+    /// RSIT `class/type`.
+    pub rsit_type: String,
+    pub severity: String,
+    pub tlp: Tlp,
+    pub state: String,
+    pub closed: bool,
+    pub opened_at_ns: i64,
+    pub resolved_at_ns: Option<i64>,
+    pub updated_at_ns: i64,
+}
+
+/// An incident summary received from a peer.
+#[derive(Clone, Debug, Serialize)]
+pub struct IncidentRecord {
+    #[serde(flatten)]
+    pub facts: IncidentFacts,
+    /// The peer it came from.
+    pub source: String,
 }
 
 /// An advisory held here: published by this team or received from a peer.
@@ -946,6 +1003,74 @@ fn upsert_advisory(
 }
 
 impl SqliteStore {
+    /// Tickets changed since their summary was last considered for peers.
+    pub fn unshared_tickets(&self, limit: u32) -> Result<Vec<TicketSummary>, StoreError> {
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare(
+            "SELECT t.id, t.constituency, t.rsit_class || '/' || t.rsit_type, t.severity, t.tlp, t.state, t.closed, t.opened_at_ns, t.resolved_at_ns, t.updated_at_ns
+             FROM tickets t LEFT JOIN ticket_shares s ON s.ticket_id = t.id
+             WHERE s.shared_at_ns IS NULL OR t.updated_at_ns > s.shared_at_ns
+             ORDER BY t.updated_at_ns LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit], |r| {
+            Ok(TicketSummary {
+                id: r.get(0)?,
+                constituency: r.get(1)?,
+                rsit_type: r.get(2)?,
+                severity: r.get(3)?,
+                // An unreadable label counts as TLP:RED: it never leaves.
+                tlp: Tlp::parse(&r.get::<_, String>(4)?).unwrap_or(Tlp::Red),
+                state: r.get(5)?,
+                closed: r.get::<_, i64>(6)? != 0,
+                opened_at_ns: r.get(7)?,
+                resolved_at_ns: r.get(8)?,
+                updated_at_ns: r.get(9)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Queue ticket summaries for peers (`queued`: ticket, then per peer the label and STIX
+    /// body) and mark each ticket considered as of its `updated_at_ns`.
+    pub fn queue_ticket_summaries(
+        &self,
+        queued: &[(TicketSummary, Vec<(String, serde_json::Value)>)],
+        now_ns: i64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        for (t, to) in queued {
+            for (peer, body) in to {
+                queue(&tx, peer, "incident_summary", t.tlp, body, now_ns)?;
+            }
+            tx.execute(
+                "INSERT INTO ticket_shares (ticket_id, shared_at_ns) VALUES (?1, ?2) ON CONFLICT (ticket_id) DO UPDATE SET shared_at_ns = ?2",
+                params![t.id, t.updated_at_ns],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Incident summaries received from peers, newest first.
+    pub fn incident_summaries(&self, limit: u32) -> Result<Vec<IncidentRecord>, StoreError> {
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare(
+            "SELECT facts, sector FROM incident_summaries ORDER BY updated_at_ns DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = vec![];
+        for row in rows {
+            let (facts, source) = row?;
+            if let Ok(facts) = serde_json::from_str(&facts) {
+                out.push(IncidentRecord { facts, source });
+            }
+        }
+        Ok(out)
+    }
+
     /// Store a new advisory of this team and queue it, as `stix`, for `recipients`.
     pub fn add_advisory(
         &self,

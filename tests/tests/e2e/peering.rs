@@ -624,3 +624,100 @@ fn three_collectors_indicator_everywhere_and_sightings_across_an_outage() {
     sa.kill();
     sb.kill();
 }
+
+/// Send a beacon (the rule of [`lindi_tests::beacon_agent`]) from `src` over loopback.
+fn beacon_from(src: &str) {
+    if let Ok(s) = UdpSocket::bind((src, 0)) {
+        let _ = s.send_to(b"lindi-e2e-beacon", ("127.0.0.1", lindi_tests::BEACON_PORT));
+    }
+}
+
+/// Incident summaries follow TLP on a real link: of three tickets at a sector, labelled
+/// TLP:RED, TLP:AMBER+STRICT and TLP:GREEN, the hub stores only the GREEN one's summary,
+/// with the constituent under a pseudonym and nothing of the ticket but its type, severity,
+/// state and times. Needs root (the beacon agent captures on `lo`).
+#[test]
+fn incident_summaries_leave_only_as_their_label_allows() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: live capture on lo needs root");
+        return;
+    }
+    let mut hub = Collector::init();
+    let mut sector = Collector::init();
+    enable_peering(&hub, "hub", "");
+    enable_peering(&sector, "sector", "");
+    hub.start();
+    sector.start();
+    let token = ok(
+        &hub,
+        &["peer", "invite"],
+        &["--name", "banking", "--role", "sector"],
+    );
+    ok(
+        &sector,
+        &["peer", "join"],
+        &["--token", token.trim(), "--name", "hub"],
+    );
+    let mut agent = lindi_tests::beacon_agent(&sector, "bank-a");
+
+    let mut labelled = vec![];
+    for (src, tlp) in [
+        ("127.0.0.11", "TLP:RED"),
+        ("127.0.0.12", "TLP:AMBER+STRICT"),
+        ("127.0.0.13", "TLP:GREEN"),
+    ] {
+        let want = labelled.len() as u64 + 1;
+        let opened = wait_until(Duration::from_secs(60), || {
+            beacon_from(src);
+            sector.api_get("/api/v1/tickets")["count"].as_u64() == Some(want)
+        });
+        assert!(
+            opened,
+            "no ticket for the beacon from {src}:\n{}",
+            agent.log_text()
+        );
+        let tickets = sector.api_get("/api/v1/tickets");
+        let id = tickets["tickets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["id"].as_i64())
+            .filter(|id| !labelled.contains(id))
+            .max()
+            .unwrap();
+        let (status, v) = sector.api_post(
+            &format!("/api/v1/tickets/{id}/tlp"),
+            &serde_json::json!({"tlp": tlp}),
+        );
+        assert_eq!(status, 200, "{v}");
+        labelled.push(id);
+    }
+    let mut got = Value::Null;
+    let arrived = wait_until(Duration::from_secs(30), || {
+        got = hub.api_get("/api/v1/intel/incidents");
+        got.as_array().is_some_and(|a| !a.is_empty())
+    });
+    assert!(
+        arrived,
+        "no incident summary at the hub:\n{}",
+        sector.log_text()
+    );
+    // Time for anything else the sector might (wrongly) send.
+    std::thread::sleep(Duration::from_secs(3));
+    let got = hub.api_get("/api/v1/intel/incidents");
+    let list = got.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{got}");
+    let i = &list[0];
+    assert_eq!(i["tlp"], "TLP:GREEN", "{i}");
+    assert_eq!(i["sector"], "banking");
+    assert!(i["rsit_type"].as_str().unwrap().contains('/'), "{i}");
+    assert!(i["constituent"].as_str().unwrap().starts_with("c-"), "{i}");
+    assert!(
+        !got.to_string().contains("bank-a") && !got.to_string().contains("127.0.0.1"),
+        "{got}"
+    );
+    agent.stop();
+    hub.kill();
+    sector.kill();
+}
