@@ -246,6 +246,10 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
                 p.clone(),
                 settings.name.clone(),
                 peering::pseudonym_key(&settings.data_dir)?,
+                peering::BundlePath {
+                    keys: settings.bundle_keys.clone(),
+                    generation: bundle_generation.clone(),
+                },
             );
             let endpoint = peering.bind()?;
             Some((peering, endpoint))

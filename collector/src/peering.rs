@@ -463,7 +463,18 @@ pub struct Peering {
     settings: Arc<PeeringSettings>,
     collector_name: String,
     pseudonym_key: [u8; 32],
+    /// Keys whose detection bundles this collector runs (relayed ones included).
+    bundle_keys: Arc<Vec<lindi_shared::bundle::PublicKey>>,
+    /// Bumped when a relayed bundle is stored.
+    bundle_generation: Arc<watch::Sender<u64>>,
     pub stats: Arc<PeeringStats>,
+}
+
+/// What a collector's bundles are to peering: the keys it trusts and the signal that wakes
+/// its agents.
+pub struct BundlePath {
+    pub keys: Arc<Vec<lindi_shared::bundle::PublicKey>>,
+    pub generation: Arc<watch::Sender<u64>>,
 }
 
 impl Peering {
@@ -473,6 +484,7 @@ impl Peering {
         settings: Arc<PeeringSettings>,
         collector_name: String,
         pseudonym_key: [u8; 32],
+        bundles: BundlePath,
     ) -> Arc<Peering> {
         Arc::new(Peering {
             store,
@@ -480,6 +492,8 @@ impl Peering {
             settings,
             collector_name,
             pseudonym_key,
+            bundle_keys: bundles.keys,
+            bundle_generation: bundles.generation,
             stats: Arc::default(),
         })
     }
@@ -729,7 +743,10 @@ impl Peering {
                 }
                 let stats = self.stats.clone();
                 let settings = self.settings.clone();
+                let keys = self.bundle_keys.clone();
+                let generation = self.bundle_generation.clone();
                 let done = on_store(&self.store, move |store| {
+                    let mut bundles_changed = false;
                     let Some(peer) = store.active_peer_by_ca(&ca)? else {
                         return Ok(None);
                     };
@@ -740,7 +757,7 @@ impl Peering {
                             continue;
                         }
                         let read = if link.accepts(peer.role, item.kind) {
-                            read_item(item, &peer.name)
+                            read_item(item, &peer.name, &keys)
                         } else {
                             Err(format!(
                                 "{:?} objects are not accepted from this peer ([peering.links.in])",
@@ -756,6 +773,21 @@ impl Peering {
                             );
                         }
                         let object = read.ok();
+                        if let Some(ReadObject::Bundle(relayed)) = &object {
+                            let (b, key, signed) = relayed.as_ref();
+                            let pushed = store.push_verified(
+                                b,
+                                key,
+                                signed,
+                                &keys,
+                                None,
+                                &[],
+                                &format!("peer:{}", peer.name),
+                                now,
+                            )?;
+                            // A version held already (a resend) is no news.
+                            bundles_changed |= pushed.is_ok();
+                        }
                         let stored = store.receive_from_peer(
                             &peer.name,
                             item.seq,
@@ -767,6 +799,10 @@ impl Peering {
                         }
                         stats.objects_received.fetch_add(1, Ordering::Relaxed);
                         through = stored;
+                    }
+                    if bundles_changed {
+                        // Agents waiting for bundle changes wake up.
+                        generation.send_modify(|g| *g += 1);
                     }
                     Ok(Some(through))
                 })
@@ -909,6 +945,15 @@ enum ReadObject<'a> {
     Sighting(Sighting),
     Advisory(stix::AdvisoryFacts),
     Incident(stix::IncidentFacts),
+    /// A detection bundle checked against this collector's trusted keys: stored through the
+    /// bundle path, not by `receive_from_peer`.
+    Bundle(
+        Box<(
+            lindi_shared::bundle::Bundle,
+            lindi_shared::bundle::PublicKey,
+            Vec<u8>,
+        )>,
+    ),
 }
 
 impl ReadObject<'_> {
@@ -918,13 +963,35 @@ impl ReadObject<'_> {
             ReadObject::Sighting(s) => Received::Sighting(s),
             ReadObject::Advisory(a) => Received::Advisory(a),
             ReadObject::Incident(f) => Received::Incident(f),
+            ReadObject::Bundle(_) => Received::Nothing,
         }
     }
 }
 
 /// Read a delivered object into what the store keeps; an error says why it was skipped.
-fn read_item<'a>(item: &'a OutboxItem, peer: &str) -> Result<ReadObject<'a>, String> {
+/// Detection bundles must be signed by one of `keys` (this collector's trusted keys).
+fn read_item<'a>(
+    item: &'a OutboxItem,
+    peer: &str,
+    keys: &[lindi_shared::bundle::PublicKey],
+) -> Result<ReadObject<'a>, String> {
     match item.kind {
+        ObjectKind::DetectorBundle => {
+            use base64::Engine as _;
+            let signed = item
+                .body
+                .get("signed")
+                .and_then(|v| v.as_str())
+                .filter(|s| {
+                    s.len() <= (lindi_shared::bundle::MAX_BUNDLE_BYTES as usize) * 4 / 3 + 4
+                })
+                .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+                .ok_or("a detection bundle without its signed bytes")?;
+            let (b, key) = lindi_shared::bundle::verify(&signed, keys).map_err(|e| {
+                format!("detection bundle declined: {e} ([detectors] trusted_keys)")
+            })?;
+            Ok(ReadObject::Bundle(Box::new((b, key, signed))))
+        }
         ObjectKind::Indicator => {
             let mut f = stix::read_indicator(&item.body).map_err(|e| e.to_string())?;
             // The strictest of the two labels the sender gave.
@@ -960,7 +1027,6 @@ fn read_item<'a>(item: &'a OutboxItem, peer: &str) -> Result<ReadObject<'a>, Str
             f.sector = peer.to_string();
             Ok(ReadObject::Incident(f))
         }
-        other => Err(format!("{other:?} objects are not received yet")),
     }
 }
 

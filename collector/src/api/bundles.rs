@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Auth;
 use super::{ApiError, ApiState, body, path, query, with_store};
-use crate::store::bundles::{BundleRefusal, BundleVersion, NewBundle, Rollout};
+use crate::store::bundles::{BundleRefusal, BundleVersion, Rollout};
 
 /// The largest signed bundle accepted (the bundle limit and its signature header).
 pub const MAX_SIGNED_BYTES: usize = bundle::MAX_BUNDLE_BYTES as usize + (1 << 20);
@@ -104,25 +104,33 @@ pub(super) async fn push(
     let actor = auth.0.user.clone();
     let keys = s.bundle_keys.clone();
     let group = p.group.clone();
+    let peering = s.peering.clone();
     let outcome = with_store(&s, &auth, move |store, _| {
-        // What changed since the latest version (read back through the same check).
-        let diff = match store.latest_bundle(&b.manifest.name)? {
-            Some((_, old)) => match bundle::verify(&old, &keys) {
-                Ok((old, _)) => bundle::diff_summary(&old, &b),
-                Err(e) => format!("first version checked with today's keys ({e})"),
-            },
-            None => format!("first version, {} files", b.files.len()),
+        // Relayed down the hierarchy to the peers the link policies send bundles to (the
+        // receivers check the signature against their own keys, and so do their agents).
+        let relay_to = match &peering {
+            Some(p) => crate::peering::allowed(&crate::peering::recipients(
+                store,
+                p,
+                &lindi_shared::sharing::Outgoing {
+                    label: lindi_shared::taxonomy::Tlp::Green,
+                    kind: lindi_shared::sharing::ObjectKind::DetectorBundle,
+                    constituency: None,
+                    rsit_type: None,
+                },
+            )?),
+            None => vec![],
         };
-        let new = NewBundle {
-            name: &b.manifest.name,
-            version: &b.manifest.version,
-            signed: &signed,
-            key_id: &key.id(),
-            diff: &diff,
-            description: &b.manifest.description,
-            targets: &b.manifest.targets,
-        };
-        let r = store.push_bundle(&new, group.as_deref(), &actor, crate::now_ns())?;
+        let r = store.push_verified(
+            &b,
+            &key,
+            &signed,
+            &keys,
+            group.as_deref(),
+            &relay_to,
+            &actor,
+            crate::now_ns(),
+        )?;
         Ok(r.map(|()| {
             let v = store.bundle_versions().ok().and_then(|vs| {
                 vs.into_iter()

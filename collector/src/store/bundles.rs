@@ -144,11 +144,57 @@ impl SqliteStore {
         })
     }
 
+    /// Store a bundle checked against `keys` (the signature `key` made), with what changed
+    /// since the latest version, roll it out to `group` (every group when `None`), and queue
+    /// it for the peers in `relay_to` in the same transaction.
+    #[allow(clippy::too_many_arguments)]
+    pub fn push_verified(
+        &self,
+        b: &lindi_shared::bundle::Bundle,
+        key: &lindi_shared::bundle::PublicKey,
+        signed: &[u8],
+        keys: &[lindi_shared::bundle::PublicKey],
+        group: Option<&str>,
+        relay_to: &[String],
+        actor: &str,
+        now_ns: i64,
+    ) -> Result<Result<(), BundleRefusal>, StoreError> {
+        let diff = match self.latest_bundle(&b.manifest.name)? {
+            Some((_, old)) => match lindi_shared::bundle::verify(&old, keys) {
+                Ok((old, _)) => lindi_shared::bundle::diff_summary(&old, b),
+                Err(e) => format!("first version checked with today's keys ({e})"),
+            },
+            None => format!("first version, {} files", b.files.len()),
+        };
+        let new = NewBundle {
+            name: &b.manifest.name,
+            version: &b.manifest.version,
+            signed,
+            key_id: &key.id(),
+            diff: &diff,
+            description: &b.manifest.description,
+            targets: &b.manifest.targets,
+        };
+        self.push_and_relay(&new, group, relay_to, actor, now_ns)
+    }
+
     /// Store a new version and roll it out to `group` (every group when `None`).
     pub fn push_bundle(
         &self,
         b: &NewBundle<'_>,
         group: Option<&str>,
+        actor: &str,
+        now_ns: i64,
+    ) -> Result<Result<(), BundleRefusal>, StoreError> {
+        self.push_and_relay(b, group, &[], actor, now_ns)
+    }
+
+    /// [`Self::push_bundle`], queueing the signed bytes for the peers in `relay_to` too.
+    fn push_and_relay(
+        &self,
+        b: &NewBundle<'_>,
+        group: Option<&str>,
+        relay_to: &[String],
         actor: &str,
         now_ns: i64,
     ) -> Result<Result<(), BundleRefusal>, StoreError> {
@@ -190,6 +236,24 @@ impl SqliteStore {
         }
         let group = group.unwrap_or(ALL_GROUPS);
         set_rollout(&tx, b.name, group, b.version, actor, now_ns)?;
+        if !relay_to.is_empty() {
+            use base64::Engine as _;
+            let body = json!({
+                "name": b.name,
+                "version": b.version,
+                "signed": base64::engine::general_purpose::STANDARD.encode(b.signed),
+            });
+            for peer in relay_to {
+                super::peers::queue(
+                    &tx,
+                    peer,
+                    "detector_bundle",
+                    lindi_shared::taxonomy::Tlp::Green,
+                    &body,
+                    now_ns,
+                )?;
+            }
+        }
         audit(
             &tx,
             now_ns,

@@ -587,7 +587,7 @@ impl SqliteStore {
                     params![f.id, peer, label.label(), f.rsit_type, now_ns, serde_json::to_string(&facts).unwrap_or_default()],
                 )?;
             }
-            None => {}
+            Some(Received::Nothing) | None => {}
         }
         tx.execute(
             "UPDATE peers SET received_through = ?2, last_contact_ns = ?3 WHERE name = ?1",
@@ -821,7 +821,7 @@ impl SqliteStore {
 }
 
 /// Append `body` to `peer`'s outbox with its next number, if the peer is active.
-fn queue(
+pub(super) fn queue(
     tx: &rusqlite::Transaction<'_>,
     peer: &str,
     kind: &str,
@@ -907,6 +907,8 @@ pub enum Received<'a> {
     Sighting(&'a Sighting),
     Advisory(&'a AdvisoryFacts),
     Incident(&'a IncidentFacts),
+    /// Stored elsewhere (a detection bundle): only the sequence number advances.
+    Nothing,
 }
 
 /// A ticket as its summary leaves this collector.

@@ -721,3 +721,140 @@ fn incident_summaries_leave_only_as_their_label_allows() {
     hub.kill();
     sector.kill();
 }
+
+fn relay_bundle(version: &str) -> lindi_shared::bundle::Bundle {
+    let mut files = std::collections::BTreeMap::new();
+    files.insert(
+        "bundle.toml".to_string(),
+        format!("name = \"national\"\nversion = \"{version}\"\ndescription = \"from the hub\"\n")
+            .into_bytes(),
+    );
+    files.insert(
+        "iocs/national.ioc".to_string(),
+        format!(
+            "domain:relay-{}.example hub {version}\n",
+            version.replace('.', "-")
+        )
+        .into_bytes(),
+    );
+    lindi_shared::bundle::Bundle::from_files(files).unwrap()
+}
+
+/// The bundles an agent reports running, and its last bundle error.
+fn agent_bundles(c: &Collector, agent: &str) -> (Vec<String>, String) {
+    let h = &c.api_get(&format!("/api/v1/agents/{agent}"))["health"];
+    (
+        h["bundles"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str().map(String::from))
+            .collect(),
+        h["bundle_error"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// Detector bundles down the hierarchy: a bundle the detection team signed and pushed at the
+/// hub is relayed to the sector, which rolls it out to its agents; they check the team's
+/// signature themselves, so a version the sector changed by one byte is refused and the
+/// last good one keeps running.
+#[test]
+fn a_bundle_relayed_by_a_sector_is_checked_by_its_agents() {
+    use lindi_shared::bundle;
+    let (key_text, public) = bundle::generate_key().unwrap();
+    let key = bundle::read_key(&key_text).unwrap();
+    let trusted = format!("[detectors]\ntrusted_keys = [{:?}]\n", public.to_string());
+    let mut hub = Collector::init();
+    let mut sector = Collector::init();
+    enable_peering(&hub, "hub", "");
+    enable_peering(&sector, "sector", "");
+    hub.configure(&trusted);
+    sector.configure(&trusted);
+    hub.start();
+    sector.start();
+    let token = ok(
+        &hub,
+        &["peer", "invite"],
+        &["--name", "banking", "--role", "sector"],
+    );
+    ok(
+        &sector,
+        &["peer", "join"],
+        &["--token", token.trim(), "--name", "hub"],
+    );
+    let mut a = Agent::enroll(&sector.token("bank-a"));
+    let config = FAST_AGENT.replace(
+        "[health]\ninterval_ms = 3600000",
+        "[health]\ninterval_ms = 300",
+    ) + &format!("\n[detectors]\ntrusted_keys = [{:?}]\n", public.to_string());
+    a.configure(&config);
+    a.start();
+
+    let dir = tempfile::tempdir().unwrap();
+    let push = |version: &str| {
+        let file = dir.path().join(format!("{version}.bundle"));
+        std::fs::write(&file, bundle::sign(&relay_bundle(version), &key)).unwrap();
+        let (ok, out, err) = lindi_tests::run(
+            std::process::Command::new(lindi_tests::bin("lindi"))
+                .args(["detectors", "push"])
+                .arg(&file)
+                .env("LINDI_SERVER", hub.http_url())
+                .env("LINDI_TOKEN", &hub.admin_token)
+                .env("XDG_CONFIG_HOME", "/nonexistent"),
+            Duration::from_secs(30),
+        );
+        assert!(ok, "push failed: {out}{err}");
+    };
+    push("1.0.0");
+    let agent = a.agent_id.clone();
+    assert!(
+        wait_until(Duration::from_secs(60), || agent_bundles(&sector, &agent).0
+            == ["national@1.0.0"]),
+        "the relayed bundle does not run on the sector's agent: {:?}\n{}",
+        agent_bundles(&sector, &agent),
+        sector.log_text()
+    );
+
+    // The sector turns bad: it changes one byte of the next version before its agents get it.
+    a.stop();
+    push("1.0.1");
+    let held = |v: &str| -> bool {
+        sector.api_get("/api/v1/bundles")["versions"]
+            .as_array()
+            .is_some_and(|vs| {
+                vs.iter()
+                    .any(|x| x["name"] == "national" && x["version"] == v)
+            })
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || held("1.0.1")),
+        "1.0.1 was not relayed"
+    );
+    let db = rusqlite::Connection::open(sector.data_dir.join("lindi.db")).unwrap();
+    let mut signed: Vec<u8> = db
+        .query_row(
+            "SELECT signed FROM bundles WHERE name = 'national' AND version = '1.0.1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let n = signed.len();
+    signed[n - 10] ^= 1;
+    db.execute(
+        "UPDATE bundles SET signed = ?1 WHERE name = 'national' AND version = '1.0.1'",
+        rusqlite::params![signed],
+    )
+    .unwrap();
+    a.start();
+    assert!(
+        wait_until(Duration::from_secs(30), || agent_bundles(&sector, &agent)
+            .1
+            .contains("does not match")),
+        "the agent did not refuse the changed bundle: {:?}",
+        agent_bundles(&sector, &agent)
+    );
+    assert_eq!(agent_bundles(&sector, &agent).0, ["national@1.0.0"]);
+    a.stop();
+    hub.kill();
+    sector.kill();
+}
