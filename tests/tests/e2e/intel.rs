@@ -219,6 +219,25 @@ format = "misp"
         "{out}"
     );
 
+    // Malformed feeds are refused with a clear error and leave what is held in place.
+    let held_before = held(&c).len();
+    for (name, text, format, want) in [
+        ("garbage.json", "{not json", "stix", "not JSON"),
+        ("notabundle.json", "{\"type\": \"indicator\"}", "stix", "not a STIX bundle"),
+        ("misp-garbage", "", "misp", "manifest.json"),
+    ] {
+        let path = tmp.path().join(name);
+        if format == "misp" {
+            std::fs::create_dir_all(&path).unwrap();
+            std::fs::write(path.join("manifest.json"), "[1, 2, 3]").unwrap();
+        } else {
+            std::fs::write(&path, text).unwrap();
+        }
+        let (ok, out, err) = c.cli(&["indicators", "import"], &[path.to_str().unwrap(), "--format", format]);
+        assert!(!ok && err.contains(want), "{name}: {out}{err}");
+    }
+    assert_eq!(held(&c).len(), held_before);
+
     // The export up to TLP:AMBER: no TLP:RED, and the OASIS validator accepts it (its
     // SHOULDs are warnings: the stix2 library's own indicators carry no description).
     let (ok, out, err) = c.cli(&["indicators", "export"], &["--max-tlp", "AMBER"]);
