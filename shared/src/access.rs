@@ -50,6 +50,8 @@ pub enum Permission {
     ReadDetectors,
     /// Push bundles, roll them out and back.
     ManageDetectors,
+    /// File an incident report for one's own constituencies (it becomes a ticket there).
+    ReportIncidents,
 }
 
 impl Role {
@@ -82,13 +84,19 @@ impl Role {
             Role::Responder => {
                 !matches!(p, ManageUsers | ReadAudit | ManageProfile | ManageDetectors)
             }
-            Role::DetectionDeveloper => {
-                !matches!(p, ManageUsers | ReadAudit | WriteTickets | ManageProfile)
-            }
+            Role::DetectionDeveloper => !matches!(
+                p,
+                ManageUsers | ReadAudit | WriteTickets | ManageProfile | ReportIncidents
+            ),
             Role::ConstituentViewer => {
                 matches!(
                     p,
-                    ReadAlerts | ReadTickets | ReadAgents | ReadMetrics | ReadDirectory
+                    ReadAlerts
+                        | ReadTickets
+                        | ReadAgents
+                        | ReadMetrics
+                        | ReadDirectory
+                        | ReportIncidents
                 )
             }
             Role::Partner => matches!(p, ReadTickets | ReadMetrics),

@@ -41,6 +41,7 @@ pub mod pki;
 pub mod profile;
 pub mod proto;
 pub mod protocol;
+pub mod report;
 pub mod sharing;
 pub mod sigma;
 pub mod stix;

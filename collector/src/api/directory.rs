@@ -39,6 +39,11 @@ pub struct Directory {
 }
 
 impl Directory {
+    /// The configured constituencies' names.
+    pub fn constituency_names(&self) -> Vec<String> {
+        self.constituencies.iter().map(|c| c.name.clone()).collect()
+    }
+
     pub fn new(constituencies: &[ConstituencyConfig], e: &EscalationSection) -> Directory {
         Directory {
             constituencies: constituencies.to_vec(),

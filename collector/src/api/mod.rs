@@ -48,6 +48,7 @@ mod intel;
 mod metrics;
 pub mod openapi;
 mod profile;
+mod reports;
 mod tickets;
 
 /// Most events one query returns.
@@ -108,6 +109,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .merge(directory::routes())
         .merge(bundles::routes())
         .merge(intel::routes())
+        .merge(reports::routes())
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })

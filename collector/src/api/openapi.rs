@@ -347,6 +347,9 @@ impl Modify for Security {
         super::intel::incidents,
         super::intel::publish,
         super::intel::advisories,
+        super::reports::file,
+        super::reports::list,
+        super::reports::stats,
     ),
     components(schemas(
         ErrorBody, Observable, Task, Comment, AuditEntry, NotificationRecord

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod peers;
 pub mod profile;
+pub mod reports;
 pub mod search;
 pub mod triage;
 
@@ -375,6 +376,7 @@ CREATE TABLE bundle_rollout (
 ) WITHOUT ROWID;
 "#,
     peers::PEERS_SQL,
+    reports::REPORTS_SQL,
 ];
 
 /// The search index of event observables ([`search`]) and an index of each agent's health

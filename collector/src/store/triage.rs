@@ -287,6 +287,11 @@ pub struct TriageTx<'a> {
 }
 
 impl TriageTx<'_> {
+    /// The transaction, for writes of other store modules in it.
+    pub(super) fn connection(&self) -> &Transaction<'_> {
+        &self.tx
+    }
+
     /// Count an agent's match of a held indicator (see [`super::peers`]).
     pub fn sighted(
         &self,

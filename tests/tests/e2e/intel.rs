@@ -223,7 +223,12 @@ format = "misp"
     let held_before = held(&c).len();
     for (name, text, format, want) in [
         ("garbage.json", "{not json", "stix", "not JSON"),
-        ("notabundle.json", "{\"type\": \"indicator\"}", "stix", "not a STIX bundle"),
+        (
+            "notabundle.json",
+            "{\"type\": \"indicator\"}",
+            "stix",
+            "not a STIX bundle",
+        ),
         ("misp-garbage", "", "misp", "manifest.json"),
     ] {
         let path = tmp.path().join(name);
@@ -233,7 +238,10 @@ format = "misp"
         } else {
             std::fs::write(&path, text).unwrap();
         }
-        let (ok, out, err) = c.cli(&["indicators", "import"], &[path.to_str().unwrap(), "--format", format]);
+        let (ok, out, err) = c.cli(
+            &["indicators", "import"],
+            &[path.to_str().unwrap(), "--format", format],
+        );
         assert!(!ok && err.contains(want), "{name}: {out}{err}");
     }
     assert_eq!(held(&c).len(), held_before);

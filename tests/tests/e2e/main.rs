@@ -14,4 +14,5 @@ mod intel;
 mod peering;
 mod privileges;
 mod query;
+mod reports;
 mod sigma;

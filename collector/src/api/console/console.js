@@ -159,3 +159,31 @@ if (rotateLink) {
     location.reload();
   });
 }
+
+// Constituents' incident report: the form becomes one POST; the list below shows it.
+const report = document.getElementById("report");
+if (report) {
+  report.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const f = new FormData(report);
+    const lines = (k) => (f.get(k) || "").split("\n").map((l) => l.trim()).filter(Boolean);
+    const body = {
+      constituency: f.get("constituency"),
+      rsit_type: f.get("rsit_type"),
+      what: f.get("what"),
+      seen_at: f.get("seen_at"),
+      affected_assets: lines("affected_assets"),
+      evidence: lines("evidence"),
+      contact: { name: f.get("contact_name"), email: f.get("contact_email") || "", phone: f.get("contact_phone") || "" },
+      severity: f.get("severity"),
+      tlp: f.get("tlp"),
+    };
+    try {
+      const r = await api("POST", "/api/v1/reports", body);
+      show("Ticket #" + r.ticket_id + " opened (" + r.state + ").");
+      setTimeout(() => location.reload(), 800);
+    } catch (e) {
+      show(e.message);
+    }
+  });
+}
