@@ -498,6 +498,39 @@ impl Peering {
         })
     }
 
+    /// Offer this collector's RFC 2350 profile to every active peer that has not had its
+    /// latest version, as its label (default TLP:CLEAR: the RFC means it to be published)
+    /// and the link's policy allow.
+    fn share_profile(&self) -> Result<(), StoreError> {
+        let Some(rec) = self.store.profile()? else {
+            return Ok(());
+        };
+        let due = self.store.peers_without_profile(rec.updated_at_ns)?;
+        if due.is_empty() {
+            return Ok(());
+        }
+        let label = rec.profile.tlp_label.unwrap_or(Tlp::Clear);
+        let body = stix::team_profile(
+            &crate::store::peers::stable_id("identity", &[&self.collector_name]),
+            &rec.profile,
+            label,
+            rec.updated_at_ns,
+        );
+        let obj = Outgoing {
+            label,
+            kind: ObjectKind::TeamProfile,
+            constituency: None,
+            rsit_type: None,
+        };
+        let now = crate::now_ns();
+        for (peer, verdict) in recipients_among(&due, &self.settings, &obj) {
+            let send = verdict.is_ok().then_some((label, &body));
+            self.store
+                .offer_profile(&peer, send, rec.updated_at_ns, now)?;
+        }
+        Ok(())
+    }
+
     /// Queue summaries of changed tickets for every active peer their label (the ticket's)
     /// and the link's policy allow, constituents pseudonymised unless the link says otherwise.
     fn share_incidents(&self) -> Result<(), StoreError> {
@@ -835,7 +868,8 @@ impl Peering {
             let me = self.clone();
             let shared = on_store(&self.store, move |_| {
                 me.share_sightings()?;
-                me.share_incidents()
+                me.share_incidents()?;
+                me.share_profile()
             })
             .await;
             if let Err(e) = shared {
@@ -954,6 +988,7 @@ enum ReadObject<'a> {
             Vec<u8>,
         )>,
     ),
+    Profile(Box<lindi_shared::profile::TeamProfile>, Tlp, i64),
 }
 
 impl ReadObject<'_> {
@@ -964,6 +999,7 @@ impl ReadObject<'_> {
             ReadObject::Advisory(a) => Received::Advisory(a),
             ReadObject::Incident(f) => Received::Incident(f),
             ReadObject::Bundle(_) => Received::Nothing,
+            ReadObject::Profile(p, label, modified) => Received::Profile(p, *label, *modified),
         }
     }
 }
@@ -1018,6 +1054,15 @@ fn read_item<'a>(
             let mut f = stix::read_advisory(&item.body).map_err(|e| e.to_string())?;
             f.label = f.label.max(item.label);
             Ok(ReadObject::Advisory(f))
+        }
+        ObjectKind::TeamProfile => {
+            let (p, label, modified) =
+                stix::read_team_profile(&item.body).map_err(|e| e.to_string())?;
+            Ok(ReadObject::Profile(
+                Box::new(p),
+                label.max(item.label),
+                modified,
+            ))
         }
         ObjectKind::IncidentSummary => {
             let mut f = stix::read_incident(&item.body).map_err(|e| e.to_string())?;

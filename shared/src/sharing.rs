@@ -41,15 +41,18 @@ pub enum ObjectKind {
     IncidentSummary,
     Advisory,
     DetectorBundle,
+    /// The team's RFC 2350 profile.
+    TeamProfile,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 5] = [
+    pub const ALL: [ObjectKind; 6] = [
         ObjectKind::Indicator,
         ObjectKind::Sighting,
         ObjectKind::IncidentSummary,
         ObjectKind::Advisory,
         ObjectKind::DetectorBundle,
+        ObjectKind::TeamProfile,
     ];
 }
 
@@ -274,7 +277,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(cases, 5 * 3 * 5 * 4);
+        assert_eq!(cases, 5 * 3 * 6 * 4);
     }
 
     #[test]

@@ -720,6 +720,57 @@ pub fn read_incident(o: &Value) -> Result<IncidentFacts, StixError> {
     })
 }
 
+/// A team's RFC 2350 profile as a STIX 2.1 `identity` (an organisation) carrying the whole
+/// profile in `x_lindi_rfc2350`.
+pub fn team_profile(
+    id: &str,
+    p: &crate::profile::TeamProfile,
+    label: Tlp,
+    modified_ns: i64,
+) -> Value {
+    json!({
+        "type": "identity",
+        "spec_version": "2.1",
+        "id": id,
+        "created": timestamp(modified_ns),
+        "modified": timestamp(modified_ns),
+        "name": p.team_name,
+        "identity_class": "organization",
+        "contact_information": format!("{} {}", p.email, p.telephone).trim().to_string(),
+        "x_lindi_rfc2350": p,
+        "object_marking_refs": [label.stix_marking_id()],
+    })
+}
+
+/// Read a team profile back (checked as a profile is when saved).
+pub fn read_team_profile(o: &Value) -> Result<(crate::profile::TeamProfile, Tlp, i64), StixError> {
+    let not = |why: String| StixError::NotIndicator(format!("team profile: {why}"));
+    if o.get("type").and_then(Value::as_str) != Some("identity") {
+        return Err(not("type must be identity".into()));
+    }
+    let p: crate::profile::TeamProfile = o
+        .get("x_lindi_rfc2350")
+        .cloned()
+        .ok_or_else(|| not("no x_lindi_rfc2350".into()))
+        .and_then(|v| serde_json::from_value(v).map_err(|e| not(e.to_string())))?;
+    p.validate().map_err(not)?;
+    let label = o
+        .get("object_marking_refs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter_map(tlp_of_marking)
+        .max()
+        .unwrap_or(Tlp::Amber);
+    let modified = o
+        .get("modified")
+        .and_then(Value::as_str)
+        .and_then(parse_timestamp)
+        .ok_or_else(|| not("bad modified".into()))?;
+    Ok((p, label, modified))
+}
+
 /// `[path = 'value']` for one of [`KINDS`].
 fn parse_pattern(p: &str) -> Result<(&'static str, String), StixError> {
     let bad = || StixError::Pattern(p.chars().take(200).collect());

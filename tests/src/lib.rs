@@ -241,6 +241,13 @@ impl Collector {
                 }
                 r.call()
             }
+            "PUT" => {
+                let mut r = agent.put(&url);
+                if !token.is_empty() {
+                    r = r.header("Authorization", &auth);
+                }
+                r.send_json(body.cloned().unwrap_or_else(|| serde_json::json!({})))
+            }
             _ => {
                 let mut r = agent.post(&url);
                 if !token.is_empty() {

@@ -336,6 +336,7 @@ impl Modify for Security {
         super::profile::show,
         super::profile::update,
         super::profile::rotate,
+        super::profile::peer_profiles,
         super::directory::constituencies,
         super::directory::constituency,
         super::directory::policies,

@@ -5,6 +5,7 @@
 //!   (admin: a new link; the old one stops working)
 //! - `GET /profile/{link}` (HTML) and `GET /profile/{link}/text` (plain text): public
 //! - `GET /console/profile`: the profile, and for admins the form that edits it
+//! - `GET /api/v1/peers/profiles`: the profiles peer teams sent (their contacts and policies)
 
 #[allow(unused_imports)]
 use super::openapi::*;
@@ -33,6 +34,7 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .route("/profile/{link}", get(public_html))
         .route("/profile/{link}/text", get(public_text))
         .route("/console/profile", get(console))
+        .route("/api/v1/peers/profiles", get(peer_profiles))
 }
 
 fn none_yet() -> ApiError {
@@ -381,4 +383,38 @@ async fn console(State(s): State<Arc<ApiState>>, auth: Result<Auth, ApiError>) -
         let _ = write!(b, "<div class=\"profile\">{}</div>", document(&profile));
     }
     page("Team profile", &auth, "profile", &b).into_response()
+}
+
+/// A peer team's profile.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct PeerProfileView {
+    /// The peer's local name.
+    pub peer: String,
+    #[schema(example = "TLP:CLEAR")]
+    pub tlp: String,
+    pub updated_at_ns: i64,
+    pub profile: TeamProfile,
+}
+
+#[utoipa::path(get, path = "/api/v1/peers/profiles", tag = "profile", responses((status = 200, body = Vec<PeerProfileView>), CommonErrors))]
+pub(super) async fn peer_profiles(
+    State(s): State<Arc<ApiState>>,
+    auth: Auth,
+) -> Result<Json<Vec<PeerProfileView>>, ApiError> {
+    auth.require(Permission::ReadDirectory)?;
+    with_store(&s, &auth, |store, v| {
+        Ok(store
+            .peer_profiles()?
+            .into_iter()
+            .filter(|p| v.sees_tlp(p.label, false))
+            .map(|p| PeerProfileView {
+                peer: p.peer,
+                tlp: p.label.label().into(),
+                updated_at_ns: p.updated_at_ns,
+                profile: p.profile,
+            })
+            .collect())
+    })
+    .await
+    .map(Json)
 }

@@ -31,7 +31,14 @@ CREATE TABLE peers (
     sent_through INTEGER NOT NULL DEFAULT 0,
     received_through INTEGER NOT NULL DEFAULT 0,
     last_contact_ns INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT NOT NULL DEFAULT ''
+    last_error TEXT NOT NULL DEFAULT '',
+    profile_sent_ns INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE peer_profiles (
+    peer TEXT PRIMARY KEY,
+    label TEXT NOT NULL,
+    updated_at_ns INTEGER NOT NULL,
+    profile TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE peer_outbox (
     peer TEXT NOT NULL,
@@ -162,6 +169,9 @@ pub struct Peer {
     pub received_through: u64,
     pub last_contact_ns: i64,
     pub last_error: String,
+    /// When this collector's profile was last offered to it (its `updated_at_ns`).
+    #[serde(skip)]
+    pub profile_sent_ns: i64,
 }
 
 /// An object waiting in a peer's outbox.
@@ -215,10 +225,11 @@ fn peer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Peer> {
         received_through: r.get::<_, i64>(8)? as u64,
         last_contact_ns: r.get(9)?,
         last_error: r.get(10)?,
+        profile_sent_ns: r.get(11)?,
     })
 }
 
-const PEER_COLUMNS: &str = "name, role, state, ca_fingerprint, address, created_at_ns, (SELECT COUNT(*) FROM peer_outbox o WHERE o.peer = peers.name), sent_through, received_through, last_contact_ns, last_error";
+const PEER_COLUMNS: &str = "name, role, state, ca_fingerprint, address, created_at_ns, (SELECT COUNT(*) FROM peer_outbox o WHERE o.peer = peers.name), sent_through, received_through, last_contact_ns, last_error, profile_sent_ns";
 
 fn indicator_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Indicator> {
     Ok(Indicator {
@@ -587,6 +598,22 @@ impl SqliteStore {
                     params![f.id, peer, label.label(), f.rsit_type, now_ns, serde_json::to_string(&facts).unwrap_or_default()],
                 )?;
             }
+            Some(Received::Profile(p, label, modified)) => {
+                // The newest profile replaces the last; its label never goes down.
+                let held: Option<String> = tx
+                    .query_row(
+                        "SELECT label FROM peer_profiles WHERE peer = ?1",
+                        params![peer],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let label = label_on_receipt(held.as_deref().and_then(Tlp::parse), label);
+                tx.execute(
+                    "INSERT INTO peer_profiles (peer, label, updated_at_ns, profile) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (peer) DO UPDATE SET label = ?2, updated_at_ns = ?3, profile = ?4 WHERE ?3 >= peer_profiles.updated_at_ns",
+                    params![peer, label.label(), modified, serde_json::to_string(p).unwrap_or_default()],
+                )?;
+            }
             Some(Received::Nothing) | None => {}
         }
         tx.execute(
@@ -907,8 +934,19 @@ pub enum Received<'a> {
     Sighting(&'a Sighting),
     Advisory(&'a AdvisoryFacts),
     Incident(&'a IncidentFacts),
+    /// A peer's RFC 2350 profile, its label, and when it was last changed.
+    Profile(&'a lindi_shared::profile::TeamProfile, Tlp, i64),
     /// Stored elsewhere (a detection bundle): only the sequence number advances.
     Nothing,
+}
+
+/// A peer's RFC 2350 profile.
+#[derive(Clone, Debug)]
+pub struct PeerProfile {
+    pub peer: String,
+    pub label: Tlp,
+    pub updated_at_ns: i64,
+    pub profile: lindi_shared::profile::TeamProfile,
 }
 
 /// A ticket as its summary leaves this collector.
@@ -1052,6 +1090,66 @@ impl SqliteStore {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Active peers that have not been offered this collector's profile as of `updated_ns`.
+    pub fn peers_without_profile(&self, updated_ns: i64) -> Result<Vec<Peer>, StoreError> {
+        Ok(self
+            .peers()?
+            .into_iter()
+            .filter(|p| p.state == PeerState::Active && p.profile_sent_ns < updated_ns)
+            .collect())
+    }
+
+    /// Queue the profile (`body`, or nothing where the rules keep it here) for `peer` and
+    /// note that it was offered as of `updated_ns`.
+    pub fn offer_profile(
+        &self,
+        peer: &str,
+        send: Option<(Tlp, &serde_json::Value)>,
+        updated_ns: i64,
+        now_ns: i64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        if let Some((label, body)) = send {
+            queue(&tx, peer, "team_profile", label, body, now_ns)?;
+        }
+        tx.execute(
+            "UPDATE peers SET profile_sent_ns = ?2 WHERE name = ?1",
+            params![peer, updated_ns],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Peers' profiles: (peer, label, updated, profile).
+    pub fn peer_profiles(&self) -> Result<Vec<PeerProfile>, StoreError> {
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare(
+            "SELECT peer, label, updated_at_ns, profile FROM peer_profiles ORDER BY peer",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?;
+        let mut out = vec![];
+        for row in rows {
+            let (peer, label, updated_at_ns, profile) = row?;
+            if let Ok(profile) = serde_json::from_str(&profile) {
+                out.push(PeerProfile {
+                    peer,
+                    label: Tlp::parse(&label).unwrap_or(Tlp::Red),
+                    updated_at_ns,
+                    profile,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Incident summaries received from peers, newest first.

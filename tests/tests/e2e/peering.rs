@@ -854,6 +854,27 @@ fn a_bundle_relayed_by_a_sector_is_checked_by_its_agents() {
         agent_bundles(&sector, &agent)
     );
     assert_eq!(agent_bundles(&sector, &agent).0, ["national@1.0.0"]);
+
+    // Team profiles are exchanged: the hub's reaches the sector (also when written after
+    // the link was made), so the sector finds the hub's contacts.
+    let profile = serde_json::json!({
+        "team_name": "National CSIRT", "team_short_name": "NAT-CSIRT",
+        "last_update": "2026-12-05", "version": "1.0",
+        "email": "cert@national.example", "time_zone": "Europe/Oslo (UTC+1, UTC+2 in summer)",
+        "tlp_label": "TLP:CLEAR"
+    });
+    let (status, v) = hub.api_as(&hub.admin_token, "PUT", "/api/v1/profile", Some(&profile));
+    assert_eq!(status, 200, "{v}");
+    let mut got = Value::Null;
+    let arrived = wait_until(Duration::from_secs(20), || {
+        got = sector.api_get("/api/v1/peers/profiles");
+        got[0]["profile"]["email"] == "cert@national.example"
+    });
+    assert!(arrived, "the sector holds {got}");
+    assert_eq!(
+        (got[0]["peer"].clone(), got[0]["tlp"].clone()),
+        (serde_json::json!("hub"), serde_json::json!("TLP:CLEAR"))
+    );
     a.stop();
     hub.kill();
     sector.kill();
