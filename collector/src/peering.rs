@@ -784,11 +784,10 @@ impl Peering {
                         return Ok(None);
                     };
                     let link = settings.link(&peer.name);
-                    let mut through = peer.received_through;
-                    for item in &items {
-                        if item.seq <= through {
-                            continue;
-                        }
+                    // Read every new object first (relayed bundles go through the bundle
+                    // path, idempotent), then store them all in one transaction.
+                    let mut read_objects = Vec::with_capacity(items.len());
+                    for item in items.iter().filter(|i| i.seq > peer.received_through) {
                         let read = if link.accepts(peer.role, item.kind) {
                             read_item(item, &peer.name, &keys)
                         } else {
@@ -821,18 +820,17 @@ impl Peering {
                             // A version held already (a resend) is no news.
                             bundles_changed |= pushed.is_ok();
                         }
-                        let stored = store.receive_from_peer(
-                            &peer.name,
-                            item.seq,
-                            object.as_ref().map(ReadObject::received),
-                            now,
-                        )?;
-                        if stored != item.seq {
-                            break;
-                        }
-                        stats.objects_received.fetch_add(1, Ordering::Relaxed);
-                        through = stored;
+                        read_objects.push((item.seq, object));
                     }
+                    let batch: Vec<(u64, Option<Received<'_>>)> = read_objects
+                        .iter()
+                        .map(|(seq, o)| (*seq, o.as_ref().map(ReadObject::received)))
+                        .collect();
+                    let through = store.receive_from_peer(&peer.name, &batch, now)?;
+                    stats.objects_received.fetch_add(
+                        through.saturating_sub(peer.received_through),
+                        Ordering::Relaxed,
+                    );
                     if bundles_changed {
                         // Agents waiting for bundle changes wake up.
                         generation.send_modify(|g| *g += 1);

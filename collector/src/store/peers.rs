@@ -6,6 +6,10 @@
 //! number, is sent in order, and is deleted when the peer acknowledges it. What a peer sends
 //! us is stored only when its number follows the last one stored from that peer, in the same
 //! transaction that records the number: a resend is acknowledged and not stored twice.
+//!
+//! The command line writes these tables while the collector runs, so every write transaction
+//! here is IMMEDIATE: one that read first and then wrote could not wait for the other
+//! process's commit and would fail with "database is locked".
 
 use lindi_shared::sharing::{ObjectKind, PeerRole, label_on_receipt};
 use lindi_shared::stix::{AdvisoryFacts, IncidentFacts};
@@ -259,7 +263,7 @@ impl SqliteStore {
         now_ns: i64,
     ) -> Result<bool, StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let existing: Option<String> = tx
             .query_row(
                 "SELECT state FROM peers WHERE name = ?1",
@@ -299,7 +303,7 @@ impl SqliteStore {
         now_ns: i64,
     ) -> Result<Result<(String, PeerRole), JoinRefusal>, StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let invited: Option<(String, String)> = tx
             .query_row(
                 "SELECT name, role FROM peers WHERE state = 'invited' AND secret_sha256 = ?1 AND invite_expires_at_ns > ?2",
@@ -350,7 +354,7 @@ impl SqliteStore {
         now_ns: i64,
     ) -> Result<bool, StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let n = tx.execute(
             "INSERT OR IGNORE INTO peers (name, role, state, ca_fingerprint, address, created_at_ns, last_contact_ns) VALUES (?1, ?2, 'active', ?3, ?4, ?5, ?5)",
             params![name, role_str(role), ca_fingerprint, address, now_ns],
@@ -377,7 +381,7 @@ impl SqliteStore {
     /// Revoke a peer: it gets nothing more, and what waited for it is dropped.
     pub fn revoke_peer(&self, name: &str, actor: &str, now_ns: i64) -> Result<bool, StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let n = tx.execute(
             "UPDATE peers SET state = 'revoked', secret_sha256 = '' WHERE name = ?1 AND state != 'revoked'",
             params![name],
@@ -458,7 +462,7 @@ impl SqliteStore {
     /// `peer` acknowledged everything through `through`: drop it from the outbox.
     pub fn outbox_acked(&self, peer: &str, through: u64, now_ns: i64) -> Result<(), StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
             "DELETE FROM peer_outbox WHERE peer = ?1 AND seq <= ?2",
             params![peer, through as i64],
@@ -491,7 +495,7 @@ impl SqliteStore {
         actor: &str,
     ) -> Result<bool, StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let changed = store_and_queue(&tx, ind, stix, recipients)?;
         if changed {
             audit(
@@ -523,7 +527,7 @@ impl SqliteStore {
         now_ns: i64,
     ) -> Result<u64, StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut changed = 0;
         for item in items {
             if store_and_queue(&tx, &item.indicator, &item.stix, &item.recipients)? {
@@ -545,85 +549,104 @@ impl SqliteStore {
         Ok(changed)
     }
 
-    /// Store what `peer` sent as its object number `seq`, if it is the next one expected.
+    /// Store what `peer` sent, in one transaction: each object only if its number follows
+    /// the last one stored from that peer (a resend is passed over, a gap stops the batch).
     /// Returns the number stored through (what to acknowledge).
     pub fn receive_from_peer(
         &self,
         peer: &str,
-        seq: u64,
-        object: Option<Received<'_>>,
+        objects: &[(u64, Option<Received<'_>>)],
         now_ns: i64,
     ) -> Result<u64, StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction()?;
-        let through: i64 = tx.query_row(
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut through: u64 = tx.query_row(
             "SELECT received_through FROM peers WHERE name = ?1",
             params![peer],
-            |r| r.get(0),
-        )?;
-        if seq as i64 != through + 1 {
-            return Ok(through as u64);
-        }
-        match object {
-            Some(Received::Indicator(ind, stix)) => {
-                insert_indicator(&tx, ind, stix)?;
+            |r| r.get::<_, i64>(0),
+        )? as u64;
+        for (seq, object) in objects {
+            if *seq <= through {
+                continue;
             }
-            Some(Received::Sighting(s)) => {
-                // Counts are the sender's totals: the newest report replaces the last.
-                tx.execute(
+            if *seq != through + 1 {
+                break;
+            }
+            store_received(&tx, peer, object.as_ref(), now_ns)?;
+            through = *seq;
+        }
+        tx.execute(
+            "UPDATE peers SET received_through = ?2, last_contact_ns = ?3 WHERE name = ?1",
+            params![peer, through as i64, now_ns],
+        )?;
+        tx.commit()?;
+        Ok(through)
+    }
+}
+
+/// Store one object a peer sent.
+fn store_received(
+    tx: &rusqlite::Transaction<'_>,
+    peer: &str,
+    object: Option<&Received<'_>>,
+    now_ns: i64,
+) -> Result<(), StoreError> {
+    match object {
+        Some(Received::Indicator(ind, stix)) => {
+            insert_indicator(tx, ind, stix)?;
+        }
+        Some(Received::Sighting(s)) => {
+            // Counts are the sender's totals: the newest report replaces the last.
+            tx.execute(
                     "INSERT INTO sightings (id, indicator_id, sector, constituent, count, first_seen_ns, last_seen_ns, updated_at_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT (id) DO UPDATE SET count = ?5, first_seen_ns = ?6, last_seen_ns = ?7, updated_at_ns = ?8",
                     params![s.id, s.indicator_id, peer, s.constituent, s.count as i64, s.first_seen_ns, s.last_seen_ns, now_ns],
                 )?;
-            }
-            Some(Received::Advisory(a)) => {
-                upsert_advisory(&tx, a, &[], peer)?;
-            }
-            Some(Received::Incident(f)) => {
-                let held: Option<String> = tx
-                    .query_row(
-                        "SELECT label FROM incident_summaries WHERE id = ?1",
-                        params![f.id],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                let label = label_on_receipt(held.as_deref().and_then(Tlp::parse), f.label);
-                let facts = IncidentFacts {
-                    label,
-                    ..(*f).clone()
-                };
-                tx.execute(
+        }
+        Some(Received::Advisory(a)) => {
+            upsert_advisory(tx, a, &[], peer)?;
+        }
+        Some(Received::Incident(f)) => {
+            let held: Option<String> = tx
+                .query_row(
+                    "SELECT label FROM incident_summaries WHERE id = ?1",
+                    params![f.id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let label = label_on_receipt(held.as_deref().and_then(Tlp::parse), f.label);
+            let facts = IncidentFacts {
+                label,
+                ..(**f).clone()
+            };
+            tx.execute(
                     "INSERT INTO incident_summaries (id, sector, label, rsit_type, updated_at_ns, facts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                      ON CONFLICT (id) DO UPDATE SET label = ?3, rsit_type = ?4, updated_at_ns = ?5, facts = ?6",
                     params![f.id, peer, label.label(), f.rsit_type, now_ns, serde_json::to_string(&facts).unwrap_or_default()],
                 )?;
-            }
-            Some(Received::Profile(p, label, modified)) => {
-                // The newest profile replaces the last; its label never goes down.
-                let held: Option<String> = tx
-                    .query_row(
-                        "SELECT label FROM peer_profiles WHERE peer = ?1",
-                        params![peer],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                let label = label_on_receipt(held.as_deref().and_then(Tlp::parse), label);
-                tx.execute(
+        }
+        Some(Received::Profile(p, label, modified)) => {
+            // The newest profile replaces the last; its label never goes down.
+            let held: Option<String> = tx
+                .query_row(
+                    "SELECT label FROM peer_profiles WHERE peer = ?1",
+                    params![peer],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let label = label_on_receipt(held.as_deref().and_then(Tlp::parse), *label);
+            tx.execute(
                     "INSERT INTO peer_profiles (peer, label, updated_at_ns, profile) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (peer) DO UPDATE SET label = ?2, updated_at_ns = ?3, profile = ?4 WHERE ?3 >= peer_profiles.updated_at_ns",
                     params![peer, label.label(), modified, serde_json::to_string(p).unwrap_or_default()],
                 )?;
-            }
-            Some(Received::Nothing) | None => {}
         }
-        tx.execute(
-            "UPDATE peers SET received_through = ?2, last_contact_ns = ?3 WHERE name = ?1",
-            params![peer, seq as i64, now_ns],
-        )?;
-        tx.commit()?;
-        Ok(seq)
+        Some(Received::Nothing) | None => {}
     }
+    Ok(())
+}
 
+impl SqliteStore {
     /// The STIX objects of held indicators labelled `max` or less restricted, oldest first.
     pub fn indicator_stix(&self, max: Tlp) -> Result<Vec<serde_json::Value>, StoreError> {
         let conn = self.reader()?;
@@ -779,7 +802,7 @@ impl SqliteStore {
         now_ns: i64,
     ) -> Result<(), StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         for (id, peer, label, body) in queued {
             if let Some(peer) = peer {
                 queue(&tx, peer, "sighting", *label, body, now_ns)?;
@@ -1078,7 +1101,7 @@ impl SqliteStore {
         now_ns: i64,
     ) -> Result<(), StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         for (t, to) in queued {
             for (peer, body) in to {
                 queue(&tx, peer, "incident_summary", t.tlp, body, now_ns)?;
@@ -1111,7 +1134,7 @@ impl SqliteStore {
         now_ns: i64,
     ) -> Result<(), StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         if let Some((label, body)) = send {
             queue(&tx, peer, "team_profile", label, body, now_ns)?;
         }
@@ -1181,7 +1204,7 @@ impl SqliteStore {
         actor: &str,
     ) -> Result<(), StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         upsert_advisory(&tx, a, constituencies, "local")?;
         for peer in recipients {
             queue(&tx, peer, "advisory", a.label, stix, a.modified_ns)?;
@@ -1419,26 +1442,26 @@ mod tests {
         let body = json!({});
         let amber = indicator("x", Tlp::Amber);
         assert_eq!(
-            s.receive_from_peer("hub", 2, Some(Received::Indicator(&amber, &body)), NOW)
+            s.receive_from_peer("hub", &[(2, Some(Received::Indicator(&amber, &body)))], NOW)
                 .unwrap(),
             0,
             "a gap"
         );
         assert!(s.indicators(10).unwrap().is_empty());
         assert_eq!(
-            s.receive_from_peer("hub", 1, Some(Received::Indicator(&amber, &body)), NOW)
+            s.receive_from_peer("hub", &[(1, Some(Received::Indicator(&amber, &body)))], NOW)
                 .unwrap(),
             1
         );
         assert_eq!(
-            s.receive_from_peer("hub", 1, Some(Received::Indicator(&amber, &body)), NOW)
+            s.receive_from_peer("hub", &[(1, Some(Received::Indicator(&amber, &body)))], NOW)
                 .unwrap(),
             1,
             "a resend"
         );
         let green = indicator("x", Tlp::Green);
         assert_eq!(
-            s.receive_from_peer("hub", 2, Some(Received::Indicator(&green, &body)), NOW)
+            s.receive_from_peer("hub", &[(2, Some(Received::Indicator(&green, &body)))], NOW)
                 .unwrap(),
             2
         );
@@ -1446,7 +1469,7 @@ mod tests {
         assert_eq!(held.len(), 1);
         assert_eq!(held[0].label, Tlp::Amber, "a receiver never downgrades");
         // A skipped object still takes its number.
-        assert_eq!(s.receive_from_peer("hub", 3, None, NOW).unwrap(), 3);
+        assert_eq!(s.receive_from_peer("hub", &[(3, None)], NOW).unwrap(), 3);
         assert_eq!(s.indicators(10).unwrap().len(), 1);
     }
 }
