@@ -220,6 +220,30 @@ pub fn new_id(object_type: &str) -> Option<String> {
     ))
 }
 
+/// The strictest TLP marking of an object; TLP:AMBER when it has none (shared with care,
+/// not further, rather than taken as free to share).
+fn marking_label(o: &Value) -> Tlp {
+    o.get("object_marking_refs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter_map(tlp_of_marking)
+        .max()
+        .unwrap_or(Tlp::Amber)
+}
+
+/// Check an object's type (and that it is STIX 2.1); the error names what was expected.
+fn expect_type(o: &Value, want: &str) -> Result<(), StixError> {
+    let s = |k: &str| o.get(k).and_then(Value::as_str);
+    if s("type") != Some(want) || s("spec_version") != Some("2.1") {
+        return Err(StixError::NotIndicator(format!(
+            "{want}: type must be {want}, spec_version 2.1"
+        )));
+    }
+    Ok(())
+}
+
 /// The TLP 2.0 property extension's id (OASIS CTI TC).
 pub const TLP2_EXTENSION: &str = "extension-definition--60a3c5c5-0d10-413e-aab3-9e08dde9e88d";
 
@@ -409,9 +433,7 @@ pub fn indicator(f: &IndicatorFacts) -> Result<Value, StixError> {
 pub fn read_indicator(o: &Value) -> Result<IndicatorFacts, StixError> {
     let s = |k: &str| o.get(k).and_then(Value::as_str);
     let not = |why: &str| StixError::NotIndicator(why.to_string());
-    if s("type") != Some("indicator") || s("spec_version") != Some("2.1") {
-        return Err(not("type must be indicator, spec_version 2.1"));
-    }
+    expect_type(o, "indicator")?;
     let id = s("id")
         .filter(|i| i.starts_with("indicator--") && i.len() == 47 && i.is_ascii())
         .ok_or_else(|| not("bad id"))?;
@@ -431,15 +453,7 @@ pub fn read_indicator(o: &Value) -> Result<IndicatorFacts, StixError> {
         None => None,
         Some(t) => Some(parse_timestamp(t).ok_or_else(|| not("bad valid_until"))?),
     };
-    let label = o
-        .get("object_marking_refs")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .filter_map(tlp_of_marking)
-        .max()
-        .unwrap_or(Tlp::Amber);
+    let label = marking_label(o);
     Ok(IndicatorFacts {
         id: id.to_string(),
         kind: kind.to_string(),
@@ -498,9 +512,7 @@ pub fn sighting(f: &SightingFacts) -> Value {
 pub fn read_sighting(o: &Value) -> Result<SightingFacts, StixError> {
     let s = |k: &str| o.get(k).and_then(Value::as_str);
     let not = |why: &str| StixError::NotIndicator(format!("sighting: {why}"));
-    if s("type") != Some("sighting") || s("spec_version") != Some("2.1") {
-        return Err(not("type must be sighting, spec_version 2.1"));
-    }
+    expect_type(o, "sighting")?;
     let stix_id = |v: Option<&str>, prefix: &str| {
         v.filter(|i| i.starts_with(prefix) && i.len() == prefix.len() + 36 && i.is_ascii())
             .map(str::to_string)
@@ -520,15 +532,7 @@ pub fn read_sighting(o: &Value) -> Result<SightingFacts, StixError> {
             .unwrap_or(first_seen_ns),
         sector: text("x_lindi_sector"),
         constituent: text("x_lindi_constituent"),
-        label: o
-            .get("object_marking_refs")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .filter_map(tlp_of_marking)
-            .max()
-            .unwrap_or(Tlp::Amber),
+        label: marking_label(o),
         modified_ns: s("modified")
             .and_then(parse_timestamp)
             .unwrap_or(first_seen_ns),
@@ -585,9 +589,7 @@ pub fn advisory(f: &AdvisoryFacts) -> Value {
 pub fn read_advisory(o: &Value) -> Result<AdvisoryFacts, StixError> {
     let s = |k: &str| o.get(k).and_then(Value::as_str);
     let not = |why: &str| StixError::NotIndicator(format!("advisory: {why}"));
-    if s("type") != Some("report") || s("spec_version") != Some("2.1") {
-        return Err(not("type must be report, spec_version 2.1"));
-    }
+    expect_type(o, "report")?;
     let id = s("id")
         .filter(|i| i.starts_with("report--") && i.len() == 44 && i.is_ascii())
         .ok_or_else(|| not("bad id"))?;
@@ -622,15 +624,7 @@ pub fn read_advisory(o: &Value) -> Result<AdvisoryFacts, StixError> {
         affected_products: list("x_lindi_affected_products", ""),
         indicators: list("object_refs", "indicator--"),
         recommended_actions: text("x_lindi_recommended_actions"),
-        label: o
-            .get("object_marking_refs")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .filter_map(tlp_of_marking)
-            .max()
-            .unwrap_or(Tlp::Amber),
+        label: marking_label(o),
         publisher: text("x_lindi_publisher"),
         published_ns,
         modified_ns: s("modified")
@@ -684,9 +678,7 @@ pub fn incident(f: &IncidentFacts) -> Value {
 pub fn read_incident(o: &Value) -> Result<IncidentFacts, StixError> {
     let s = |k: &str| o.get(k).and_then(Value::as_str);
     let not = |why: &str| StixError::NotIndicator(format!("incident: {why}"));
-    if s("type") != Some("incident") || s("spec_version") != Some("2.1") {
-        return Err(not("type must be incident, spec_version 2.1"));
-    }
+    expect_type(o, "incident")?;
     let id = s("id")
         .filter(|i| i.starts_with("incident--") && i.len() == 46 && i.is_ascii())
         .ok_or_else(|| not("bad id"))?;
@@ -705,15 +697,7 @@ pub fn read_incident(o: &Value) -> Result<IncidentFacts, StixError> {
             .unwrap_or(false),
         sector: text("x_lindi_sector"),
         constituent: text("x_lindi_constituent"),
-        label: o
-            .get("object_marking_refs")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .filter_map(tlp_of_marking)
-            .max()
-            .unwrap_or(Tlp::Amber),
+        label: marking_label(o),
         opened_ns,
         resolved_ns: s("x_lindi_resolved").and_then(parse_timestamp),
         modified_ns: s("modified").and_then(parse_timestamp).unwrap_or(opened_ns),
@@ -745,24 +729,14 @@ pub fn team_profile(
 /// Read a team profile back (checked as a profile is when saved).
 pub fn read_team_profile(o: &Value) -> Result<(crate::profile::TeamProfile, Tlp, i64), StixError> {
     let not = |why: String| StixError::NotIndicator(format!("team profile: {why}"));
-    if o.get("type").and_then(Value::as_str) != Some("identity") {
-        return Err(not("type must be identity".into()));
-    }
+    expect_type(o, "identity")?;
     let p: crate::profile::TeamProfile = o
         .get("x_lindi_rfc2350")
         .cloned()
         .ok_or_else(|| not("no x_lindi_rfc2350".into()))
         .and_then(|v| serde_json::from_value(v).map_err(|e| not(e.to_string())))?;
     p.validate().map_err(not)?;
-    let label = o
-        .get("object_marking_refs")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .filter_map(tlp_of_marking)
-        .max()
-        .unwrap_or(Tlp::Amber);
+    let label = marking_label(o);
     let modified = o
         .get("modified")
         .and_then(Value::as_str)

@@ -191,15 +191,21 @@ fn by_type(rows: &[Awareness]) -> Vec<AwarenessByType> {
     m.into_values().collect()
 }
 
-async fn picture(s: &ApiState, auth: &Auth, n: u32) -> Result<Vec<Awareness>, ApiError> {
-    auth.require(Permission::ReadAlerts)?;
+/// What only accounts that see every constituency (the team itself) may read.
+fn national(auth: &Auth, p: Permission, what: &str) -> Result<(), ApiError> {
+    auth.require(p)?;
     if auth.0.viewer().constituencies.is_some() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            "the national picture is for accounts that see every constituency",
+            format!("{what} is for accounts that see every constituency"),
         ));
     }
+    Ok(())
+}
+
+async fn picture(s: &ApiState, auth: &Auth, n: u32) -> Result<Vec<Awareness>, ApiError> {
+    national(auth, Permission::ReadAlerts, "the national picture")?;
     let name = s.name.clone();
     with_store(s, auth, move |store, v| {
         Ok(store
@@ -621,14 +627,11 @@ pub(super) async fn incidents(
     q: Result<Query<Limit>, QueryRejection>,
 ) -> Result<Json<Vec<IncidentView>>, ApiError> {
     let n = limit(&query(q)?)?;
-    auth.require(Permission::ReadTickets)?;
-    if auth.0.viewer().constituencies.is_some() {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "peers' incident summaries are for accounts that see every constituency",
-        ));
-    }
+    national(
+        &auth,
+        Permission::ReadTickets,
+        "reading peers' incident summaries",
+    )?;
     with_store(&s, &auth, move |store, v| {
         Ok(store
             .incident_summaries(n)?

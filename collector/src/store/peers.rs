@@ -1034,21 +1034,16 @@ fn upsert_advisory(
     constituencies: &[String],
     source: &str,
 ) -> Result<bool, StoreError> {
-    let held: Option<(String, i64)> = tx
-        .query_row(
-            "SELECT label, updated_at_ns FROM advisories WHERE id = ?1",
-            params![a.id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    let held_label = held.as_ref().and_then(|(l, _)| Tlp::parse(l));
-    let label = label_on_receipt(held_label, a.label);
-    if let Some((_, updated)) = held
-        && updated >= a.modified_ns
-        && held_label == Some(label)
-    {
+    let Some(label) = changed_label(
+        tx,
+        "SELECT label, updated_at_ns FROM advisories WHERE id = ?1",
+        &a.id,
+        a.label,
+        a.modified_ns,
+    )?
+    else {
         return Ok(false);
-    }
+    };
     tx.execute(
         "INSERT INTO advisories (id, label, constituencies, source, published_at_ns, updated_at_ns, facts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT (id) DO UPDATE SET label = ?2, updated_at_ns = ?6, facts = ?7",
@@ -1277,6 +1272,27 @@ fn store_and_queue(
     Ok(true)
 }
 
+/// The label to keep for an object arriving with `label` at version `updated_ns`, given
+/// what `held_sql` (label and version by id) finds: never below the held label; `None` when
+/// the held copy is as new and its label stays (nothing to write).
+fn changed_label(
+    tx: &rusqlite::Transaction<'_>,
+    held_sql: &str,
+    id: &str,
+    label: Tlp,
+    updated_ns: i64,
+) -> Result<Option<Tlp>, StoreError> {
+    let held: Option<(String, i64)> = tx
+        .query_row(held_sql, params![id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let held_label = held.as_ref().and_then(|(l, _)| Tlp::parse(l));
+    let kept = label_on_receipt(held_label, label);
+    Ok(match held {
+        Some((_, updated)) if updated >= updated_ns && held_label == Some(kept) => None,
+        _ => Some(kept),
+    })
+}
+
 /// Insert an indicator, or update the one with its STIX id when this version is newer or
 /// its label stricter; the label kept is never below the one held. Returns the label kept,
 /// or `None` when nothing changed.
@@ -1285,21 +1301,16 @@ fn insert_indicator(
     ind: &Indicator,
     stix: &serde_json::Value,
 ) -> Result<Option<Tlp>, StoreError> {
-    let held: Option<(String, i64)> = tx
-        .query_row(
-            "SELECT label, updated_at_ns FROM indicators WHERE id = ?1",
-            params![ind.id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    let held_label = held.as_ref().and_then(|(l, _)| Tlp::parse(l));
-    let label = label_on_receipt(held_label, ind.label);
-    if let Some((_, updated)) = held
-        && updated >= ind.updated_at_ns
-        && held_label == Some(label)
-    {
+    let Some(label) = changed_label(
+        tx,
+        "SELECT label, updated_at_ns FROM indicators WHERE id = ?1",
+        &ind.id,
+        ind.label,
+        ind.updated_at_ns,
+    )?
+    else {
         return Ok(None);
-    }
+    };
     tx.execute(
         "INSERT INTO indicators (id, kind, value, label, constituency, rsit_type, source, confidence, valid_until_ns, created_at_ns, updated_at_ns, stix) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT (id) DO UPDATE SET label = excluded.label, confidence = excluded.confidence, valid_until_ns = excluded.valid_until_ns, updated_at_ns = excluded.updated_at_ns, stix = excluded.stix",
