@@ -166,6 +166,23 @@ try {
   await page.goto(url + "/console/profile");
   await page.waitForSelector("div.profile h1:has-text('Example National CSIRT')");
   if ((await page.locator("form#profile").count()) !== 0) throw new Error("a responder got the edit form");
+
+  step("an incident report through the form: refused without evidence, then a ticket");
+  await page.click("header nav a:has-text('Report')");
+  await page.waitForURL("**/console/report");
+  if ((await page.locator("header nav a:has-text('Intel')").count()) !== 0) throw new Error("a bank-a responder is offered the national picture");
+  await page.selectOption("form#report select[name=rsit_type]", "fraud/phishing");
+  await page.fill("form#report textarea[name=what]", "Customers got mails linking to a fake login page");
+  await page.fill("form#report input[name=seen_at]", "2026-12-05T03:00:00Z");
+  await page.fill("form#report input[name=contact_name]", "Ana");
+  await page.fill("form#report input[name=contact_email]", "soc@bank-a.example");
+  await page.click("form#report button[type=submit]");
+  await page.waitForSelector("#msg:has-text('evidence:')");
+  await page.fill("form#report textarea[name=evidence]", "https://login-bank.example/");
+  await page.click("form#report button[type=submit]");
+  await page.waitForSelector("#msg:has-text('Ticket #')");
+  await page.waitForSelector("table.queue td:has-text('fraud/phishing')");
+  await page.screenshot({ path: shots + "/console-report.png", fullPage: true });
   await page.click("#logout");
   await page.waitForURL("**/console/login");
   console.log("console e2e: ok");

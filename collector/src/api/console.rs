@@ -109,6 +109,13 @@ pub(super) fn page(title: &str, auth: &Auth, nav: &str, body: &str) -> Html<Stri
             "Detectors",
             Permission::ReadDetectors,
         ),
+        (
+            "report",
+            "/console/report",
+            "Report",
+            Permission::ReportIncidents,
+        ),
+        // The national picture is for accounts that see every constituency.
         ("intel", "/console/intel", "Intel", Permission::ReadAlerts),
         (
             "effectiveness",
@@ -124,7 +131,9 @@ pub(super) fn page(title: &str, auth: &Auth, nav: &str, body: &str) -> Html<Stri
         ),
     ]
     .iter()
-    .filter(|(.., need)| auth.require(*need).is_ok())
+    .filter(|(k, _, _, need)| {
+        auth.require(*need).is_ok() && (*k != "intel" || p.viewer().constituencies.is_none())
+    })
     .map(|(k, href, label, _)| {
         let cls = if *k == nav { " class=\"on\"" } else { "" };
         format!("<a href=\"{href}\"{cls}>{label}</a>")
