@@ -99,7 +99,7 @@ impl SqliteStore {
         now_ns: i64,
     ) -> Result<Result<(), AccountRefusal>, StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction()?;
+        let tx = super::write_tx(&mut conn)?;
         let n = tx.execute(
             "INSERT OR IGNORE INTO users (name, password_hash, role, constituencies, created_at_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
@@ -149,7 +149,7 @@ impl SqliteStore {
 
     pub fn disable_user(&self, name: &str, actor: &str, now_ns: i64) -> Result<bool, StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction()?;
+        let tx = super::write_tx(&mut conn)?;
         let n = tx.execute(
             "UPDATE users SET disabled_at_ns = ?2 WHERE name = ?1 AND disabled_at_ns IS NULL",
             params![name, now_ns],
@@ -208,7 +208,7 @@ impl SqliteStore {
         let id = random("token id")?[..16].to_string();
         let secret = random("token secret")?;
         let mut conn = self.writer();
-        let tx = conn.transaction()?;
+        let tx = super::write_tx(&mut conn)?;
         let exists: Option<i64> = tx
             .query_row("SELECT 1 FROM users WHERE name = ?1", [user], |r| r.get(0))
             .optional()?;
@@ -272,7 +272,7 @@ impl SqliteStore {
         now_ns: i64,
     ) -> Result<bool, StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction()?;
+        let tx = super::write_tx(&mut conn)?;
         let n = tx.execute(
             "UPDATE api_tokens SET revoked_at_ns = ?2 WHERE id = ?1 AND revoked_at_ns IS NULL AND (?3 IS NULL OR user_name = ?3)",
             params![id, now_ns, owner],
@@ -343,7 +343,7 @@ impl SqliteStore {
         let secret = random("session secret")?;
         let csrf = random("csrf token")?;
         let mut conn = self.writer();
-        let tx = conn.transaction()?;
+        let tx = super::write_tx(&mut conn)?;
         tx.execute("DELETE FROM sessions WHERE expires_at_ns <= ?1", [now_ns])?;
         tx.execute(
             "INSERT INTO sessions (id, user_name, secret_sha256, csrf, created_at_ns, expires_at_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -399,7 +399,7 @@ impl SqliteStore {
             return Ok(());
         };
         let mut conn = self.writer();
-        let tx = conn.transaction()?;
+        let tx = super::write_tx(&mut conn)?;
         let user: Option<String> = tx
             .query_row("SELECT user_name FROM sessions WHERE id = ?1", [id], |r| {
                 r.get(0)

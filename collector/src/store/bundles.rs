@@ -215,7 +215,7 @@ impl SqliteStore {
         }
         let digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, b.signed));
         let mut conn = self.writer();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = super::write_tx(&mut conn)?;
         let n = tx.execute(
             "INSERT OR IGNORE INTO bundles (name, version, signed, key_id, digest, pushed_by, pushed_at_ns, diff, description, targets) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
@@ -286,7 +286,7 @@ impl SqliteStore {
         }
         let before = self.rollouts()?;
         let mut conn = self.writer();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = super::write_tx(&mut conn)?;
         match group {
             Some(g) => set_rollout(&tx, name, g, version, actor, now_ns)?,
             None => {

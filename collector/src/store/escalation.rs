@@ -288,7 +288,7 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let mut conn = self.writer();
         let t = EscalationTx {
-            tx: conn.transaction()?,
+            tx: super::write_tx(&mut conn)?,
         };
         let out = f(&t)?;
         t.tx.commit()?;
@@ -423,7 +423,7 @@ impl SqliteStore {
         next_attempt_ns: Option<i64>,
     ) -> Result<(), StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction()?;
+        let tx = super::write_tx(&mut conn)?;
         match outcome {
             Ok(()) => tx.execute(
                 "UPDATE notifications SET state = 'delivered', attempts = attempts + 1, delivered_at_ns = ?2, last_error = NULL WHERE id = ?1",

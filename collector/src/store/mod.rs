@@ -609,6 +609,14 @@ impl SqliteStore {
     }
 }
 
+/// Begin a write transaction that takes the write lock at once (IMMEDIATE). The command line
+/// writes the store while the collector runs; a deferred transaction that read first and
+/// then wrote could not wait for the other process's commit and would fail with "database
+/// is locked", where this one waits (the busy timeout) like any other writer.
+pub(crate) fn write_tx(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+}
+
 /// The pragmas of the writer connection (the store benchmark uses the same).
 pub fn configure_writer(
     conn: &Connection,
@@ -647,7 +655,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        let tx = conn.transaction()?;
+        let tx = write_tx(conn)?;
         tx.execute_batch(sql)?;
         if i + 1 == EVENT_TERMS_MIGRATION {
             let n = search::backfill(&tx)?;
@@ -823,7 +831,7 @@ impl Store for SqliteStore {
         events: &[Event],
     ) -> Result<BatchOutcome, StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction()?;
+        let tx = write_tx(&mut conn)?;
         let inserted = tx.execute(
             "INSERT OR IGNORE INTO batches (agent_id, sequence, received_at_s, event_count, compressed_bytes, uncompressed_bytes, first_ts_ns, last_ts_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
@@ -950,7 +958,7 @@ impl Store for SqliteStore {
         sign: &mut dyn FnMut(&TokenRecord) -> Result<AgentRecord, String>,
     ) -> Result<Result<AgentRecord, Redeem>, StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = write_tx(&mut conn)?;
         let token = tx
             .query_row(
                 "SELECT token_id, secret_sha256, constituency, agent_group, created_at_s, expires_at_s, used_at_s FROM enrollment_tokens WHERE token_id = ?1",

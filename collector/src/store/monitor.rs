@@ -197,7 +197,7 @@ impl SqliteStore {
     /// Write check states and store their alarms (constituency, event) in one transaction.
     pub fn apply_checks(&self, updates: &[CheckUpdate]) -> Result<(), StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction()?;
+        let tx = super::write_tx(&mut conn)?;
         {
             let mut st = tx.prepare_cached(
                 "INSERT INTO monitor_state (agent_id, check_name, raised, value, since_ns) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (agent_id, check_name) DO UPDATE SET raised = ?3, value = ?4, since_ns = ?5",

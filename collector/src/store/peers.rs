@@ -263,7 +263,7 @@ impl SqliteStore {
         now_ns: i64,
     ) -> Result<bool, StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = super::write_tx(&mut conn)?;
         let existing: Option<String> = tx
             .query_row(
                 "SELECT state FROM peers WHERE name = ?1",
@@ -303,7 +303,7 @@ impl SqliteStore {
         now_ns: i64,
     ) -> Result<Result<(String, PeerRole), JoinRefusal>, StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = super::write_tx(&mut conn)?;
         let invited: Option<(String, String)> = tx
             .query_row(
                 "SELECT name, role FROM peers WHERE state = 'invited' AND secret_sha256 = ?1 AND invite_expires_at_ns > ?2",
@@ -354,7 +354,7 @@ impl SqliteStore {
         now_ns: i64,
     ) -> Result<bool, StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = super::write_tx(&mut conn)?;
         let n = tx.execute(
             "INSERT OR IGNORE INTO peers (name, role, state, ca_fingerprint, address, created_at_ns, last_contact_ns) VALUES (?1, ?2, 'active', ?3, ?4, ?5, ?5)",
             params![name, role_str(role), ca_fingerprint, address, now_ns],
@@ -381,7 +381,7 @@ impl SqliteStore {
     /// Revoke a peer: it gets nothing more, and what waited for it is dropped.
     pub fn revoke_peer(&self, name: &str, actor: &str, now_ns: i64) -> Result<bool, StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = super::write_tx(&mut conn)?;
         let n = tx.execute(
             "UPDATE peers SET state = 'revoked', secret_sha256 = '' WHERE name = ?1 AND state != 'revoked'",
             params![name],
@@ -462,7 +462,7 @@ impl SqliteStore {
     /// `peer` acknowledged everything through `through`: drop it from the outbox.
     pub fn outbox_acked(&self, peer: &str, through: u64, now_ns: i64) -> Result<(), StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = super::write_tx(&mut conn)?;
         tx.execute(
             "DELETE FROM peer_outbox WHERE peer = ?1 AND seq <= ?2",
             params![peer, through as i64],
@@ -495,7 +495,7 @@ impl SqliteStore {
         actor: &str,
     ) -> Result<bool, StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = super::write_tx(&mut conn)?;
         let changed = store_and_queue(&tx, ind, stix, recipients)?;
         if changed {
             audit(
@@ -527,7 +527,7 @@ impl SqliteStore {
         now_ns: i64,
     ) -> Result<u64, StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = super::write_tx(&mut conn)?;
         let mut changed = 0;
         for item in items {
             if store_and_queue(&tx, &item.indicator, &item.stix, &item.recipients)? {
@@ -559,7 +559,7 @@ impl SqliteStore {
         now_ns: i64,
     ) -> Result<u64, StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = super::write_tx(&mut conn)?;
         let mut through: u64 = tx.query_row(
             "SELECT received_through FROM peers WHERE name = ?1",
             params![peer],
@@ -802,7 +802,7 @@ impl SqliteStore {
         now_ns: i64,
     ) -> Result<(), StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = super::write_tx(&mut conn)?;
         for (id, peer, label, body) in queued {
             if let Some(peer) = peer {
                 queue(&tx, peer, "sighting", *label, body, now_ns)?;
@@ -1096,7 +1096,7 @@ impl SqliteStore {
         now_ns: i64,
     ) -> Result<(), StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = super::write_tx(&mut conn)?;
         for (t, to) in queued {
             for (peer, body) in to {
                 queue(&tx, peer, "incident_summary", t.tlp, body, now_ns)?;
@@ -1129,7 +1129,7 @@ impl SqliteStore {
         now_ns: i64,
     ) -> Result<(), StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = super::write_tx(&mut conn)?;
         if let Some((label, body)) = send {
             queue(&tx, peer, "team_profile", label, body, now_ns)?;
         }
@@ -1199,7 +1199,7 @@ impl SqliteStore {
         actor: &str,
     ) -> Result<(), StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = super::write_tx(&mut conn)?;
         upsert_advisory(&tx, a, constituencies, "local")?;
         for peer in recipients {
             queue(&tx, peer, "advisory", a.label, stix, a.modified_ns)?;

@@ -73,7 +73,7 @@ impl SqliteStore {
         };
         let body = serde_json::to_string(profile).unwrap_or_default();
         let mut conn = self.writer();
-        let tx = conn.transaction()?;
+        let tx = super::write_tx(&mut conn)?;
         tx.execute(
             "INSERT INTO team_profile (id, body, link, updated_at_ns, updated_by) VALUES (1, ?1, ?2, ?3, ?4) ON CONFLICT (id) DO UPDATE SET body = ?1, updated_at_ns = ?3, updated_by = ?4",
             params![body, link, now_ns, actor],
@@ -106,7 +106,7 @@ impl SqliteStore {
     ) -> Result<Option<String>, StoreError> {
         let link = new_link()?;
         let mut conn = self.writer();
-        let tx = conn.transaction()?;
+        let tx = super::write_tx(&mut conn)?;
         let n = tx.execute(
             "UPDATE team_profile SET link = ?1 WHERE id = 1",
             params![link],

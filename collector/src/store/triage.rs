@@ -739,7 +739,7 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let mut conn = self.writer();
         let t = TriageTx {
-            tx: conn.transaction()?,
+            tx: super::write_tx(&mut conn)?,
         };
         let out = f(&t)?;
         t.tx.commit()?;
@@ -901,7 +901,7 @@ impl SqliteStore {
     ) -> Result<Option<Result<Ticket, TicketError>>, StoreError> {
         let actor = v.user.as_str();
         let mut conn = self.writer();
-        let tx = conn.transaction()?;
+        let tx = super::write_tx(&mut conn)?;
         let Some(before) = ticket_by_id(&tx, id, v)? else {
             return Ok(None);
         };
@@ -994,7 +994,7 @@ impl SqliteStore {
     ) -> Result<Option<Result<(), String>>, StoreError> {
         let actor = v.user.as_str();
         let mut conn = self.writer();
-        let tx = conn.transaction()?;
+        let tx = super::write_tx(&mut conn)?;
         let (Some(src), Some(dst)) = (ticket_by_id(&tx, from, v)?, ticket_by_id(&tx, into, v)?)
         else {
             return Ok(None);
@@ -1080,7 +1080,7 @@ impl SqliteStore {
     ) -> Result<Option<()>, StoreError> {
         let actor = v.user.as_str();
         let mut conn = self.writer();
-        let tx = conn.transaction()?;
+        let tx = super::write_tx(&mut conn)?;
         let Some(ticket) = ticket_by_id(&tx, ticket_id, v)? else {
             return Ok(None);
         };
@@ -1125,7 +1125,7 @@ impl SqliteStore {
         now_ns: i64,
     ) -> Result<Option<()>, StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction()?;
+        let tx = super::write_tx(&mut conn)?;
         let Some(ticket) = ticket_by_id(&tx, ticket_id, v)? else {
             return Ok(None);
         };
@@ -1210,7 +1210,7 @@ impl SqliteStore {
     /// Store a suppression (its id is assigned here) and audit it.
     pub fn insert_suppression(&self, s: &Suppression, now_ns: i64) -> Result<i64, StoreError> {
         let mut conn = self.writer();
-        let tx = conn.transaction()?;
+        let tx = super::write_tx(&mut conn)?;
         tx.execute(
             "INSERT INTO suppressions (constituency, agent_id, rule, entity, author, reason, created_at_s, expires_at_s) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
@@ -1245,7 +1245,7 @@ impl SqliteStore {
     pub fn remove_suppression(&self, v: &Viewer, id: i64, now_ns: i64) -> Result<bool, StoreError> {
         let actor = v.user.as_str();
         let mut conn = self.writer();
-        let tx = conn.transaction()?;
+        let tx = super::write_tx(&mut conn)?;
         let Some(constituency) = tx
             .query_row(
                 "SELECT constituency FROM suppressions WHERE id = ?1 AND removed_at_s IS NULL",
