@@ -156,24 +156,7 @@ for s in sa sb; do
 done
 
 echo "== 3. Per-packet cost of matching $N indicators (replay, one CPU)"
-python3 - "$PCAP" "$work/many.pcap" "$COPIES" <<'PY'
-import struct, sys
-src, dst, copies = sys.argv[1], sys.argv[2], int(sys.argv[3])
-data = open(src, "rb").read()
-header, body = data[:24], data[24:]
-recs, pos = [], 0
-while pos + 16 <= len(body):
-    sec, usec, incl, orig = struct.unpack("<IIII", body[pos:pos + 16])
-    recs.append((sec, usec, body[pos + 16:pos + 16 + incl], incl, orig))
-    pos += 16 + incl
-span = recs[-1][0] - recs[0][0] + 3600
-with open(dst, "wb") as f:
-    f.write(header)
-    for c in range(copies):
-        for sec, usec, payload, incl, orig in recs:
-            f.write(struct.pack("<IIII", sec + c * span, usec, incl, orig))
-            f.write(payload)
-PY
+python3 bench/copies.py "$PCAP" "$work/many.pcap" "$COPIES"
 run() { # name args...
   local name=$1; shift
   local s e

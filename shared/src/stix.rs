@@ -193,7 +193,9 @@ pub fn parse_timestamp_lax(s: &str) -> Option<i64> {
         return None;
     }
     let (base, frac) = match time.split_once('.') {
-        Some((b, f)) => (b, &f[..f.len().min(9)]),
+        // Digits only (so cutting at nine bytes cuts no character), at most nine kept.
+        Some((b, f)) if f.bytes().all(|c| c.is_ascii_digit()) => (b, &f[..f.len().min(9)]),
+        Some(_) => return None,
         None => (time, ""),
     };
     let z = if frac.is_empty() {
@@ -204,20 +206,42 @@ pub fn parse_timestamp_lax(s: &str) -> Option<i64> {
     parse_timestamp(&z)?.checked_sub(sign * (oh * 3600 + om * 60) * 1_000_000_000)
 }
 
-/// A new random STIX id of `object_type` (`indicator--` and a version 4 UUID).
-pub fn new_id(object_type: &str) -> Option<String> {
-    let mut b = crate::token::random_bytes::<16>().ok()?;
-    b[6] = (b[6] & 0x0f) | 0x40;
+/// A STIX id of `object_type` from 16 bytes laid out as a UUID of `version` (4: random,
+/// 5: name-based).
+fn uuid_id(object_type: &str, mut b: [u8; 16], version: u8) -> String {
+    b[6] = (b[6] & 0x0f) | (version << 4);
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);
-    Some(format!(
+    format!(
         "{object_type}--{}-{}-{}-{}-{}",
         &h[0..8],
         &h[8..12],
         &h[12..16],
         &h[16..20],
         &h[20..32]
+    )
+}
+
+/// A new random STIX id of `object_type` (`indicator--` and a version 4 UUID).
+pub fn new_id(object_type: &str) -> Option<String> {
+    Some(uuid_id(
+        object_type,
+        crate::token::random_bytes::<16>().ok()?,
+        4,
     ))
+}
+
+/// A deterministic STIX id of `object_type` from `parts` (the same everywhere for the same
+/// parts): a name-based UUID (version 5 layout, SHA-256 truncated).
+pub fn stable_id(object_type: &str, parts: &[&str]) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for p in parts {
+        ctx.update(p.as_bytes());
+        ctx.update(&[0]);
+    }
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&ctx.finish().as_ref()[..16]);
+    uuid_id(object_type, b, 5)
 }
 
 /// The strictest TLP marking of an object; TLP:AMBER when it has none (shared with care,
@@ -845,6 +869,15 @@ mod tests {
 
     #[test]
     fn timestamps_round_trip_and_bad_ones_are_refused() {
+        assert_eq!(
+            parse_timestamp_lax("2026-12-05T04:38:07.5+01:00"),
+            Some(1_796_441_887_500_000_000)
+        );
+        // A fraction with a multi-byte character is refused, not cut through.
+        assert_eq!(
+            parse_timestamp_lax("2026-12-05T04:38:07.12345678é+01:00"),
+            None
+        );
         for ns in [0, 1_796_441_210_485_000_000, 951_782_400_000_000_000] {
             assert_eq!(
                 parse_timestamp(&timestamp(ns)),

@@ -707,29 +707,7 @@ pub struct Awareness {
     pub last_seen_ns: i64,
 }
 
-/// A deterministic STIX id of `object_type` from `parts` (the same everywhere for the same
-/// parts): a name-based UUID (version 5 layout, SHA-256 truncated).
-pub fn stable_id(object_type: &str, parts: &[&str]) -> String {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    for p in parts {
-        ctx.update(p.as_bytes());
-        ctx.update(&[0]);
-    }
-    let d = ctx.finish();
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&d.as_ref()[..16]);
-    b[6] = (b[6] & 0x0f) | 0x50;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{object_type}--{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
+pub use lindi_shared::stix::stable_id;
 
 /// Count a match of `indicator_id` by an agent of `constituency` at `ts_ns` (in the triage
 /// transaction that reads the detection, so each is counted once).
