@@ -16,7 +16,8 @@
 # for them, under 10% added per-packet cost.
 #
 # Usage: bench/federation.sh [N] [COPIES]   (defaults 1000000 and 10). Needs root (live
-# capture on lo) and the shared corpus beside the repository (the benchmark pcap).
+# capture on lo) and the shared corpus beside the repository (the benchmark pcap). KEEP=1
+# keeps the working directory (stores, logs) for a look afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-1000000}
@@ -31,7 +32,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$work"
+  if [ -n "${KEEP:-}" ]; then echo "kept $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
@@ -56,7 +57,7 @@ with open(os.path.join(w, "iocs.ioc"), "w") as ioc:
         for a in addrs[e:e + per]:
             u = str(uuid.uuid4())
             attrs.append({"uuid": u, "type": "ip-dst", "value": a, "to_ids": True, "timestamp": "1796400000"})
-            ioc.write(f"ip:{a} indicator--{u} TLP:GREEN feed:bench\n")
+            ioc.write(f"ip:{a}\n")
         manifest[eid] = {"info": f"bench {e}", "timestamp": "1796400000"}
         json.dump({"Event": {"uuid": eid, "info": f"bench {e}", "timestamp": "1796400000",
                              "Tag": [{"name": "tlp:green"}], "Attribute": attrs}},
@@ -129,25 +130,32 @@ echo "== 1. Propagation of $N indicators: hub import to a detection on each sect
 start=$(date +%s.%N)
 $B/lindi-collector indicators import "$work/feed" --format misp --name bench --config "$work/hub.toml" >"$work/import.json"
 imported=$(date +%s.%N)
-declare -A done_at=([sa]="" [sb]="")
+declare -A done_at=([sa]="" [sb]="") received_at=([sa]="" [sb]="")
+received() { # sector: the hub's objects it stored
+  $B/lindi-collector peer list --json --config "$work/$1.toml" 2>/dev/null |
+    python3 -c 'import json,sys; print(sum(p["received_through"] for p in json.load(sys.stdin) if p["name"] == "hub"))' 2>/dev/null || echo 0
+}
 deadline=$(( $(date +%s) + 900 ))
 while { [ -z "${done_at[sa]}" ] || [ -z "${done_at[sb]}" ]; } && [ "$(date +%s)" -lt $deadline ]; do
   for s in sa sb; do
     [ -n "${done_at[$s]}" ] && continue
+    if [ -z "${received_at[$s]}" ] && [ "$(received "$s")" -ge "$N" ]; then received_at[$s]=$(date +%s.%N); fi
     python3 -c 'import socket,sys; socket.socket(socket.AF_INET,socket.SOCK_DGRAM).sendto(b"probe",(sys.argv[1],40000))' "${probe[$s]}"
     if [ "$(detections "$s")" -gt 0 ]; then done_at[$s]=$(date +%s.%N); fi
   done
   sleep 1
 done
-python3 - "$start" "$imported" "${done_at[sa]}" "${done_at[sb]}" <<'PY'
+python3 - "$start" "$imported" "${done_at[sa]}" "${done_at[sb]}" "${received_at[sa]}" "${received_at[sb]}" <<'PY'
 import sys
 start, imported = float(sys.argv[1]), float(sys.argv[2])
 print(f"hub import (MISP feed, store, queue for both sectors): {imported - start:.1f} s")
-for name, t in (("sector A", sys.argv[3]), ("sector B", sys.argv[4])):
-    print(f"{name}: " + (f"detection {float(t) - start:.1f} s after the import started" if t else "no detection within 15 minutes"))
+for name, t, r in (("sector A", sys.argv[3], sys.argv[5]), ("sector B", sys.argv[4], sys.argv[6])):
+    got = f"all received {float(r) - start:.1f} s, " if r else ""
+    print(f"{name}: {got}" + (f"detection {float(t) - start:.1f} s after the import started" if t else "no detection within 15 minutes"))
 PY
 for s in sa sb; do
-  grep -h "intel:" "$work/$s.err" | tail -2 | sed "s/^/  $s: /" || true
+  echo "  $s: $(grep -c "intel: published" "$work/$s.err") versions published; the last two:"
+  grep -h "intel:" "$work/$s.err" | tail -2 | sed "s/^/    /" || true
 done
 
 echo "== 2. Agent memory"

@@ -5,8 +5,9 @@
 //! threads pick the new set up between two packets, the Sigma runtime before the next event.
 //! Nothing restarts and no packet or event is dropped for it.
 //!
-//! The version that ran before each running bundle is kept too (in memory and on disk), so a
-//! rollback to it is a swap, with no bytes on the wire.
+//! The version that ran before each running bundle is kept on disk, so a rollback to it needs
+//! no bytes on the wire: it is read back, checked again and swapped in. Only the compiled
+//! detectors of running bundles stay in memory, not their signed bytes.
 //!
 //! A bundle that fails (bad signature, unknown key, too new for this agent, a rule that does
 //! not load) is refused on its own: the version running before stays, and the reason is
@@ -17,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use lindi_shared::bundle::{self, Bundle, PublicKey, Version};
+use lindi_shared::bundle::{self, PublicKey, Version};
 use lindi_shared::detect::Rule;
 use lindi_shared::detect::heuristics::HeuristicConfig;
 use lindi_shared::detect::ioc::IocSet;
@@ -86,15 +87,19 @@ impl Live {
 #[derive(Clone, Default)]
 pub struct Base {
     pub rules: Vec<Rule>,
-    pub iocs_text: String,
+    pub iocs: IocSet,
     pub heuristics: Option<HeuristicConfig>,
     pub sigma_sources: Vec<(String, String)>,
 }
 
+/// A running bundle, compiled. Its signed bytes are on disk, not in memory: an indicator
+/// bundle of a million lines is tens of megabytes that the compiled set does not need.
 struct Loaded {
-    bundle: Bundle,
-    signed: Vec<u8>,
+    version: String,
     rules: Vec<Rule>,
+    iocs: IocSet,
+    sigma_sources: Vec<(String, String)>,
+    heuristics: Option<HeuristicConfig>,
 }
 
 /// Receives bundle updates and keeps [`Live`] in step.
@@ -104,10 +109,12 @@ pub struct BundleManager {
     keys: Vec<PublicKey>,
     dir: PathBuf,
     loaded: BTreeMap<String, Loaded>,
-    /// The version that ran before, per bundle name.
-    previous: BTreeMap<String, Loaded>,
+    /// The version that ran before, per bundle name: its signed bytes are on disk
+    /// (`NAME.previous.bundle`), checked again when it is rolled back to.
+    previous: BTreeMap<String, String>,
 }
 
+const RUNNING_SUFFIX: &str = ".bundle";
 const PREVIOUS_SUFFIX: &str = ".previous.bundle";
 
 impl BundleManager {
@@ -131,23 +138,37 @@ impl BundleManager {
                 .collect();
             paths.sort();
             for p in paths {
-                match std::fs::read(&p)
-                    .map_err(|e| e.to_string())
-                    .and_then(|signed| m.check(&signed, None).map(|l| (signed, l)))
-                {
-                    Ok((_, l)) => {
-                        let name = l.bundle.manifest.name.clone();
-                        let is_previous = p
-                            .file_name()
-                            .and_then(|f| f.to_str())
-                            .is_some_and(|f| f.ends_with(PREVIOUS_SUFFIX));
-                        if is_previous {
-                            m.previous.insert(name, l);
-                        } else {
-                            m.loaded.insert(name, l);
+                let file = p
+                    .file_name()
+                    .and_then(|f| f.to_str())
+                    .unwrap_or_default()
+                    .to_string();
+                let read = std::fs::read(&p).map_err(|e| e.to_string());
+                if let Some(name) = file.strip_suffix(PREVIOUS_SUFFIX) {
+                    // Kept, not run: its signature is checked now, the rest on rollback.
+                    match read.and_then(|signed| {
+                        bundle::verify(&signed, &m.keys).map_err(|e| e.to_string())
+                    }) {
+                        Ok((b, _)) if b.manifest.name == name => {
+                            m.previous.insert(name.to_string(), b.manifest.version);
                         }
+                        Ok((b, _)) => errors.push(format!(
+                            "{}: holds {}, not {name}",
+                            p.display(),
+                            b.manifest.name
+                        )),
+                        Err(e) => errors.push(format!("{}: {e}", p.display())),
                     }
-                    Err(e) => errors.push(format!("{}: {e}", p.display())),
+                } else if let Some(name) = file.strip_suffix(RUNNING_SUFFIX) {
+                    match read.and_then(|signed| m.check(&signed, None)) {
+                        Ok((n, l)) if n == name => {
+                            m.loaded.insert(n, l);
+                        }
+                        Ok((n, _)) => {
+                            errors.push(format!("{}: holds {n}, not {name}", p.display()))
+                        }
+                        Err(e) => errors.push(format!("{}: {e}", p.display())),
+                    }
                 }
             }
         }
@@ -158,10 +179,10 @@ impl BundleManager {
     /// What the agent runs, for the collector.
     pub fn active(&self) -> Vec<BundleRef> {
         self.loaded
-            .values()
-            .map(|l| BundleRef {
-                name: l.bundle.manifest.name.clone(),
-                version: l.bundle.manifest.version.clone(),
+            .iter()
+            .map(|(name, l)| BundleRef {
+                name: name.clone(),
+                version: l.version.clone(),
             })
             .collect()
     }
@@ -169,16 +190,17 @@ impl BundleManager {
     /// What the agent keeps without running it, for the collector.
     pub fn kept(&self) -> Vec<BundleRef> {
         self.previous
-            .values()
-            .map(|l| BundleRef {
-                name: l.bundle.manifest.name.clone(),
-                version: l.bundle.manifest.version.clone(),
+            .iter()
+            .map(|(name, version)| BundleRef {
+                name: name.clone(),
+                version: version.clone(),
             })
             .collect()
     }
 
-    /// Verify, compile and check one signed bundle (expected to be `want` = (name, version)).
-    fn check(&self, signed: &[u8], want: Option<(&str, &str)>) -> Result<Loaded, String> {
+    /// Verify, compile and check one signed bundle (expected to be `want` = (name,
+    /// version)): its name and what it loads.
+    fn check(&self, signed: &[u8], want: Option<(&str, &str)>) -> Result<(String, Loaded), String> {
         let (bundle, _key) = bundle::verify(signed, &self.keys).map_err(|e| e.to_string())?;
         let m = &bundle.manifest;
         if let Some((name, version)) = want
@@ -209,11 +231,73 @@ impl BundleManager {
                 problems.len()
             ));
         }
-        Ok(Loaded {
-            rules: detectors.rules,
-            signed: signed.to_vec(),
-            bundle,
-        })
+        Ok((
+            m.name.clone(),
+            Loaded {
+                version: m.version.clone(),
+                rules: detectors.rules,
+                iocs: detectors.iocs,
+                sigma_sources: bundle.sigma_sources(),
+                heuristics: m
+                    .heuristics
+                    .as_ref()
+                    .and_then(|h| h.to_config().ok().flatten()),
+            },
+        ))
+    }
+
+    fn path(&self, name: &str, suffix: &str) -> PathBuf {
+        self.dir.join(format!("{name}{suffix}"))
+    }
+
+    /// The running version of `name` becomes the one kept (on disk).
+    fn demote(&mut self, name: &str, version: String, errors: &mut Vec<String>) {
+        if let Err(e) = std::fs::rename(
+            self.path(name, RUNNING_SUFFIX),
+            self.path(name, PREVIOUS_SUFFIX),
+        ) {
+            errors.push(format!("cannot keep {name} {version} on disk: {e}"));
+        }
+        self.previous.insert(name.to_string(), version);
+    }
+
+    /// Keep `signed` on disk as the running version of `name`.
+    fn write_running(&self, name: &str, signed: &[u8]) -> Result<(), String> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, signed)
+            .and_then(|()| std::fs::rename(&tmp, self.path(name, RUNNING_SUFFIX)))
+            .map_err(|e| format!("cannot keep {name} on disk: {e}"))
+    }
+
+    /// Roll `name` back to the version kept on disk: it is checked again, and the running
+    /// one (if any) becomes the kept one.
+    fn roll_back(
+        &mut self,
+        name: &str,
+        version: &str,
+        running: &mut Option<Loaded>,
+    ) -> Result<Loaded, String> {
+        let kept = self.path(name, PREVIOUS_SUFFIX);
+        let checked = std::fs::read(&kept)
+            .map_err(|e| format!("{}: {e}", kept.display()))
+            .and_then(|signed| self.check(&signed, Some((name, version))));
+        let (_, l) = checked?;
+        let swapped = match running {
+            Some(_) => {
+                let tmp = self.dir.join(format!(".{name}.swap"));
+                std::fs::rename(self.path(name, RUNNING_SUFFIX), &tmp)
+                    .and_then(|()| std::fs::rename(&kept, self.path(name, RUNNING_SUFFIX)))
+                    .and_then(|()| std::fs::rename(&tmp, &kept))
+            }
+            None => std::fs::rename(&kept, self.path(name, RUNNING_SUFFIX)),
+        };
+        swapped.map_err(|e| format!("cannot swap {name} on disk: {e}"))?;
+        match running.take() {
+            Some(r) => self.previous.insert(name.to_string(), r.version),
+            None => self.previous.remove(name),
+        };
+        Ok(l)
     }
 
     /// Apply an update: load what is new, unload what is gone, keep what failed as it was.
@@ -225,42 +309,45 @@ impl BundleManager {
         for e in &update.bundles {
             let running = self.loaded.remove(&e.name);
             if e.signed.is_empty() {
-                match running {
-                    Some(l) if l.bundle.manifest.version == e.version => {
-                        next.insert(e.name.clone(), l);
+                if running.as_ref().is_some_and(|r| r.version == e.version) {
+                    if let Some(r) = running {
+                        next.insert(e.name.clone(), r);
                     }
-                    running => {
-                        // A rollback to the version kept: a swap.
-                        let kept = self
-                            .previous
-                            .remove(&e.name)
-                            .filter(|p| p.bundle.manifest.version == e.version);
-                        match kept {
-                            Some(p) => {
-                                if let Some(r) = running {
-                                    self.previous.insert(e.name.clone(), r);
-                                }
-                                next.insert(e.name.clone(), p);
-                                changed = true;
-                            }
-                            None => {
-                                errors.push(format!(
-                                    "{} {}: announced as kept here, but it is not",
-                                    e.name, e.version
-                                ));
-                                if let Some(r) = running {
-                                    next.insert(e.name.clone(), r);
-                                }
-                            }
+                    continue;
+                }
+                if self.previous.get(&e.name) != Some(&e.version) {
+                    errors.push(format!(
+                        "{} {}: announced as kept here, but it is not",
+                        e.name, e.version
+                    ));
+                    if let Some(r) = running {
+                        next.insert(e.name.clone(), r);
+                    }
+                    continue;
+                }
+                // A rollback to the version kept: no bytes on the wire.
+                let mut running = running;
+                match self.roll_back(&e.name, &e.version, &mut running) {
+                    Ok(l) => {
+                        next.insert(e.name.clone(), l);
+                        changed = true;
+                    }
+                    Err(why) => {
+                        errors.push(why);
+                        if let Some(r) = running {
+                            next.insert(e.name.clone(), r);
                         }
                     }
                 }
                 continue;
             }
             match self.check(&e.signed, Some((&e.name, &e.version))) {
-                Ok(l) => {
+                Ok((_, l)) => {
                     if let Some(r) = running {
-                        self.previous.insert(e.name.clone(), r);
+                        self.demote(&e.name, r.version, &mut errors);
+                    }
+                    if let Err(why) = self.write_running(&e.name, &e.signed) {
+                        errors.push(why);
                     }
                     next.insert(e.name.clone(), l);
                     changed = true;
@@ -275,42 +362,32 @@ impl BundleManager {
             }
         }
         // What the collector no longer lists is unloaded (and kept, as the version before).
-        changed |= !self.loaded.is_empty();
         for (name, l) in std::mem::replace(&mut self.loaded, next) {
-            self.previous.insert(name, l);
+            self.demote(&name, l.version, &mut errors);
+            changed = true;
         }
         if changed {
-            self.save(&mut errors);
+            self.prune();
         }
         self.rebuild(errors.join("; "));
         changed
     }
 
-    /// Keep the running bundles and the versions before them on disk, and only them.
-    fn save(&self, errors: &mut Vec<String>) {
-        if let Err(e) = std::fs::create_dir_all(&self.dir) {
-            errors.push(format!("{}: {e}", self.dir.display()));
+    /// Remove bundle files on disk that are neither running nor kept.
+    fn prune(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
-        }
-        let mut wanted = std::collections::BTreeSet::new();
-        for (set, suffix) in [(&self.loaded, ".bundle"), (&self.previous, PREVIOUS_SUFFIX)] {
-            for (name, l) in set {
-                let file = format!("{name}{suffix}");
-                let tmp = self.dir.join(format!(".{file}.tmp"));
-                let written = std::fs::write(&tmp, &l.signed)
-                    .and_then(|()| std::fs::rename(&tmp, self.dir.join(&file)));
-                if let Err(e) = written {
-                    errors.push(format!("cannot keep {file} on disk: {e}"));
-                }
-                wanted.insert(file);
-            }
-        }
-        if let Ok(entries) = std::fs::read_dir(&self.dir) {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name.ends_with(".bundle") && !wanted.contains(&name) {
-                    let _ = std::fs::remove_file(e.path());
-                }
+        };
+        for e in entries.flatten() {
+            let file = e.file_name().to_string_lossy().into_owned();
+            let wanted = match file.strip_suffix(PREVIOUS_SUFFIX) {
+                Some(name) => self.previous.contains_key(name),
+                None => file
+                    .strip_suffix(RUNNING_SUFFIX)
+                    .is_some_and(|name| self.loaded.contains_key(name)),
+            };
+            if file.ends_with(".bundle") && !wanted {
+                let _ = std::fs::remove_file(e.path());
             }
         }
     }
@@ -318,18 +395,18 @@ impl BundleManager {
     /// Merge the base and every running bundle into one set and swap it in.
     fn rebuild(&self, error: String) {
         let mut rules = self.base.rules.clone();
-        let mut iocs = self.base.iocs_text.clone();
         let mut heuristics = self.base.heuristics;
         let mut sigma_sources = self.base.sigma_sources.clone();
         for l in self.loaded.values() {
             rules.extend(l.rules.iter().cloned());
-            iocs.push_str(&l.bundle.ioc_text());
-            sigma_sources.extend(l.bundle.sigma_sources());
-            if let Some(h) = &l.bundle.manifest.heuristics {
-                heuristics = h.to_config().ok().flatten();
+            sigma_sources.extend(l.sigma_sources.iter().cloned());
+            if l.heuristics.is_some() {
+                heuristics = l.heuristics;
             }
         }
-        let iocs = IocSet::parse(&iocs);
+        let iocs = IocSet::union(
+            std::iter::once(&self.base.iocs).chain(self.loaded.values().map(|l| &l.iocs)),
+        );
         let (sigma, _) = SigmaRules::load(&sigma_sources);
         self.live.swap(
             NetDetectors {
@@ -339,10 +416,16 @@ impl BundleManager {
             },
             sigma,
         );
+        // What compiling freed (a large indicator bundle's text, its archive) goes back
+        // to the system rather than staying in the allocator's free lists.
+        // SAFETY: malloc_trim only releases free memory; it has no preconditions.
+        unsafe {
+            libc::malloc_trim(0);
+        }
         let active = self
             .loaded
-            .values()
-            .map(|l| format!("{}@{}", l.bundle.manifest.name, l.bundle.manifest.version))
+            .iter()
+            .map(|(name, l)| format!("{name}@{}", l.version))
             .collect();
         if !error.is_empty() {
             tracing::warn!("detection bundles: {error}");
@@ -354,6 +437,7 @@ impl BundleManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lindi_shared::bundle::Bundle;
     use lindi_shared::proto::BundleEntry;
 
     fn bundle(version: &str, min_agent: &str) -> Bundle {
@@ -441,5 +525,18 @@ mod tests {
         assert!(live.status().0.is_empty() && live.net().rules.is_empty());
         assert!(!dir.path().join("bundles/b.bundle").exists());
         assert!(dir.path().join("bundles/b.previous.bundle").exists());
+        // The kept version is checked again when it comes back: changed on disk, refused.
+        let kept = dir.path().join("bundles/b.previous.bundle");
+        let mut bytes = std::fs::read(&kept).unwrap();
+        let n = bytes.len();
+        bytes[n - 2] ^= 1;
+        std::fs::write(&kept, bytes).unwrap();
+        assert!(!m.apply(&update(entry(&v1, vec![]))));
+        assert!(live.status().0.is_empty());
+        assert!(
+            live.status().1.contains("does not match"),
+            "{:?}",
+            live.status()
+        );
     }
 }

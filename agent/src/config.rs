@@ -530,7 +530,7 @@ impl AgentConfig {
                 .to_config()
                 .map_err(|e| invalid("detectors.net_heuristics", &e))?;
             Some(crate::sensors::net::NetSettings {
-                iocs_text,
+                iocs,
                 heuristics,
                 rules: std::sync::Arc::new(set.rules),
                 rules_unsupported: set
@@ -661,10 +661,7 @@ mod tests {
             1,
             "the smb rule, with its reason"
         );
-        assert_eq!(
-            lindi_shared::detect::ioc::IocSet::parse(&n.iocs_text).len(),
-            2
-        );
+        assert_eq!(n.iocs.len(), 2);
         assert_eq!(n.heuristics.unwrap().port_scan_ports, 15);
         let off = AgentConfig::parse(
             &net("[detectors.net_heuristics]\nenabled = false\nport_scan_ports = 5"),

@@ -107,10 +107,10 @@ impl Agent {
                 .as_ref()
                 .map(|n| n.rules.to_vec())
                 .unwrap_or_default(),
-            iocs_text: settings
+            iocs: settings
                 .net
                 .as_ref()
-                .map(|n| n.iocs_text.clone())
+                .map(|n| n.iocs.clone())
                 .unwrap_or_default(),
             heuristics: settings.net.as_ref().and_then(|n| n.heuristics),
             sigma_sources: sigma_sources.clone(),

@@ -24,7 +24,7 @@ const MAX_DOCUMENT_BYTES: u64 = 256 << 20;
 /// Most MISP events read in one run.
 const MAX_EVENTS: usize = 100_000;
 /// Indicators stored per transaction.
-const CHUNK: usize = 2_000;
+const CHUNK: usize = 50_000;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -146,8 +146,30 @@ fn beside(base: &str, file: &str) -> String {
     }
 }
 
-/// Read a feed: every indicator it holds and what was skipped.
-pub fn fetch(feed: &FeedConfig) -> Result<FeedContents, FeedError> {
+/// Read a feed and store what it holds, queued for peers as the sharing rules allow. A MISP
+/// feed is read and stored an event at a time, so a feed of millions of indicators never
+/// sits in memory whole; an event that cannot be read is skipped and reported, and a
+/// manifest or bundle that cannot be read is an error that leaves the held indicators as
+/// they were.
+pub fn fetch_and_import(
+    store: &SqliteStore,
+    peering: Option<&PeeringSettings>,
+    feed: &FeedConfig,
+    actor: &str,
+    now_ns: i64,
+) -> Result<ImportReport, FeedError> {
+    let source = format!("feed:{}", feed.name);
+    let report = read_and_store(store, peering, feed, &source)?;
+    store.audit_import(&source, actor, report.read, report.changed, now_ns)?;
+    Ok(report)
+}
+
+fn read_and_store(
+    store: &SqliteStore,
+    peering: Option<&PeeringSettings>,
+    feed: &FeedConfig,
+    source: &str,
+) -> Result<ImportReport, FeedError> {
     let valid_for_ns = feed.valid_days.map(|d| {
         d.saturating_mul(86_400)
             .saturating_mul(1_000_000_000)
@@ -157,6 +179,7 @@ pub fn fetch(feed: &FeedConfig) -> Result<FeedContents, FeedError> {
         FeedFormat::Stix => {
             let doc = read_json(&feed.url)?;
             let b = stix::read_bundle(&doc).map_err(|e| FeedError::Format(e.to_string()))?;
+            drop(doc);
             let indicators = b
                 .indicators
                 .into_iter()
@@ -171,33 +194,40 @@ pub fn fetch(feed: &FeedConfig) -> Result<FeedContents, FeedError> {
                     (f, body)
                 })
                 .collect();
-            Ok(FeedContents {
+            let contents = FeedContents {
                 indicators,
                 skipped: b.skipped,
-            })
+            };
+            Ok(import(store, peering, source, contents)?)
         }
         FeedFormat::Misp => {
             let manifest = read_json(&beside(&feed.url, "manifest.json"))?;
             let events = misp::manifest_events(&manifest).map_err(FeedError::Format)?;
-            let mut out = FeedContents::default();
+            let mut report = ImportReport::default();
             for id in events.iter().take(MAX_EVENTS) {
+                let mut one = FeedContents::default();
                 match read_json(&beside(&feed.url, &format!("{id}.json"))) {
                     Ok(ev) => {
-                        misp::read_event(&ev, feed.tlp, feed.confidence, valid_for_ns, &mut out)
+                        misp::read_event(&ev, feed.tlp, feed.confidence, valid_for_ns, &mut one)
                     }
-                    Err(e) => out.skipped.push((id.clone(), e.to_string())),
+                    Err(e) => one.skipped.push((id.clone(), e.to_string())),
                 }
+                report.add(import(store, peering, source, one)?);
             }
             if events.len() > MAX_EVENTS {
-                out.skipped.push((
-                    "manifest".into(),
-                    format!(
-                        "{} events past the first {MAX_EVENTS} were not read",
-                        events.len() - MAX_EVENTS
-                    ),
-                ));
+                report.add(ImportReport {
+                    skipped: 1,
+                    skipped_examples: vec![(
+                        "manifest".into(),
+                        format!(
+                            "{} events past the first {MAX_EVENTS} were not read",
+                            events.len() - MAX_EVENTS
+                        ),
+                    )],
+                    ..Default::default()
+                });
             }
-            Ok(out)
+            Ok(report)
         }
     }
 }
@@ -223,14 +253,26 @@ pub struct ImportReport {
     pub skipped_examples: Vec<(String, String)>,
 }
 
+impl ImportReport {
+    fn add(&mut self, other: ImportReport) {
+        self.read += other.read;
+        self.changed += other.changed;
+        self.skipped += other.skipped;
+        let room = MAX_SKIPPED_EXAMPLES.saturating_sub(self.skipped_examples.len());
+        self.skipped_examples
+            .extend(other.skipped_examples.into_iter().take(room));
+    }
+}
+
+/// Reasons for skipping kept in a report.
+const MAX_SKIPPED_EXAMPLES: usize = 20;
+
 /// Store what a feed held, queued for peers as the sharing rules allow.
-pub fn import(
+fn import(
     store: &SqliteStore,
     peering: Option<&PeeringSettings>,
     source: &str,
     contents: FeedContents,
-    actor: &str,
-    now_ns: i64,
 ) -> Result<ImportReport, StoreError> {
     let peers = match peering {
         Some(_) => store.peers()?,
@@ -239,7 +281,11 @@ pub fn import(
     let mut report = ImportReport {
         read: contents.indicators.len() as u64,
         skipped: contents.skipped.len() as u64,
-        skipped_examples: contents.skipped.into_iter().take(20).collect(),
+        skipped_examples: contents
+            .skipped
+            .into_iter()
+            .take(MAX_SKIPPED_EXAMPLES)
+            .collect(),
         ..Default::default()
     };
     let mut items = Vec::with_capacity(CHUNK);
@@ -266,7 +312,7 @@ pub fn import(
                 recipients,
             });
         }
-        report.changed += store.import_indicators(&items, source, actor, now_ns)?;
+        report.changed += store.import_indicators(&items)?;
     }
     Ok(report)
 }
@@ -306,8 +352,7 @@ pub fn spawn(
 /// One run of one feed, recorded in the store.
 pub fn run_one(store: &SqliteStore, peering: Option<&PeeringSettings>, feed: &FeedConfig) {
     let now = crate::now_ns();
-    let source = format!("feed:{}", feed.name);
-    let outcome = fetch(feed).and_then(|c| Ok(import(store, peering, &source, c, "feeds", now)?));
+    let outcome = fetch_and_import(store, peering, feed, "feeds", now);
     let recorded = match &outcome {
         Ok(r) => {
             tracing::info!(

@@ -15,9 +15,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lindi_shared::bundle::{self, Bundle, PublicKey};
+use lindi_shared::detect::ioc::canonical;
 use lindi_shared::taxonomy::Tlp;
 use serde::{Deserialize, Serialize};
 
@@ -29,10 +30,17 @@ use crate::store::{SqliteStore, StoreError};
 pub const BUNDLE_NAME: &str = "lindi-intel";
 /// The key file in the data directory.
 const KEY_FILE: &str = "intel.key";
-/// Most indicators in the bundle (the most recently changed win).
-const MAX_INDICATORS: usize = 500_000;
-/// Lines per IoC file (a file stays well under the bundle format's 16 MiB).
-const LINES_PER_FILE: usize = 50_000;
+/// Most indicators read for the bundle (the most recently changed win).
+const MAX_INDICATORS: usize = 4_000_000;
+/// Bytes of IoC lines per file (the bundle format allows 16 MiB a file).
+const BYTES_PER_FILE: usize = 8 << 20;
+/// Bytes of IoC lines in all (the bundle format allows 64 MiB; the manifest needs a little).
+const MAX_BYTES: usize = 60 << 20;
+/// A set that keeps changing is published at the latest this many intervals, and at least
+/// [`MIN_UNSETTLED_GAP`], after the first change not yet published: each version costs
+/// every agent a download and a compile.
+const MAX_SETTLE_INTERVALS: u32 = 5;
+const MIN_UNSETTLED_GAP: Duration = Duration::from_secs(30);
 
 /// `[intel]` in collector.toml.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -101,7 +109,11 @@ pub fn signing_key(
     Ok((pair, public))
 }
 
-/// The IoC line of an indicator agents can match, if they can and may.
+/// The IoC line of an indicator agents can match, if they can and may: `TYPE:VALUE`, with
+/// the value as the agents' sets report it in alerts, so that the collector finds the
+/// indicator again by its value (see `store::peers::record_sightings_of`). A value held in
+/// another form (upper case, a block with host bits) gets its STIX id as the description,
+/// which names it instead.
 fn ioc_line(i: &Indicator) -> Option<String> {
     if matches!(i.label, Tlp::AmberStrict | Tlp::Red) {
         return None;
@@ -113,100 +125,242 @@ fn ioc_line(i: &Indicator) -> Option<String> {
         "ja4" => "ja4",
         _ => return None,
     };
-    // The STIX id in the description names the indicator in every alert it raises.
-    Some(format!(
-        "{typ}:{} {} {} {}",
-        i.value,
-        i.id,
-        i.label.label(),
-        i.source
-    ))
+    let value = canonical(typ, &i.value)?;
+    Some(if value == i.value {
+        format!("{typ}:{value}")
+    } else {
+        format!("{typ}:{value} {}", i.id)
+    })
 }
 
-/// The lines to publish now: unexpired, confident enough, matchable, sorted.
-pub fn lines(held: &[Indicator], min_confidence: u8, now_ns: i64) -> Vec<String> {
-    let mut out: Vec<String> = held
+/// The lines to publish now: unexpired, confident enough, matchable, sorted, at most
+/// [`MAX_BYTES`] of them (the most recently changed indicators first: `held` is in that
+/// order). Returns the lines and how many were left out for size.
+pub fn lines(held: &[Indicator], min_confidence: u8, now_ns: i64) -> (Vec<String>, usize) {
+    let mut out: Vec<String> = vec![];
+    let mut bytes = 0;
+    let mut left_out = 0;
+    for line in held
         .iter()
         .filter(|i| i.confidence >= min_confidence && i.valid_until_ns.is_none_or(|u| u > now_ns))
         .filter_map(ioc_line)
-        .collect();
-    out.sort();
+    {
+        if bytes + line.len() + 1 > MAX_BYTES {
+            left_out += 1;
+            continue;
+        }
+        bytes += line.len() + 1;
+        out.push(line);
+    }
+    out.sort_unstable();
     out.dedup();
-    out
+    (out, left_out)
 }
 
-/// Publish the set if it differs from the last published one. Returns the new version.
-pub fn publish(
-    store: &SqliteStore,
-    data_dir: &Path,
-    collector_name: &str,
+/// Publishes the set to agents when it changed: what was last published is remembered (a
+/// digest and the sorted hashes of its lines) so that a million indicators are compared and
+/// their change summarised without reading the last bundle back.
+pub struct Publisher {
+    key: ring::signature::Ed25519KeyPair,
+    public: PublicKey,
+    collector_name: String,
     min_confidence: u8,
-    now_ns: i64,
-) -> Result<Option<String>, IntelError> {
-    let (key, public) = signing_key(data_dir)?;
-    let held = store.indicators(MAX_INDICATORS as u32)?;
-    let lines = lines(&held, min_confidence, now_ns);
-    let previous = match store.latest_bundle(BUNDLE_NAME)? {
-        Some((_, signed)) => bundle::verify(&signed, std::slice::from_ref(&public))
-            .ok()
-            .map(|(b, _)| b),
-        None => None,
-    };
-    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    if previous.as_ref().is_some_and(|b| b.ioc_text() == text) {
-        return Ok(None);
-    }
-    let version = match &previous {
-        Some(b) => {
-            let v = b.manifest.version();
-            format!("{}.{}.{}", v.major, v.minor, v.patch + 1)
+    last: Option<Published>,
+}
+
+/// (version, digest of the IoC lines, sorted hashes of its lines) of the latest version.
+type Published = (String, [u8; 32], Vec<u64>);
+
+fn line_hashes(lines: &[String]) -> Vec<u64> {
+    let mut h: Vec<u64> = lines
+        .iter()
+        .map(|l| {
+            let d = ring::digest::digest(&ring::digest::SHA256, l.as_bytes());
+            u64::from_le_bytes(d.as_ref()[..8].try_into().unwrap_or_default())
+        })
+        .collect();
+    h.sort_unstable();
+    h
+}
+
+/// (added, removed) between two sorted hash lists.
+fn changes(old: &[u64], new: &[u64]) -> (usize, usize) {
+    let (mut i, mut j, mut added, mut removed) = (0, 0, 0, 0);
+    while i < old.len() || j < new.len() {
+        match (old.get(i), new.get(j)) {
+            (Some(a), Some(b)) if a == b => (i, j) = (i + 1, j + 1),
+            (Some(a), Some(b)) if a < b => (i, removed) = (i + 1, removed + 1),
+            (Some(_), Some(_)) | (None, Some(_)) => (j, added) = (j + 1, added + 1),
+            (Some(_), None) => (i, removed) = (i + 1, removed + 1),
+            (None, None) => break,
         }
-        None => "1.0.0".to_string(),
-    };
-    let mut files = BTreeMap::new();
-    files.insert(
-        "bundle.toml".to_string(),
-        format!(
-            "name = \"{BUNDLE_NAME}\"\nversion = \"{version}\"\nauthors = [{:?}]\ndescription = \"Indicators held by collector {}: {} for agents\"\n",
-            collector_name,
-            collector_name.replace(['"', '\\'], ""),
-            lines.len()
-        )
-        .into_bytes(),
-    );
-    for (n, chunk) in lines.chunks(LINES_PER_FILE).enumerate() {
-        let body: String = chunk.iter().map(|l| format!("{l}\n")).collect();
-        files.insert(format!("iocs/intel-{n:03}.ioc"), body.into_bytes());
     }
-    let b = Bundle::from_files(files)?;
-    let diff = match &previous {
-        Some(p) => bundle::diff_summary(p, &b),
-        None => format!("{} indicators", lines.len()),
+    (added, removed)
+}
+
+impl Publisher {
+    /// A publisher with this collector's key, knowing the latest version published (read
+    /// back once, here).
+    pub fn new(
+        store: &SqliteStore,
+        data_dir: &Path,
+        collector_name: &str,
+        min_confidence: u8,
+    ) -> Result<Publisher, IntelError> {
+        let (key, public) = signing_key(data_dir)?;
+        let last = last_published(store, &public)?;
+        Ok(Publisher {
+            key,
+            public,
+            collector_name: collector_name.to_string(),
+            min_confidence,
+            last,
+        })
+    }
+
+    /// Publish the set if it differs from the last published one. Returns the new version.
+    pub fn publish(
+        &mut self,
+        store: &SqliteStore,
+        now_ns: i64,
+    ) -> Result<Option<String>, IntelError> {
+        let held =
+            store.indicators_for_agents(self.min_confidence, now_ns, MAX_INDICATORS as u32)?;
+        let (lines, left_out) = lines(&held, self.min_confidence, now_ns);
+        drop(held);
+        let d = digest(&lines);
+        if self.last.as_ref().is_some_and(|(_, last, _)| *last == d) {
+            return Ok(None);
+        }
+        if left_out > 0 {
+            tracing::warn!(
+                "intel: {left_out} indicators left out of {BUNDLE_NAME}: it holds at most {} MiB of them",
+                MAX_BYTES >> 20
+            );
+        }
+        let version = match &self.last {
+            Some((v, _, _)) => match bundle::Version::parse(v) {
+                Ok(v) => format!("{}.{}.{}", v.major, v.minor, v.patch + 1),
+                Err(_) => format!("{v}.1"),
+            },
+            None => "1.0.0".to_string(),
+        };
+        let mut files = BTreeMap::new();
+        files.insert(
+            "bundle.toml".to_string(),
+            format!(
+                "name = \"{BUNDLE_NAME}\"\nversion = \"{version}\"\nauthors = [{:?}]\ndescription = \"Indicators held by collector {}: {} for agents\"\n",
+                self.collector_name,
+                self.collector_name.replace(['"', '\\'], ""),
+                lines.len()
+            )
+            .into_bytes(),
+        );
+        let mut file = String::new();
+        for line in &lines {
+            if file.len() + line.len() + 1 > BYTES_PER_FILE {
+                let n = files.len() - 1;
+                files.insert(
+                    format!("iocs/intel-{n:03}.ioc"),
+                    std::mem::take(&mut file).into_bytes(),
+                );
+            }
+            file.push_str(line);
+            file.push('\n');
+        }
+        if !file.is_empty() {
+            let n = files.len() - 1;
+            files.insert(format!("iocs/intel-{n:03}.ioc"), file.into_bytes());
+        }
+        let b = Bundle::from_files(files)?;
+        let hashes = line_hashes(&lines);
+        let diff = match &self.last {
+            Some((v, _, old)) => {
+                let (added, removed) = changes(old, &hashes);
+                format!(
+                    "{v} → {version}: {} indicators, {added} added, {removed} removed",
+                    lines.len()
+                )
+            }
+            None => format!("{} indicators", lines.len()),
+        };
+        let signed = bundle::sign(&b, &self.key);
+        let pushed = store.push_bundle(
+            &NewBundle {
+                name: BUNDLE_NAME,
+                version: &version,
+                signed: &signed,
+                key_id: &self.public.id(),
+                diff: &diff,
+                description: &b.manifest.description,
+                targets: &b.manifest.targets,
+            },
+            None,
+            "intel",
+            now_ns,
+        )?;
+        match pushed {
+            Ok(()) => {
+                tracing::info!("intel: published {BUNDLE_NAME} {version} to agents: {diff}");
+                self.last = Some((version.clone(), d, hashes));
+                Ok(Some(version))
+            }
+            // Another process published this version first: start again from what is
+            // stored now.
+            Err(
+                BundleRefusal::Exists
+                | BundleRefusal::NotNewer { .. }
+                | BundleRefusal::NoSuchVersion,
+            ) => {
+                self.last = last_published(store, &self.public)?;
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// (version, digest, line hashes) of the latest version stored.
+fn last_published(
+    store: &SqliteStore,
+    public: &PublicKey,
+) -> Result<Option<Published>, IntelError> {
+    let Some((version, signed)) = store.latest_bundle(BUNDLE_NAME)? else {
+        return Ok(None);
     };
-    let signed = bundle::sign(&b, &key);
-    let pushed = store.push_bundle(
-        &NewBundle {
-            name: BUNDLE_NAME,
-            version: &version,
-            signed: &signed,
-            key_id: &public.id(),
-            diff: &diff,
-            description: &b.manifest.description,
-            targets: &b.manifest.targets,
+    Ok(Some(
+        match bundle::verify(&signed, std::slice::from_ref(public)) {
+            Ok((b, _)) => {
+                let text = b.ioc_text();
+                let lines: Vec<String> = text
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                (version, digest(&lines), line_hashes(&lines))
+            }
+            // Signed with another key (the key file was replaced): the next version follows
+            // it, whatever it held.
+            Err(_) => (version, [0; 32], vec![]),
         },
-        None,
-        "intel",
-        now_ns,
-    )?;
-    match pushed {
-        Ok(()) => Ok(Some(version)),
-        // Another process published the same version first.
-        Err(BundleRefusal::Exists | BundleRefusal::NotNewer { .. }) => Ok(None),
-        Err(BundleRefusal::NoSuchVersion) => Ok(None),
+    ))
+}
+
+/// The digest of a set of lines, as the bundle holds them.
+fn digest(lines: &[String]) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for l in lines {
+        ctx.update(l.as_bytes());
+        ctx.update(b"\n");
     }
+    ctx.finish().as_ref().try_into().unwrap_or([0; 32])
 }
 
 /// Publish on an interval until `stop` is set; `published` is told of each new version.
+///
+/// The set is looked at only when indicators changed (a counter in the store) or one
+/// expired, and published once the changes settle: when nothing changed for one interval,
+/// or at the latest after [`MAX_SETTLE_INTERVALS`] (and [`MIN_UNSETTLED_GAP`]), so that a million indicators arriving
+/// over a minute become one new version for the agents, not one per interval.
 pub fn spawn(
     store: Arc<SqliteStore>,
     data_dir: std::path::PathBuf,
@@ -219,22 +373,47 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("lindi-intel".into())
         .spawn(move || {
+            let interval = Duration::from_secs(section.interval_secs.max(1));
+            let mut publisher: Option<Publisher> = None;
+            // The store's change counter at the last publish, and when that was.
+            let mut done: Option<i64> = None;
+            let mut done_at_ns = 0;
+            // A change seen and not yet published: its counter, and since when.
+            let mut pending: Option<(i64, Instant)> = None;
             while !stop.load(Ordering::Acquire) {
-                match publish(
-                    &store,
-                    &data_dir,
-                    &collector_name,
-                    section.min_confidence,
-                    crate::now_ns(),
-                ) {
-                    Ok(Some(v)) => {
-                        tracing::info!("intel: published {BUNDLE_NAME} {v} to agents");
+                let now = crate::now_ns();
+                let step = (|| -> Result<(), IntelError> {
+                    let (changes, expired) = store.indicator_state(done_at_ns, now)?;
+                    if done == Some(changes) && !expired {
+                        return Ok(());
+                    }
+                    let settled = pending.is_some_and(|(c, _)| c == changes);
+                    let overdue = pending.is_some_and(|(_, since)| {
+                        since.elapsed() >= (interval * MAX_SETTLE_INTERVALS).max(MIN_UNSETTLED_GAP)
+                    });
+                    if !(done.is_none() || settled || overdue || expired) {
+                        pending = Some((changes, pending.map_or_else(Instant::now, |p| p.1)));
+                        return Ok(());
+                    }
+                    let p = match publisher.as_mut() {
+                        Some(p) => p,
+                        None => publisher.insert(Publisher::new(
+                            &store,
+                            &data_dir,
+                            &collector_name,
+                            section.min_confidence,
+                        )?),
+                    };
+                    if p.publish(&store, now)?.is_some() {
                         published.send_modify(|g| *g += 1);
                     }
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!("intel: cannot publish to agents: {e}"),
+                    (done, done_at_ns, pending) = (Some(changes), now, None);
+                    Ok(())
+                })();
+                if let Err(e) = step {
+                    tracing::warn!("intel: cannot publish to agents: {e}");
                 }
-                let _ = wake.recv_timeout(Duration::from_secs(section.interval_secs.max(1)));
+                let _ = wake.recv_timeout(interval);
             }
         })
         .expect("spawn the intel thread")

@@ -308,12 +308,10 @@ pub fn indicators(command: IndicatorsCommand) -> anyhow::Result<()> {
                 confidence: confidence.min(100),
                 valid_days,
             };
-            let contents = feeds::fetch(&feed)?;
-            let report = feeds::import(
+            let report = feeds::fetch_and_import(
                 &store,
                 settings.peering.as_deref(),
-                &format!("feed:{}", feed.name),
-                contents,
+                &feed,
                 "cli",
                 now_ns(),
             )?;
@@ -334,13 +332,13 @@ pub fn indicators(command: IndicatorsCommand) -> anyhow::Result<()> {
         IndicatorsCommand::Publish { location } => {
             let settings = location.settings()?;
             let store = open_store(&settings)?;
-            match intel::publish(
+            let mut publisher = intel::Publisher::new(
                 &store,
                 &settings.data_dir,
                 &settings.name,
                 settings.intel.min_confidence,
-                now_ns(),
-            )? {
+            )?;
+            match publisher.publish(&store, now_ns())? {
                 Some(v) => println!("published {} {v}", intel::BUNDLE_NAME),
                 None => println!("{} is up to date", intel::BUNDLE_NAME),
             }

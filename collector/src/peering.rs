@@ -37,12 +37,16 @@ use crate::store::peers::{
 };
 use crate::store::{SqliteStore, StoreError};
 
-/// Largest request a peer may send (a delivery of up to [`MAX_ITEMS`] objects).
-const MAX_REQUEST_BYTES: usize = 8 << 20;
+/// Largest request a peer may send: a delivery of up to [`MAX_ITEMS`] objects, or one
+/// relayed detection bundle at its largest (base64 of 64 MiB).
+const MAX_REQUEST_BYTES: usize = 96 << 20;
+/// Bodies the sender puts in one delivery, about (one object always goes, whatever its
+/// size).
+const DELIVERY_BYTES: usize = 8 << 20;
 /// Largest response read back.
 const MAX_RESPONSE_BYTES: usize = 64 << 10;
-/// Most objects in one delivery.
-const MAX_ITEMS: u32 = 200;
+/// Most objects in one delivery (each delivery is one transaction at the receiver).
+const MAX_ITEMS: u32 = 5_000;
 /// How long one request may take, either side (a peer that vanished mid-connection is
 /// noticed by this).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -788,6 +792,12 @@ impl Peering {
                     // path, idempotent), then store them all in one transaction.
                     let mut read_objects = Vec::with_capacity(items.len());
                     for item in items.iter().filter(|i| i.seq > peer.received_through) {
+                        if item.body.is_null() {
+                            // Withdrawn by the sender after it was queued: only its
+                            // number advances.
+                            read_objects.push((item.seq, None));
+                            continue;
+                        }
                         let read = if link.accepts(peer.role, item.kind) {
                             read_item(item, &peer.name, &keys)
                         } else {
@@ -847,7 +857,8 @@ impl Peering {
         }
     }
 
-    /// Deliver every active peer's outbox, in order, until `stop` changes.
+    /// Deliver every active peer's outbox, in order, until `stop` changes. Each peer has its
+    /// own task and connection, so one slow or large link does not hold up the others.
     async fn send_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let endpoint = match client_endpoint() {
             Ok(e) => e,
@@ -856,11 +867,36 @@ impl Peering {
                 return;
             }
         };
+        type Done = (String, Option<quinn::Connection>, Result<(), PeeringError>);
         let mut conns: HashMap<String, quinn::Connection> = HashMap::new();
         let mut backoff: HashMap<String, (Instant, Duration)> = HashMap::new();
+        let mut busy: std::collections::HashSet<String> = Default::default();
+        let mut running: tokio::task::JoinSet<Done> = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(SEND_POLL) => {}
+                Some(done) = running.join_next() => {
+                    let Ok((name, conn, result)) = done else { continue };
+                    busy.remove(&name);
+                    match result {
+                        Ok(()) => {
+                            backoff.remove(&name);
+                            if let Some(c) = conn {
+                                conns.insert(name, c);
+                            }
+                        }
+                        Err(e) => {
+                            let pause = backoff
+                                .get(&name)
+                                .map_or(SEND_POLL, |(_, d)| (*d * 2).min(MAX_BACKOFF));
+                            backoff.insert(name.clone(), (Instant::now() + pause, pause));
+                            tracing::warn!("peering: cannot deliver to {name}: {e}");
+                            let msg = e.to_string();
+                            let _ = on_store(&self.store, move |s| s.peer_error(&name, &msg)).await;
+                        }
+                    }
+                    continue;
+                }
                 _ = stop.changed() => break,
             }
             let me = self.clone();
@@ -882,7 +918,11 @@ impl Peering {
                     .any(|p| &p.name == name && p.state == PeerState::Active)
             });
             for p in peers {
-                if p.state != PeerState::Active || p.pending == 0 || p.address.is_empty() {
+                if p.state != PeerState::Active
+                    || p.pending == 0
+                    || p.address.is_empty()
+                    || busy.contains(&p.name)
+                {
                     continue;
                 }
                 if backoff
@@ -891,48 +931,47 @@ impl Peering {
                 {
                     continue;
                 }
-                match self.deliver(&endpoint, &mut conns, &p).await {
-                    Ok(()) => {
-                        backoff.remove(&p.name);
-                    }
-                    Err(e) => {
-                        conns.remove(&p.name);
-                        let pause = backoff
-                            .get(&p.name)
-                            .map_or(SEND_POLL, |(_, d)| (*d * 2).min(MAX_BACKOFF));
-                        backoff.insert(p.name.clone(), (Instant::now() + pause, pause));
-                        tracing::warn!("peering: cannot deliver to {}: {e}", p.name);
-                        let (name, msg) = (p.name.clone(), e.to_string());
-                        let _ = on_store(&self.store, move |s| s.peer_error(&name, &msg)).await;
-                    }
-                }
+                busy.insert(p.name.clone());
+                let conn = conns.remove(&p.name);
+                let (me, endpoint) = (self.clone(), endpoint.clone());
+                running.spawn(async move {
+                    let mut conn = conn;
+                    let result = me.deliver(&endpoint, &mut conn, &p).await;
+                    (p.name.clone(), conn, result)
+                });
             }
         }
+        running.abort_all();
         for c in conns.values() {
             c.close(0u32.into(), b"collector stopping");
         }
     }
 
-    /// Send `peer`'s outbox until it is empty.
+    /// Send `peer`'s outbox until it is empty, over `conn` (made when there is none or it
+    /// closed).
     async fn deliver(
         &self,
         endpoint: &quinn::Endpoint,
-        conns: &mut HashMap<String, quinn::Connection>,
+        conn: &mut Option<quinn::Connection>,
         peer: &Peer,
     ) -> Result<(), PeeringError> {
         loop {
             let name = peer.name.clone();
-            let items = on_store(&self.store, move |s| s.outbox(&name, MAX_ITEMS)).await?;
+            let items = on_store(&self.store, move |s| {
+                s.outbox(&name, MAX_ITEMS, DELIVERY_BYTES)
+            })
+            .await?;
             let (Some(first), Some(last)) = (items.first(), items.last()) else {
                 return Ok(());
             };
             let (first, last) = (first.seq, last.seq);
-            let conn = match conns.get(&peer.name) {
+            let conn = match conn {
                 Some(c) if c.close_reason().is_none() => c.clone(),
                 _ => {
+                    *conn = None;
                     let config = dial_config(&self.authority, &peer.ca_fingerprint)?;
                     let c = connect(endpoint, config, &peer.address).await?;
-                    conns.insert(peer.name.clone(), c.clone());
+                    *conn = Some(c.clone());
                     c
                 }
             };

@@ -415,8 +415,8 @@ impl Pipeline {
             }
             // Every match of a held indicator, suppressed or not, is a sighting.
             for it in &items {
-                if let Some(ind) = sighted_indicator(&it.detection) {
-                    tx.sighted(ind, &it.constituency, it.ts_ns, now_ns)?;
+                if let Some((kind, value, id)) = sighted_indicator(&it.detection) {
+                    tx.sighted(kind, value, id, &it.constituency, it.ts_ns, now_ns)?;
                 }
             }
             for (key, window_ns, mut members) in groups {
@@ -642,18 +642,27 @@ fn new_alert(
 }
 
 /// The entities of a detection worth keeping with its alert.
-/// The indicator an IoC alert names (the STIX id the `lindi-intel` bundle puts in each line's
-/// description), if it names one.
-fn sighted_indicator(d: &DetectionEvent) -> Option<&str> {
+/// What an IoC alert says matched: `(type, value, STIX id)`. The title is `IoC TYPE VALUE`,
+/// then ` (SEEN)` when what was seen differs from the value (a subdomain, an address in a
+/// block), then `: DESCRIPTION`; `lindi-intel` lines put a STIX id in the description only
+/// when the value is held in another form than the canonical one agents report.
+fn sighted_indicator(d: &DetectionEvent) -> Option<(&str, &str, Option<&str>)> {
     if d.engine != "ioc" {
         return None;
     }
-    let at = d.title.find("indicator--")?;
-    let id = d.title.get(at..at + 47)?;
-    id["indicator--".len()..]
-        .bytes()
-        .all(|b| b.is_ascii_hexdigit() || b == b'-')
-        .then_some(id)
+    let mut words = d.title.split(' ');
+    let (Some("IoC"), Some(kind), Some(value)) = (words.next(), words.next(), words.next()) else {
+        return None;
+    };
+    let value = value.strip_suffix(':').unwrap_or(value);
+    let id = d.title.find("indicator--").and_then(|at| {
+        let id = d.title.get(at..at + 47)?;
+        id["indicator--".len()..]
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b'-')
+            .then_some(id)
+    });
+    Some((kind, value, id))
 }
 
 fn entities(d: &DetectionEvent) -> Value {

@@ -439,24 +439,33 @@ impl Bundle {
         for (source, why) in report.failed.iter().chain(&report.skipped) {
             problems.push(Problem::new(source, None, why));
         }
+        // One set from every list (a bundle of a million indicators is one compiled set);
+        // each file's first line in the whole, to name a bad line by its file.
         let mut iocs_text = String::new();
-        let mut ioc_lines = vec![];
+        let mut ioc_files: Vec<(&String, usize)> = vec![];
+        let mut lines = 0;
         for (p, d) in self.detector_files(&["ioc"]) {
-            if let Some(t) = text(p, d, &mut problems) {
-                for (i, line) in t.lines().enumerate() {
-                    ioc_lines.push((p.clone(), i + 1));
-                    iocs_text.push_str(line);
-                    iocs_text.push('\n');
-                }
+            let Ok(t) = std::str::from_utf8(d) else {
+                problems.push(Problem::new(p, None, "not UTF-8 text"));
+                continue;
+            };
+            ioc_files.push((p, lines));
+            for line in t.lines() {
+                iocs_text.push_str(line);
+                iocs_text.push('\n');
+                lines += 1;
             }
         }
         let iocs = IocSet::parse(&iocs_text);
+        drop(iocs_text);
         for (line, why) in &iocs.rejected {
-            let (file, l) = ioc_lines
-                .get((*line as usize).saturating_sub(1))
-                .cloned()
-                .unwrap_or_default();
-            problems.push(Problem::new(&file, Some(l), why));
+            let at = (*line as usize).saturating_sub(1);
+            let i = ioc_files.partition_point(|(_, first)| *first <= at);
+            let (file, first) = match i.checked_sub(1).and_then(|k| ioc_files.get(k)) {
+                Some((f, first)) => (f.as_str(), *first),
+                None => ("", 0),
+            };
+            problems.push(Problem::new(file, Some(at - first + 1), why));
         }
         let heuristics = self
             .manifest

@@ -32,8 +32,8 @@ pub struct NetSettings {
     pub rules: Arc<Vec<lindi_shared::detect::Rule>>,
     /// Rules that did not load, with the reason (reported once at start).
     pub rules_unsupported: Vec<String>,
-    /// The configuration's indicator files, as text (checked when the config was read).
-    pub iocs_text: String,
+    /// The configuration's indicator files, compiled when the config was read.
+    pub iocs: lindi_shared::detect::ioc::IocSet,
     pub heuristics: Option<lindi_shared::detect::heuristics::HeuristicConfig>,
 }
 

@@ -377,6 +377,7 @@ CREATE TABLE bundle_rollout (
 "#,
     peers::PEERS_SQL,
     reports::REPORTS_SQL,
+    peers::BULK_INDICATORS_SQL,
 ];
 
 /// The search index of event observables ([`search`]) and an index of each agent's health

@@ -292,15 +292,26 @@ impl TriageTx<'_> {
         &self.tx
     }
 
-    /// Count an agent's match of a held indicator (see [`super::peers`]).
+    /// Count an agent's match of `value` (an IoC alert's type and value, and the STIX id it
+    /// named, if any) as a sighting of every held indicator of it (see [`super::peers`]).
     pub fn sighted(
         &self,
-        indicator_id: &str,
+        ioc_type: &str,
+        value: &str,
+        id: Option<&str>,
         constituency: &str,
         ts_ns: i64,
         now_ns: i64,
     ) -> Result<(), StoreError> {
-        super::peers::record_sighting(&self.tx, indicator_id, constituency, ts_ns, now_ns)
+        super::peers::record_sightings_of(
+            &self.tx,
+            ioc_type,
+            value,
+            id,
+            constituency,
+            ts_ns,
+            now_ns,
+        )
     }
 
     /// The open alert with this key, with its window.

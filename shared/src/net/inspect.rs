@@ -577,7 +577,7 @@ impl Detector {
         if new_flow && let Some(iocs) = &self.iocs {
             for ip in [info.src, info.dst] {
                 if let Some(ind) = iocs.ip(ip) {
-                    alerts.push(ioc_alert(&view, ind, &ip.to_string()));
+                    alerts.push(ioc_alert(&view, &ind, &ip.to_string()));
                 }
             }
         }
@@ -722,7 +722,7 @@ impl Detector {
                 && !host.is_empty()
             {
                 if let Some(ind) = self.iocs.as_ref().and_then(|i| i.domain(host)) {
-                    alerts.push(ioc_alert(&view, ind, host));
+                    alerts.push(ioc_alert(&view, &ind, host));
                 }
                 ctx.domain = Some(host.into());
             }
@@ -757,7 +757,7 @@ impl Detector {
                             .map(|i| (i, c.ja4.as_str())),
                     ];
                     for (ind, seen) in hits.into_iter().flatten() {
-                        alerts.push(ioc_alert(&view, ind, seen));
+                        alerts.push(ioc_alert(&view, &ind, seen));
                     }
                 }
             }
@@ -805,7 +805,7 @@ impl Detector {
         for m in dns_msgs.iter().filter(|m| !m.response) {
             for (name, _) in &m.queries {
                 if let Some(ind) = self.iocs.as_ref().and_then(|i| i.domain(name)) {
-                    alerts.push(ioc_alert(&view, ind, name));
+                    alerts.push(ioc_alert(&view, &ind, name));
                 }
                 if let Some(h) = self.heuristics.as_mut() {
                     for finding in h.dns_query(ts_ns, info.src, info.dst, name) {
