@@ -226,6 +226,14 @@ fn fim_scan(
 }
 
 fn main() -> anyhow::Result<()> {
+    // Large blocks (an indicator set's tables, a bundle being read) always come from mmap
+    // and go back to the system when freed. glibc otherwise raises this threshold after the
+    // first such block is freed, and the next set's tables stay in the heap after it is
+    // replaced.
+    // SAFETY: mallopt only tunes the allocator; it is called before any other thread runs.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LINDI_LOG")

@@ -948,24 +948,41 @@ impl Peering {
     }
 
     /// Send `peer`'s outbox until it is empty, over `conn` (made when there is none or it
-    /// closed).
+    /// closed). Two deliveries overlap: the next is read from the outbox and sent while the
+    /// peer stores the one before (the peer takes them in the order the streams were
+    /// opened, and stores only what follows what it holds, so nothing is stored out of
+    /// order even if one fails).
     async fn deliver(
         &self,
         endpoint: &quinn::Endpoint,
         conn: &mut Option<quinn::Connection>,
         peer: &Peer,
     ) -> Result<(), PeeringError> {
+        type Flight = (
+            u64,
+            u64,
+            tokio::task::JoinHandle<Result<Response, PeeringError>>,
+        );
+        let mut in_flight: Option<Flight> = None;
+        let mut after = 0;
         loop {
             let name = peer.name.clone();
             let items = on_store(&self.store, move |s| {
-                s.outbox(&name, MAX_ITEMS, DELIVERY_BYTES)
+                s.outbox(&name, after, MAX_ITEMS, DELIVERY_BYTES)
             })
             .await?;
+            if let Some((first, last, call)) = in_flight.take() {
+                let answer = call
+                    .await
+                    .map_err(|e| PeeringError::Task(e.to_string()))??;
+                self.acknowledged(peer, first, last, answer).await?;
+            }
             let (Some(first), Some(last)) = (items.first(), items.last()) else {
                 return Ok(());
             };
             let (first, last) = (first.seq, last.seq);
-            let conn = match conn {
+            after = last;
+            let c = match conn {
                 Some(c) if c.close_reason().is_none() => c.clone(),
                 _ => {
                     *conn = None;
@@ -975,37 +992,52 @@ impl Peering {
                     c
                 }
             };
-            let n = items.len() as u64;
-            let through = match call(&conn, &peer.address, &Request::Deliver { items }).await? {
-                Response::Ack { through } => through,
-                other => {
-                    return Err(PeeringError::Refused {
-                        addr: peer.address.clone(),
-                        code: "protocol".into(),
-                        message: format!("unexpected answer {other:?}"),
-                    });
-                }
-            };
-            let name = peer.name.clone();
-            let now = crate::now_ns();
-            on_store(&self.store, move |s| s.outbox_acked(&name, through, now)).await?;
-            if through >= first {
-                self.stats
-                    .objects_sent
-                    .fetch_add((through.min(last) - first + 1).min(n), Ordering::Relaxed);
-            }
-            if through < first {
-                // The peer stored nothing of this delivery: it expects an earlier number
-                // than this outbox holds, or it failed to store. Try again later.
+            let addr = peer.address.clone();
+            in_flight = Some((
+                first,
+                last,
+                tokio::spawn(async move { call(&c, &addr, &Request::Deliver { items }).await }),
+            ));
+        }
+    }
+
+    /// The peer answered a delivery of `first..=last`: drop what it stored from the outbox.
+    async fn acknowledged(
+        &self,
+        peer: &Peer,
+        first: u64,
+        last: u64,
+        answer: Response,
+    ) -> Result<(), PeeringError> {
+        let through = match answer {
+            Response::Ack { through } => through,
+            other => {
                 return Err(PeeringError::Refused {
                     addr: peer.address.clone(),
-                    code: "out_of_order".into(),
-                    message: format!(
-                        "{} has stored through {through}; the outbox starts at {first}",
-                        peer.name
-                    ),
+                    code: "protocol".into(),
+                    message: format!("unexpected answer {other:?}"),
                 });
             }
+        };
+        let name = peer.name.clone();
+        let now = crate::now_ns();
+        on_store(&self.store, move |s| s.outbox_acked(&name, through, now)).await?;
+        if through >= first {
+            self.stats
+                .objects_sent
+                .fetch_add(through.min(last) - first + 1, Ordering::Relaxed);
+            Ok(())
+        } else {
+            // The peer stored nothing of this delivery: it expects an earlier number than
+            // this outbox holds, or it failed to store. Try again later.
+            Err(PeeringError::Refused {
+                addr: peer.address.clone(),
+                code: "out_of_order".into(),
+                message: format!(
+                    "{} has stored through {through}; this delivery starts at {first}",
+                    peer.name
+                ),
+            })
         }
     }
 }

@@ -470,13 +470,15 @@ impl SqliteStore {
             .optional()?)
     }
 
-    /// Up to `limit` items of `peer`'s outbox after what it acknowledged, in order, and no
-    /// more than about `max_bytes` of bodies (at least one item). An indicator queued by
+    /// Up to `limit` items of `peer`'s outbox numbered after `after` (and what it
+    /// acknowledged), in order, and no more than about `max_bytes` of bodies (at least one
+    /// item). An indicator queued by
     /// reference goes as it is held now, unless it is now held under a stricter label than
     /// it was queued with (then it goes as withdrawn, like a row that no longer reads).
     pub fn outbox(
         &self,
         peer: &str,
+        after: u64,
         limit: u32,
         max_bytes: usize,
     ) -> Result<Vec<OutboxItem>, StoreError> {
@@ -485,9 +487,9 @@ impl SqliteStore {
             "SELECT o.seq, o.kind, o.label, o.body, o.ref, i.label, x.stix FROM peer_outbox o
              LEFT JOIN indicators i ON o.ref IS NOT NULL AND i.id = o.ref
              LEFT JOIN indicator_stix x ON x.row = i.rowid
-             WHERE o.peer = ?1 ORDER BY o.seq LIMIT ?2",
+             WHERE o.peer = ?1 AND o.seq > ?3 ORDER BY o.seq LIMIT ?2",
         )?;
-        let mut rows = stmt.query(params![peer, limit])?;
+        let mut rows = stmt.query(params![peer, limit, after as i64])?;
         let mut out = vec![];
         let mut bytes = 0;
         while let Some(r) = rows.next()? {
@@ -581,6 +583,7 @@ impl SqliteStore {
         let tx = super::write_tx(&mut conn)?;
         let changed = store_and_queue(&tx, ind, stix, recipients)?;
         if changed {
+            indicators_changed(&tx)?;
             audit(
                 &tx,
                 ind.created_at_ns,
@@ -610,6 +613,9 @@ impl SqliteStore {
             if store_and_queue(&tx, &item.indicator, &item.stix, &item.recipients)? {
                 changed += 1;
             }
+        }
+        if changed > 0 {
+            indicators_changed(&tx)?;
         }
         tx.commit()?;
         Ok(changed)
@@ -657,6 +663,7 @@ impl SqliteStore {
             params![peer],
             |r| r.get::<_, i64>(0),
         )? as u64;
+        let mut indicators = false;
         for (seq, object) in objects {
             if *seq <= through {
                 continue;
@@ -664,8 +671,11 @@ impl SqliteStore {
             if *seq != through + 1 {
                 break;
             }
-            store_received(&tx, peer, object.as_ref(), now_ns)?;
+            indicators |= store_received(&tx, peer, object.as_ref(), now_ns)?;
             through = *seq;
+        }
+        if indicators {
+            indicators_changed(&tx)?;
         }
         tx.execute(
             "UPDATE peers SET received_through = ?2, last_contact_ns = ?3 WHERE name = ?1",
@@ -676,16 +686,16 @@ impl SqliteStore {
     }
 }
 
-/// Store one object a peer sent.
+/// Store one object a peer sent. Returns whether it changed an indicator.
 fn store_received(
     tx: &rusqlite::Transaction<'_>,
     peer: &str,
     object: Option<&Received<'_>>,
     now_ns: i64,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     match object {
         Some(Received::Indicator(ind, stix)) => {
-            insert_indicator(tx, ind, stix)?;
+            return Ok(insert_indicator(tx, ind, stix)?.is_some());
         }
         Some(Received::Sighting(s)) => {
             // Counts are the sender's totals: the newest report replaces the last.
@@ -735,7 +745,7 @@ fn store_received(
         }
         Some(Received::Nothing) | None => {}
     }
-    Ok(())
+    Ok(false)
 }
 
 impl SqliteStore {
@@ -1057,7 +1067,8 @@ fn queue_row(
     Ok(())
 }
 
-/// Note that indicators changed in this transaction (see [`SqliteStore::indicator_state`]).
+/// Note that indicators changed in this transaction (see [`SqliteStore::indicator_state`]):
+/// once per transaction, not per indicator.
 fn indicators_changed(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
     tx.prepare_cached("UPDATE store_counters SET value = value + 1 WHERE name = 'indicators'")?
         .execute([])?;
@@ -1507,7 +1518,6 @@ fn insert_indicator(
         "INSERT INTO indicator_stix (row, stix) VALUES (?1, ?2) ON CONFLICT (row) DO UPDATE SET stix = excluded.stix",
     )?
     .execute(params![row, stix.to_string()])?;
-    indicators_changed(tx)?;
     Ok(Some(label))
 }
 
@@ -1634,7 +1644,7 @@ mod tests {
                 .unwrap();
         }
         let seqs = |p: &str| {
-            s.outbox(p, 100, usize::MAX)
+            s.outbox(p, 0, 100, usize::MAX)
                 .unwrap()
                 .iter()
                 .map(|i| i.seq)
@@ -1642,14 +1652,14 @@ mod tests {
         };
         assert_eq!(seqs("a"), vec![1, 2, 3, 4, 5]);
         assert_eq!(seqs("b"), vec![1, 2, 3]);
-        assert_eq!(s.outbox("a", 2, usize::MAX).unwrap().len(), 2);
+        assert_eq!(s.outbox("a", 0, 2, usize::MAX).unwrap().len(), 2);
         assert_eq!(
-            s.outbox("a", 100, 1).unwrap().len(),
+            s.outbox("a", 0, 100, 1).unwrap().len(),
             1,
             "at least one, bytes allowing"
         );
         // Queued by reference: it goes as held, with the label it was queued under.
-        let first = &s.outbox("a", 1, usize::MAX).unwrap()[0];
+        let first = &s.outbox("a", 0, 1, usize::MAX).unwrap()[0];
         assert_eq!(first.body["type"], "indicator");
         assert_eq!(
             first.body["object_marking_refs"],
@@ -1660,7 +1670,7 @@ mod tests {
         let mut red = indicator("i4", Tlp::Red);
         red.updated_at_ns += 1;
         assert!(s.add_indicator(&red, &body, &[], "t").unwrap());
-        let last = s.outbox("a", 100, usize::MAX).unwrap().pop().unwrap();
+        let last = s.outbox("a", 0, 100, usize::MAX).unwrap().pop().unwrap();
         assert_eq!((last.seq, last.body.is_null()), (5, true));
         s.outbox_acked("a", 3, NOW).unwrap();
         assert_eq!(seqs("a"), vec![4, 5]);

@@ -336,6 +336,8 @@ fn an_indicator_from_the_hub_becomes_a_detection_on_a_sector_agent() {
     enable_peering(&hub, "hub", "");
     enable_peering(&sector, "sector", "");
     sector.configure("[intel]\npublish = true\ninterval_secs = 1\n");
+    let _lead = hub.user("lead", "admin", &["*"]);
+    let _ana = hub.user("ana", "responder", &["bank-a"]);
     hub.start();
     sector.start();
     let token = ok(
@@ -424,6 +426,35 @@ fn an_indicator_from_the_hub_becomes_a_detection_on_a_sector_agent() {
         sightings.contains("sector") && !sightings.contains("bank-a"),
         "{sightings}"
     );
+
+    // The same picture in the console, in headless Chromium, for an account that sees every
+    // constituency, and no such page for a responder of one.
+    let console = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("console");
+    if std::path::Path::new("/usr/bin/chromium").exists()
+        && console.join("node_modules/playwright-core").exists()
+    {
+        let shots =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots");
+        std::fs::create_dir_all(&shots).unwrap();
+        let (passed, out, err) = lindi_tests::run(
+            std::process::Command::new("node")
+                .arg(console.join("intel.mjs"))
+                .env("LINDI_URL", hub.http_url())
+                .env("LINDI_ADMIN", "lead")
+                .env("LINDI_RESPONDER", "ana")
+                .env("LINDI_PASSWORD", lindi_tests::TEST_PASSWORD)
+                .env("INDICATOR_VALUE", "127.0.0.77")
+                .env("SECTOR", "sector")
+                .env("SCREENSHOTS", &shots)
+                .current_dir(&console),
+            Duration::from_secs(120),
+        );
+        assert!(passed, "the Intel page test failed:\n{out}\n{err}");
+    } else {
+        eprintln!(
+            "skipping the Intel page in Chromium: needs /usr/bin/chromium and tests/console/node_modules (packaging/dev-setup.sh)"
+        );
+    }
     a.stop();
     hub.kill();
     sector.kill();
