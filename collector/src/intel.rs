@@ -359,8 +359,9 @@ fn digest(lines: &[String]) -> [u8; 32] {
 ///
 /// The set is looked at only when indicators changed (a counter in the store) or one
 /// expired, and published once the changes settle: when nothing changed for one interval,
-/// or at the latest after [`MAX_SETTLE_INTERVALS`] (and [`MIN_UNSETTLED_GAP`]), so that a million indicators arriving
-/// over a minute become one new version for the agents, not one per interval.
+/// or at the latest after [`MAX_SETTLE_INTERVALS`] (and [`MIN_UNSETTLED_GAP`]), so that a
+/// million indicators arriving over a minute become two or three versions for the agents,
+/// not one per interval.
 pub fn spawn(
     store: Arc<SqliteStore>,
     data_dir: std::path::PathBuf,

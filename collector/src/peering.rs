@@ -42,11 +42,11 @@ use crate::store::{SqliteStore, StoreError};
 const MAX_REQUEST_BYTES: usize = 96 << 20;
 /// Bodies the sender puts in one delivery, about (one object always goes, whatever its
 /// size).
-const DELIVERY_BYTES: usize = 8 << 20;
+const DELIVERY_BYTES: usize = 24 << 20;
 /// Largest response read back.
 const MAX_RESPONSE_BYTES: usize = 64 << 10;
 /// Most objects in one delivery (each delivery is one transaction at the receiver).
-const MAX_ITEMS: u32 = 5_000;
+const MAX_ITEMS: u32 = 20_000;
 /// How long one request may take, either side (a peer that vanished mid-connection is
 /// noticed by this).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
