@@ -54,6 +54,20 @@ pub enum PeerCommand {
         location: Location,
         name: String,
     },
+    /// Decline a detector bundle peers relay: its versions are no longer kept, no agent
+    /// group runs it, and its origin is told.
+    DeclineBundle {
+        #[command(flatten)]
+        location: Location,
+        name: String,
+    },
+    /// Take a declined bundle again: the latest version held is rolled out to every group,
+    /// and peers' next versions are kept.
+    AcceptBundle {
+        #[command(flatten)]
+        location: Location,
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -225,6 +239,26 @@ pub async fn peer(command: PeerCommand) -> anyhow::Result<()> {
                         p.received_through,
                         p.last_error
                     );
+                }
+            }
+        }
+        PeerCommand::DeclineBundle { location, name } => {
+            let store = open_store(&location.settings()?)?;
+            if store.decline_bundle(&name, "cli", now_ns())? {
+                println!(
+                    "bundle {name} declined: its agents stop running it at their next update, and its origin is told"
+                );
+            } else {
+                println!("bundle {name} was declined already");
+            }
+        }
+        PeerCommand::AcceptBundle { location, name } => {
+            let store = open_store(&location.settings()?)?;
+            match store.accept_bundle(&name, "cli", now_ns())? {
+                None => bail!("bundle {name:?} is not declined"),
+                Some(Some(v)) => println!("bundle {name} accepted: {v} rolled out to every group"),
+                Some(None) => {
+                    println!("bundle {name} accepted: the next version relayed is kept and run")
                 }
             }
         }

@@ -469,8 +469,10 @@ pub struct Peering {
     pseudonym_key: [u8; 32],
     /// Keys whose detection bundles this collector runs (relayed ones included).
     bundle_keys: Arc<Vec<lindi_shared::bundle::PublicKey>>,
-    /// Bumped when a relayed bundle is stored.
+    /// Bumped when a relayed bundle is stored, or bundles are declined or taken again.
     bundle_generation: Arc<watch::Sender<u64>>,
+    /// The bundles declined when last looked (the command line declines them in the store).
+    declined: std::sync::Mutex<Vec<String>>,
     pub stats: Arc<PeeringStats>,
 }
 
@@ -498,6 +500,7 @@ impl Peering {
             pseudonym_key,
             bundle_keys: bundles.keys,
             bundle_generation: bundles.generation,
+            declined: Default::default(),
             stats: Arc::default(),
         })
     }
@@ -531,6 +534,72 @@ impl Peering {
             let send = verdict.is_ok().then_some((label, &body));
             self.store
                 .offer_profile(&peer, send, rec.updated_at_ns, now)?;
+        }
+        Ok(())
+    }
+
+    /// Tell the origin of each relayed detector bundle which versions this collector's
+    /// agents run (from their latest health reports) and whether it declined the bundle, when
+    /// that changed since it was last told. The status is TLP:GREEN (counts of agents, no
+    /// constituent), and goes only to the bundle's origin, as its link's policy allows.
+    fn share_bundle_status(&self) -> Result<(), StoreError> {
+        // A bundle declined or taken again (from the command line) changes what agents run:
+        // they are woken to ask.
+        let declined = self.store.declined_bundles()?;
+        {
+            let mut last = self.declined.lock().unwrap_or_else(|p| p.into_inner());
+            if *last != declined {
+                *last = declined;
+                self.bundle_generation.send_modify(|g| *g += 1);
+            }
+        }
+        let relayed = self.store.relayed_bundles()?;
+        if relayed.is_empty() {
+            return Ok(());
+        }
+        let agents = self.store.monitored_agents()?;
+        let peers = self.store.peers()?;
+        let now = crate::now_ns();
+        for (name, origin) in relayed {
+            let mut versions: std::collections::BTreeMap<String, u64> = Default::default();
+            for (_, health) in &agents {
+                let running = health.iter().flat_map(|(_, h)| h.bundles.iter());
+                for b in running {
+                    if let Some(v) = b.strip_prefix(&format!("{name}@")) {
+                        *versions.entry(v.to_string()).or_default() += 1;
+                    }
+                }
+            }
+            let declined = self.store.is_declined(&name)?;
+            let digest = format!("{declined}:{versions:?}");
+            let obj = Outgoing {
+                label: Tlp::Green,
+                kind: ObjectKind::BundleStatus,
+                constituency: None,
+                rsit_type: None,
+            };
+            let allowed_to_origin = recipients_among(&peers, &self.settings, &obj)
+                .into_iter()
+                .any(|(p, verdict)| p == origin && verdict.is_ok());
+            if !allowed_to_origin {
+                continue;
+            }
+            let facts = stix::BundleStatusFacts {
+                name: name.clone(),
+                declined,
+                versions: versions.into_iter().collect(),
+                modified_ns: now,
+            };
+            let body = stix::bundle_status(
+                &crate::store::peers::stable_id(
+                    "x-lindi-bundle-status",
+                    &[&self.collector_name, &name],
+                ),
+                &facts,
+                Tlp::Green,
+            );
+            self.store
+                .queue_bundle_status(&origin, &name, &digest, &body, now)?;
         }
         Ok(())
     }
@@ -814,7 +883,13 @@ impl Peering {
                                 peer.name
                             );
                         }
-                        let object = read.ok();
+                        let mut object = read.ok();
+                        if let Some(ReadObject::Bundle(relayed)) = &object
+                            && store.is_declined(&relayed.0.manifest.name)?
+                        {
+                            // Declined here: acknowledged, not kept.
+                            object = None;
+                        }
                         if let Some(ReadObject::Bundle(relayed)) = &object {
                             let (b, key, signed) = relayed.as_ref();
                             let pushed = store.push_verified(
@@ -903,6 +978,7 @@ impl Peering {
             let shared = on_store(&self.store, move |_| {
                 me.share_sightings()?;
                 me.share_incidents()?;
+                me.share_bundle_status()?;
                 me.share_profile()
             })
             .await;
@@ -1058,6 +1134,7 @@ enum ReadObject<'a> {
         )>,
     ),
     Profile(Box<lindi_shared::profile::TeamProfile>, Tlp, i64),
+    BundleStatus(stix::BundleStatusFacts),
 }
 
 impl ReadObject<'_> {
@@ -1069,6 +1146,7 @@ impl ReadObject<'_> {
             ReadObject::Incident(f) => Received::Incident(f),
             ReadObject::Bundle(_) => Received::Nothing,
             ReadObject::Profile(p, label, modified) => Received::Profile(p, *label, *modified),
+            ReadObject::BundleStatus(f) => Received::BundleStatus(f),
         }
     }
 }
@@ -1124,6 +1202,9 @@ fn read_item<'a>(
             f.label = f.label.max(item.label);
             Ok(ReadObject::Advisory(f))
         }
+        ObjectKind::BundleStatus => Ok(ReadObject::BundleStatus(
+            stix::read_bundle_status(&item.body).map_err(|e| e.to_string())?,
+        )),
         ObjectKind::TeamProfile => {
             let (p, label, modified) =
                 stix::read_team_profile(&item.body).map_err(|e| e.to_string())?;

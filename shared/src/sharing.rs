@@ -43,16 +43,20 @@ pub enum ObjectKind {
     DetectorBundle,
     /// The team's RFC 2350 profile.
     TeamProfile,
+    /// Which versions of a relayed detector bundle a team's agents run, or that it declined
+    /// the bundle: told to the bundle's origin.
+    BundleStatus,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 6] = [
+    pub const ALL: [ObjectKind; 7] = [
         ObjectKind::Indicator,
         ObjectKind::Sighting,
         ObjectKind::IncidentSummary,
         ObjectKind::Advisory,
         ObjectKind::DetectorBundle,
         ObjectKind::TeamProfile,
+        ObjectKind::BundleStatus,
     ];
 }
 
@@ -277,7 +281,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(cases, 5 * 3 * 6 * 4);
+        assert_eq!(cases, 5 * 3 * 7 * 4);
     }
 
     #[test]

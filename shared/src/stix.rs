@@ -769,6 +769,81 @@ pub fn read_team_profile(o: &Value) -> Result<(crate::profile::TeamProfile, Tlp,
     Ok((p, label, modified))
 }
 
+/// What a team tells a detector bundle's origin about it: whether it declined the bundle,
+/// and how many of its agents run each version.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BundleStatusFacts {
+    /// The bundle's name.
+    pub name: String,
+    pub declined: bool,
+    /// (version, agents running it), by version.
+    pub versions: Vec<(String, u64)>,
+    pub modified_ns: i64,
+}
+
+/// Most versions a status lists.
+const MAX_STATUS_VERSIONS: usize = 100;
+
+/// A bundle status as a STIX 2.1 custom object (`x-lindi-bundle-status`), labelled `label`.
+pub fn bundle_status(id: &str, f: &BundleStatusFacts, label: Tlp) -> Value {
+    json!({
+        "type": "x-lindi-bundle-status",
+        "spec_version": "2.1",
+        "id": id,
+        "created": timestamp(f.modified_ns),
+        "modified": timestamp(f.modified_ns),
+        "name": f.name,
+        "declined": f.declined,
+        "versions": f.versions.iter().map(|(v, n)| json!({"version": v, "agents": n})).collect::<Vec<_>>(),
+        "object_marking_refs": [label.stix_marking_id()],
+    })
+}
+
+/// Read a bundle status back; names and versions are bounded as bundle names are.
+pub fn read_bundle_status(o: &Value) -> Result<BundleStatusFacts, StixError> {
+    let not = |why: &str| StixError::NotIndicator(format!("bundle status: {why}"));
+    expect_type(o, "x-lindi-bundle-status")?;
+    let short = |s: &str| !s.is_empty() && s.len() <= 64 && !s.chars().any(char::is_control);
+    let name = o
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| short(n))
+        .ok_or_else(|| not("bad name"))?;
+    let declined = o
+        .get("declined")
+        .and_then(Value::as_bool)
+        .ok_or_else(|| not("no declined"))?;
+    let list = o
+        .get("versions")
+        .and_then(Value::as_array)
+        .filter(|l| l.len() <= MAX_STATUS_VERSIONS)
+        .ok_or_else(|| not("bad versions"))?;
+    let mut versions = vec![];
+    for v in list {
+        let version = v
+            .get("version")
+            .and_then(Value::as_str)
+            .filter(|s| short(s))
+            .ok_or_else(|| not("bad version"))?;
+        let agents = v
+            .get("agents")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| not("bad agent count"))?;
+        versions.push((version.to_string(), agents));
+    }
+    let modified_ns = o
+        .get("modified")
+        .and_then(Value::as_str)
+        .and_then(parse_timestamp)
+        .ok_or_else(|| not("bad modified"))?;
+    Ok(BundleStatusFacts {
+        name: name.to_string(),
+        declined,
+        versions,
+        modified_ns,
+    })
+}
+
 /// `[path = 'value']` for one of [`KINDS`].
 fn parse_pattern(p: &str) -> Result<(&'static str, String), StixError> {
     let bad = || StixError::Pattern(p.chars().take(200).collect());
@@ -865,6 +940,24 @@ mod tests {
             normalise("domain-name", "A.Example."),
             Ok("a.example".into())
         );
+    }
+
+    #[test]
+    fn bundle_statuses_round_trip_and_bad_ones_are_refused() {
+        let f = BundleStatusFacts {
+            name: "national".into(),
+            declined: false,
+            versions: vec![("1.0.0".into(), 3), ("1.0.1".into(), 1)],
+            modified_ns: 1_800_000_000_000_000_000,
+        };
+        let o = bundle_status("x-lindi-bundle-status--1", &f, Tlp::Green);
+        assert_eq!(read_bundle_status(&o).unwrap(), f);
+        let mut bad = o.clone();
+        bad["versions"][0]["agents"] = json!(-1);
+        assert!(read_bundle_status(&bad).is_err());
+        let mut bad = o;
+        bad["name"] = json!("x".repeat(65));
+        assert!(read_bundle_status(&bad).is_err());
     }
 
     #[test]

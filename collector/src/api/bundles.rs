@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::Auth;
 use super::{ApiError, ApiState, body, path, query, with_store};
 use crate::store::bundles::{BundleRefusal, BundleVersion, Rollout};
+use crate::store::relay::PeerBundleStatus;
 
 /// The largest signed bundle accepted (the bundle limit and its signature header).
 pub const MAX_SIGNED_BYTES: usize = bundle::MAX_BUNDLE_BYTES as usize + (1 << 20);
@@ -172,6 +173,10 @@ pub(super) async fn push(
 pub struct BundleList {
     pub versions: Vec<BundleVersion>,
     pub rollout: Vec<Rollout>,
+    /// Bundles this collector declined (peers' versions of them are not kept or run).
+    pub declined: Vec<String>,
+    /// What peers this collector relayed bundles to say they run, or that they declined.
+    pub peers: Vec<PeerBundleStatus>,
 }
 
 #[utoipa::path(get, path = "/api/v1/bundles", tag = "detectors", responses((status = 200, body = BundleList), CommonErrors))]
@@ -180,11 +185,21 @@ pub(super) async fn list(
     auth: Auth,
 ) -> Result<Json<BundleList>, ApiError> {
     auth.require(Permission::ReadDetectors)?;
-    let (versions, rollout) = with_store(&s, &auth, |store, _| {
-        Ok((store.bundle_versions()?, store.rollouts()?))
+    let (versions, rollout, declined, peers) = with_store(&s, &auth, |store, _| {
+        Ok((
+            store.bundle_versions()?,
+            store.rollouts()?,
+            store.declined_bundles()?,
+            store.peer_bundle_statuses()?,
+        ))
     })
     .await?;
-    Ok(Json(BundleList { versions, rollout }))
+    Ok(Json(BundleList {
+        versions,
+        rollout,
+        declined,
+        peers,
+    }))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

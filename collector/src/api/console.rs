@@ -923,10 +923,12 @@ async fn detectors(State(s): State<Arc<ApiState>>, auth: Result<Auth, ApiError>)
             store.bundle_versions()?,
             store.rollouts()?,
             store.agent_statuses(viewer, None)?,
+            store.peer_bundle_statuses()?,
+            store.declined_bundles()?,
         ))
     })
     .await;
-    let (versions, rollout, agents) = match got {
+    let (versions, rollout, agents, peers, declined) = match got {
         Ok(x) => x,
         Err(e) => return error_page(e),
     };
@@ -956,14 +958,40 @@ async fn detectors(State(s): State<Arc<ApiState>>, auth: Result<Auth, ApiError>)
                 )
             })
             .collect();
+        // What peers this bundle was relayed to say they run (or that they declined it).
+        let at_peers: Vec<String> = peers
+            .iter()
+            .filter(|p| p.name == name)
+            .map(|p| {
+                let what = if p.declined {
+                    "<span class=\"badge s-warn\">declined</span>".to_string()
+                } else if p.versions.is_empty() {
+                    "no agent runs it".to_string()
+                } else {
+                    p.versions
+                        .iter()
+                        .map(|v| format!("{} on {} agents", esc(&v.version), v.agents))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                format!("peer <b>{}</b>: {what}", esc(&p.peer))
+            })
+            .collect();
         let _ = write!(
             b,
-            "<h2>{}</h2><p>{}</p><table class=\"queue\"><thead><tr><th>Version</th><th>Pushed</th><th>By</th><th>Key</th><th>Targets</th><th>What changed</th></tr></thead><tbody>",
+            "<h2>{}</h2><p>{}</p>{}<table class=\"queue\"><thead><tr><th>Version</th><th>Pushed</th><th>By</th><th>Key</th><th>Targets</th><th>What changed</th></tr></thead><tbody>",
             esc(name),
-            if runs.is_empty() {
+            if declined.iter().any(|d| d == name) {
+                "declined here: peers' versions are not kept, no group runs it".to_string()
+            } else if runs.is_empty() {
                 "not running anywhere".to_string()
             } else {
                 runs.join(" · ")
+            },
+            if at_peers.is_empty() {
+                String::new()
+            } else {
+                format!("<p class=\"peers\">{}</p>", at_peers.join(" · "))
             }
         );
         for v in versions.iter().filter(|v| v.name == name) {

@@ -513,6 +513,17 @@ fn detectors(
                     for r in rollout.iter().filter(|r| text(&r["name"]) == name) {
                         writeln!(out, "{}", rollout_line(r))?;
                     }
+                    for p in v["peers"].as_array().into_iter().flatten() {
+                        if text(&p["name"]) == name {
+                            writeln!(out, "  peer {}: {}", text(&p["peer"]), peer_runs(p))?;
+                        }
+                    }
+                    if v["declined"]
+                        .as_array()
+                        .is_some_and(|d| d.iter().any(|d| text(d) == name))
+                    {
+                        writeln!(out, "  declined here")?;
+                    }
                     last = name;
                 }
                 writeln!(
@@ -1238,4 +1249,28 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What a peer says it runs of a bundle: `declined`, or `VERSION on N agents, …`.
+fn peer_runs(p: &Value) -> String {
+    if p["declined"].as_bool() == Some(true) {
+        return "declined".into();
+    }
+    let runs: Vec<String> = p["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| {
+            format!(
+                "{} on {} agents",
+                v["version"].as_str().unwrap_or_default(),
+                v["agents"].as_u64().unwrap_or(0)
+            )
+        })
+        .collect();
+    if runs.is_empty() {
+        "no agent runs it".into()
+    } else {
+        runs.join(", ")
+    }
 }

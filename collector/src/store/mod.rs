@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod peers;
 pub mod profile;
+pub mod relay;
 pub mod reports;
 pub mod search;
 pub mod triage;
@@ -378,6 +379,7 @@ CREATE TABLE bundle_rollout (
     peers::PEERS_SQL,
     reports::REPORTS_SQL,
     peers::BULK_INDICATORS_SQL,
+    relay::RELAY_SQL,
 ];
 
 /// The search index of event observables ([`search`]) and an index of each agent's health

@@ -743,6 +743,9 @@ fn store_received(
                     params![peer, label.label(), modified, serde_json::to_string(p).unwrap_or_default()],
                 )?;
         }
+        Some(Received::BundleStatus(f)) => {
+            super::relay::store_status(tx, peer, f, now_ns)?;
+        }
         Some(Received::Nothing) | None => {}
     }
     Ok(false)
@@ -1139,6 +1142,8 @@ pub enum Received<'a> {
     Incident(&'a IncidentFacts),
     /// A peer's RFC 2350 profile, its label, and when it was last changed.
     Profile(&'a lindi_shared::profile::TeamProfile, Tlp, i64),
+    /// What a peer says of a bundle this collector sent it.
+    BundleStatus(&'a lindi_shared::stix::BundleStatusFacts),
     /// Stored elsewhere (a detection bundle): only the sequence number advances.
     Nothing,
 }

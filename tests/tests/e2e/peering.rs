@@ -846,6 +846,26 @@ fn a_bundle_relayed_by_a_sector_is_checked_by_its_agents() {
         agent_bundles(&sector, &agent),
         sector.log_text()
     );
+    // The hub sees which version the sector's agents run.
+    let at_hub = |hub: &Collector| -> Value {
+        hub.api_get("/api/v1/bundles")["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["peer"] == "banking" && p["name"] == "national")
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let mut seen = Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            seen = at_hub(&hub);
+            seen["versions"] == serde_json::json!([{"version": "1.0.0", "agents": 1}])
+        }),
+        "the hub does not see the sector run 1.0.0: {seen}\n{}",
+        hub.log_text()
+    );
+    assert_eq!(seen["declined"], false);
 
     // The sector turns bad: it changes one byte of the next version before its agents get it.
     a.stop();
@@ -907,6 +927,31 @@ fn a_bundle_relayed_by_a_sector_is_checked_by_its_agents() {
         (got[0]["peer"].clone(), got[0]["tlp"].clone()),
         (serde_json::json!("hub"), serde_json::json!("TLP:CLEAR"))
     );
+
+    // The sector declines the hub's bundle: its agent stops running it, the hub is told,
+    // and the next version the hub sends is acknowledged and not kept.
+    let out = ok(&sector, &["peer", "decline-bundle"], &["national"]);
+    assert!(out.contains("declined"), "{out}");
+    assert!(
+        wait_until(Duration::from_secs(30), || agent_bundles(&sector, &agent)
+            .0
+            .is_empty()),
+        "the sector's agent still runs the declined bundle: {:?}",
+        agent_bundles(&sector, &agent)
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            seen = at_hub(&hub);
+            seen["declined"] == true && seen["versions"] == serde_json::json!([])
+        }),
+        "the hub does not see the decline: {seen}"
+    );
+    push("1.0.2");
+    let delivered = wait_until(Duration::from_secs(30), || {
+        ok(&hub, &["peer", "list"], &["--json"]).contains("\"pending\": 0")
+    });
+    assert!(delivered, "1.0.2 did not reach the sector");
+    assert!(!held("1.0.2"), "a declined bundle's next version was kept");
     a.stop();
     hub.kill();
     sector.kill();

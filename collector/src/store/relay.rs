@@ -1,0 +1,243 @@
+//! Detector bundles relayed between teams: a team may decline a bundle another sent it (its
+//! versions are then acknowledged and not kept, and its agents stop running it), and each
+//! team tells a bundle's origin which versions its agents run, so the origin sees who runs
+//! what.
+
+use lindi_shared::stix::BundleStatusFacts;
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+use serde_json::json;
+
+use super::triage::audit;
+use super::{SqliteStore, StoreError};
+
+pub(super) const RELAY_SQL: &str = r#"
+CREATE TABLE bundle_declines (
+    name TEXT PRIMARY KEY,
+    declined_by TEXT NOT NULL,
+    declined_at_ns INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE peer_bundle_status (
+    peer TEXT NOT NULL,
+    name TEXT NOT NULL,
+    declined INTEGER NOT NULL,
+    versions TEXT NOT NULL,
+    updated_at_ns INTEGER NOT NULL,
+    PRIMARY KEY (peer, name)
+) WITHOUT ROWID;
+CREATE TABLE bundle_status_sent (
+    peer TEXT NOT NULL,
+    name TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (peer, name)
+) WITHOUT ROWID;
+"#;
+
+/// What a peer told this collector about a bundle: whether it declined it and which
+/// versions its agents run.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct PeerBundleStatus {
+    pub peer: String,
+    pub name: String,
+    pub declined: bool,
+    /// Versions with the number of the peer's agents running each.
+    pub versions: Vec<VersionCount>,
+    pub updated_at_ns: i64,
+}
+
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct VersionCount {
+    pub version: String,
+    pub agents: u64,
+}
+
+impl SqliteStore {
+    /// Decline bundle `name`: what peers relay of it is not kept, and no agent group runs
+    /// it. Returns false when it was declined already.
+    pub fn decline_bundle(&self, name: &str, actor: &str, now_ns: i64) -> Result<bool, StoreError> {
+        let mut conn = self.writer();
+        let tx = super::write_tx(&mut conn)?;
+        let new = tx.execute(
+            "INSERT INTO bundle_declines (name, declined_by, declined_at_ns) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
+            params![name, actor, now_ns],
+        )? == 1;
+        if new {
+            tx.execute("DELETE FROM bundle_rollout WHERE name = ?1", params![name])?;
+            audit(
+                &tx,
+                now_ns,
+                actor,
+                "*",
+                "bundle",
+                0,
+                "decline",
+                None,
+                Some(&json!({"name": name})),
+            )?;
+        }
+        tx.commit()?;
+        Ok(new)
+    }
+
+    /// Take bundle `name` again: peers' next versions are kept and rolled out; the latest
+    /// version held is rolled out now (returned). False when it was not declined.
+    pub fn accept_bundle(
+        &self,
+        name: &str,
+        actor: &str,
+        now_ns: i64,
+    ) -> Result<Option<Option<String>>, StoreError> {
+        let removed = {
+            let mut conn = self.writer();
+            let tx = super::write_tx(&mut conn)?;
+            let n = tx.execute("DELETE FROM bundle_declines WHERE name = ?1", params![name])?;
+            if n == 1 {
+                audit(
+                    &tx,
+                    now_ns,
+                    actor,
+                    "*",
+                    "bundle",
+                    0,
+                    "accept",
+                    None,
+                    Some(&json!({"name": name})),
+                )?;
+            }
+            tx.commit()?;
+            n == 1
+        };
+        if !removed {
+            return Ok(None);
+        }
+        let latest = self.latest_bundle(name)?.map(|(v, _)| v);
+        if let Some(v) = &latest {
+            // A version refused meanwhile cannot be rolled out; the next one will be.
+            let _ = self.roll_out(name, v, None, actor, now_ns)?;
+        }
+        Ok(Some(latest))
+    }
+
+    /// The bundles declined here, by name.
+    pub fn declined_bundles(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare("SELECT name FROM bundle_declines ORDER BY name")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn is_declined(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .reader()?
+            .query_row(
+                "SELECT 1 FROM bundle_declines WHERE name = ?1",
+                params![name],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Bundles that came from a peer (by name, with the peer that sent the latest version),
+    /// declined ones too.
+    pub fn relayed_bundles(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare(
+            "SELECT name, substr(pushed_by, 6) FROM bundles b WHERE pushed_by LIKE 'peer:%'
+               AND pushed_at_ns = (SELECT MAX(pushed_at_ns) FROM bundles c WHERE c.name = b.name AND c.pushed_by LIKE 'peer:%')
+             UNION SELECT d.name, COALESCE(
+                 (SELECT substr(pushed_by, 6) FROM bundles c WHERE c.name = d.name AND c.pushed_by LIKE 'peer:%' ORDER BY pushed_at_ns DESC LIMIT 1), '')
+               FROM bundle_declines d
+             ORDER BY 1",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows
+            .collect::<Result<Vec<(String, String)>, _>>()?
+            .into_iter()
+            .filter(|(_, peer)| !peer.is_empty())
+            .collect())
+    }
+
+    /// Queue `body` (a bundle status) for `peer` if it says something other than the last
+    /// one sent (`digest`). Returns whether it was queued.
+    pub fn queue_bundle_status(
+        &self,
+        peer: &str,
+        name: &str,
+        digest: &str,
+        body: &serde_json::Value,
+        now_ns: i64,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.writer();
+        let tx = super::write_tx(&mut conn)?;
+        let sent: Option<String> = tx
+            .query_row(
+                "SELECT digest FROM bundle_status_sent WHERE peer = ?1 AND name = ?2",
+                params![peer, name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if sent.as_deref() == Some(digest) {
+            return Ok(false);
+        }
+        super::peers::queue(
+            &tx,
+            peer,
+            "bundle_status",
+            lindi_shared::taxonomy::Tlp::Green,
+            body,
+            now_ns,
+        )?;
+        tx.execute(
+            "INSERT INTO bundle_status_sent (peer, name, digest) VALUES (?1, ?2, ?3) ON CONFLICT (peer, name) DO UPDATE SET digest = ?3",
+            params![peer, name, digest],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// What peers told this collector about bundles, by bundle and peer.
+    pub fn peer_bundle_statuses(&self) -> Result<Vec<PeerBundleStatus>, StoreError> {
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare(
+            "SELECT peer, name, declined, versions, updated_at_ns FROM peer_bundle_status ORDER BY name, peer",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let versions: String = r.get(3)?;
+            Ok(PeerBundleStatus {
+                peer: r.get(0)?,
+                name: r.get(1)?,
+                declined: r.get::<_, i64>(2)? != 0,
+                // Written from typed values only; one that no longer reads shows no versions.
+                versions: serde_json::from_str::<Vec<(String, u64)>>(&versions)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(version, agents)| VersionCount { version, agents })
+                    .collect(),
+                updated_at_ns: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// Store what `peer` said of a bundle (the newest report replaces the last).
+pub(super) fn store_status(
+    tx: &rusqlite::Transaction<'_>,
+    peer: &str,
+    f: &BundleStatusFacts,
+    now_ns: i64,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO peer_bundle_status (peer, name, declined, versions, updated_at_ns) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (peer, name) DO UPDATE SET declined = ?3, versions = ?4, updated_at_ns = ?5",
+        params![
+            peer,
+            f.name,
+            f.declined,
+            serde_json::to_string(&f.versions).unwrap_or_else(|_| "[]".into()),
+            now_ns
+        ],
+    )?;
+    Ok(())
+}
