@@ -607,12 +607,24 @@ fn three_collectors_indicator_everywhere_and_sightings_across_an_outage() {
             h["health"]
         );
     }
-    // Settled: no more matches arrive.
-    std::thread::sleep(Duration::from_secs(2));
-    let at_a = sighted(&sa, id);
+    // Settled: the sectors' counts stop moving (on a loaded machine a sector's pipeline can
+    // lag the capture by seconds).
+    let settled = |c: &Collector| {
+        let mut n = sighted(c, id);
+        for _ in 0..30 {
+            std::thread::sleep(Duration::from_secs(2));
+            let now = sighted(c, id);
+            if now == n {
+                break;
+            }
+            n = now;
+        }
+        n
+    };
+    let at_a = settled(&sa);
     // Sector B saw the indicator too (its own first matches): the hub's total is A's plus
     // B's once everything arrived, and A's part arrived once each.
-    let from_b = sighted(&sb, id);
+    let from_b = settled(&sb);
     hub.start();
     let started = Instant::now();
     let mut row = Value::Null;
