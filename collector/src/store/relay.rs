@@ -221,13 +221,25 @@ impl SqliteStore {
     }
 }
 
-/// Store what `peer` said of a bundle (the newest report replaces the last).
+/// Store what `peer` said of a bundle (the newest report replaces the last). Only bundles
+/// held here are reported on: a peer cannot fill the table with names of its own.
 pub(super) fn store_status(
     tx: &rusqlite::Transaction<'_>,
     peer: &str,
     f: &BundleStatusFacts,
     now_ns: i64,
 ) -> Result<(), StoreError> {
+    let held = tx
+        .query_row(
+            "SELECT 1 FROM bundles WHERE name = ?1 LIMIT 1",
+            params![f.name],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if !held {
+        return Ok(());
+    }
     tx.execute(
         "INSERT INTO peer_bundle_status (peer, name, declined, versions, updated_at_ns) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (peer, name) DO UPDATE SET declined = ?3, versions = ?4, updated_at_ns = ?5",
@@ -240,4 +252,82 @@ pub(super) fn store_status(
         ],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::bundles::NewBundle;
+    use crate::testutil::Fixture;
+
+    const NOW: i64 = 1_800_000_000_000_000_000;
+
+    fn facts(name: &str, declined: bool) -> BundleStatusFacts {
+        BundleStatusFacts {
+            name: name.into(),
+            declined,
+            versions: vec![("1.0.0".into(), 2)],
+            modified_ns: NOW,
+        }
+    }
+
+    #[test]
+    fn statuses_are_kept_only_for_held_bundles_and_a_decline_stops_the_rollout() {
+        let f = Fixture::new();
+        let s = &f.store;
+        let pushed = s
+            .push_bundle(
+                &NewBundle {
+                    name: "national",
+                    version: "1.0.0",
+                    signed: b"signed",
+                    key_id: "k",
+                    diff: "",
+                    description: "",
+                    targets: &Default::default(),
+                },
+                None,
+                "peer:hub",
+                NOW,
+            )
+            .unwrap();
+        assert!(pushed.is_ok());
+        assert_eq!(
+            s.relayed_bundles().unwrap(),
+            [("national".to_string(), "hub".to_string())]
+        );
+        {
+            let mut conn = s.writer();
+            let tx = crate::store::write_tx(&mut conn).unwrap();
+            store_status(&tx, "banking", &facts("national", false), NOW).unwrap();
+            // A name this collector holds no bundle of is not kept.
+            store_status(&tx, "banking", &facts("made-up", false), NOW).unwrap();
+            tx.commit().unwrap();
+        }
+        let held = s.peer_bundle_statuses().unwrap();
+        assert_eq!(held.len(), 1);
+        assert_eq!(
+            (held[0].peer.as_str(), held[0].versions[0].agents),
+            ("banking", 2)
+        );
+
+        assert!(s.rollouts().unwrap().iter().any(|r| r.name == "national"));
+        assert!(s.decline_bundle("national", "t", NOW).unwrap());
+        assert!(
+            !s.decline_bundle("national", "t", NOW).unwrap(),
+            "declined already"
+        );
+        assert!(s.is_declined("national").unwrap());
+        assert!(s.rollouts().unwrap().iter().all(|r| r.name != "national"));
+        assert_eq!(
+            s.accept_bundle("national", "t", NOW).unwrap(),
+            Some(Some("1.0.0".to_string()))
+        );
+        assert!(s.rollouts().unwrap().iter().any(|r| r.name == "national"));
+        assert_eq!(
+            s.accept_bundle("national", "t", NOW).unwrap(),
+            None,
+            "not declined"
+        );
+    }
 }

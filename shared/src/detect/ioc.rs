@@ -275,36 +275,14 @@ impl Table {
             self.entries.len() as u32
         };
         let fresh = match ip {
-            IpAddr::V4(a) => {
-                let net = u32::from(a) & mask4(bits);
-                let i = match self.v4.iter().position(|(b, _)| *b == bits) {
-                    Some(i) => i,
-                    None => {
-                        self.v4.push((bits, U32Map::default()));
-                        self.v4.sort_by_key(|n| std::cmp::Reverse(n.0));
-                        self.v4.iter().position(|(b, _)| *b == bits).unwrap_or(0)
-                    }
-                };
-                self.v4[i].1.insert_new(net, id)
-            }
-            IpAddr::V6(a) => {
-                let net = u128::from(a) & mask6(bits);
-                let i = match self.v6.iter().position(|(b, _)| *b == bits) {
-                    Some(i) => i,
-                    None => {
-                        self.v6.push((bits, HashMap::default()));
-                        self.v6.sort_by_key(|n| std::cmp::Reverse(n.0));
-                        self.v6.iter().position(|(b, _)| *b == bits).unwrap_or(0)
-                    }
-                };
-                match self.v6[i].1.entry(net) {
-                    std::collections::hash_map::Entry::Occupied(_) => false,
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(id);
-                        true
-                    }
+            IpAddr::V4(a) => map_for(&mut self.v4, bits).insert_new(u32::from(a) & mask4(bits), id),
+            IpAddr::V6(a) => match map_for(&mut self.v6, bits).entry(u128::from(a) & mask6(bits)) {
+                std::collections::hash_map::Entry::Occupied(_) => false,
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(id);
+                    true
                 }
-            }
+            },
         };
         match (fresh, bare) {
             (true, true) => self.count += 1,
@@ -341,6 +319,19 @@ impl Table {
             })
             .copied()
     }
+}
+
+/// The map for prefix length `bits` among `maps` (longest first), made when missing.
+fn map_for<M: Default>(maps: &mut Vec<(u8, M)>, bits: u8) -> &mut M {
+    let i = match maps.iter().position(|(b, _)| *b == bits) {
+        Some(i) => i,
+        None => {
+            maps.push((bits, M::default()));
+            maps.sort_by_key(|n| std::cmp::Reverse(n.0));
+            maps.iter().position(|(b, _)| *b == bits).unwrap_or(0)
+        }
+    };
+    &mut maps[i].1
 }
 
 impl IocSet {
@@ -527,24 +518,18 @@ fn add(table: &mut Table, line: u32, value: &str, description: &str) -> Result<(
             let (ip, bits) = parse_block(v)?;
             table.add_block(line, ip, bits, description);
         }
-        "domain" => {
-            let d = v.trim_end_matches('.').to_ascii_lowercase();
-            if d.is_empty() || d.len() > 253 {
-                return Err(format!("bad domain {v:?}"));
-            }
-            table.add_string(line, IocKind::Domain, &d, description);
-        }
-        "ja3" => {
-            if v.len() != 32 || !v.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(format!("a JA3 is 32 hex digits, not {v:?}"));
-            }
-            table.add_string(line, IocKind::Ja3, &v.to_ascii_lowercase(), description);
-        }
-        _ => {
-            if v.is_empty() || v.len() > 255 {
-                return Err(format!("bad JA4 {v:?}"));
-            }
-            table.add_string(line, IocKind::Ja4, v, description);
+        typ => {
+            let kind = match typ {
+                "domain" => IocKind::Domain,
+                "ja3" => IocKind::Ja3,
+                _ => IocKind::Ja4,
+            };
+            let value = canonical(kind.name(), v).ok_or_else(|| match kind {
+                IocKind::Domain => format!("bad domain {v:?}"),
+                IocKind::Ja3 => format!("a JA3 is 32 hex digits, not {v:?}"),
+                _ => format!("bad JA4 {v:?}"),
+            })?;
+            table.add_string(line, kind, &value, description);
         }
     }
     Ok(())
