@@ -498,12 +498,7 @@ impl CollectorConfig {
                 self.feeds.clone()
             },
             intel: {
-                if self.intel.min_confidence > 100 || self.intel.interval_secs == 0 {
-                    return Err(invalid(
-                        "intel",
-                        "min_confidence is 0-100 and interval_secs above 0".into(),
-                    ));
-                }
+                self.intel.validate().map_err(|e| invalid("intel", e))?;
                 self.intel.clone()
             },
         })

@@ -52,6 +52,10 @@ pub struct IntelSection {
     pub min_confidence: u8,
     /// Seconds between checks for a changed set. Default 60.
     pub interval_secs: u64,
+    /// Only agents of these groups get the set (the bundle's targets). Default: every group.
+    pub groups: Vec<String>,
+    /// Only agents of these constituencies get it. Default: every constituency.
+    pub constituencies: Vec<String>,
 }
 
 impl Default for IntelSection {
@@ -60,6 +64,28 @@ impl Default for IntelSection {
             publish: false,
             min_confidence: 0,
             interval_secs: 60,
+            groups: vec![],
+            constituencies: vec![],
+        }
+    }
+}
+
+impl IntelSection {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.min_confidence > 100 || self.interval_secs == 0 {
+            return Err("min_confidence is 0-100 and interval_secs above 0".into());
+        }
+        let name_ok = |n: &String| (1..=64).contains(&n.len()) && !n.chars().any(char::is_control);
+        if !self.groups.iter().chain(&self.constituencies).all(name_ok) {
+            return Err("groups and constituencies are names of 1 to 64 characters".into());
+        }
+        Ok(())
+    }
+
+    fn targets(&self) -> bundle::Targets {
+        bundle::Targets {
+            groups: self.groups.clone(),
+            constituencies: self.constituencies.clone(),
         }
     }
 }
@@ -165,6 +191,8 @@ pub struct Publisher {
     public: PublicKey,
     collector_name: String,
     min_confidence: u8,
+    /// Which agents get it.
+    targets: bundle::Targets,
     last: Option<Published>,
 }
 
@@ -205,7 +233,7 @@ impl Publisher {
         store: &SqliteStore,
         data_dir: &Path,
         collector_name: &str,
-        min_confidence: u8,
+        section: &IntelSection,
     ) -> Result<Publisher, IntelError> {
         let (key, public) = signing_key(data_dir)?;
         let last = last_published(store, &public)?;
@@ -213,7 +241,8 @@ impl Publisher {
             key,
             public,
             collector_name: collector_name.to_string(),
-            min_confidence,
+            min_confidence: section.min_confidence,
+            targets: section.targets(),
             last,
         })
     }
@@ -228,7 +257,7 @@ impl Publisher {
             store.indicators_for_agents(self.min_confidence, now_ns, MAX_INDICATORS as u32)?;
         let (lines, left_out) = lines(&held, self.min_confidence, now_ns);
         drop(held);
-        let d = digest(&lines);
+        let d = digest(&lines, &self.targets);
         if self.last.as_ref().is_some_and(|(_, last, _)| *last == d) {
             return Ok(None);
         }
@@ -248,13 +277,7 @@ impl Publisher {
         let mut files = BTreeMap::new();
         files.insert(
             "bundle.toml".to_string(),
-            format!(
-                "name = \"{BUNDLE_NAME}\"\nversion = \"{version}\"\nauthors = [{:?}]\ndescription = \"Indicators held by collector {}: {} for agents\"\n",
-                self.collector_name,
-                self.collector_name.replace(['"', '\\'], ""),
-                lines.len()
-            )
-            .into_bytes(),
+            manifest(&version, &self.collector_name, lines.len(), &self.targets).into_bytes(),
         );
         let mut file = String::new();
         for line in &lines {
@@ -336,7 +359,11 @@ fn last_published(
                     .filter(|l| !l.is_empty())
                     .map(str::to_string)
                     .collect();
-                (version, digest(&lines), line_hashes(&lines))
+                (
+                    version,
+                    digest(&lines, &b.manifest.targets),
+                    line_hashes(&lines),
+                )
             }
             // Signed with another key (the key file was replaced): the next version follows
             // it, whatever it held.
@@ -345,9 +372,29 @@ fn last_published(
     ))
 }
 
-/// The digest of a set of lines, as the bundle holds them.
-fn digest(lines: &[String]) -> [u8; 32] {
+/// `bundle.toml` of a version.
+fn manifest(version: &str, collector: &str, lines: usize, targets: &bundle::Targets) -> String {
+    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let list = |v: &[String]| {
+        let items: Vec<String> = v.iter().map(|s| q(s)).collect();
+        format!("[{}]", items.join(", "))
+    };
+    format!(
+        "name = \"{BUNDLE_NAME}\"\nversion = {}\nauthors = [{}]\ndescription = {}\n[targets]\ngroups = {}\nconstituencies = {}\n",
+        q(version),
+        q(collector),
+        q(&format!(
+            "Indicators held by collector {collector}: {lines} for agents"
+        )),
+        list(&targets.groups),
+        list(&targets.constituencies)
+    )
+}
+
+/// The digest of a set of lines and the agents it is for, as the bundle holds them.
+fn digest(lines: &[String], targets: &bundle::Targets) -> [u8; 32] {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(format!("{:?}\n", (&targets.groups, &targets.constituencies)).as_bytes());
     for l in lines {
         ctx.update(l.as_bytes());
         ctx.update(b"\n");
@@ -402,7 +449,7 @@ pub fn spawn(
                             &store,
                             &data_dir,
                             &collector_name,
-                            section.min_confidence,
+                            &section,
                         )?),
                     };
                     if p.publish(&store, now)?.is_some() {
@@ -418,4 +465,73 @@ pub fn spawn(
             }
         })
         .expect("spawn the intel thread")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::peers::Indicator;
+    use crate::testutil::Fixture;
+
+    const NOW: i64 = 1_800_000_000_000_000_000;
+
+    fn add(store: &SqliteStore, id: &str, value: &str, label: Tlp) {
+        let ind = Indicator {
+            id: id.into(),
+            kind: "ipv4-addr".into(),
+            value: value.into(),
+            label,
+            constituency: None,
+            rsit_type: None,
+            source: "local".into(),
+            confidence: 80,
+            valid_until_ns: None,
+            created_at_ns: NOW,
+            updated_at_ns: NOW,
+        };
+        store
+            .add_indicator(&ind, &serde_json::json!({"type": "indicator"}), &[], "t")
+            .unwrap();
+    }
+
+    #[test]
+    fn the_set_goes_to_the_chosen_groups_and_only_a_change_makes_a_version() {
+        let f = Fixture::new();
+        let dir = tempfile::tempdir().unwrap();
+        add(&f.store, "indicator--1", "192.0.2.7", Tlp::Green);
+        add(&f.store, "indicator--2", "192.0.2.8", Tlp::Red);
+        add(&f.store, "indicator--3", "192.0.2.0/24", Tlp::Amber);
+        let section = IntelSection {
+            publish: true,
+            groups: vec!["dmz \"edge\"".into()],
+            ..Default::default()
+        };
+        let mut p = Publisher::new(&f.store, dir.path(), "sector", &section).unwrap();
+        assert_eq!(p.publish(&f.store, NOW).unwrap().as_deref(), Some("1.0.0"));
+        let v = &f.store.bundle_versions().unwrap()[0];
+        assert_eq!(v.target_groups, ["dmz \"edge\""]);
+        let (_, signed) = f.store.latest_bundle(BUNDLE_NAME).unwrap().unwrap();
+        let (b, _) = bundle::verify(&signed, std::slice::from_ref(&p.public)).unwrap();
+        // TLP:RED stays on the collector; values are canonical.
+        assert_eq!(b.ioc_text().trim(), "ip:192.0.2.0/24\nip:192.0.2.7");
+        assert_eq!(p.publish(&f.store, NOW).unwrap(), None, "nothing changed");
+        // Read back by a new publisher: still nothing to publish.
+        let mut again = Publisher::new(&f.store, dir.path(), "sector", &section).unwrap();
+        assert_eq!(again.publish(&f.store, NOW).unwrap(), None);
+        // Other targets are a new version with the same lines.
+        let everyone = IntelSection {
+            publish: true,
+            ..Default::default()
+        };
+        let mut p = Publisher::new(&f.store, dir.path(), "sector", &everyone).unwrap();
+        assert_eq!(p.publish(&f.store, NOW).unwrap().as_deref(), Some("1.0.1"));
+        assert!(
+            IntelSection {
+                groups: vec![String::new()],
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
+    }
 }

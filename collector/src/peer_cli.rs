@@ -366,12 +366,8 @@ pub fn indicators(command: IndicatorsCommand) -> anyhow::Result<()> {
         IndicatorsCommand::Publish { location } => {
             let settings = location.settings()?;
             let store = open_store(&settings)?;
-            let mut publisher = intel::Publisher::new(
-                &store,
-                &settings.data_dir,
-                &settings.name,
-                settings.intel.min_confidence,
-            )?;
+            let mut publisher =
+                intel::Publisher::new(&store, &settings.data_dir, &settings.name, &settings.intel)?;
             match publisher.publish(&store, now_ns())? {
                 Some(v) => println!("published {} {v}", intel::BUNDLE_NAME),
                 None => println!("{} is up to date", intel::BUNDLE_NAME),

@@ -119,6 +119,35 @@ pub enum Request {
     Deliver { items: Vec<OutboxItem> },
 }
 
+/// Read a request. A delivery is read as a plain struct: serde cannot hand the raw JSON of
+/// each object through an internally tagged enum (it buffers the content first), and the
+/// objects are to pass through as text.
+fn read_request(bytes: &[u8]) -> Result<Request, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Tag<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: std::borrow::Cow<'a, str>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum DeliverTag {
+        Deliver,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Delivery {
+        #[serde(rename = "type")]
+        _kind: DeliverTag,
+        items: Vec<OutboxItem>,
+    }
+    if serde_json::from_slice::<Tag<'_>>(bytes)?.kind == "deliver" {
+        let d: Delivery = serde_json::from_slice(bytes)?;
+        Ok(Request::Deliver { items: d.items })
+    } else {
+        serde_json::from_slice(bytes)
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Response {
@@ -787,7 +816,7 @@ impl Peering {
                 match tokio::time::timeout(REQUEST_TIMEOUT, recv.read_to_end(MAX_REQUEST_BYTES))
                     .await
                 {
-                    Ok(Ok(bytes)) => match serde_json::from_slice::<Request>(&bytes) {
+                    Ok(Ok(bytes)) => match read_request(&bytes) {
                         Ok(req) => self.handle(&ca, req).await,
                         Err(e) => refuse("bad_request", e.to_string()),
                     },
@@ -861,7 +890,7 @@ impl Peering {
                     // path, idempotent), then store them all in one transaction.
                     let mut read_objects = Vec::with_capacity(items.len());
                     for item in items.iter().filter(|i| i.seq > peer.received_through) {
-                        if item.body.is_null() {
+                        if item.withdrawn() {
                             // Withdrawn by the sender after it was queued: only its
                             // number advances.
                             read_objects.push((item.seq, None));
@@ -1120,7 +1149,8 @@ impl Peering {
 
 /// A delivered object, read.
 enum ReadObject<'a> {
-    Indicator(Indicator, &'a serde_json::Value),
+    /// An indicator and its STIX object as the peer sent it (JSON text).
+    Indicator(Indicator, &'a str),
     Sighting(Sighting),
     Advisory(stix::AdvisoryFacts),
     Incident(stix::IncidentFacts),
@@ -1158,11 +1188,12 @@ fn read_item<'a>(
     peer: &str,
     keys: &[lindi_shared::bundle::PublicKey],
 ) -> Result<ReadObject<'a>, String> {
+    let body: serde_json::Value =
+        serde_json::from_str(item.body.get()).map_err(|e| format!("not JSON: {e}"))?;
     match item.kind {
         ObjectKind::DetectorBundle => {
             use base64::Engine as _;
-            let signed = item
-                .body
+            let signed = body
                 .get("signed")
                 .and_then(|v| v.as_str())
                 .filter(|s| {
@@ -1176,16 +1207,16 @@ fn read_item<'a>(
             Ok(ReadObject::Bundle(Box::new((b, key, signed))))
         }
         ObjectKind::Indicator => {
-            let mut f = stix::read_indicator(&item.body).map_err(|e| e.to_string())?;
+            let mut f = stix::read_indicator(&body).map_err(|e| e.to_string())?;
             // The strictest of the two labels the sender gave.
             f.label = f.label.max(item.label);
             Ok(ReadObject::Indicator(
                 indicator_of(&f, None, None, peer),
-                &item.body,
+                item.body.get(),
             ))
         }
         ObjectKind::Sighting => {
-            let f = stix::read_sighting(&item.body).map_err(|e| e.to_string())?;
+            let f = stix::read_sighting(&body).map_err(|e| e.to_string())?;
             Ok(ReadObject::Sighting(Sighting {
                 // Kept per sender: a peer can only ever update its own reports.
                 id: crate::store::peers::stable_id("sighting", &[peer, &f.id]),
@@ -1198,16 +1229,15 @@ fn read_item<'a>(
             }))
         }
         ObjectKind::Advisory => {
-            let mut f = stix::read_advisory(&item.body).map_err(|e| e.to_string())?;
+            let mut f = stix::read_advisory(&body).map_err(|e| e.to_string())?;
             f.label = f.label.max(item.label);
             Ok(ReadObject::Advisory(f))
         }
         ObjectKind::BundleStatus => Ok(ReadObject::BundleStatus(
-            stix::read_bundle_status(&item.body).map_err(|e| e.to_string())?,
+            stix::read_bundle_status(&body).map_err(|e| e.to_string())?,
         )),
         ObjectKind::TeamProfile => {
-            let (p, label, modified) =
-                stix::read_team_profile(&item.body).map_err(|e| e.to_string())?;
+            let (p, label, modified) = stix::read_team_profile(&body).map_err(|e| e.to_string())?;
             Ok(ReadObject::Profile(
                 Box::new(p),
                 label.max(item.label),
@@ -1215,7 +1245,7 @@ fn read_item<'a>(
             ))
         }
         ObjectKind::IncidentSummary => {
-            let mut f = stix::read_incident(&item.body).map_err(|e| e.to_string())?;
+            let mut f = stix::read_incident(&body).map_err(|e| e.to_string())?;
             f.label = f.label.max(item.label);
             // Kept per sender, and named by the link, whatever the sender wrote.
             f.id = crate::store::peers::stable_id("incident", &[peer, &f.id]);
@@ -1265,6 +1295,38 @@ pub fn pseudonym(key: &[u8; 32], peer: &str, constituent: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delivery_passes_its_objects_through_as_text_and_garbage_is_refused() {
+        let body = r#"{"type":"indicator","id":"indicator--1","name":"x"}"#;
+        let req = Request::Deliver {
+            items: vec![OutboxItem {
+                seq: 7,
+                kind: ObjectKind::Indicator,
+                label: Tlp::Green,
+                body: serde_json::value::RawValue::from_string(body.into()).unwrap(),
+            }],
+        };
+        let bytes = serde_json::to_vec(&req).unwrap();
+        let Request::Deliver { items } = read_request(&bytes).unwrap() else {
+            panic!("not a delivery")
+        };
+        assert_eq!((items[0].seq, items[0].body.get()), (7, body));
+        let join = br#"{"type":"join","secret":"s","name":"n","address":"a:1"}"#;
+        assert!(matches!(read_request(join), Ok(Request::Join { .. })));
+        for bad in [
+            &b"not json"[..],
+            br#"{"type":"deliver","items":[{"seq":1}]}"#,
+            br#"{"type":"deliver","items":[],"extra":1}"#,
+            br#"{"type":"other"}"#,
+        ] {
+            assert!(
+                read_request(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 
     #[test]
     fn pseudonyms_are_stable_per_link_and_differ_between_links() {

@@ -304,6 +304,33 @@ pub fn tlp_of_marking(id: &str) -> Option<Tlp> {
         })
 }
 
+/// Whether the serialised object `text` carries TLP marking `t` and no other TLP marking
+/// (what [`set_tlp`] leaves), judged on the text alone, so that a stored object can travel
+/// without being parsed and written again. A marking id quoted elsewhere in the object can
+/// only make this false (the object then takes the slow path) or leave the object marked
+/// stricter than `t`, never weaker.
+pub fn marked_exactly(text: &str, t: Tlp) -> bool {
+    text.contains(t.stix_marking_id())
+        && Tlp::ALL
+            .into_iter()
+            .filter(|o| *o != t)
+            .all(|o| !text.contains(o.stix_marking_id()))
+        && TLP1_MARKINGS.iter().all(|(id, _)| !text.contains(id))
+}
+
+/// `text` marked `t` alone: as it is when [`marked_exactly`], else parsed, re-marked and
+/// written again. `None` when it is not a JSON object.
+pub fn with_tlp(text: &str, t: Tlp) -> Option<String> {
+    if marked_exactly(text, t) {
+        return Some(text.to_string());
+    }
+    let mut v: Value = serde_json::from_str(text).ok()?;
+    v.is_object().then(|| {
+        set_tlp(&mut v, t);
+        v.to_string()
+    })
+}
+
 /// The TLP 2.0 marking-definition object for `t`, as OASIS defines it.
 pub fn tlp_marking(t: Tlp) -> Value {
     json!({
@@ -940,6 +967,30 @@ mod tests {
             normalise("domain-name", "A.Example."),
             Ok("a.example".into())
         );
+    }
+
+    #[test]
+    fn an_object_marked_as_wanted_passes_as_it_is_and_any_other_is_re_marked() {
+        let mut o = json!({"type": "indicator", "id": "indicator--1"});
+        set_tlp(&mut o, Tlp::Green);
+        let text = o.to_string();
+        assert!(marked_exactly(&text, Tlp::Green));
+        assert!(!marked_exactly(&text, Tlp::Amber));
+        assert_eq!(with_tlp(&text, Tlp::Green).as_deref(), Some(text.as_str()));
+        let amber: Value = serde_json::from_str(&with_tlp(&text, Tlp::Amber).unwrap()).unwrap();
+        assert_eq!(
+            amber["object_marking_refs"],
+            json!([Tlp::Amber.stix_marking_id()])
+        );
+        // Two TLP markings (or a TLP 1.0 one) are not "exactly": re-marked.
+        let two = text.replace(']', &format!(",\"{}\"]", Tlp::Red.stix_marking_id()));
+        assert!(!marked_exactly(&two, Tlp::Green));
+        let red: Value = serde_json::from_str(&with_tlp(&two, Tlp::Red).unwrap()).unwrap();
+        assert_eq!(
+            red["object_marking_refs"],
+            json!([Tlp::Red.stix_marking_id()])
+        );
+        assert_eq!(with_tlp("[1]", Tlp::Green), None);
     }
 
     #[test]

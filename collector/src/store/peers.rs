@@ -222,15 +222,29 @@ pub struct Peer {
 }
 
 /// An object waiting in a peer's outbox.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct OutboxItem {
     pub seq: u64,
     pub kind: ObjectKind,
     pub label: Tlp,
-    /// The object as STIX 2.1 JSON; `null` when it was withdrawn after it was queued (an
-    /// indicator since held under a stricter label, or gone): its number still travels, so
-    /// the peer's sequence has no gap.
-    pub body: serde_json::Value,
+    /// The object as STIX 2.1 JSON, passed through as text (a stored indicator is not
+    /// parsed and written again on its way); `null` when it was withdrawn after it was
+    /// queued (an indicator since held under a stricter label, or gone): its number still
+    /// travels, so the peer's sequence has no gap.
+    pub body: Box<serde_json::value::RawValue>,
+}
+
+impl OutboxItem {
+    /// Withdrawn after it was queued (see [`Self::body`]).
+    pub fn withdrawn(&self) -> bool {
+        self.body.get() == "null"
+    }
+}
+
+/// The JSON `null`, as a withdrawn item's body.
+fn null_body() -> Box<serde_json::value::RawValue> {
+    serde_json::value::RawValue::from_string("null".into())
+        .unwrap_or_else(|_| unreachable!("null is JSON"))
 }
 
 /// An indicator: one observable value with its label and provenance.
@@ -513,27 +527,26 @@ impl SqliteStore {
                 break;
             }
             // Rows are written only by this module from typed values; one that no longer
-            // reads goes as withdrawn, so the numbers after it are not held up.
+            // reads goes as withdrawn, so the numbers after it are not held up. An indicator
+            // goes marked with the label it was queued under, as stored when the store
+            // already marks it so (it does, for what this build stored).
             let kind = serde_json::from_value(serde_json::Value::String(kind));
-            let parsed = serde_json::from_str::<serde_json::Value>(&body);
             let (Ok(kind), Some(label)) = (kind, queued) else {
                 out.push(OutboxItem {
                     seq,
                     kind: ObjectKind::Indicator,
                     label: Tlp::Red,
-                    body: serde_json::Value::Null,
+                    body: null_body(),
                 });
                 continue;
             };
-            let body = match parsed {
-                Ok(mut v) => {
-                    if by_ref {
-                        lindi_shared::stix::set_tlp(&mut v, label);
-                    }
-                    v
-                }
-                Err(_) => serde_json::Value::Null,
+            let text = if by_ref && !body.is_empty() {
+                lindi_shared::stix::with_tlp(&body, label).unwrap_or_default()
+            } else {
+                body
             };
+            let body =
+                serde_json::value::RawValue::from_string(text).unwrap_or_else(|_| null_body());
             out.push(OutboxItem {
                 seq,
                 kind,
@@ -1136,7 +1149,8 @@ impl SqliteStore {
 
 /// An object a peer sent, read.
 pub enum Received<'a> {
-    Indicator(&'a Indicator, &'a serde_json::Value),
+    /// An indicator and its STIX object as JSON text.
+    Indicator(&'a Indicator, &'a str),
     Sighting(&'a Sighting),
     Advisory(&'a AdvisoryFacts),
     Incident(&'a IncidentFacts),
@@ -1445,7 +1459,7 @@ fn store_and_queue(
     stix: &serde_json::Value,
     recipients: &[String],
 ) -> Result<bool, StoreError> {
-    let Some(label) = insert_indicator(tx, ind, stix)? else {
+    let Some(label) = insert_indicator(tx, ind, &stix.to_string())? else {
         return Ok(false);
     };
     // The sharing decision was made on `ind.label`; if this collector holds it under a
@@ -1485,7 +1499,7 @@ fn changed_label(
 fn insert_indicator(
     tx: &rusqlite::Transaction<'_>,
     ind: &Indicator,
-    stix: &serde_json::Value,
+    stix: &str,
 ) -> Result<Option<Tlp>, StoreError> {
     let Some(label) = changed_label(
         tx,
@@ -1522,7 +1536,11 @@ fn insert_indicator(
     tx.prepare_cached(
         "INSERT INTO indicator_stix (row, stix) VALUES (?1, ?2) ON CONFLICT (row) DO UPDATE SET stix = excluded.stix",
     )?
-    .execute(params![row, stix.to_string()])?;
+    // Stored marked with the label kept, so that it can travel as it is.
+    .execute(params![
+        row,
+        lindi_shared::stix::with_tlp(stix, label).unwrap_or_else(|| stix.to_string())
+    ])?;
     Ok(Some(label))
 }
 
@@ -1664,9 +1682,10 @@ mod tests {
         );
         // Queued by reference: it goes as held, with the label it was queued under.
         let first = &s.outbox("a", 0, 1, usize::MAX).unwrap()[0];
-        assert_eq!(first.body["type"], "indicator");
+        let first: serde_json::Value = serde_json::from_str(first.body.get()).unwrap();
+        assert_eq!(first["type"], "indicator");
         assert_eq!(
-            first.body["object_marking_refs"],
+            first["object_marking_refs"],
             json!([Tlp::Green.stix_marking_id()])
         );
         // Held under a stricter label since it was queued: it goes as withdrawn, in its
@@ -1675,7 +1694,7 @@ mod tests {
         red.updated_at_ns += 1;
         assert!(s.add_indicator(&red, &body, &[], "t").unwrap());
         let last = s.outbox("a", 0, 100, usize::MAX).unwrap().pop().unwrap();
-        assert_eq!((last.seq, last.body.is_null()), (5, true));
+        assert_eq!((last.seq, last.withdrawn()), (5, true));
         s.outbox_acked("a", 3, NOW).unwrap();
         assert_eq!(seqs("a"), vec![4, 5]);
         let a = s
@@ -1700,7 +1719,7 @@ mod tests {
         let s = &f.store;
         s.add_joined_peer("hub", PeerRole::Hub, "ca", "x:1", "t", NOW)
             .unwrap();
-        let body = json!({});
+        let body = json!({}).to_string();
         let amber = indicator("x", Tlp::Amber);
         assert_eq!(
             s.receive_from_peer("hub", &[(2, Some(Received::Indicator(&amber, &body)))], NOW)

@@ -646,7 +646,23 @@ fn three_collectors_indicator_everywhere_and_sightings_across_an_outage() {
         peer(&sa, "hub"),
         sb.log_text()
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // Once each: the hub's total never exceeds what the sectors counted (read after it, so
+    // a late match only raises their side), and it comes to equal it. On a loaded machine a
+    // sector may still count late matches its agent ships, so this is judged on fresh reads.
+    let mut seen = (0, 0, 0);
+    let equal = wait_until(Duration::from_secs(60), || {
+        let h = sighted(&hub, id);
+        seen = (h, sighted(&sa, id), sighted(&sb, id));
+        assert!(
+            h <= seen.1 + seen.2,
+            "the hub counts more than the sectors: {seen:?}"
+        );
+        h == seen.1 + seen.2
+    });
+    assert!(
+        equal,
+        "the hub's total and the sectors' (hub, A, B): {seen:?}"
+    );
     let v = hub.api_get("/api/v1/intel/awareness?limit=10000");
     let row = v["indicators"]
         .as_array()
@@ -655,7 +671,7 @@ fn three_collectors_indicator_everywhere_and_sightings_across_an_outage() {
         .find(|r| r["indicator"]["id"] == id)
         .unwrap()
         .clone();
-    assert_eq!(row["count"].as_u64().unwrap(), at_a + from_b, "{row}");
+    assert!(row["count"].as_u64().unwrap() >= at_a + from_b, "{row}");
     assert_eq!(row["sectors"].as_array().unwrap().len(), 2, "{row}");
     eprintln!(
         "hub back to complete national count: {} ms",
