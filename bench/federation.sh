@@ -25,16 +25,8 @@ COPIES=${2:-10}
 PCAP=../shared/corpus/network/bench/bench-ethernet.pcap
 [ -f "$PCAP" ] || { echo "no $PCAP: the shared corpus must be beside the repository" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || { echo "needs root (live capture on lo)" >&2; exit 1; }
-cargo build --release --workspace --bins >&2
-B=$PWD/target/release
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if [ -n "${KEEP:-}" ]; then echo "kept $work" >&2; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
+. bench/lib.sh
+bench_start
 
 free_port() { # udp|tcp
   python3 -c 'import socket,sys

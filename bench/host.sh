@@ -12,16 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 FILES=${1:-100000}
 command -v aide >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq aide >/dev/null; }
-cargo build --release --workspace --bins >&2
-B=$PWD/target/release
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. bench/lib.sh
+bench_start
 
 echo "== 1. FIM baseline: $FILES files"
 python3 - "$work/tree" "$FILES" <<'PY'

@@ -159,18 +159,14 @@ fn ioc_line(i: &Indicator) -> Option<String> {
     })
 }
 
-/// The lines to publish now: unexpired, confident enough, matchable, sorted, at most
-/// [`MAX_BYTES`] of them (the most recently changed indicators first: `held` is in that
-/// order). Returns the lines and how many were left out for size.
-pub fn lines(held: &[Indicator], min_confidence: u8, now_ns: i64) -> (Vec<String>, usize) {
+/// The lines of `held` (what [`SqliteStore::indicators_for_agents`] chose: unexpired,
+/// confident enough, matchable, the most recently stored first), sorted, at most
+/// [`MAX_BYTES`] of them. Returns the lines and how many were left out for size.
+fn lines(held: &[Indicator]) -> (Vec<String>, usize) {
     let mut out: Vec<String> = vec![];
     let mut bytes = 0;
     let mut left_out = 0;
-    for line in held
-        .iter()
-        .filter(|i| i.confidence >= min_confidence && i.valid_until_ns.is_none_or(|u| u > now_ns))
-        .filter_map(ioc_line)
-    {
+    for line in held.iter().filter_map(ioc_line) {
         if bytes + line.len() + 1 > MAX_BYTES {
             left_out += 1;
             continue;
@@ -255,7 +251,7 @@ impl Publisher {
     ) -> Result<Option<String>, IntelError> {
         let held =
             store.indicators_for_agents(self.min_confidence, now_ns, MAX_INDICATORS as u32)?;
-        let (lines, left_out) = lines(&held, self.min_confidence, now_ns);
+        let (lines, left_out) = lines(&held);
         drop(held);
         let d = digest(&lines, &self.targets);
         if self.last.as_ref().is_some_and(|(_, last, _)| *last == d) {

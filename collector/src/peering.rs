@@ -578,7 +578,7 @@ impl Peering {
         {
             let mut last = self.declined.lock().unwrap_or_else(|p| p.into_inner());
             if *last != declined {
-                *last = declined;
+                *last = declined.clone();
                 self.bundle_generation.send_modify(|g| *g += 1);
             }
         }
@@ -586,33 +586,33 @@ impl Peering {
         if relayed.is_empty() {
             return Ok(());
         }
+        let obj = Outgoing {
+            label: Tlp::Green,
+            kind: ObjectKind::BundleStatus,
+            constituency: None,
+            rsit_type: None,
+        };
+        let allowed = allowed(&recipients_among(
+            &self.store.peers()?,
+            &self.settings,
+            &obj,
+        ));
         let agents = self.store.monitored_agents()?;
-        let peers = self.store.peers()?;
         let now = crate::now_ns();
         for (name, origin) in relayed {
+            if !allowed.contains(&origin) {
+                continue;
+            }
+            let prefix = format!("{name}@");
             let mut versions: std::collections::BTreeMap<String, u64> = Default::default();
             for (_, health) in &agents {
                 let running = health.iter().flat_map(|(_, h)| h.bundles.iter());
-                for b in running {
-                    if let Some(v) = b.strip_prefix(&format!("{name}@")) {
-                        *versions.entry(v.to_string()).or_default() += 1;
-                    }
+                for v in running.filter_map(|b| b.strip_prefix(&prefix)) {
+                    *versions.entry(v.to_string()).or_default() += 1;
                 }
             }
-            let declined = self.store.is_declined(&name)?;
+            let declined = declined.contains(&name);
             let digest = format!("{declined}:{versions:?}");
-            let obj = Outgoing {
-                label: Tlp::Green,
-                kind: ObjectKind::BundleStatus,
-                constituency: None,
-                rsit_type: None,
-            };
-            let allowed_to_origin = recipients_among(&peers, &self.settings, &obj)
-                .into_iter()
-                .any(|(p, verdict)| p == origin && verdict.is_ok());
-            if !allowed_to_origin {
-                continue;
-            }
             let facts = stix::BundleStatusFacts {
                 name: name.clone(),
                 declined,

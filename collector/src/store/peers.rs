@@ -511,25 +511,26 @@ impl SqliteStore {
             let kind: String = r.get(1)?;
             let queued = Tlp::parse(&r.get::<_, String>(2)?);
             let by_ref = r.get::<_, Option<String>>(4)?.is_some();
-            let body: String = if by_ref {
+            // `None`: withdrawn. An indicator goes marked with the label it was queued
+            // under, as stored when the store marks it so already (it does, for what this
+            // build stored).
+            let text: Option<String> = if by_ref {
                 let held = r.get::<_, Option<String>>(5)?.and_then(|l| Tlp::parse(&l));
-                match (held, queued) {
-                    (Some(h), Some(q)) if h <= q => {
-                        r.get::<_, Option<String>>(6)?.unwrap_or_default()
+                match (held, queued, r.get::<_, Option<String>>(6)?) {
+                    (Some(h), Some(q), Some(stix)) if h <= q => {
+                        lindi_shared::stix::with_tlp(&stix, q)
                     }
-                    _ => String::new(),
+                    _ => None,
                 }
             } else {
-                r.get(3)?
+                Some(r.get(3)?)
             };
-            bytes += body.len();
+            bytes += text.as_ref().map_or(0, String::len);
             if bytes > max_bytes && !out.is_empty() {
                 break;
             }
             // Rows are written only by this module from typed values; one that no longer
-            // reads goes as withdrawn, so the numbers after it are not held up. An indicator
-            // goes marked with the label it was queued under, as stored when the store
-            // already marks it so (it does, for what this build stored).
+            // reads goes as withdrawn, so the numbers after it are not held up.
             let kind = serde_json::from_value(serde_json::Value::String(kind));
             let (Ok(kind), Some(label)) = (kind, queued) else {
                 out.push(OutboxItem {
@@ -540,13 +541,9 @@ impl SqliteStore {
                 });
                 continue;
             };
-            let text = if by_ref && !body.is_empty() {
-                lindi_shared::stix::with_tlp(&body, label).unwrap_or_default()
-            } else {
-                body
-            };
-            let body =
-                serde_json::value::RawValue::from_string(text).unwrap_or_else(|_| null_body());
+            let body = text
+                .and_then(|t| serde_json::value::RawValue::from_string(t).ok())
+                .unwrap_or_else(null_body);
             out.push(OutboxItem {
                 seq,
                 kind,
@@ -862,8 +859,6 @@ pub struct Awareness {
 
 pub use lindi_shared::stix::stable_id;
 
-/// Count a match of `indicator_id` by an agent of `constituency` at `ts_ns` (in the triage
-/// transaction that reads the detection, so each is counted once).
 /// Count a match of `value` (of IoC type `ioc_type`: `ip`, `domain`, `ja3`, `ja4`) as a
 /// sighting of each held indicator of that value, or of the one `id` names.
 pub(super) fn record_sightings_of(
@@ -898,6 +893,8 @@ pub(super) fn record_sightings_of(
     Ok(())
 }
 
+/// Count a match of `indicator_id` by an agent of `constituency` at `ts_ns` (in the triage
+/// transaction that reads the detection, so each is counted once).
 fn record_sighting(
     tx: &rusqlite::Transaction<'_>,
     indicator_id: &str,

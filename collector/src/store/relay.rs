@@ -138,24 +138,17 @@ impl SqliteStore {
             .is_some())
     }
 
-    /// Bundles that came from a peer (by name, with the peer that sent the latest version),
-    /// declined ones too.
+    /// Bundles that came from a peer (declined ones too), by name, with the peer that sent
+    /// the latest version.
     pub fn relayed_bundles(&self) -> Result<Vec<(String, String)>, StoreError> {
         let conn = self.reader()?;
+        // SQLite takes the bare column from the row with the MAX.
         let mut stmt = conn.prepare(
-            "SELECT name, substr(pushed_by, 6) FROM bundles b WHERE pushed_by LIKE 'peer:%'
-               AND pushed_at_ns = (SELECT MAX(pushed_at_ns) FROM bundles c WHERE c.name = b.name AND c.pushed_by LIKE 'peer:%')
-             UNION SELECT d.name, COALESCE(
-                 (SELECT substr(pushed_by, 6) FROM bundles c WHERE c.name = d.name AND c.pushed_by LIKE 'peer:%' ORDER BY pushed_at_ns DESC LIMIT 1), '')
-               FROM bundle_declines d
-             ORDER BY 1",
+            "SELECT name, substr(pushed_by, 6), MAX(pushed_at_ns) FROM bundles
+             WHERE pushed_by LIKE 'peer:%' GROUP BY name ORDER BY name",
         )?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows
-            .collect::<Result<Vec<(String, String)>, _>>()?
-            .into_iter()
-            .filter(|(_, peer)| !peer.is_empty())
-            .collect())
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Queue `body` (a bundle status) for `peer` if it says something other than the last

@@ -151,7 +151,19 @@ impl U32Map {
     }
 
     fn resize(&mut self, min_slots: usize) {
-        let size = min_slots.max(self.slots.len() * 3 / 2);
+        self.rehash(min_slots.max(self.slots.len() * 3 / 2));
+    }
+
+    /// Shrink to the smallest table that holds what is in it at 80%.
+    fn shrink_to_fit(&mut self) {
+        let want = self.len * 5 / 4 + 8;
+        if want < self.slots.len() {
+            self.rehash(want);
+        }
+    }
+
+    /// Move every key into a table of `size` slots.
+    fn rehash(&mut self, size: usize) {
         if self.seed == 0 {
             self.seed = ahash::RandomState::new().hash_one(0u8) | 1;
         }
@@ -159,19 +171,6 @@ impl U32Map {
         self.len = 0;
         for (k, v) in old.into_iter().filter(|(_, v)| *v != Self::FREE) {
             self.insert_new(k, v);
-        }
-    }
-
-    /// Shrink to the smallest table that holds what is in it at 80%.
-    fn shrink_to_fit(&mut self) {
-        let want = self.len * 5 / 4 + 8;
-        if want < self.slots.len() {
-            let old = std::mem::take(&mut self.slots);
-            self.slots = vec![(0, Self::FREE); want];
-            self.len = 0;
-            for (k, v) in old.into_iter().filter(|(_, v)| *v != Self::FREE) {
-                self.insert_new(k, v);
-            }
         }
     }
 }
