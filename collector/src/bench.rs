@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::store::db::Connection;
 use lindi_shared::proto::Event;
-use rusqlite::Connection;
 use serde::Serialize;
 
 use crate::store::search::Observable;
@@ -75,8 +75,10 @@ pub fn plain_insert(
         Some(d) => d,
         None => {
             tmp = std::env::temp_dir().join(format!("lindi-bench-store-{}", std::process::id()));
-            std::fs::create_dir_all(&tmp)
-                .map_err(|e| StoreError::Sql(rusqlite::Error::InvalidPath(e.to_string().into())))?;
+            std::fs::create_dir_all(&tmp).map_err(|source| StoreError::Io {
+                path: tmp.clone(),
+                source,
+            })?;
             &tmp
         }
     };
@@ -84,8 +86,13 @@ pub fn plain_insert(
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
-    let mut conn = Connection::open(&path)?;
-    configure_writer(&conn, synchronous)?;
+    let open_err = |source| StoreError::Open {
+        path: path.clone(),
+        source,
+    };
+    let sqlite = rusqlite::Connection::open(&path).map_err(open_err)?;
+    configure_writer(&sqlite, synchronous).map_err(open_err)?;
+    let mut conn = Connection::Sqlite(sqlite);
     conn.execute_batch(&events_schema())?;
     let mut spent = Duration::ZERO;
     let mut made = 0u64;
@@ -232,13 +239,13 @@ pub fn triage(
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use crate::pipeline::{Pipeline, TriageSection, TriageSettings};
-    use crate::store::{BatchMeta, SqliteStore, Store};
+    use crate::store::{BatchMeta, SqlStore, Store};
 
     let path = dir.join("bench-triage.db");
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
-    let store = Arc::new(SqliteStore::open(&path, synchronous)?);
+    let store = Arc::new(SqlStore::open(&path, synchronous)?);
     let settings = TriageSettings::new(&TriageSection::default(), &[])?;
     let pipeline = Pipeline::new(store.clone(), Arc::new(settings))?;
     let handle = pipeline.handle();

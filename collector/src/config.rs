@@ -273,17 +273,77 @@ impl Default for IngestSection {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSection {
-    /// `full` (fsync every commit: an acked batch survives power loss) or `normal` (survives a
-    /// collector crash only). Default `full`.
+    /// `sqlite` (the embedded store, `lindi.db` in the data directory) or `postgres` (a
+    /// PostgreSQL database at `url`, shared by the nodes of a cluster). Default `sqlite`.
+    pub engine: StoreEngine,
+    /// SQLite only: `full` (fsync every commit: an acked batch survives power loss) or
+    /// `normal` (survives a collector crash only). Default `full`.
     pub synchronous: Synchronous,
+    /// PostgreSQL only: the connection URL, e.g.
+    /// `postgresql://lindi:secret@db.example:5432/lindi`. Required with `engine = "postgres"`.
+    pub url: Option<String>,
+    /// PostgreSQL only: drop events whose day partition ended more than this many days ago
+    /// (checked hourly). Default: keep every event.
+    pub event_retention_days: Option<u32>,
+}
+
+/// The engine under the store.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreEngine {
+    #[default]
+    Sqlite,
+    Postgres,
 }
 
 impl Default for StoreSection {
     fn default() -> Self {
         StoreSection {
+            engine: StoreEngine::Sqlite,
             synchronous: Synchronous::Full,
+            url: None,
+            event_retention_days: None,
         }
     }
+}
+
+impl StoreSection {
+    fn validate(&self) -> Result<StoreTarget, String> {
+        match (self.engine, &self.url) {
+            (StoreEngine::Sqlite, Some(_)) => {
+                Err("url is for engine = \"postgres\"; the SQLite store lives in the data directory".into())
+            }
+            (StoreEngine::Sqlite, None) if self.event_retention_days.is_some() => Err(
+                "event_retention_days needs engine = \"postgres\" (it drops day partitions); the SQLite store keeps every event".into(),
+            ),
+            (StoreEngine::Sqlite, None) => Ok(StoreTarget::Sqlite(self.synchronous)),
+            (StoreEngine::Postgres, None) => {
+                Err("engine = \"postgres\" needs url (postgresql://user@host:port/database)".into())
+            }
+            (StoreEngine::Postgres, Some(url)) => {
+                let config: postgres::Config = url
+                    .parse()
+                    .map_err(|e| format!("url: {e}"))?;
+                if self.event_retention_days == Some(0) {
+                    return Err("event_retention_days must be at least 1".into());
+                }
+                Ok(StoreTarget::Postgres {
+                    config: Box::new(config),
+                    event_retention_days: self.event_retention_days,
+                })
+            }
+        }
+    }
+}
+
+/// Where the store is, validated.
+#[derive(Clone, Debug)]
+pub enum StoreTarget {
+    Sqlite(Synchronous),
+    Postgres {
+        config: Box<postgres::Config>,
+        event_retention_days: Option<u32>,
+    },
 }
 
 /// Validated settings.
@@ -302,7 +362,7 @@ pub struct CollectorSettings {
     pub max_frame_bytes: u64,
     pub max_streams_per_connection: u32,
     pub limits: BatchLimits,
-    pub synchronous: Synchronous,
+    pub store: StoreTarget,
     pub triage: Arc<TriageSettings>,
     pub escalation: Arc<EscalationSettings>,
     pub monitors: MonitorSection,
@@ -462,7 +522,7 @@ impl CollectorConfig {
                 max_decompressed_bytes: i.max_decompressed_bytes,
                 max_events: i.max_events_per_batch,
             },
-            synchronous: self.store.synchronous,
+            store: self.store.validate().map_err(|e| invalid("store", e))?,
             triage: Arc::new(
                 TriageSettings::new(&self.triage, &self.constituencies)
                     .map_err(|e| invalid("triage", e.to_string()))?,

@@ -32,7 +32,7 @@ use crate::pipeline::PipelineHandle;
 use crate::store::escalation::{
     DueClimb, EscalationTx, NewNotification, SlaDue, TicketBrief, Unstarted,
 };
-use crate::store::{SqliteStore, StoreError};
+use crate::store::{SqlStore, StoreError};
 
 /// One escalator step on some rows, in a transaction: (rows handled, notifications queued).
 type ApplyFn<'a> = dyn Fn(&EscalationTx<'_>) -> Result<(usize, usize), StoreError> + 'a;
@@ -220,13 +220,13 @@ fn bump(c: &AtomicU64, n: u64) {
 }
 
 pub struct Escalator {
-    store: Arc<SqliteStore>,
+    store: Arc<SqlStore>,
     settings: Arc<EscalationSettings>,
     pub stats: Arc<EscalationStats>,
 }
 
 impl Escalator {
-    pub fn new(store: Arc<SqliteStore>, settings: Arc<EscalationSettings>) -> Escalator {
+    pub fn new(store: Arc<SqlStore>, settings: Arc<EscalationSettings>) -> Escalator {
         Escalator {
             store,
             settings,
@@ -503,7 +503,7 @@ impl Escalator {
 }
 
 pub struct Notifier {
-    store: Arc<SqliteStore>,
+    store: Arc<SqlStore>,
     settings: Arc<EscalationSettings>,
     stats: Arc<EscalationStats>,
     sender_name: String,
@@ -511,7 +511,7 @@ pub struct Notifier {
 
 impl Notifier {
     pub fn new(
-        store: Arc<SqliteStore>,
+        store: Arc<SqlStore>,
         settings: Arc<EscalationSettings>,
         stats: Arc<EscalationStats>,
         sender_name: String,
@@ -770,13 +770,11 @@ mod tests {
         let mut ids: Vec<i64> = f.tickets("bank-a").iter().map(|t| t.id).collect();
         ids.sort();
         // The store refuses to start the first ticket's climb (as a corrupt row would).
-        rusqlite::Connection::open(f.store.path())
-            .unwrap()
-            .execute_batch(&format!(
-                "CREATE TRIGGER refuse BEFORE UPDATE ON escalations WHEN NEW.ticket_id = {} AND NEW.state = 'climbing' BEGIN SELECT RAISE(ABORT, 'refused'); END;",
-                ids[0]
-            ))
-            .unwrap();
+        f.refuse(
+            "UPDATE",
+            "escalations",
+            &format!("NEW.ticket_id = {} AND NEW.state = 'climbing'", ids[0]),
+        );
         let e = escalator(&f, &section("http://127.0.0.1:9/hook"));
         e.run_once(T0).unwrap();
         assert_eq!(f.store.escalation(ids[0]).unwrap().unwrap().state, "error");

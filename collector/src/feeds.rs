@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::PeeringSettings;
 use crate::peering::{allowed, indicator_of, recipients_among};
 use crate::store::peers::ImportItem;
-use crate::store::{SqliteStore, StoreError};
+use crate::store::{SqlStore, StoreError};
 
 /// Largest document read (a bundle, a manifest or an event).
 const MAX_DOCUMENT_BYTES: u64 = 256 << 20;
@@ -152,7 +152,7 @@ fn beside(base: &str, file: &str) -> String {
 /// manifest or bundle that cannot be read is an error that leaves the held indicators as
 /// they were.
 pub fn fetch_and_import(
-    store: &SqliteStore,
+    store: &SqlStore,
     peering: Option<&PeeringSettings>,
     feed: &FeedConfig,
     actor: &str,
@@ -165,7 +165,7 @@ pub fn fetch_and_import(
 }
 
 fn read_and_store(
-    store: &SqliteStore,
+    store: &SqlStore,
     peering: Option<&PeeringSettings>,
     feed: &FeedConfig,
     source: &str,
@@ -269,7 +269,7 @@ const MAX_SKIPPED_EXAMPLES: usize = 20;
 
 /// Store what a feed held, queued for peers as the sharing rules allow.
 fn import(
-    store: &SqliteStore,
+    store: &SqlStore,
     peering: Option<&PeeringSettings>,
     source: &str,
     contents: FeedContents,
@@ -319,7 +319,7 @@ fn import(
 
 /// Run every feed at its interval (the first run right away) until `stop` is set.
 pub fn spawn(
-    store: Arc<SqliteStore>,
+    store: Arc<SqlStore>,
     peering: Option<Arc<PeeringSettings>>,
     feeds: Vec<FeedConfig>,
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -350,7 +350,7 @@ pub fn spawn(
 }
 
 /// One run of one feed, recorded in the store.
-pub fn run_one(store: &SqliteStore, peering: Option<&PeeringSettings>, feed: &FeedConfig) {
+pub fn run_one(store: &SqlStore, peering: Option<&PeeringSettings>, feed: &FeedConfig) {
     let now = crate::now_ns();
     let outcome = fetch_and_import(store, peering, feed, "feeds", now);
     let recorded = match &outcome {

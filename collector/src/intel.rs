@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::bundles::{BundleRefusal, NewBundle};
 use crate::store::peers::Indicator;
-use crate::store::{SqliteStore, StoreError};
+use crate::store::{SqlStore, StoreError};
 
 /// The bundle's name.
 pub const BUNDLE_NAME: &str = "lindi-intel";
@@ -159,7 +159,7 @@ fn ioc_line(i: &Indicator) -> Option<String> {
     })
 }
 
-/// The lines of `held` (what [`SqliteStore::indicators_for_agents`] chose: unexpired,
+/// The lines of `held` (what [`SqlStore::indicators_for_agents`] chose: unexpired,
 /// confident enough, matchable, the most recently stored first), sorted, at most
 /// [`MAX_BYTES`] of them. Returns the lines and how many were left out for size.
 fn lines(held: &[Indicator]) -> (Vec<String>, usize) {
@@ -226,7 +226,7 @@ impl Publisher {
     /// A publisher with this collector's key, knowing the latest version published (read
     /// back once, here).
     pub fn new(
-        store: &SqliteStore,
+        store: &SqlStore,
         data_dir: &Path,
         collector_name: &str,
         section: &IntelSection,
@@ -244,11 +244,7 @@ impl Publisher {
     }
 
     /// Publish the set if it differs from the last published one. Returns the new version.
-    pub fn publish(
-        &mut self,
-        store: &SqliteStore,
-        now_ns: i64,
-    ) -> Result<Option<String>, IntelError> {
+    pub fn publish(&mut self, store: &SqlStore, now_ns: i64) -> Result<Option<String>, IntelError> {
         let held =
             store.indicators_for_agents(self.min_confidence, now_ns, MAX_INDICATORS as u32)?;
         let (lines, left_out) = lines(&held);
@@ -339,10 +335,7 @@ impl Publisher {
 }
 
 /// (version, digest, line hashes) of the latest version stored.
-fn last_published(
-    store: &SqliteStore,
-    public: &PublicKey,
-) -> Result<Option<Published>, IntelError> {
+fn last_published(store: &SqlStore, public: &PublicKey) -> Result<Option<Published>, IntelError> {
     let Some((version, signed)) = store.latest_bundle(BUNDLE_NAME)? else {
         return Ok(None);
     };
@@ -406,7 +399,7 @@ fn digest(lines: &[String], targets: &bundle::Targets) -> [u8; 32] {
 /// million indicators arriving over a minute become two or three versions for the agents,
 /// not one per interval.
 pub fn spawn(
-    store: Arc<SqliteStore>,
+    store: Arc<SqlStore>,
     data_dir: std::path::PathBuf,
     collector_name: String,
     section: IntelSection,
@@ -471,7 +464,7 @@ mod tests {
 
     const NOW: i64 = 1_800_000_000_000_000_000;
 
-    fn add(store: &SqliteStore, id: &str, value: &str, label: Tlp) {
+    fn add(store: &SqlStore, id: &str, value: &str, label: Tlp) {
         let ind = Indicator {
             id: id.into(),
             kind: "ipv4-addr".into(),

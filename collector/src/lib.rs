@@ -20,6 +20,7 @@ pub mod monitor;
 pub mod notify;
 pub mod peering;
 pub mod pipeline;
+pub mod services;
 pub mod store;
 #[cfg(test)]
 mod testutil;
@@ -40,7 +41,7 @@ use crate::escalator::{Escalator, Notifier};
 use crate::ingest::{Ingest, IngestError, IngestSettings};
 use crate::monitor::Monitor;
 use crate::pipeline::{Pipeline, PipelineHandle};
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{SqlStore, Store, StoreError};
 
 #[derive(Debug, Error)]
 pub enum CollectorError {
@@ -105,11 +106,38 @@ pub fn store_path(data_dir: &Path) -> std::path::PathBuf {
     data_dir.join("lindi.db")
 }
 
-pub fn open_store(settings: &CollectorSettings) -> Result<Arc<SqliteStore>, StoreError> {
-    Ok(Arc::new(SqliteStore::open(
-        &store_path(&settings.data_dir),
-        settings.synchronous,
-    )?))
+/// Open the store the settings name: the data directory's SQLite file, or PostgreSQL.
+pub fn open_store(settings: &CollectorSettings) -> Result<Arc<SqlStore>, StoreError> {
+    Ok(Arc::new(match &settings.store {
+        config::StoreTarget::Sqlite(synchronous) => {
+            SqlStore::open(&store_path(&settings.data_dir), *synchronous)?
+        }
+        config::StoreTarget::Postgres { config, .. } => SqlStore::open_postgres(config, now_ns())?,
+    }))
+}
+
+/// How often the store's upkeep runs (PostgreSQL's event partitions and retention).
+const STORE_UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Run the store's upkeep on its own thread: at start, then every
+/// [`STORE_UPKEEP_INTERVAL`] until `stop` (`wake` ends the wait).
+fn spawn_store_upkeep(
+    store: Arc<SqlStore>,
+    retention_days: Option<u32>,
+    stop: Arc<AtomicBool>,
+    wake: std::sync::mpsc::Receiver<()>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("lindi-store-upkeep".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                if let Err(e) = store.maintain_events(now_ns(), retention_days) {
+                    tracing::error!("store upkeep: {e}; trying again in an hour");
+                }
+                let _ = wake.recv_timeout(STORE_UPKEEP_INTERVAL);
+            }
+        })
+        .expect("spawn the store upkeep thread")
 }
 
 /// Initialise a data directory: CA, server certificate, empty store, and (with
@@ -173,7 +201,7 @@ pub struct RunningCollector {
     pub http_addr: SocketAddr,
     /// Whether the API serves HTTPS.
     pub https: bool,
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<SqlStore>,
     pub ingest: Arc<Ingest>,
     pub pipeline: Arc<PipelineHandle>,
     /// The peering listener's address, when `[peering]` is configured.
@@ -302,6 +330,20 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
     let notifier_thread = notifier.spawn(pipeline_stop.clone(), notifier_rx);
     let mut threads = vec![triage_thread, escalator_thread, notifier_thread];
     let mut wakes = vec![escalator_wake, notifier_wake.clone()];
+    if let config::StoreTarget::Postgres {
+        event_retention_days,
+        ..
+    } = &settings.store
+    {
+        let (upkeep_wake, upkeep_rx) = std::sync::mpsc::sync_channel(1);
+        threads.push(spawn_store_upkeep(
+            store.clone(),
+            *event_retention_days,
+            pipeline_stop.clone(),
+            upkeep_rx,
+        ));
+        wakes.push(upkeep_wake);
+    }
     if !settings.feeds.is_empty() {
         let (feeds_wake, feeds_rx) = std::sync::mpsc::sync_channel(1);
         threads.push(feeds::spawn(

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use lindi_collector::authority::Authority;
 use lindi_collector::config::{CollectorConfig, CollectorSettings};
-use lindi_collector::store::{SqliteStore, Store};
+use lindi_collector::store::{SqlStore, Store};
 use lindi_collector::{enrollment, now_s};
 
 /// Lindi collector: enrolls agents, receives their batches over QUIC with mutual TLS, stores
@@ -78,6 +78,10 @@ enum Command {
         /// This collector's name [default: lindi].
         #[arg(long)]
         name: Option<String>,
+        /// Keep the store in PostgreSQL at this URL (postgresql://user@host:port/database)
+        /// instead of SQLite in the data directory: `[store] engine = "postgres"`.
+        #[arg(long)]
+        store_url: Option<String>,
     },
     /// Run the collector until SIGINT or SIGTERM.
     Run {
@@ -250,7 +254,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async_main(cli))
 }
 
-fn open_store(settings: &CollectorSettings) -> anyhow::Result<Arc<SqliteStore>> {
+fn open_store(settings: &CollectorSettings) -> anyhow::Result<Arc<SqlStore>> {
     if !Authority::exists(&settings.data_dir) {
         bail!(
             "{} is not initialised; run `lindi-collector init --data-dir {}` first",
@@ -271,6 +275,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             http_listen,
             server_names,
             name,
+            store_url,
         } => {
             let mut config = match &config_file {
                 Some(f) => CollectorConfig::load(f)?,
@@ -292,6 +297,10 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                 config.name = n;
             }
             config.server_names.extend(server_names);
+            if let Some(url) = store_url {
+                config.store.engine = lindi_collector::config::StoreEngine::Postgres;
+                config.store.url = Some(url);
+            }
             let authority = lindi_collector::init(&config, config_file.is_none())?;
             let settings = config.validate()?;
             println!("initialised collector in {}", settings.data_dir.display());

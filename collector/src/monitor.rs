@@ -16,7 +16,7 @@ use lindi_shared::proto::{DetectionEvent, Event, event};
 use serde::{Deserialize, Serialize};
 
 use crate::store::monitor::{AgentView, CheckState, CheckUpdate};
-use crate::store::{AgentRecord, SqliteStore, StoreError};
+use crate::store::{AgentRecord, SqlStore, StoreError};
 
 /// `[monitors]` in collector.toml.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -65,14 +65,14 @@ impl MonitorSection {
 }
 
 pub struct Monitor {
-    store: Arc<SqliteStore>,
+    store: Arc<SqlStore>,
     settings: MonitorSection,
 }
 
 const S: i64 = 1_000_000_000;
 
 impl Monitor {
-    pub fn new(store: Arc<SqliteStore>, settings: MonitorSection) -> Monitor {
+    pub fn new(store: Arc<SqlStore>, settings: MonitorSection) -> Monitor {
         Monitor { store, settings }
     }
 

@@ -35,7 +35,7 @@ use crate::config::PeeringSettings;
 use crate::store::peers::{
     Indicator, JoinRefusal, OutboxItem, Peer, PeerState, Received, Sighting,
 };
-use crate::store::{SqliteStore, StoreError};
+use crate::store::{SqlStore, StoreError};
 
 /// Largest request a peer may send: a delivery of up to [`MAX_ITEMS`] objects, or one
 /// relayed detection bundle at its largest (base64 of 64 MiB).
@@ -95,8 +95,8 @@ pub enum PeeringError {
 
 /// Run a store call off the async threads.
 async fn on_store<T: Send + 'static>(
-    store: &Arc<SqliteStore>,
-    f: impl FnOnce(&SqliteStore) -> Result<T, StoreError> + Send + 'static,
+    store: &Arc<SqlStore>,
+    f: impl FnOnce(&SqlStore) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, PeeringError> {
     let store = store.clone();
     tokio::task::spawn_blocking(move || f(&store))
@@ -192,7 +192,7 @@ pub struct PeeringStats {
 
 /// Make an invitation for a peer to be known here as `name` with `role`.
 pub fn invite(
-    store: &SqliteStore,
+    store: &SqlStore,
     authority: &Authority,
     settings: &PeeringSettings,
     collector_name: &str,
@@ -309,7 +309,7 @@ async fn call(
 /// Redeem an invitation from another collector: dial it with the pinned CA, present the
 /// secret, and record it as an active peer under `local_name` (default: its own name).
 pub async fn join(
-    store: &SqliteStore,
+    store: &SqlStore,
     authority: &Authority,
     settings: &PeeringSettings,
     collector_name: &str,
@@ -363,7 +363,7 @@ pub type Decisions = Vec<(String, Result<(), Refusal>)>;
 
 /// For each active peer: whether an object may go to it.
 pub fn recipients(
-    store: &SqliteStore,
+    store: &SqlStore,
     settings: &PeeringSettings,
     obj: &Outgoing<'_>,
 ) -> Result<Decisions, StoreError> {
@@ -426,7 +426,7 @@ pub enum IndicatorError {
 /// Create a local indicator and queue it for every active peer the sharing rules allow.
 /// Returns it with the decision for each peer.
 pub fn add_indicator(
-    store: &SqliteStore,
+    store: &SqlStore,
     settings: Option<&PeeringSettings>,
     new: &NewIndicator<'_>,
     actor: &str,
@@ -491,7 +491,7 @@ pub fn indicator_of(
 
 /// The running peering service: the listener and the sender.
 pub struct Peering {
-    store: Arc<SqliteStore>,
+    store: Arc<SqlStore>,
     authority: Authority,
     settings: Arc<PeeringSettings>,
     collector_name: String,
@@ -514,7 +514,7 @@ pub struct BundlePath {
 
 impl Peering {
     pub fn new(
-        store: Arc<SqliteStore>,
+        store: Arc<SqlStore>,
         authority: Authority,
         settings: Arc<PeeringSettings>,
         collector_name: String,

@@ -33,7 +33,7 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 
 use crate::store::triage::{Attach, NewAlert, NewTicket, PendingDetection, TriageTx};
-use crate::store::{SqliteStore, StoreError};
+use crate::store::{SqlStore, StoreError};
 
 /// Detections read and triaged per transaction.
 pub const CHUNK: u32 = 2000;
@@ -234,7 +234,7 @@ struct Segment {
 }
 
 pub struct Pipeline {
-    store: Arc<SqliteStore>,
+    store: Arc<SqlStore>,
     settings: Arc<TriageSettings>,
     handle: Arc<PipelineHandle>,
     wake: Receiver<()>,
@@ -247,7 +247,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(
-        store: Arc<SqliteStore>,
+        store: Arc<SqlStore>,
         settings: Arc<TriageSettings>,
     ) -> Result<Pipeline, StoreError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -908,12 +908,7 @@ mod tests {
         f.detect("bank-a", "ag1", "1:100", "10.0.0.66", &[1]);
         f.detect("bank-a", "ag1", "1:100", "10.0.0.3", &[2]);
         // The store refuses the alert of one source (as a corrupt row would make it).
-        rusqlite::Connection::open(f.store.path())
-            .unwrap()
-            .execute_batch(
-                "CREATE TRIGGER refuse BEFORE INSERT ON alerts WHEN NEW.dedup_key LIKE '%10.0.0.66%' BEGIN SELECT RAISE(ABORT, 'refused'); END;",
-            )
-            .unwrap();
+        f.refuse("INSERT", "alerts", "NEW.dedup_key LIKE '%10.0.0.66%'");
         let mut p = f.pipeline(&TriageSection::default());
         let mut steps = 0;
         loop {

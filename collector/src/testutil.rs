@@ -9,27 +9,72 @@ use lindi_shared::synthetic;
 use lindi_shared::access::Viewer;
 
 use crate::pipeline::{Pipeline, TriageSection, TriageSettings};
+use crate::services::TestDatabase;
 use crate::store::triage::ListQuery;
-use crate::store::{BatchMeta, SqliteStore, Store, Synchronous};
+use crate::store::{BatchMeta, SqlStore, Store, Synchronous};
 
 pub const MIN: i64 = 60_000_000_000;
 
+/// A store for a test, on the engine `LINDI_TEST_STORE` names: `sqlite` (the default) in
+/// `dir`, or `postgres` in a schema of its own on the test server
+/// ([`crate::services::TestDatabase`]). The README's test command runs the collector's tests
+/// once on each, so the whole store suite runs on both engines.
+pub fn test_store(dir: &std::path::Path) -> (SqlStore, Option<TestDatabase>) {
+    match std::env::var("LINDI_TEST_STORE").as_deref() {
+        Ok("postgres") => {
+            let db = TestDatabase::new().unwrap_or_else(|e| {
+                panic!("LINDI_TEST_STORE=postgres but no PostgreSQL for the tests: {e}")
+            });
+            let store = SqlStore::open_postgres(db.config(), crate::now_ns()).unwrap();
+            (store, Some(db))
+        }
+        Ok("sqlite") | Err(_) => (
+            SqlStore::open(&dir.join("t.db"), Synchronous::Normal).unwrap(),
+            None,
+        ),
+        Ok(other) => panic!("LINDI_TEST_STORE={other}: sqlite or postgres"),
+    }
+}
+
 pub struct Fixture {
+    pub store: Arc<SqlStore>,
+    // Dropped after the store: its schema goes once the store's connections are closed.
+    _db: Option<TestDatabase>,
     _dir: tempfile::TempDir,
-    pub store: Arc<SqliteStore>,
     seq: u64,
 }
 
 impl Fixture {
     pub fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let store =
-            Arc::new(SqliteStore::open(&dir.path().join("t.db"), Synchronous::Normal).unwrap());
+        let (store, db) = test_store(dir.path());
         Fixture {
+            store: Arc::new(store),
+            _db: db,
             _dir: dir,
-            store,
             seq: 0,
         }
+    }
+
+    /// Make the store refuse `event` (INSERT, UPDATE) of rows of `table` for which
+    /// `condition` holds, as a corrupt row would make it fail.
+    pub fn refuse(&self, event: &str, table: &str, condition: &str) {
+        let sql = if self.is_sqlite() {
+            format!(
+                "CREATE TRIGGER refuse BEFORE {event} ON {table} WHEN {condition} BEGIN SELECT RAISE(ABORT, 'refused'); END;"
+            )
+        } else {
+            format!(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN IF {condition} THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$;
+                 CREATE TRIGGER refuse BEFORE {event} ON {table} FOR EACH ROW EXECUTE FUNCTION refuse();"
+            )
+        };
+        self.store.execute_batch_for_test(&sql);
+    }
+
+    /// Whether the store is SQLite (tests of SQLite's own behaviour skip on PostgreSQL).
+    pub fn is_sqlite(&self) -> bool {
+        self.store.engine() == crate::store::db::Engine::Sqlite
     }
 
     /// Store detections of rule `sid` from `src` at the given minutes, as `agent` of `c`.

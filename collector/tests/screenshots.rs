@@ -20,7 +20,7 @@ use std::time::Duration;
 use lindi_collector::pipeline::Pipeline;
 use lindi_collector::store::bundles::NewBundle;
 use lindi_collector::store::triage::ListQuery;
-use lindi_collector::store::{AgentRecord, BatchMeta, SqliteStore, Store};
+use lindi_collector::store::{AgentRecord, BatchMeta, SqlStore, Store};
 use lindi_shared::access::{Role, Viewer};
 use lindi_shared::bundle::Bundle;
 use lindi_shared::proto::{
@@ -339,7 +339,7 @@ fn console_pages_with_a_realistic_quarter_of_data() {
 
 /// Fill the store: agents, their health, twelve weeks of triaged and worked tickets, and
 /// this week's queue.
-fn seed(store: &Arc<SqliteStore>, settings: &lindi_collector::config::CollectorSettings, now: i64) {
+fn seed(store: &Arc<SqlStore>, settings: &lindi_collector::config::CollectorSettings, now: i64) {
     for (id, constituency, host, _) in AGENTS {
         let group = if host.starts_with("tap") {
             "taps"

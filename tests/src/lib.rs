@@ -124,6 +124,14 @@ pub struct Collector {
     pub admin_token: String,
     child: Option<Child>,
     log: PathBuf,
+    /// The PostgreSQL schema of the store, when the tests run on PostgreSQL.
+    pub postgres: Option<lindi_collector::services::TestDatabase>,
+}
+
+/// Whether the end-to-end tests run their collectors on PostgreSQL (`LINDI_TEST_STORE`),
+/// each in a schema of its own on the test server.
+pub fn store_on_postgres() -> bool {
+    std::env::var("LINDI_TEST_STORE").as_deref() == Ok("postgres")
 }
 
 /// The password every test user gets.
@@ -136,17 +144,22 @@ impl Collector {
         let data_dir = tmp.path().join("collector");
         let quic_port = free_port(true);
         let http_port = free_port(false);
-        let (ok, _, err) = run(
-            Command::new(bin("lindi-collector"))
-                .arg("init")
-                .arg("--data-dir")
-                .arg(&data_dir)
-                .arg("--listen")
-                .arg(format!("127.0.0.1:{quic_port}"))
-                .arg("--http-listen")
-                .arg(format!("127.0.0.1:{http_port}")),
-            Duration::from_secs(30),
-        );
+        let postgres = store_on_postgres().then(|| {
+            lindi_collector::services::TestDatabase::new()
+                .unwrap_or_else(|e| panic!("LINDI_TEST_STORE=postgres: {e}"))
+        });
+        let mut init = Command::new(bin("lindi-collector"));
+        init.arg("init")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{quic_port}"))
+            .arg("--http-listen")
+            .arg(format!("127.0.0.1:{http_port}"));
+        if let Some(db) = &postgres {
+            init.arg("--store-url").arg(db.url());
+        }
+        let (ok, _, err) = run(&mut init, Duration::from_secs(30));
         assert!(ok, "init failed: {err}");
         let log = tmp.path().join("collector.log");
         let mut c = Collector {
@@ -157,6 +170,7 @@ impl Collector {
             admin_token: String::new(),
             child: None,
             log,
+            postgres,
         };
         c.admin_token = c.user("admin", "admin", &["*"]);
         c
@@ -358,14 +372,47 @@ impl Collector {
         assert!(ok, "revoke failed: {err}");
     }
 
-    fn db(&self) -> rusqlite::Connection {
-        let c = rusqlite::Connection::open_with_flags(
-            self.data_dir.join("lindi.db"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .unwrap();
+    /// The collector's store, opened beside the running collector (to seed it as ingest
+    /// would), on whichever engine it runs.
+    pub fn store(&self) -> lindi_collector::store::SqlStore {
+        match &self.postgres {
+            Some(pg) => lindi_collector::store::SqlStore::open_postgres(
+                pg.config(),
+                lindi_collector::now_ns(),
+            )
+            .unwrap(),
+            None => lindi_collector::store::SqlStore::open(
+                &self.data_dir.join("lindi.db"),
+                lindi_collector::store::Synchronous::Normal,
+            )
+            .unwrap(),
+        }
+    }
+
+    /// A read-only connection to the collector's store, on whichever engine it runs.
+    pub fn db(&self) -> lindi_collector::store::db::Connection {
+        self.connect(true)
+    }
+
+    /// A connection that writes the collector's store (tests that corrupt it on purpose).
+    pub fn db_rw(&self) -> lindi_collector::store::db::Connection {
+        self.connect(false)
+    }
+
+    fn connect(&self, read_only: bool) -> lindi_collector::store::db::Connection {
+        if let Some(pg) = &self.postgres {
+            return lindi_collector::store::postgres_store::connect(pg.config(), read_only)
+                .unwrap();
+        }
+        let flags = if read_only {
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+        } else {
+            rusqlite::OpenFlags::default()
+        };
+        let c =
+            rusqlite::Connection::open_with_flags(self.data_dir.join("lindi.db"), flags).unwrap();
         c.busy_timeout(Duration::from_secs(10)).unwrap();
-        c
+        lindi_collector::store::db::Connection::Sqlite(c)
     }
 
     /// Rows in `events` for an agent.

@@ -36,7 +36,7 @@ use crate::ingest::IngestStats;
 use crate::pipeline::{PipelineHandle, TriageSettings};
 use crate::store::monitor::AgentDetail;
 use crate::store::search::Observable;
-use crate::store::{EventQuery, SqliteStore, Store};
+use crate::store::{EventQuery, SqlStore, Store};
 
 pub mod auth;
 mod bundles;
@@ -55,7 +55,7 @@ mod tickets;
 pub const MAX_EVENTS_PER_QUERY: u32 = 10_000;
 
 pub struct ApiState {
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<SqlStore>,
     pub pipeline: Arc<PipelineHandle>,
     pub triage: Arc<TriageSettings>,
     pub escalation: Arc<EscalationStats>,
@@ -172,12 +172,16 @@ impl IntoResponse for ApiError {
 /// A store call off the async threads; a store failure answers 503.
 pub(crate) async fn store_call<T: Send + 'static>(
     s: &ApiState,
-    f: impl FnOnce(&SqliteStore) -> Result<T, crate::store::StoreError> + Send + 'static,
+    f: impl FnOnce(&SqlStore) -> Result<T, crate::store::StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let store = s.store.clone();
-    blocking(move || f(&store))
-        .await?
-        .map_err(ApiError::internal)
+    blocking(move || f(&store)).await?.map_err(|e| match e {
+        // Input the store cannot hold is the caller's to fix, not an outage.
+        crate::store::StoreError::Sql(crate::store::db::Error::NulInText) => {
+            ApiError::bad("bad_text", "text must not contain NUL (U+0000)")
+        }
+        e => ApiError::internal(e),
+    })
 }
 
 /// A store call for `auth`'s principal: the store gets the principal's viewer (what it
@@ -185,7 +189,7 @@ pub(crate) async fn store_call<T: Send + 'static>(
 pub(crate) async fn with_store<T: Send + 'static>(
     s: &ApiState,
     auth: &Auth,
-    f: impl FnOnce(&SqliteStore, &lindi_shared::access::Viewer) -> Result<T, crate::store::StoreError>
+    f: impl FnOnce(&SqlStore, &lindi_shared::access::Viewer) -> Result<T, crate::store::StoreError>
     + Send
     + 'static,
 ) -> Result<T, ApiError> {

@@ -11,13 +11,13 @@
 //! Token format: `lindi_<id>.<secret>` (id 16 hex digits, secret 64); session cookies carry
 //! `<id>.<secret>` the same way.
 
+use super::db::{OptionalExtension, params};
 use lindi_shared::access::{Principal, Role, Scope};
 use lindi_shared::token::{constant_time_eq, random_hex, secret_hash};
-use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::triage::audit;
-use super::{SqliteStore, StoreError};
+use super::{SqlStore, StoreError};
 
 /// Prefix of API tokens (so they can be recognised in logs and secret scanners).
 pub const TOKEN_PREFIX: &str = "lindi_";
@@ -87,7 +87,7 @@ fn principal(
     })
 }
 
-impl SqliteStore {
+impl SqlStore {
     /// Add a user with an argon2id PHC hash of its password.
     pub fn add_user(
         &self,
@@ -248,7 +248,7 @@ impl SqliteStore {
     pub fn tokens(&self, user: Option<&str>) -> Result<Vec<TokenInfo>, StoreError> {
         let conn = self.reader()?;
         let mut stmt = conn.prepare(
-            "SELECT id, user_name, name, created_at_ns, expires_at_ns, revoked_at_ns FROM api_tokens WHERE ?1 IS NULL OR user_name = ?1 ORDER BY created_at_ns LIMIT 10000",
+            "SELECT id, user_name, name, created_at_ns, expires_at_ns, revoked_at_ns FROM api_tokens WHERE CAST(?1 AS TEXT) IS NULL OR user_name = ?1 ORDER BY created_at_ns LIMIT 10000",
         )?;
         let rows = stmt.query_map([user], |r| {
             Ok(TokenInfo {
@@ -274,7 +274,7 @@ impl SqliteStore {
         let mut conn = self.writer();
         let tx = super::write_tx(&mut conn)?;
         let n = tx.execute(
-            "UPDATE api_tokens SET revoked_at_ns = ?2 WHERE id = ?1 AND revoked_at_ns IS NULL AND (?3 IS NULL OR user_name = ?3)",
+            "UPDATE api_tokens SET revoked_at_ns = ?2 WHERE id = ?1 AND revoked_at_ns IS NULL AND (CAST(?3 AS TEXT) IS NULL OR user_name = ?3)",
             params![id, now_ns, owner],
         )?;
         if n == 1 {

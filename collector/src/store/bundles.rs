@@ -3,13 +3,13 @@
 //! group runs (`*`: every group without its own row). What an agent should run is computed
 //! from these and the bundle's own targets.
 
+use super::db::{OptionalExtension, params};
 use lindi_shared::bundle::{Targets, Version};
-use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use serde_json::json;
 
 use super::triage::audit;
-use super::{SqliteStore, StoreError};
+use super::{SqlStore, StoreError};
 
 /// The rollout row that applies to groups without their own.
 pub const ALL_GROUPS: &str = "*";
@@ -65,7 +65,7 @@ pub enum BundleRefusal {
     NoSuchVersion,
 }
 
-fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BundleVersion> {
+fn version_row(r: &super::db::Row<'_>) -> super::db::Result<BundleVersion> {
     let targets: Targets = serde_json::from_str(&r.get::<_, String>(9)?).unwrap_or_default();
     Ok(BundleVersion {
         name: r.get(0)?,
@@ -84,7 +84,7 @@ fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BundleVersion> {
 
 const VERSION_COLUMNS: &str = "name, version, key_id, digest, length(signed), pushed_by, pushed_at_ns, diff, description, targets";
 
-impl SqliteStore {
+impl SqlStore {
     /// Every stored version, by name then newest first.
     pub fn bundle_versions(&self) -> Result<Vec<BundleVersion>, StoreError> {
         let conn = self.reader()?;
@@ -317,7 +317,7 @@ impl SqliteStore {
     }
 
     /// What an agent of `group` in `constituency` should run: (name, version). The bytes are
-    /// read only for what an agent lacks ([`SqliteStore::bundle_signed`]).
+    /// read only for what an agent lacks ([`SqlStore::bundle_signed`]).
     pub fn bundles_for(
         &self,
         group: &str,
@@ -357,7 +357,7 @@ impl SqliteStore {
 }
 
 fn set_rollout(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &super::db::Transaction<'_>,
     name: &str,
     group: &str,
     version: &str,

@@ -14,15 +14,15 @@
 //! `acknowledged`, `exhausted` (every level paged, nobody answered), `closed`, `no_policy`,
 //! `error` (could not be moved; set aside so the others go on, and logged).
 
+use super::db::{OptionalExtension, Transaction, params};
 use lindi_shared::access::Viewer;
 use lindi_shared::escalation::{Climb, ClimbState, EscalationPolicyConfig};
 use lindi_shared::taxonomy::Tlp;
 use lindi_shared::triage::Level;
-use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{SqliteStore, StoreError};
+use super::{SqlStore, StoreError};
 
 /// The facts of a ticket a notification needs.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
@@ -41,7 +41,7 @@ pub struct TicketBrief {
 
 const BRIEF_COLUMNS: &str = "t.id, t.constituency, t.title, t.severity, t.tlp, t.state, t.rsit_class || '/' || t.rsit_type, t.assignee";
 
-fn brief_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<TicketBrief> {
+fn brief_row(r: &super::db::Row<'_>, at: usize) -> super::db::Result<TicketBrief> {
     Ok(TicketBrief {
         id: r.get(at)?,
         constituency: r.get(at + 1)?,
@@ -281,7 +281,7 @@ impl EscalationTx<'_> {
     }
 }
 
-impl SqliteStore {
+impl SqlStore {
     pub fn write_escalation<T>(
         &self,
         f: impl FnOnce(&EscalationTx<'_>) -> Result<T, StoreError>,
@@ -430,10 +430,9 @@ impl SqliteStore {
                 params![id, now_ns],
             )?,
             Err(e) => tx.execute(
-                "UPDATE notifications SET state = ?3, attempts = attempts + 1, last_error = ?4, next_attempt_at_ns = COALESCE(?5, next_attempt_at_ns) WHERE id = ?1",
+                "UPDATE notifications SET state = ?2, attempts = attempts + 1, last_error = ?3, next_attempt_at_ns = COALESCE(?4, next_attempt_at_ns) WHERE id = ?1",
                 params![
                     id,
-                    now_ns,
                     if next_attempt_ns.is_some() { "pending" } else { "failed" },
                     e,
                     next_attempt_ns
@@ -497,7 +496,7 @@ impl SqliteStore {
                 vec!["?"; chunk.len()].join(", ")
             );
             let mut stmt = conn.prepare(&sql)?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(chunk), |r| {
+            let rows = stmt.query_map(super::db::params_from_iter(chunk), |r| {
                 Ok((r.get::<_, i64>(0)?, (r.get(1)?, r.get(2)?)))
             })?;
             for row in rows {

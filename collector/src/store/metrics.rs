@@ -10,7 +10,7 @@ use lindi_shared::access::Viewer;
 use serde::Serialize;
 
 use super::triage::scope_filter;
-use super::{SqliteStore, StoreError};
+use super::{SqlStore, StoreError};
 
 /// One (constituency, RSIT type, severity) group.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, utoipa::ToSchema)]
@@ -78,7 +78,7 @@ pub struct Suppressed {
 /// Most rule rows reported (the noisiest first).
 const MAX_RULES: i64 = 1000;
 
-impl SqliteStore {
+impl SqlStore {
     /// The last `weeks` weeks up to `now_ns`, oldest first, of what `v` may see: alerts by the
     /// week they were raised, tickets by the week they were opened.
     pub fn effectiveness_weekly(
@@ -97,13 +97,13 @@ impl SqliteStore {
             })
             .collect();
         let mut sql = format!(
-            "SELECT created_at_ns / {WEEK_NS}, COUNT(*), SUM(MAX(created_at_ns - first_seen_ns, 0)) / 1e9 FROM alerts WHERE created_at_ns >= ?"
+            "SELECT created_at_ns / {WEEK_NS}, COUNT(*), SUM(GREATEST(created_at_ns - first_seen_ns, 0)) / 1e9 FROM alerts WHERE created_at_ns >= ?"
         );
-        let mut args: Vec<rusqlite::types::Value> = vec![(first * WEEK_NS).into()];
+        let mut args: Vec<super::db::types::Value> = vec![(first * WEEK_NS).into()];
         scope_filter(v, "constituency", &mut sql, &mut args);
         sql.push_str(" GROUP BY 1");
         let mut stmt = conn.prepare(&sql)?;
-        let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+        let mut rows = stmt.query(super::db::params_from_iter(args))?;
         while let Some(r) = rows.next()? {
             let w: i64 = r.get(0)?;
             if let Some(f) = out.get_mut((w - first) as usize) {
@@ -114,11 +114,11 @@ impl SqliteStore {
         let mut sql = format!(
             "SELECT opened_at_ns / {WEEK_NS}, COUNT(*), COUNT(acknowledged_at_ns), COALESCE(SUM(acknowledged_at_ns - opened_at_ns), 0) / 1e9, COUNT(resolved_at_ns), COALESCE(SUM(resolved_at_ns - opened_at_ns), 0) / 1e9 FROM tickets WHERE opened_at_ns >= ?"
         );
-        let mut args: Vec<rusqlite::types::Value> = vec![(first * WEEK_NS).into()];
+        let mut args: Vec<super::db::types::Value> = vec![(first * WEEK_NS).into()];
         scope_filter(v, "constituency", &mut sql, &mut args);
         sql.push_str(" GROUP BY 1");
         let mut stmt = conn.prepare(&sql)?;
-        let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+        let mut rows = stmt.query(super::db::params_from_iter(args))?;
         while let Some(r) = rows.next()? {
             let w: i64 = r.get(0)?;
             if let Some(f) = out.get_mut((w - first) as usize) {
@@ -143,7 +143,7 @@ impl SqliteStore {
         // `WHERE <col> …` for the viewer's scope and the asked constituency.
         let filter = |col: &str| {
             let mut sql = String::from(" WHERE 1=1");
-            let mut args: Vec<rusqlite::types::Value> = vec![];
+            let mut args: Vec<super::db::types::Value> = vec![];
             scope_filter(v, col, &mut sql, &mut args);
             if let Some(c) = constituency {
                 sql.push_str(&format!(" AND {col} = ?"));
@@ -153,29 +153,29 @@ impl SqliteStore {
         };
         let mut groups: std::collections::BTreeMap<(String, String, String), GroupFigures> =
             Default::default();
-        let key = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(String, String, String)> {
+        let key = |r: &super::db::Row<'_>| -> super::db::Result<(String, String, String)> {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         };
         let where_a = filter("constituency");
         let mut stmt = conn.prepare(&format!(
-            "SELECT constituency, rsit_class || '/' || rsit_type, severity, COUNT(*), SUM(occurrences), SUM(MAX(created_at_ns - first_seen_ns, 0)) / 1e9 FROM alerts{} GROUP BY 1, 2, 3",
+            "SELECT constituency, rsit_class || '/' || rsit_type, severity, COUNT(*), SUM(occurrences), SUM(GREATEST(created_at_ns - first_seen_ns, 0)) / 1e9 FROM alerts{} GROUP BY 1, 2, 3",
             where_a.0
         ))?;
-        let mut rows = stmt.query(rusqlite::params_from_iter(where_a.1))?;
+        let mut rows = stmt.query(super::db::params_from_iter(where_a.1))?;
         while let Some(r) = rows.next()? {
-            let g = groups.entry(key(r)?).or_default();
+            let g = groups.entry(key(&r)?).or_default();
             g.alerts = r.get::<_, i64>(3)? as u64;
             g.occurrences = r.get::<_, i64>(4)? as u64;
             g.detect_seconds_sum = r.get::<_, f64>(5)?;
         }
         let where_t = filter("t.constituency");
         let mut stmt = conn.prepare(&format!(
-            "SELECT t.constituency, t.rsit_class || '/' || t.rsit_type, t.severity, COUNT(*), SUM(t.closed = 0), COUNT(t.acknowledged_at_ns), COALESCE(SUM(t.acknowledged_at_ns - t.opened_at_ns), 0) / 1e9, COUNT(t.resolved_at_ns), COALESCE(SUM(t.resolved_at_ns - t.opened_at_ns), 0) / 1e9, COALESCE(SUM(e.ack_breach_ns > 0), 0), COALESCE(SUM(e.resolve_breach_ns > 0), 0) FROM tickets t LEFT JOIN escalations e ON e.ticket_id = t.id{} GROUP BY 1, 2, 3",
+            "SELECT t.constituency, t.rsit_class || '/' || t.rsit_type, t.severity, COUNT(*), SUM(CASE WHEN t.closed = 0 THEN 1 ELSE 0 END), COUNT(t.acknowledged_at_ns), COALESCE(SUM(t.acknowledged_at_ns - t.opened_at_ns), 0) / 1e9, COUNT(t.resolved_at_ns), COALESCE(SUM(t.resolved_at_ns - t.opened_at_ns), 0) / 1e9, COALESCE(SUM(CASE WHEN e.ack_breach_ns > 0 THEN 1 ELSE 0 END), 0), COALESCE(SUM(CASE WHEN e.resolve_breach_ns > 0 THEN 1 ELSE 0 END), 0) FROM tickets t LEFT JOIN escalations e ON e.ticket_id = t.id{} GROUP BY 1, 2, 3",
             where_t.0
         ))?;
-        let mut rows = stmt.query(rusqlite::params_from_iter(where_t.1))?;
+        let mut rows = stmt.query(super::db::params_from_iter(where_t.1))?;
         while let Some(r) = rows.next()? {
-            let g = groups.entry(key(r)?).or_default();
+            let g = groups.entry(key(&r)?).or_default();
             g.tickets = r.get::<_, i64>(3)? as u64;
             g.tickets_open = r.get::<_, i64>(4)? as u64;
             g.acknowledged = r.get::<_, i64>(5)? as u64;
@@ -195,10 +195,10 @@ impl SqliteStore {
         let (where_r, mut args) = filter("a.constituency");
         args.push(MAX_RULES.into());
         let mut stmt = conn.prepare(&format!(
-            "SELECT a.engine, a.rule_id, MAX(a.title), COUNT(*), COUNT(t.resolution), COALESCE(SUM(t.resolution = 'false-positive'), 0) FROM alerts a LEFT JOIN tickets t ON t.id = a.ticket_id{where_r} GROUP BY 1, 2 ORDER BY 6 DESC, 4 DESC LIMIT ?"
+            "SELECT a.engine, a.rule_id, MAX(a.title), COUNT(*), COUNT(t.resolution), COALESCE(SUM(CASE WHEN t.resolution = 'false-positive' THEN 1 ELSE 0 END), 0) FROM alerts a LEFT JOIN tickets t ON t.id = a.ticket_id{where_r} GROUP BY 1, 2 ORDER BY 6 DESC, 4 DESC LIMIT ?"
         ))?;
         let rules = stmt
-            .query_map(rusqlite::params_from_iter(args), |r| {
+            .query_map(super::db::params_from_iter(args), |r| {
                 Ok(RuleFigures {
                     engine: r.get(0)?,
                     rule_id: r.get(1)?,
@@ -214,7 +214,7 @@ impl SqliteStore {
             "SELECT s.constituency, COALESCE(o.rsit_type, 'other/undetermined'), COUNT(*) FROM suppressions s JOIN suppressed_occurrences o ON o.suppression_id = s.id{where_s} GROUP BY 1, 2"
         ))?;
         let suppressed = stmt
-            .query_map(rusqlite::params_from_iter(args), |r| {
+            .query_map(super::db::params_from_iter(args), |r| {
                 Ok(Suppressed {
                     constituency: r.get(0)?,
                     rsit_type: r.get(1)?,

@@ -19,10 +19,12 @@
 
 pub mod accounts;
 pub mod bundles;
+pub mod db;
 pub mod escalation;
 pub mod metrics;
 pub mod monitor;
 pub mod peers;
+pub mod postgres_store;
 pub mod profile;
 pub mod relay;
 pub mod reports;
@@ -32,9 +34,9 @@ pub mod triage;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use db::{Connection, OptionalExtension, params};
 use lindi_shared::proto::{Event, event};
 use prost::Message;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 use thiserror::Error;
 
@@ -46,7 +48,7 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
     #[error("store: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(#[from] db::Error),
     #[error("store schema version {found} is newer than this build understands ({known})")]
     TooNew { found: i64, known: i64 },
     #[error("no such agent {0}")]
@@ -56,6 +58,8 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("store busy: {0}")]
+    Busy(String),
     #[error("the system's random number generator failed")]
     Random,
 }
@@ -395,6 +399,9 @@ CREATE TABLE event_terms (
 CREATE INDEX events_health ON events (agent_id, ts_ns) WHERE kind = 'agent_health';
 "#;
 
+/// The migration that moved indicators into a rowid table ([`peers::BULK_INDICATORS_SQL`]).
+const BULK_INDICATORS_MIGRATION: usize = 12;
+
 /// The migration that created `event_terms`: a store that had events before it gets them
 /// indexed when it applies it.
 const EVENT_TERMS_MIGRATION: usize = 7;
@@ -558,10 +565,22 @@ pub trait Store: Send + Sync {
     fn bundle_signed(&self, name: &str, version: &str) -> Result<Option<Vec<u8>>, StoreError>;
 }
 
-/// The embedded SQLite store.
-pub struct SqliteStore {
-    path: PathBuf,
+/// The store on either engine: one writer connection behind a mutex, and connections to read
+/// with. On SQLite a reader is a fresh read-only connection per query (API reads never wait
+/// for ingest); on PostgreSQL readers come from a bounded pool of read-only sessions.
+pub struct SqlStore {
+    engine: EngineHandle,
     writer: Mutex<Connection>,
+}
+
+enum EngineHandle {
+    Sqlite {
+        path: PathBuf,
+    },
+    Postgres {
+        config: Box<postgres::Config>,
+        readers: postgres_store::ReaderPool,
+    },
 }
 
 /// How hard SQLite syncs a commit.
@@ -574,55 +593,135 @@ pub enum Synchronous {
     Normal,
 }
 
-impl SqliteStore {
-    /// Open or create the database at `path` and apply pending migrations.
-    pub fn open(path: &Path, synchronous: Synchronous) -> Result<SqliteStore, StoreError> {
+impl SqlStore {
+    /// Open or create the SQLite database at `path` and apply pending migrations.
+    pub fn open(path: &Path, synchronous: Synchronous) -> Result<SqlStore, StoreError> {
         let open_err = |source| StoreError::Open {
             path: path.to_path_buf(),
             source,
         };
-        let mut conn = Connection::open(path).map_err(open_err)?;
-        configure_writer(&conn, synchronous)?;
+        let conn = rusqlite::Connection::open(path).map_err(open_err)?;
+        configure_writer(&conn, synchronous).map_err(db::Error::from)?;
+        let mut conn = Connection::Sqlite(conn);
         migrate(&mut conn)?;
-        Ok(SqliteStore {
-            path: path.to_path_buf(),
+        Ok(SqlStore {
+            engine: EngineHandle::Sqlite {
+                path: path.to_path_buf(),
+            },
             writer: Mutex::new(conn),
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Connect to PostgreSQL, apply pending migrations and make sure the event partitions
+    /// around `now_ns` exist.
+    pub fn open_postgres(config: &postgres::Config, now_ns: i64) -> Result<SqlStore, StoreError> {
+        let mut conn = postgres_store::connect(config, false)?;
+        migrate(&mut conn)?;
+        postgres_store::ensure_event_partitions(&mut conn, now_ns)?;
+        Ok(SqlStore {
+            engine: EngineHandle::Postgres {
+                config: Box::new(config.clone()),
+                readers: postgres_store::ReaderPool::new(),
+            },
+            writer: Mutex::new(conn),
+        })
     }
 
-    fn reader(&self) -> Result<Connection, StoreError> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| StoreError::Open {
-            path: self.path.clone(),
-            source,
-        })?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        Ok(conn)
+    /// The SQLite file, or `None` on PostgreSQL.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.engine {
+            EngineHandle::Sqlite { path } => Some(path),
+            EngineHandle::Postgres { .. } => None,
+        }
+    }
+
+    pub fn engine(&self) -> db::Engine {
+        match &self.engine {
+            EngineHandle::Sqlite { .. } => db::Engine::Sqlite,
+            EngineHandle::Postgres { .. } => db::Engine::Postgres,
+        }
+    }
+
+    fn reader(&self) -> Result<Reader<'_>, StoreError> {
+        match &self.engine {
+            EngineHandle::Sqlite { path } => {
+                let conn = rusqlite::Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(|source| StoreError::Open {
+                    path: path.clone(),
+                    source,
+                })?;
+                conn.busy_timeout(std::time::Duration::from_secs(10))
+                    .map_err(db::Error::from)?;
+                Ok(Reader::Own(Connection::Sqlite(conn)))
+            }
+            EngineHandle::Postgres { config, readers } => readers.take(config),
+        }
     }
 
     fn writer(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run upkeep that only one engine needs: on PostgreSQL, the event partitions ahead of
+    /// `now_ns` and, with `retention_days`, dropping the partitions older than that.
+    /// Returns the partitions dropped.
+    pub fn maintain_events(
+        &self,
+        now_ns: i64,
+        retention_days: Option<u32>,
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.writer();
+        if conn.engine() != db::Engine::Postgres {
+            return Ok(0);
+        }
+        postgres_store::ensure_event_partitions(&mut conn, now_ns)?;
+        match retention_days {
+            Some(days) => postgres_store::drop_event_partitions(&mut conn, now_ns, days),
+            None => Ok(0),
+        }
+    }
+}
+
+#[cfg(test)]
+impl SqlStore {
+    /// Run SQL on the writer connection (tests that break the store on purpose).
+    pub(crate) fn execute_batch_for_test(&self, sql: &str) {
+        self.writer().execute_batch(sql).unwrap();
+    }
+}
+
+/// A connection to read with: SQLite's own per query, or one lent from the PostgreSQL pool.
+pub(crate) enum Reader<'s> {
+    Own(Connection),
+    Pooled(postgres_store::Lent<'s>),
+}
+
+impl std::ops::Deref for Reader<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match self {
+            Reader::Own(c) => c,
+            Reader::Pooled(l) => l,
+        }
     }
 }
 
 /// Begin a write transaction that takes the write lock at once (IMMEDIATE). The command line
 /// writes the store while the collector runs; a deferred transaction that read first and
 /// then wrote could not wait for the other process's commit and would fail with "database
-/// is locked", where this one waits (the busy timeout) like any other writer.
-pub(crate) fn write_tx(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
-    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+/// is locked", where this one waits (the busy timeout) like any other writer. On PostgreSQL
+/// the same holds across the nodes of a cluster ([`db`]'s constraint 3).
+pub(crate) fn write_tx(conn: &mut Connection) -> db::Result<db::Transaction<'_>> {
+    conn.write_transaction()
 }
 
 /// The pragmas of the writer connection (the store benchmark uses the same).
 pub fn configure_writer(
-    conn: &Connection,
+    conn: &rusqlite::Connection,
     synchronous: Synchronous,
 ) -> Result<(), rusqlite::Error> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -642,42 +741,57 @@ pub fn configure_writer(
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at_s INTEGER NOT NULL)",
-    )?;
-    let current: i64 = conn.query_row(
-        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-        [],
-        |r| r.get(0),
-    )?;
     let known = MIGRATIONS.len() as i64;
-    if current > known {
-        return Err(StoreError::TooNew {
-            found: current,
-            known,
-        });
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    // One migration per write transaction, its version read under the lock: nodes of a
+    // cluster that start together apply each migration once.
+    loop {
         let tx = write_tx(conn)?;
-        tx.execute_batch(sql)?;
-        if i + 1 == EVENT_TERMS_MIGRATION {
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at_s INTEGER NOT NULL)",
+        )?;
+        let current: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )?;
+        if current > known {
+            return Err(StoreError::TooNew {
+                found: current,
+                known,
+            });
+        }
+        if current == known {
+            tx.commit()?;
+            return Ok(());
+        }
+        let version = current as usize + 1;
+        let sql = MIGRATIONS[version - 1];
+        match tx.engine() {
+            db::Engine::Sqlite => tx.execute_batch(sql)?,
+            db::Engine::Postgres => {
+                tx.execute_batch(&postgres_store::migration_sql(version, sql))?
+            }
+        }
+        if version == EVENT_TERMS_MIGRATION {
             let n = search::backfill(&tx)?;
             if n > 0 {
                 tracing::info!(events = n, "indexed the stored events for search");
             }
         }
+        let now_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
         tx.execute(
-            "INSERT INTO schema_migrations (version, applied_at_s) VALUES (?1, strftime('%s','now'))",
-            params![i as i64 + 1],
+            "INSERT INTO schema_migrations (version, applied_at_s) VALUES (?1, ?2)",
+            params![version as i64, now_s],
         )?;
         tx.commit()?;
     }
-    Ok(())
 }
 
 const AGENT_COLUMNS: &str = "agent_id, constituency, agent_group, host_name, cert_serial, cert_fingerprint, enrolled_at_s, revoked_at_s, last_seen_at_s, agent_version, spool_dropped_events, spool_dropped_batches, batches_rejected";
 
-fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRecord> {
+fn agent_row(r: &db::Row<'_>) -> db::Result<AgentRecord> {
     Ok(AgentRecord {
         agent_id: r.get(0)?,
         constituency: r.get(1)?,
@@ -701,26 +815,34 @@ pub const INSERT_EVENT_SQL: &str = "INSERT INTO events (event_id, agent_id, cons
 /// Insert the rows of one batch's events with a prepared statement, and their search terms
 /// (inside the caller's transaction).
 pub fn insert_event_rows(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &db::Transaction<'_>,
     constituency: &str,
     sequence: u64,
     events: &[Event],
-) -> Result<(), rusqlite::Error> {
+) -> db::Result<()> {
     insert_event_rows_indexed(tx, constituency, sequence, events, true)
 }
 
 /// [`insert_event_rows`], with the search terms only if `search_index` (the store benchmark
 /// measures what the index costs).
 pub fn insert_event_rows_indexed(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &db::Transaction<'_>,
     constituency: &str,
     sequence: u64,
     events: &[Event],
     search_index: bool,
-) -> Result<(), rusqlite::Error> {
+) -> db::Result<()> {
+    let mut terms = Vec::new();
+    let Some(sqlite) = tx.sqlite() else {
+        postgres_store::insert_events(tx, constituency, sequence, events, |id, e| {
+            if search_index {
+                search::terms_of(id, e, &mut terms);
+            }
+        })?;
+        return search::insert_terms(tx, &mut terms);
+    };
     let mut stmt = tx.prepare_cached(INSERT_EVENT_SQL)?;
     let mut body = Vec::with_capacity(512);
-    let mut terms = Vec::new();
     for e in events {
         body.clear();
         e.encode(&mut body).expect("Vec grows as needed");
@@ -736,7 +858,7 @@ pub fn insert_event_rows_indexed(
             body,
         ])?;
         if search_index {
-            search::terms_of(tx.last_insert_rowid(), e, &mut terms);
+            search::terms_of(sqlite.last_insert_rowid(), e, &mut terms);
         }
     }
     search::insert_terms(tx, &mut terms)
@@ -746,7 +868,7 @@ pub fn insert_event_rows_indexed(
 pub fn run_event_query(conn: &Connection, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
     let (sql, args) = event_query_sql(q);
     let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+    let rows = stmt.query_map(db::params_from_iter(args), |r| {
         Ok((
             r.get::<_, i64>(0)?,
             r.get::<_, String>(1)?,
@@ -780,8 +902,8 @@ pub fn run_event_query(conn: &Connection, q: &EventQuery) -> Result<Vec<StoredEv
 /// entries drive the query, one seek per bucket of event rows (CROSS JOIN fixes the join
 /// order, so SQLite does not walk a whole kind or time index instead); the rest are point
 /// lookups in the index.
-fn event_query_sql(q: &EventQuery) -> (String, Vec<rusqlite::types::Value>) {
-    let mut args: Vec<rusqlite::types::Value> = vec![];
+fn event_query_sql(q: &EventQuery) -> (String, Vec<db::types::Value>) {
+    let mut args: Vec<db::types::Value> = vec![];
     let mut sql = match q.observables.first() {
         Some((what, value)) => {
             args.push(what.key(value).into());
@@ -827,7 +949,7 @@ SELECT id, constituency, batch_seq, body FROM b CROSS JOIN event_terms ON bucket
     (sql, args)
 }
 
-impl Store for SqliteStore {
+impl Store for SqlStore {
     fn insert_batch(
         &self,
         meta: &BatchMeta<'_>,
@@ -851,7 +973,7 @@ impl Store for SqliteStore {
         // Loss counters and last contact only grow; a resent old batch (or a clock stepped
         // back) must not lower them.
         tx.execute(
-            "UPDATE agents SET last_seen_at_s = NULLIF(MAX(COALESCE(last_seen_at_s, 0), ?2), 0), spool_dropped_events = MAX(spool_dropped_events, ?3), spool_dropped_batches = MAX(spool_dropped_batches, ?4) WHERE agent_id = ?1",
+            "UPDATE agents SET last_seen_at_s = NULLIF(GREATEST(COALESCE(last_seen_at_s, 0), ?2), 0), spool_dropped_events = GREATEST(spool_dropped_events, ?3), spool_dropped_batches = GREATEST(spool_dropped_batches, ?4) WHERE agent_id = ?1",
             params![
                 meta.agent_id,
                 meta.received_at_s,
@@ -910,7 +1032,7 @@ impl Store for SqliteStore {
         now_s: i64,
     ) -> Result<(), StoreError> {
         self.writer().execute(
-            "UPDATE agents SET agent_version = ?2, host_name = ?3, last_seen_at_s = MAX(COALESCE(last_seen_at_s, 0), ?4), spool_dropped_events = MAX(spool_dropped_events, ?5), spool_dropped_batches = MAX(spool_dropped_batches, ?6) WHERE agent_id = ?1",
+            "UPDATE agents SET agent_version = ?2, host_name = ?3, last_seen_at_s = GREATEST(COALESCE(last_seen_at_s, 0), ?4), spool_dropped_events = GREATEST(spool_dropped_events, ?5), spool_dropped_batches = GREATEST(spool_dropped_batches, ?6) WHERE agent_id = ?1",
             params![agent_id, version, host_name, now_s, dropped.0 as i64, dropped.1 as i64],
         )?;
         Ok(())
@@ -1017,7 +1139,7 @@ impl Store for SqliteStore {
     }
 
     fn query_events(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
-        run_event_query(&self.reader()?, q)
+        run_event_query(&*self.reader()?, q)
     }
 
     fn bundles_for(
@@ -1025,11 +1147,11 @@ impl Store for SqliteStore {
         group: &str,
         constituency: &str,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        SqliteStore::bundles_for(self, group, constituency)
+        SqlStore::bundles_for(self, group, constituency)
     }
 
     fn bundle_signed(&self, name: &str, version: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        SqliteStore::bundle_signed(self, name, version)
+        SqlStore::bundle_signed(self, name, version)
     }
 
     fn count_events(&self) -> Result<u64, StoreError> {
@@ -1042,12 +1164,6 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
     use lindi_shared::proto::{ProcessEvent, event};
-
-    fn store() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("lindi.db"), Synchronous::Normal).unwrap();
-        (dir, s)
-    }
 
     fn agent(id: &str) -> AgentRecord {
         AgentRecord {
@@ -1079,7 +1195,7 @@ mod tests {
         }
     }
 
-    fn enroll(s: &SqliteStore, id: &str) {
+    fn enroll(s: &SqlStore, id: &str) {
         s.insert_token(&token(&format!("t-{id}"), 1000)).unwrap();
         let a = agent(id);
         s.redeem_token(&format!("t-{id}"), "aa", 10, &mut |_| Ok(a.clone()))
@@ -1120,8 +1236,9 @@ mod tests {
 
     #[test]
     fn batches_are_stored_exactly_once() {
-        let (_d, s) = store();
-        enroll(&s, "a1");
+        let f = crate::testutil::Fixture::new();
+        let s = &*f.store;
+        enroll(s, "a1");
         assert_eq!(
             s.insert_batch(&meta("a1", 1), &events(10, "a1", 0))
                 .unwrap(),
@@ -1149,9 +1266,10 @@ mod tests {
 
     #[test]
     fn queries_filter_and_limit() {
-        let (_d, s) = store();
-        enroll(&s, "a1");
-        enroll(&s, "a2");
+        let f = crate::testutil::Fixture::new();
+        let s = &*f.store;
+        enroll(s, "a1");
+        enroll(s, "a2");
         s.insert_batch(&meta("a1", 1), &events(10, "a1", 1000))
             .unwrap();
         s.insert_batch(&meta("a2", 1), &events(10, "a2", 1000))
@@ -1198,9 +1316,10 @@ mod tests {
     fn search_by_observable_and_host_uses_the_index_and_backfills() {
         use lindi_shared::proto::{DnsEvent, FlowEvent, ProcessEvent};
         use search::Observable;
-        let (_d, s) = store();
-        enroll(&s, "a1");
-        enroll(&s, "a2");
+        let f = crate::testutil::Fixture::new();
+        let s = &*f.store;
+        enroll(s, "a1");
+        enroll(s, "a2");
         let mk = |agent: &str, ts: i64, kind: event::Kind| Event {
             event_id: format!("{agent}-{ts}"),
             agent_id: agent.into(),
@@ -1249,7 +1368,7 @@ mod tests {
             )],
         )
         .unwrap();
-        let find = |s: &SqliteStore, what: Observable, v: &str| {
+        let find = |s: &SqlStore, what: Observable, v: &str| {
             let mut ids: Vec<String> = s
                 .query_events(&EventQuery {
                     observables: vec![(what, what.normalise(v).unwrap())],
@@ -1263,11 +1382,11 @@ mod tests {
             ids.sort();
             ids
         };
-        assert_eq!(find(&s, Observable::Ip, "198.51.100.7"), ["a1-1", "a1-2"]);
-        assert_eq!(find(&s, Observable::Ip, "10.0.0.9"), ["a2-4"]);
-        assert_eq!(find(&s, Observable::Domain, "EVIL.example."), ["a1-2"]);
-        assert_eq!(find(&s, Observable::Hash, &"AB".repeat(32)), ["a1-3"]);
-        assert!(find(&s, Observable::Ip, "192.0.2.1").is_empty());
+        assert_eq!(find(s, Observable::Ip, "198.51.100.7"), ["a1-1", "a1-2"]);
+        assert_eq!(find(s, Observable::Ip, "10.0.0.9"), ["a2-4"]);
+        assert_eq!(find(s, Observable::Domain, "EVIL.example."), ["a1-2"]);
+        assert_eq!(find(s, Observable::Hash, &"AB".repeat(32)), ["a1-3"]);
+        assert!(find(s, Observable::Ip, "192.0.2.1").is_empty());
         // Observables and other filters narrow together.
         let q = EventQuery {
             observables: vec![
@@ -1288,34 +1407,34 @@ mod tests {
         };
         assert!(s.query_events(&other_host).unwrap().is_empty());
         // The index drives the query even with a kind and a time range beside it.
-        let conn = s.reader().unwrap();
-        let (sql, args) = event_query_sql(&EventQuery {
-            since_ns: Some(0),
-            constituencies: Some(vec!["bank-a".into()]),
-            ..q.clone()
-        });
-        let mut plan = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let plan: Vec<String> = plan
-            .query_map(rusqlite::params_from_iter(args), |r| r.get(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert!(
-            plan.iter().any(
-                |p| p.starts_with("SEARCH event_terms USING PRIMARY KEY (bucket=? AND term=?)")
-            ),
-            "{plan:?}"
-        );
-        assert!(
-            plan.iter()
-                .any(|p| p.contains("events USING INTEGER PRIMARY KEY")),
-            "{plan:?}"
-        );
-        assert!(
-            !plan.iter().any(|p| p.starts_with("SCAN events")),
-            "{plan:?}"
-        );
-
+        if let Some(conn) = s.reader().unwrap().sqlite() {
+            let (sql, args) = event_query_sql(&EventQuery {
+                since_ns: Some(0),
+                constituencies: Some(vec!["bank-a".into()]),
+                ..q.clone()
+            });
+            let mut plan = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let plan: Vec<String> = plan
+                .query_map(rusqlite::params_from_iter(args), |r| r.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(
+                plan.iter()
+                    .any(|p| p
+                        .starts_with("SEARCH event_terms USING PRIMARY KEY (bucket=? AND term=?)")),
+                "{plan:?}"
+            );
+            assert!(
+                plan.iter()
+                    .any(|p| p.contains("events USING INTEGER PRIMARY KEY")),
+                "{plan:?}"
+            );
+            assert!(
+                !plan.iter().any(|p| p.starts_with("SCAN events")),
+                "{plan:?}"
+            );
+        }
         // Events that predate the index (a store made before migration 7) are indexed by
         // the backfill that migration runs.
         {
@@ -1325,12 +1444,13 @@ mod tests {
             assert_eq!(search::backfill(&tx).unwrap(), 4);
             tx.commit().unwrap();
         }
-        assert_eq!(find(&s, Observable::Ip, "198.51.100.7"), ["a1-1", "a1-2"]);
+        assert_eq!(find(s, Observable::Ip, "198.51.100.7"), ["a1-1", "a1-2"]);
     }
 
     #[test]
     fn tokens_are_one_time_and_checked() {
-        let (_d, s) = store();
+        let f = crate::testutil::Fixture::new();
+        let s = &*f.store;
         s.insert_token(&token("t1", 100)).unwrap();
         let a = agent("a1");
         let mut sign = |_: &TokenRecord| Ok(a.clone());
@@ -1356,8 +1476,9 @@ mod tests {
 
     #[test]
     fn revocation_is_recorded() {
-        let (_d, s) = store();
-        enroll(&s, "a1");
+        let f = crate::testutil::Fixture::new();
+        let s = &*f.store;
+        enroll(s, "a1");
         s.revoke_agent("a1", 77).unwrap();
         assert_eq!(s.agent("a1").unwrap().unwrap().revoked_at_s, Some(77));
         assert_eq!(s.revoked_agents().unwrap(), vec!["a1".to_string()]);
@@ -1372,17 +1493,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lindi.db");
         {
-            let s = SqliteStore::open(&path, Synchronous::Full).unwrap();
+            let s = SqlStore::open(&path, Synchronous::Full).unwrap();
             enroll(&s, "a1");
         }
-        let s = SqliteStore::open(&path, Synchronous::Full).unwrap();
+        let s = SqlStore::open(&path, Synchronous::Full).unwrap();
         assert_eq!(s.agents().unwrap().len(), 1);
         s.writer()
             .execute("INSERT INTO schema_migrations VALUES (99, 0)", [])
             .unwrap();
         drop(s);
         assert!(matches!(
-            SqliteStore::open(&path, Synchronous::Full),
+            SqlStore::open(&path, Synchronous::Full),
             Err(StoreError::TooNew { found: 99, .. })
         ));
     }

@@ -9,15 +9,15 @@
 
 use std::collections::HashMap;
 
+use super::db::params;
 use lindi_shared::proto::{AgentHealthEvent, Event};
 use prost::Message;
-use rusqlite::params;
 
 use lindi_shared::access::Viewer;
 use serde::Serialize;
 
 use super::triage::scope_filter;
-use super::{AGENT_COLUMNS, AgentRecord, SqliteStore, StoreError, agent_row, insert_event_rows};
+use super::{AGENT_COLUMNS, AgentRecord, SqlStore, StoreError, agent_row, insert_event_rows};
 
 /// An agent with its latest health report (time, report).
 pub type AgentView = (AgentRecord, Option<(i64, AgentHealthEvent)>);
@@ -80,7 +80,7 @@ fn health_of(body: &[u8]) -> Option<AgentHealthEvent> {
     })
 }
 
-fn agent_view_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentView> {
+fn agent_view_row(r: &super::db::Row<'_>) -> super::db::Result<AgentView> {
     let agent = agent_row(r)?;
     let at: Option<i64> = r.get(13)?;
     let body: Option<Vec<u8>> = r.get(14)?;
@@ -104,7 +104,7 @@ pub struct CheckUpdate {
     pub alarm: Option<(String, Event)>,
 }
 
-impl SqliteStore {
+impl SqlStore {
     /// Every agent that is not revoked, with its latest health report.
     pub fn monitored_agents(&self) -> Result<Vec<AgentView>, StoreError> {
         let conn = self.reader()?;
@@ -131,7 +131,7 @@ impl SqliteStore {
         }
         sql.push_str(" ORDER BY enrolled_at_s, agent_id LIMIT 100000");
         let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(args), agent_view_row)?;
+        let rows = stmt.query_map(super::db::params_from_iter(args), agent_view_row)?;
         rows.map(|r| Ok(r?.into())).collect()
     }
 

@@ -11,15 +11,15 @@
 //! here is IMMEDIATE: one that read first and then wrote could not wait for the other
 //! process's commit and would fail with "database is locked".
 
+use super::db::{OptionalExtension, params};
 use lindi_shared::sharing::{ObjectKind, PeerRole, label_on_receipt};
 use lindi_shared::stix::{AdvisoryFacts, IncidentFacts};
 use lindi_shared::taxonomy::Tlp;
-use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::triage::audit;
-use super::{SqliteStore, StoreError};
+use super::{SqlStore, StoreError};
 
 pub(super) const PEERS_SQL: &str = r#"
 CREATE TABLE peers (
@@ -275,7 +275,7 @@ pub enum JoinRefusal {
     CaInUse(String),
 }
 
-fn peer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Peer> {
+fn peer_row(r: &super::db::Row<'_>) -> super::db::Result<Peer> {
     Ok(Peer {
         name: r.get(0)?,
         role: parse_role(&r.get::<_, String>(1)?),
@@ -294,9 +294,9 @@ fn peer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Peer> {
 
 /// Pending is what was numbered and not acknowledged (numbers are given without gaps and
 /// acknowledged in order), so no count over the outbox is needed.
-const PEER_COLUMNS: &str = "name, role, state, ca_fingerprint, address, created_at_ns, CASE WHEN state = 'active' THEN MAX(next_seq - 1 - sent_through, 0) ELSE 0 END, sent_through, received_through, last_contact_ns, last_error, profile_sent_ns";
+const PEER_COLUMNS: &str = "name, role, state, ca_fingerprint, address, created_at_ns, CASE WHEN state = 'active' THEN GREATEST(next_seq - 1 - sent_through, 0) ELSE 0 END, sent_through, received_through, last_contact_ns, last_error, profile_sent_ns";
 
-fn indicator_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Indicator> {
+fn indicator_row(r: &super::db::Row<'_>) -> super::db::Result<Indicator> {
     Ok(Indicator {
         id: r.get(0)?,
         kind: r.get(1)?,
@@ -312,7 +312,7 @@ fn indicator_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Indicator> {
     })
 }
 
-impl SqliteStore {
+impl SqlStore {
     /// Record an invitation for a peer to be called `name`; the token carries `secret`.
     pub fn invite_peer(
         &self,
@@ -335,8 +335,10 @@ impl SqliteStore {
         if existing.is_some_and(|s| s != PeerState::Invited.as_str()) {
             return Ok(false);
         }
+        // A new invitation replaces an unused one whole (its other columns back to defaults).
+        tx.execute("DELETE FROM peers WHERE name = ?1", params![name])?;
         tx.execute(
-            "INSERT OR REPLACE INTO peers (name, role, state, secret_sha256, invite_expires_at_ns, created_at_ns) VALUES (?1, ?2, 'invited', ?3, ?4, ?5)",
+            "INSERT INTO peers (name, role, state, secret_sha256, invite_expires_at_ns, created_at_ns) VALUES (?1, ?2, 'invited', ?3, ?4, ?5)",
             params![name, role_str(role), secret_sha256, expires_at_ns, now_ns],
         )?;
         audit(
@@ -563,7 +565,7 @@ impl SqliteStore {
             params![peer, through as i64],
         )?;
         tx.execute(
-            "UPDATE peers SET sent_through = MAX(sent_through, ?2), last_contact_ns = ?3, last_error = '' WHERE name = ?1",
+            "UPDATE peers SET sent_through = GREATEST(sent_through, ?2), last_contact_ns = ?3, last_error = '' WHERE name = ?1",
             params![peer, through as i64, now_ns],
         )?;
         tx.commit()?;
@@ -698,7 +700,7 @@ impl SqliteStore {
 
 /// Store one object a peer sent. Returns whether it changed an indicator.
 fn store_received(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &super::db::Transaction<'_>,
     peer: &str,
     object: Option<&Received<'_>>,
     now_ns: i64,
@@ -761,7 +763,7 @@ fn store_received(
     Ok(false)
 }
 
-impl SqliteStore {
+impl SqlStore {
     /// The STIX objects of held indicators labelled `max` or less restricted, oldest first.
     pub fn indicator_stix(&self, max: Tlp) -> Result<Vec<serde_json::Value>, StoreError> {
         let conn = self.reader()?;
@@ -862,7 +864,7 @@ pub use lindi_shared::stix::stable_id;
 /// Count a match of `value` (of IoC type `ioc_type`: `ip`, `domain`, `ja3`, `ja4`) as a
 /// sighting of each held indicator of that value, or of the one `id` names.
 pub(super) fn record_sightings_of(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &super::db::Transaction<'_>,
     ioc_type: &str,
     value: &str,
     id: Option<&str>,
@@ -896,7 +898,7 @@ pub(super) fn record_sightings_of(
 /// Count a match of `indicator_id` by an agent of `constituency` at `ts_ns` (in the triage
 /// transaction that reads the detection, so each is counted once).
 fn record_sighting(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &super::db::Transaction<'_>,
     indicator_id: &str,
     constituency: &str,
     ts_ns: i64,
@@ -905,13 +907,13 @@ fn record_sighting(
     let id = stable_id("sighting", &[indicator_id, constituency]);
     tx.prepare_cached(
         "INSERT INTO sightings (id, indicator_id, sector, constituent, count, first_seen_ns, last_seen_ns, updated_at_ns) VALUES (?1, ?2, '', ?3, 1, ?4, ?4, ?5)
-         ON CONFLICT (id) DO UPDATE SET count = count + 1, first_seen_ns = MIN(first_seen_ns, ?4), last_seen_ns = MAX(last_seen_ns, ?4), updated_at_ns = ?5",
+         ON CONFLICT (id) DO UPDATE SET count = sightings.count + 1, first_seen_ns = LEAST(sightings.first_seen_ns, ?4), last_seen_ns = GREATEST(sightings.last_seen_ns, ?4), updated_at_ns = ?5",
     )?
     .execute(params![id, indicator_id, constituency, ts_ns, now_ns])?;
     Ok(())
 }
 
-fn sighting_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Sighting> {
+fn sighting_row(r: &super::db::Row<'_>) -> super::db::Result<Sighting> {
     Ok(Sighting {
         id: r.get(0)?,
         indicator_id: r.get(1)?,
@@ -923,7 +925,7 @@ fn sighting_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Sighting> {
     })
 }
 
-impl SqliteStore {
+impl SqlStore {
     /// Own sightings changed since they were last shared, of indicators that came from a
     /// peer, with that peer's name: what to tell the indicators' origins.
     pub fn unshared_sightings(&self, limit: u32) -> Result<Vec<(Sighting, Indicator)>, StoreError> {
@@ -1034,7 +1036,7 @@ impl SqliteStore {
 
 /// Append `body` to `peer`'s outbox with its next number, if the peer is active.
 pub(super) fn queue(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &super::db::Transaction<'_>,
     peer: &str,
     kind: &str,
     label: Tlp,
@@ -1046,7 +1048,7 @@ pub(super) fn queue(
 
 /// Queue a held object for `peer` by its id: the row read when it is sent.
 fn queue_ref(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &super::db::Transaction<'_>,
     peer: &str,
     kind: &str,
     label: Tlp,
@@ -1057,7 +1059,7 @@ fn queue_ref(
 }
 
 fn queue_row(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &super::db::Transaction<'_>,
     peer: &str,
     kind: &str,
     label: Tlp,
@@ -1080,9 +1082,9 @@ fn queue_row(
     Ok(())
 }
 
-/// Note that indicators changed in this transaction (see [`SqliteStore::indicator_state`]):
+/// Note that indicators changed in this transaction (see [`SqlStore::indicator_state`]):
 /// once per transaction, not per indicator.
-fn indicators_changed(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+fn indicators_changed(tx: &super::db::Transaction<'_>) -> Result<(), StoreError> {
     tx.prepare_cached("UPDATE store_counters SET value = value + 1 WHERE name = 'indicators'")?
         .execute([])?;
     Ok(())
@@ -1100,7 +1102,7 @@ pub struct FeedStatus {
     pub last_skipped: u64,
 }
 
-impl SqliteStore {
+impl SqlStore {
     /// Record a feed run: `Ok((read, changed, skipped))` or the error.
     pub fn feed_ran(
         &self,
@@ -1204,7 +1206,7 @@ pub struct AdvisoryRecord {
     pub source: String,
 }
 
-fn advisory_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<AdvisoryRecord>> {
+fn advisory_row(r: &super::db::Row<'_>) -> super::db::Result<Option<AdvisoryRecord>> {
     let facts: String = r.get(0)?;
     let constituencies: String = r.get(1)?;
     let label: String = r.get(3)?;
@@ -1225,7 +1227,7 @@ fn advisory_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<AdvisoryRecord
 /// Insert or update (newer, or stricter label) an advisory; the label kept is never below
 /// the one held. Returns whether anything changed.
 fn upsert_advisory(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &super::db::Transaction<'_>,
     a: &AdvisoryFacts,
     constituencies: &[String],
     source: &str,
@@ -1256,7 +1258,7 @@ fn upsert_advisory(
     Ok(true)
 }
 
-impl SqliteStore {
+impl SqlStore {
     /// Tickets changed since their summary was last considered for peers.
     pub fn unshared_tickets(&self, limit: u32) -> Result<Vec<TicketSummary>, StoreError> {
         let conn = self.reader()?;
@@ -1451,7 +1453,7 @@ pub struct ImportItem {
 
 /// Store `ind` and, if it is new or changed, queue it for each active one of `recipients`.
 fn store_and_queue(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &super::db::Transaction<'_>,
     ind: &Indicator,
     stix: &serde_json::Value,
     recipients: &[String],
@@ -1472,7 +1474,7 @@ fn store_and_queue(
 /// what `held_sql` (label and version by id) finds: never below the held label; `None` when
 /// the held copy is as new and its label stays (nothing to write).
 fn changed_label(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &super::db::Transaction<'_>,
     held_sql: &str,
     id: &str,
     label: Tlp,
@@ -1494,7 +1496,7 @@ fn changed_label(
 /// its label stricter; the label kept is never below the one held. Returns the label kept,
 /// or `None` when nothing changed.
 fn insert_indicator(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &super::db::Transaction<'_>,
     ind: &Indicator,
     stix: &str,
 ) -> Result<Option<Tlp>, StoreError> {
@@ -1635,7 +1637,7 @@ mod tests {
             )
             .unwrap();
         }
-        let s = crate::store::SqliteStore::open(&path, crate::store::Synchronous::Normal).unwrap();
+        let s = crate::store::SqlStore::open(&path, crate::store::Synchronous::Normal).unwrap();
         let held = s.indicators(10).unwrap();
         assert_eq!(held.len(), 1);
         assert_eq!(held[0].value, "old.example");

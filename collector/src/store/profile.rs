@@ -1,13 +1,13 @@
 //! The team's RFC 2350 profile: one row, its fields as JSON, and the unguessable link that
 //! lets anyone holding it read the profile without an account. Every change is audited.
 
+use super::db::{OptionalExtension, params};
 use lindi_shared::profile::TeamProfile;
-use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use serde_json::json;
 
 use super::triage::audit;
-use super::{SqliteStore, StoreError};
+use super::{SqlStore, StoreError};
 
 /// The stored profile and who changed it last.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
@@ -23,7 +23,7 @@ fn new_link() -> Result<String, StoreError> {
     lindi_shared::token::random_hex::<16>().map_err(|_| StoreError::Random)
 }
 
-impl SqliteStore {
+impl SqlStore {
     pub fn profile(&self) -> Result<Option<ProfileRecord>, StoreError> {
         let conn = self.reader()?;
         let row = conn

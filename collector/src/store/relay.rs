@@ -3,13 +3,13 @@
 //! team tells a bundle's origin which versions its agents run, so the origin sees who runs
 //! what.
 
+use super::db::{OptionalExtension, params};
 use lindi_shared::stix::BundleStatusFacts;
-use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use serde_json::json;
 
 use super::triage::audit;
-use super::{SqliteStore, StoreError};
+use super::{SqlStore, StoreError};
 
 pub(super) const RELAY_SQL: &str = r#"
 CREATE TABLE bundle_declines (
@@ -51,7 +51,7 @@ pub struct VersionCount {
     pub agents: u64,
 }
 
-impl SqliteStore {
+impl SqlStore {
     /// Decline bundle `name`: what peers relay of it is not kept, and no agent group runs
     /// it. Returns false when it was declined already.
     pub fn decline_bundle(&self, name: &str, actor: &str, now_ns: i64) -> Result<bool, StoreError> {
@@ -142,10 +142,11 @@ impl SqliteStore {
     /// the latest version.
     pub fn relayed_bundles(&self) -> Result<Vec<(String, String)>, StoreError> {
         let conn = self.reader()?;
-        // SQLite takes the bare column from the row with the MAX.
         let mut stmt = conn.prepare(
-            "SELECT name, substr(pushed_by, 6), MAX(pushed_at_ns) FROM bundles
-             WHERE pushed_by LIKE 'peer:%' GROUP BY name ORDER BY name",
+            "SELECT b.name, substr(b.pushed_by, 6) FROM bundles b
+             WHERE b.pushed_by LIKE 'peer:%' AND b.pushed_at_ns = (
+                 SELECT MAX(l.pushed_at_ns) FROM bundles l WHERE l.name = b.name AND l.pushed_by LIKE 'peer:%')
+             ORDER BY b.name",
         )?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -217,7 +218,7 @@ impl SqliteStore {
 /// Store what `peer` said of a bundle (the newest report replaces the last). Only bundles
 /// held here are reported on: a peer cannot fill the table with names of its own.
 pub(super) fn store_status(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &super::db::Transaction<'_>,
     peer: &str,
     f: &BundleStatusFacts,
     now_ns: i64,

@@ -3,13 +3,13 @@
 //! escalation) and carries the report as its first comment. Reporters see their reports
 //! with the ticket's state, and their constituencies' ticket statistics.
 
+use super::db::params;
 use lindi_shared::access::Viewer;
 use lindi_shared::report::{CheckedReport, IncidentReport};
-use rusqlite::params;
 use serde::Serialize;
 
 use super::triage::{NewTicket, scope_filter};
-use super::{SqliteStore, StoreError};
+use super::{SqlStore, StoreError};
 
 pub(super) const REPORTS_SQL: &str = r#"
 CREATE TABLE reports (
@@ -51,7 +51,7 @@ pub struct ReporterStats {
     pub mttr_s: Option<f64>,
 }
 
-impl SqliteStore {
+impl SqlStore {
     /// Open a ticket for a checked report in one transaction: the ticket (with its
     /// escalation clock and tasks), the report as its first comment, and the report row.
     #[allow(clippy::too_many_arguments)]
@@ -90,8 +90,8 @@ impl SqliteStore {
                 "INSERT INTO ticket_comments (ticket_id, author, body, at_ns) VALUES (?1, ?2, ?3, ?4)",
                 params![ticket, reporter, report.as_text(reporter), now_ns],
             )?;
-            conn.execute(
-                "INSERT INTO reports (ticket_id, constituency, reporter, rsit_type, filed_at_ns, report) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            let id: i64 = conn.query_row(
+                "INSERT INTO reports (ticket_id, constituency, reporter, rsit_type, filed_at_ns, report) VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
                 params![
                     ticket,
                     report.constituency,
@@ -100,8 +100,9 @@ impl SqliteStore {
                     now_ns,
                     serde_json::to_string(report).unwrap_or_default()
                 ],
+                |r| r.get(0),
             )?;
-            Ok((conn.last_insert_rowid(), ticket))
+            Ok((id, ticket))
         })
     }
 
@@ -118,7 +119,7 @@ impl SqliteStore {
             "SELECT r.id, r.ticket_id, r.constituency, r.reporter, r.rsit_type, r.filed_at_ns, t.state, t.closed, t.acknowledged_at_ns, t.resolved_at_ns
              FROM reports r JOIN tickets t ON t.id = r.ticket_id WHERE 1=1",
         );
-        let mut args: Vec<rusqlite::types::Value> = vec![];
+        let mut args: Vec<super::db::types::Value> = vec![];
         scope_filter(v, "r.constituency", &mut sql, &mut args);
         if let Some(who) = reporter {
             sql.push_str(" AND r.reporter = ?");
@@ -127,7 +128,7 @@ impl SqliteStore {
         sql.push_str(" ORDER BY r.id DESC LIMIT ?");
         args.push(i64::from(limit).into());
         let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+        let rows = stmt.query_map(super::db::params_from_iter(args), |r| {
             Ok(ReportStatus {
                 id: r.get(0)?,
                 ticket_id: r.get(1)?,
@@ -148,20 +149,22 @@ impl SqliteStore {
     pub fn reporter_stats(&self, v: &Viewer) -> Result<ReporterStats, StoreError> {
         let conn = self.reader()?;
         let mut sql = String::from(
-            "SELECT COUNT(*), COALESCE(SUM(closed = 0), 0),
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN closed = 0 THEN 1 ELSE 0 END), 0),
                     AVG(CASE WHEN acknowledged_at_ns IS NOT NULL THEN (acknowledged_at_ns - opened_at_ns) / 1e9 END),
                     AVG(CASE WHEN resolved_at_ns IS NOT NULL THEN (resolved_at_ns - opened_at_ns) / 1e9 END)
              FROM tickets WHERE 1=1",
         );
-        let mut args: Vec<rusqlite::types::Value> = vec![];
+        let mut args: Vec<super::db::types::Value> = vec![];
         scope_filter(v, "constituency", &mut sql, &mut args);
-        Ok(conn.query_row(&sql, rusqlite::params_from_iter(args), |r| {
-            Ok(ReporterStats {
-                tickets: r.get::<_, i64>(0)? as u64,
-                open_tickets: r.get::<_, i64>(1)? as u64,
-                mtta_s: r.get(2)?,
-                mttr_s: r.get(3)?,
-            })
-        })?)
+        Ok(
+            conn.query_row(&sql, super::db::params_from_iter(args), |r| {
+                Ok(ReporterStats {
+                    tickets: r.get::<_, i64>(0)? as u64,
+                    open_tickets: r.get::<_, i64>(1)? as u64,
+                    mtta_s: r.get(2)?,
+                    mttr_s: r.get(3)?,
+                })
+            })?,
+        )
     }
 }

@@ -263,9 +263,9 @@ const TERMS_PER_STATEMENT: usize = 256;
 /// Insert index entries inside the caller's transaction: sorted, so that one batch's entries
 /// walk the index in order, and many to a statement.
 pub fn insert_terms(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &super::db::Transaction<'_>,
     terms: &mut [(i64, i64)],
-) -> Result<(), rusqlite::Error> {
+) -> Result<(), super::db::Error> {
     terms.sort_unstable_by_key(|(t, r)| (bucket(*r), *t, *r));
     let sql = |n: usize| {
         format!(
@@ -275,7 +275,7 @@ pub fn insert_terms(
     };
     for chunk in terms.chunks(TERMS_PER_STATEMENT) {
         let mut stmt = tx.prepare_cached(&sql(chunk.len()))?;
-        stmt.execute(rusqlite::params_from_iter(
+        stmt.execute(super::db::params_from_iter(
             chunk
                 .iter()
                 .flat_map(|(term, row)| [bucket(*row), *term, *row]),
@@ -286,7 +286,7 @@ pub fn insert_terms(
 
 /// Index every stored event (once, when the index is created on a store that has events),
 /// a chunk of rows at a time.
-pub fn backfill(tx: &rusqlite::Transaction<'_>) -> Result<u64, rusqlite::Error> {
+pub fn backfill(tx: &super::db::Transaction<'_>) -> Result<u64, super::db::Error> {
     use prost::Message;
     let mut read = tx.prepare("SELECT id, body FROM events ORDER BY id")?;
     let mut rows = read.query([])?;

@@ -3,23 +3,23 @@
 //!
 //! Constraints:
 //! 1. The pipeline reads detections after a durable cursor and writes their outcome and the
-//!    new cursor in one transaction ([`SqliteStore::write_triage`]): a detection is triaged
+//!    new cursor in one transaction ([`SqlStore::write_triage`]): a detection is triaged
 //!    exactly once, whatever crashes.
-//! 2. Every change to a ticket goes through [`SqliteStore::change_ticket`], which writes the
+//! 2. Every change to a ticket goes through [`SqlStore::change_ticket`], which writes the
 //!    audit row (who, when, the fields before and after) in the same transaction.
 //! 3. Every read names its constituency filter or a row limit.
 
+use super::db::{OptionalExtension, Transaction, params};
 use lindi_shared::access::Viewer;
 use lindi_shared::proto::Event;
 use lindi_shared::taxonomy::{RsitClass, Tlp};
 use lindi_shared::ticket::{Resolution, TicketError};
 use lindi_shared::triage::{Level, Suppression, Window};
 use prost::Message;
-use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{SqliteStore, StoreError};
+use super::{SqlStore, StoreError};
 
 /// A detection the pipeline has not triaged yet.
 #[derive(Clone, Debug)]
@@ -62,7 +62,7 @@ pub struct AlertRecord {
 
 const ALERT_COLUMNS: &str = "id, constituency, agent_id, host_name, dedup_key, engine, rule_id, title, rsit_class, rsit_type, classified_by, severity, score, asset, state, first_seen_ns, last_seen_ns, occurrences, created_at_ns, updated_at_ns, ticket_id, entities";
 
-fn alert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRecord> {
+fn alert_row(r: &super::db::Row<'_>) -> super::db::Result<AlertRecord> {
     Ok(AlertRecord {
         id: r.get(0)?,
         constituency: r.get(1)?,
@@ -139,7 +139,7 @@ pub struct Ticket {
 
 const TICKET_COLUMNS: &str = "id, constituency, title, rsit_class, rsit_type, severity, tlp, workflow, state, closed, assignee, resolution, summary, incident_key, ticket_rule, opened_at_ns, acknowledged_at_ns, acknowledged_by, resolved_at_ns, updated_at_ns";
 
-fn ticket_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Ticket> {
+fn ticket_row(r: &super::db::Row<'_>) -> super::db::Result<Ticket> {
     let text = |i: usize| r.get::<_, String>(i);
     Ok(Ticket {
         id: r.get(0)?,
@@ -334,10 +334,10 @@ impl TriageTx<'_> {
     }
 
     pub fn insert_alert(&self, a: &NewAlert<'_>, now_ns: i64) -> Result<i64, StoreError> {
-        self.tx.prepare_cached(
-            "INSERT INTO alerts (constituency, agent_id, host_name, dedup_key, engine, rule_id, title, rsit_class, rsit_type, classified_by, severity, score, asset, first_seen_ns, last_seen_ns, window_ns, occurrences, created_at_ns, updated_at_ns, entities) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?18, ?19)",
+        Ok(self.tx.prepare_cached(
+            "INSERT INTO alerts (constituency, agent_id, host_name, dedup_key, engine, rule_id, title, rsit_class, rsit_type, classified_by, severity, score, asset, first_seen_ns, last_seen_ns, window_ns, occurrences, created_at_ns, updated_at_ns, entities) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?18, ?19) RETURNING id",
         )?
-        .execute(params![
+        .query_row(params![
             a.constituency,
             a.agent_id,
             a.host_name,
@@ -357,8 +357,7 @@ impl TriageTx<'_> {
             a.occurrences as i64,
             now_ns,
             a.entities.to_string(),
-        ])?;
-        Ok(self.tx.last_insert_rowid())
+        ], |r| r.get(0))?)
     }
 
     /// Stretch an open alert; false when it was closed meanwhile (the caller opens a new one).
@@ -415,7 +414,7 @@ impl TriageTx<'_> {
     ) -> Result<(), StoreError> {
         self.tx
             .prepare_cached(
-                "INSERT INTO unmapped_detections (engine, rule_id, title, count) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (engine, rule_id) DO UPDATE SET count = count + ?4, title = ?3",
+                "INSERT INTO unmapped_detections (engine, rule_id, title, count) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (engine, rule_id) DO UPDATE SET count = unmapped_detections.count + ?4, title = ?3",
             )?
             .execute(params![engine, rule_id, title, n as i64])?;
         Ok(())
@@ -438,8 +437,8 @@ impl TriageTx<'_> {
     }
 
     pub fn insert_ticket(&self, t: &NewTicket<'_>, now_ns: i64) -> Result<i64, StoreError> {
-        self.tx.execute(
-            "INSERT INTO tickets (constituency, incident_key, ticket_rule, title, rsit_class, rsit_type, severity, tlp, workflow, state, opened_at_ns, updated_at_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+        let id: i64 = self.tx.query_row(
+            "INSERT INTO tickets (constituency, incident_key, ticket_rule, title, rsit_class, rsit_type, severity, tlp, workflow, state, opened_at_ns, updated_at_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11) RETURNING id",
             params![
                 t.constituency,
                 t.incident_key,
@@ -453,8 +452,8 @@ impl TriageTx<'_> {
                 t.state,
                 now_ns
             ],
+            |r| r.get(0),
         )?;
-        let id = self.tx.last_insert_rowid();
         self.tx.execute(
             "INSERT INTO escalations (ticket_id, state, clock_start_ns) VALUES (?1, 'pending', ?2)",
             params![id, now_ns],
@@ -594,7 +593,7 @@ pub(super) fn scope_filter(
     v: &Viewer,
     col: &str,
     sql: &mut String,
-    args: &mut Vec<rusqlite::types::Value>,
+    args: &mut Vec<super::db::types::Value>,
 ) {
     constituency_filter(v.constituencies.as_deref(), col, sql, args)
 }
@@ -604,11 +603,11 @@ pub(super) fn constituency_filter(
     list: Option<&[String]>,
     col: &str,
     sql: &mut String,
-    args: &mut Vec<rusqlite::types::Value>,
+    args: &mut Vec<super::db::types::Value>,
 ) {
     if let Some(list) = list {
         if list.is_empty() {
-            sql.push_str(" AND 0");
+            sql.push_str(" AND 1 = 0");
             return;
         }
         sql.push_str(&format!(
@@ -626,7 +625,7 @@ fn ticket_filter(
     v: &Viewer,
     alias: &str,
     sql: &mut String,
-    args: &mut Vec<rusqlite::types::Value>,
+    args: &mut Vec<super::db::types::Value>,
 ) {
     scope_filter(v, &format!("{alias}.constituency"), sql, args);
     sql.push_str(&format!(
@@ -639,7 +638,12 @@ fn ticket_filter(
 
 /// The conditions under which alert `alias` is visible: its constituency is in scope and it
 /// has no ticket or a ticket the viewer sees.
-fn alert_filter(v: &Viewer, alias: &str, sql: &mut String, args: &mut Vec<rusqlite::types::Value>) {
+fn alert_filter(
+    v: &Viewer,
+    alias: &str,
+    sql: &mut String,
+    args: &mut Vec<super::db::types::Value>,
+) {
     scope_filter(v, &format!("{alias}.constituency"), sql, args);
     sql.push_str(&format!(
         " AND ({alias}.ticket_id IS NULL OR EXISTS (SELECT 1 FROM tickets t WHERE t.id = {alias}.ticket_id"
@@ -650,19 +654,19 @@ fn alert_filter(v: &Viewer, alias: &str, sql: &mut String, args: &mut Vec<rusqli
 
 /// One ticket, if `v` may see it.
 fn ticket_by_id(
-    conn: &rusqlite::Connection,
+    conn: &super::db::Connection,
     id: i64,
     v: &Viewer,
 ) -> Result<Option<Ticket>, StoreError> {
     let mut sql = format!("SELECT {TICKET_COLUMNS} FROM tickets t WHERE t.id = ?");
-    let mut args: Vec<rusqlite::types::Value> = vec![id.into()];
+    let mut args: Vec<super::db::types::Value> = vec![id.into()];
     ticket_filter(v, "t", &mut sql, &mut args);
     Ok(conn
-        .query_row(&sql, rusqlite::params_from_iter(args), ticket_row)
+        .query_row(&sql, super::db::params_from_iter(args), ticket_row)
         .optional()?)
 }
 
-fn push_filters(sql: &mut String, args: &mut Vec<rusqlite::types::Value>, q: &ListQuery) {
+fn push_filters(sql: &mut String, args: &mut Vec<super::db::types::Value>, q: &ListQuery) {
     if let Some(c) = &q.constituency {
         sql.push_str(" AND constituency = ?");
         args.push(c.clone().into());
@@ -679,10 +683,10 @@ fn push_filters(sql: &mut String, args: &mut Vec<rusqlite::types::Value>, q: &Li
 
 /// The rows of one ticket's `sql` (its one parameter is the ticket id).
 fn by_ticket<T>(
-    conn: &rusqlite::Connection,
+    conn: &super::db::Connection,
     sql: &str,
     id: i64,
-    row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    row: impl FnMut(&super::db::Row<'_>) -> super::db::Result<T>,
 ) -> Result<Vec<T>, StoreError> {
     Ok(conn
         .prepare(sql)?
@@ -700,7 +704,7 @@ fn json_column(v: Option<String>) -> Value {
 const SEVERITY_RANK: &str =
     "CASE severity WHEN 'critical' THEN 4 WHEN 'high' THEN 3 WHEN 'medium' THEN 2 ELSE 1 END";
 
-impl SqliteStore {
+impl SqlStore {
     /// The triage cursor: the last event row id the pipeline has triaged.
     pub fn triage_cursor(&self) -> Result<i64, StoreError> {
         let conn = self.reader()?;
@@ -773,7 +777,7 @@ impl SqliteStore {
         sql.push_str(" ORDER BY last_seen_ns DESC, id DESC LIMIT ?");
         args.push((q.limit.max(1) as i64).into());
         let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(args), alert_row)?;
+        let rows = stmt.query_map(super::db::params_from_iter(args), alert_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -784,10 +788,10 @@ impl SqliteStore {
     ) -> Result<Option<(AlertRecord, Vec<i64>)>, StoreError> {
         let conn = self.reader()?;
         let mut sql = format!("SELECT {ALERT_COLUMNS} FROM alerts a WHERE a.id = ?");
-        let mut args: Vec<rusqlite::types::Value> = vec![id.into()];
+        let mut args: Vec<super::db::types::Value> = vec![id.into()];
         alert_filter(v, "a", &mut sql, &mut args);
         let Some(a) = conn
-            .query_row(&sql, rusqlite::params_from_iter(args), alert_row)
+            .query_row(&sql, super::db::params_from_iter(args), alert_row)
             .optional()?
         else {
             return Ok(None);
@@ -819,7 +823,7 @@ impl SqliteStore {
         ));
         args.push((q.limit.max(1) as i64).into());
         let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(args), ticket_row)?;
+        let rows = stmt.query_map(super::db::params_from_iter(args), ticket_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -1173,7 +1177,7 @@ impl SqliteStore {
         let mut sql = String::from(
             "SELECT id, at_ns, actor, constituency, object_kind, object_id, action, before, after FROM audit_log WHERE 1=1",
         );
-        let mut args: Vec<rusqlite::types::Value> = vec![];
+        let mut args: Vec<super::db::types::Value> = vec![];
         scope_filter(v, "constituency", &mut sql, &mut args);
         if let Some(k) = object_kind {
             sql.push_str(" AND object_kind = ?");
@@ -1182,7 +1186,7 @@ impl SqliteStore {
         sql.push_str(" ORDER BY id DESC LIMIT ?");
         args.push((limit.max(1) as i64).into());
         let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+        let rows = stmt.query_map(super::db::params_from_iter(args), |r| {
             Ok(AuditRecord {
                 id: r.get(0)?,
                 at_ns: r.get(1)?,
@@ -1222,8 +1226,8 @@ impl SqliteStore {
     pub fn insert_suppression(&self, s: &Suppression, now_ns: i64) -> Result<i64, StoreError> {
         let mut conn = self.writer();
         let tx = super::write_tx(&mut conn)?;
-        tx.execute(
-            "INSERT INTO suppressions (constituency, agent_id, rule, entity, author, reason, created_at_s, expires_at_s) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        let id: i64 = tx.query_row(
+            "INSERT INTO suppressions (constituency, agent_id, rule, entity, author, reason, created_at_s, expires_at_s) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
             params![
                 s.constituency,
                 s.agent_id,
@@ -1234,8 +1238,8 @@ impl SqliteStore {
                 s.created_at_s,
                 s.expires_at_s
             ],
+            |r| r.get(0),
         )?;
-        let id = tx.last_insert_rowid();
         let after = serde_json::to_value(s).unwrap_or(Value::Null);
         audit(
             &tx,
@@ -1297,7 +1301,7 @@ impl SqliteStore {
         let mut sql = String::from(
             "SELECT id, constituency, agent_id, rule, entity, author, reason, created_at_s, expires_at_s, hits FROM suppressions WHERE removed_at_s IS NULL",
         );
-        let mut args: Vec<rusqlite::types::Value> = vec![];
+        let mut args: Vec<super::db::types::Value> = vec![];
         scope_filter(v, "constituency", &mut sql, &mut args);
         if let Some(c) = constituency {
             sql.push_str(" AND constituency = ?");
@@ -1305,7 +1309,7 @@ impl SqliteStore {
         }
         sql.push_str(" ORDER BY id LIMIT 10000");
         let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+        let rows = stmt.query_map(super::db::params_from_iter(args), |r| {
             Ok(Suppression {
                 id: r.get(0)?,
                 constituency: r.get(1)?,

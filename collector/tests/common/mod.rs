@@ -84,7 +84,7 @@ pub fn lindi(env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
 /// Put an agent in the store as enrollment leaves it (a used one-time token and the agent's
 /// record): `record` names its id, constituency, group and host.
 pub fn enroll(
-    store: &lindi_collector::store::SqliteStore,
+    store: &lindi_collector::store::SqlStore,
     record: lindi_collector::store::AgentRecord,
 ) {
     use lindi_collector::store::{Store, TokenRecord};

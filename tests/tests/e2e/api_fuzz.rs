@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use lindi_collector::store::{BatchMeta, SqliteStore, Store, Synchronous};
+use lindi_collector::store::{BatchMeta, Store};
 use lindi_shared::proto::Event;
 use lindi_shared::synthetic;
 use lindi_tests::{Collector, run, wait_until};
@@ -37,9 +37,9 @@ fn the_api_conforms_to_its_openapi_document_under_fuzzing() {
     };
     let mut c = Collector::init();
     c.start();
-    // Seed through the store file, as ingest would have written it: the running collector's
+    // Seed through the store, as ingest would have written it: the running collector's
     // pipeline triages it into alerts and tickets.
-    let store = SqliteStore::open(&c.data_dir.join("lindi.db"), Synchronous::Normal).unwrap();
+    let store = c.store();
     for (seq, (k, agent)) in [("bank-a", "ag-a"), ("bank-b", "ag-b")]
         .into_iter()
         .enumerate()

@@ -12,7 +12,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lindi_collector::store::bundles::NewBundle;
-use lindi_collector::store::{SqliteStore, Synchronous};
 use lindi_shared::bundle::{self, Bundle};
 use lindi_tests::{Agent, Collector, FAST_AGENT, bin, run, wait_until};
 
@@ -171,7 +170,7 @@ fn bundles_reach_agents_hot_and_only_when_signed_by_a_trusted_key() {
 
     // A compromised collector hands out a bundle changed after signing, then one signed by a
     // key the agents do not trust: both are refused, 1.0.0 keeps running.
-    let store = SqliteStore::open(&c.data_dir.join("lindi.db"), Synchronous::Full).unwrap();
+    let store = c.store();
     let inject = |b: &Bundle, signed: Vec<u8>| {
         store
             .push_bundle(

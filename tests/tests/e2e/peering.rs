@@ -400,12 +400,13 @@ fn an_indicator_from_the_hub_becomes_a_detection_on_a_sector_agent() {
 
     // The sector counts the sighting and reports it to the hub, the indicator's origin,
     // with its constituent under a pseudonym; the hub's national picture shows it.
-    let sector_view = sector.api_get("/api/v1/intel/awareness");
-    assert_eq!(
-        sector_view["indicators"][0]["indicator"]["id"],
-        id.as_str(),
-        "{sector_view}"
-    );
+    // The pipeline records the sighting after it stores the detection: wait for it.
+    let mut sector_view = Value::Null;
+    let sighted = wait_until(Duration::from_secs(30), || {
+        sector_view = sector.api_get("/api/v1/intel/awareness");
+        sector_view["indicators"][0]["indicator"]["id"] == id.as_str()
+    });
+    assert!(sighted, "{sector_view}");
     let mut national = Value::Null;
     let reported = wait_until(Duration::from_secs(30), || {
         national = hub.api_get("/api/v1/intel/awareness");
@@ -910,7 +911,7 @@ fn a_bundle_relayed_by_a_sector_is_checked_by_its_agents() {
         wait_until(Duration::from_secs(30), || held("1.0.1")),
         "1.0.1 was not relayed"
     );
-    let db = rusqlite::Connection::open(sector.data_dir.join("lindi.db")).unwrap();
+    let db = sector.db_rw();
     let mut signed: Vec<u8> = db
         .query_row(
             "SELECT signed FROM bundles WHERE name = 'national' AND version = '1.0.1'",
@@ -922,7 +923,7 @@ fn a_bundle_relayed_by_a_sector_is_checked_by_its_agents() {
     signed[n - 10] ^= 1;
     db.execute(
         "UPDATE bundles SET signed = ?1 WHERE name = 'national' AND version = '1.0.1'",
-        rusqlite::params![signed],
+        lindi_collector::store::db::params![signed],
     )
     .unwrap();
     a.start();
