@@ -135,7 +135,7 @@ fn detection(agent: &str, src: &str, i: i64) -> Event {
     synthetic::detection(agent, "1:4242", src, 1_800_000_000_000_000_000 + i)
 }
 
-fn start() -> (tempfile::TempDir, tokio::runtime::Runtime, RunningCollector) {
+fn start() -> (common::Scratch, tokio::runtime::Runtime, RunningCollector) {
     common::start(CollectorConfig::default())
 }
 

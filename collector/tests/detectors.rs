@@ -181,7 +181,7 @@ fn signed_bundles_verify_only_unchanged_and_with_a_trusted_key() {
 fn collector(
     keys: Vec<String>,
 ) -> (
-    tempfile::TempDir,
+    common::Scratch,
     tokio::runtime::Runtime,
     lindi_collector::RunningCollector,
     String,

@@ -746,9 +746,15 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     // cluster that start together apply each migration once.
     loop {
         let tx = write_tx(conn)?;
-        tx.execute_batch(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at_s INTEGER NOT NULL)",
-        )?;
+        // On PostgreSQL, IF NOT EXISTS may not see the table a node that held the lock
+        // before this one just made ([`postgres_store::table_exists`]).
+        if tx.engine() == db::Engine::Sqlite
+            || !postgres_store::table_exists(&tx, "schema_migrations")?
+        {
+            tx.execute_batch(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at_s INTEGER NOT NULL)",
+            )?;
+        }
         let current: i64 = tx.query_row(
             "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
             [],

@@ -295,6 +295,18 @@ fn partition_day(name: &str) -> Option<i64> {
     (guess - 40..guess + 40).find(|&day| civil(day) == (y, m, d))
 }
 
+/// Whether `name` is a table of the current schema. Read from `pg_tables` with the
+/// statement's snapshot: `to_regclass` and `IF NOT EXISTS` consult the session's catalog cache,
+/// which need not yet show a table another node committed while this one waited for the
+/// write lock.
+pub fn table_exists(conn: &Connection, name: &str) -> db::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND tablename = ?1)",
+        params![name],
+        |r| r.get(0),
+    )
+}
+
 /// Make the day partitions from yesterday to [`DAYS_AHEAD`] days ahead of `now_ns` that are
 /// missing, moving their rows out of the default partition.
 pub fn ensure_event_partitions(conn: &mut Connection, now_ns: i64) -> Result<u32, StoreError> {
@@ -302,21 +314,13 @@ pub fn ensure_event_partitions(conn: &mut Connection, now_ns: i64) -> Result<u32
     let mut made = 0;
     for day in today - 1..=today + DAYS_AHEAD {
         let name = partition_name(day);
-        let exists: bool =
-            conn.query_row("SELECT to_regclass(?1) IS NOT NULL", params![name], |r| {
-                r.get(0)
-            })?;
-        if exists {
+        if table_exists(conn, &name)? {
             continue;
         }
         let (lo, hi) = (day * DAY_NS, (day + 1) * DAY_NS);
         let tx = conn.write_transaction()?;
         // Another node may have made it while this one waited for the lock.
-        let exists: bool =
-            tx.query_row("SELECT to_regclass(?1) IS NOT NULL", params![name], |r| {
-                r.get(0)
-            })?;
-        if !exists {
+        if !table_exists(&tx, &name)? {
             // The name is ours (digits only) and the bounds are integers: nothing from
             // outside is spliced into this SQL.
             tx.execute_batch(&format!(
@@ -386,6 +390,188 @@ pub fn drop_event_partitions(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::services::TestDatabase;
+    use crate::store::{BatchMeta, SqlStore, Store};
+    use lindi_shared::synthetic;
+
+    /// A schema on the test server, or `None` (with the reason printed) where there is no
+    /// PostgreSQL; in CI its absence fails the test.
+    fn database() -> Option<TestDatabase> {
+        match TestDatabase::new() {
+            Ok(db) => Some(db),
+            Err(e) if std::env::var("CI").is_err() => {
+                eprintln!("skipped: no PostgreSQL for the tests: {e}");
+                None
+            }
+            Err(e) => panic!("CI: no PostgreSQL for the tests: {e}"),
+        }
+    }
+
+    /// 2026-12-05T12:00:00Z.
+    const NOW: i64 = 20_792 * DAY_NS + DAY_NS / 2;
+
+    fn detections(agent: &str, at: &[i64]) -> Vec<Event> {
+        at.iter()
+            .map(|ts| synthetic::detection(agent, "1:1", "10.0.0.1", *ts))
+            .collect()
+    }
+
+    fn partition_rows(s: &SqlStore) -> Vec<(String, i64)> {
+        let conn = s.reader().unwrap();
+        let mut stmt = conn
+            .prepare("SELECT tableoid::regclass::text, COUNT(*) FROM events GROUP BY 1 ORDER BY 1")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn events_go_to_day_partitions_and_retention_drops_whole_days() {
+        let Some(db) = database() else { return };
+        let s = SqlStore::open_postgres(db.config(), NOW).unwrap();
+        let at = [
+            NOW - DAY_NS,
+            NOW,
+            NOW + 1,
+            NOW + DAY_NS,
+            NOW - 40 * DAY_NS,
+            NOW + 10 * DAY_NS,
+        ];
+        s.insert_batch(
+            &BatchMeta::local("ag1", "bank-a", 1),
+            &detections("ag1", &at),
+        )
+        .unwrap();
+        assert_eq!(
+            partition_rows(&s),
+            [
+                ("events_default".to_string(), 2),
+                ("events_p20261204".to_string(), 1),
+                ("events_p20261205".to_string(), 2),
+                ("events_p20261206".to_string(), 1),
+            ]
+        );
+        // Ten days on: that day's partition is made and its event moves out of the default.
+        assert_eq!(s.maintain_events(NOW + 10 * DAY_NS, None).unwrap(), 0);
+        assert_eq!(
+            partition_rows(&s),
+            [
+                ("events_default".to_string(), 1),
+                ("events_p20261204".to_string(), 1),
+                ("events_p20261205".to_string(), 2),
+                ("events_p20261206".to_string(), 1),
+                ("events_p20261215".to_string(), 1),
+            ]
+        );
+        // Keeping five days drops the four partitions (2026-12-04 to 07) that ended before
+        // 2026-12-10T12:00 and the 40-day-old row of the default partition; the rest is
+        // still found.
+        assert_eq!(s.maintain_events(NOW + 10 * DAY_NS, Some(5)).unwrap(), 4);
+        assert_eq!(partition_rows(&s), [("events_p20261215".to_string(), 1)]);
+        assert_eq!(s.count_events().unwrap(), 1);
+        let found = s
+            .query_events(&crate::store::EventQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].event.timestamp_ns, NOW + 10 * DAY_NS);
+        // Ids keep growing after the drop.
+        s.insert_batch(
+            &BatchMeta::local("ag1", "bank-a", 2),
+            &detections("ag1", &[NOW + 10 * DAY_NS]),
+        )
+        .unwrap();
+        let (pending, last) = s.pending_detections(found[0].id, 10).unwrap();
+        assert_eq!(pending.len(), 1);
+        assert!(last > found[0].id);
+    }
+
+    #[test]
+    fn nodes_that_start_together_apply_each_migration_once() {
+        let Some(db) = database() else { return };
+        let config = db.config().clone();
+        let opened: Vec<Result<SqlStore, String>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..3)
+                .map(|_| {
+                    let config = config.clone();
+                    scope.spawn(move || {
+                        SqlStore::open_postgres(&config, NOW).map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for o in &opened {
+            if let Err(e) = o {
+                panic!("a node did not open the store: {e}");
+            }
+        }
+        let s = opened.into_iter().next().unwrap().unwrap();
+        let conn = s.reader().unwrap();
+        let (n, max): (i64, i64) = conn
+            .query_row(
+                "SELECT COUNT(*), MAX(version) FROM schema_migrations",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        let known = super::super::MIGRATIONS.len() as i64;
+        assert_eq!((n, max), (known, known));
+    }
+
+    #[test]
+    fn two_nodes_writing_at_once_never_let_a_reader_skip_an_event() {
+        // Ids are numbered under the write lock and committed in that order, so a reader that
+        // follows ids (the pipeline's cursor) sees every event once, whichever node wrote it.
+        let Some(db) = database() else { return };
+        let a = SqlStore::open_postgres(db.config(), NOW).unwrap();
+        let b = SqlStore::open_postgres(db.config(), NOW).unwrap();
+        const BATCHES: u64 = 40;
+        const PER_BATCH: i64 = 25;
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let seen = std::thread::scope(|scope| {
+            for (node, agent) in [(&a, "ag-a"), (&b, "ag-b")] {
+                let done = &done;
+                scope.spawn(move || {
+                    for seq in 1..=BATCHES {
+                        let at: Vec<i64> =
+                            (0..PER_BATCH).map(|i| NOW + seq as i64 * 100 + i).collect();
+                        node.insert_batch(
+                            &BatchMeta::local(agent, "bank-a", seq),
+                            &detections(agent, &at),
+                        )
+                        .unwrap();
+                    }
+                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                });
+            }
+            let reader = scope.spawn(|| {
+                let mut cursor = 0;
+                let mut seen = vec![];
+                loop {
+                    let finished = done.load(std::sync::atomic::Ordering::SeqCst) == 2;
+                    let (rows, last) = a.pending_detections(cursor, 7).unwrap();
+                    seen.extend(rows.iter().map(|r| r.row_id));
+                    cursor = last;
+                    if finished && rows.is_empty() {
+                        return seen;
+                    }
+                }
+            });
+            reader.join().unwrap()
+        });
+        let total = 2 * BATCHES as usize * PER_BATCH as usize;
+        let mut unique = seen.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), seen.len(), "an event was read twice");
+        assert_eq!(seen.len(), total, "the reader skipped events");
+        assert_eq!(a.count_events().unwrap(), total as u64);
+    }
 
     #[test]
     fn every_migration_change_finds_its_text() {

@@ -12,19 +12,46 @@ use lindi_shared::access::{Role, Scope};
 /// The password of every user these tests make.
 pub const PASSWORD: &str = "test password 12";
 
+/// A test's temporary directory, and its PostgreSQL schema when the store runs there
+/// (`LINDI_TEST_STORE=postgres`); both go when this is dropped.
+pub struct Scratch {
+    dir: tempfile::TempDir,
+    _postgres: Option<lindi_collector::services::TestDatabase>,
+}
+
+impl Scratch {
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
 /// `config` in a new temporary data directory, listening on loopback ports the system picks,
-/// initialised (CA, store) but not started.
-pub fn prepare(config: CollectorConfig) -> (tempfile::TempDir, CollectorSettings) {
+/// initialised (CA, store) but not started. The store is on the engine `LINDI_TEST_STORE`
+/// names.
+pub fn prepare(config: CollectorConfig) -> (Scratch, CollectorSettings) {
     let dir = tempfile::tempdir().unwrap();
-    let config = CollectorConfig {
+    let mut config = CollectorConfig {
         data_dir: Some(dir.path().join("c")),
         listen_addr: "127.0.0.1:0".into(),
         http_listen_addr: "127.0.0.1:0".into(),
         ..config
     };
+    let postgres = (std::env::var("LINDI_TEST_STORE").as_deref() == Ok("postgres")).then(|| {
+        let db = lindi_collector::services::TestDatabase::new()
+            .unwrap_or_else(|e| panic!("LINDI_TEST_STORE=postgres: {e}"));
+        config.store.engine = lindi_collector::config::StoreEngine::Postgres;
+        config.store.url = Some(db.url());
+        db
+    });
     lindi_collector::init(&config, false).unwrap();
     let settings = config.validate().unwrap();
-    (dir, settings)
+    (
+        Scratch {
+            dir,
+            _postgres: postgres,
+        },
+        settings,
+    )
 }
 
 /// Start a prepared collector on its own runtime.
@@ -39,9 +66,7 @@ pub fn run(settings: &CollectorSettings) -> (tokio::runtime::Runtime, RunningCol
 }
 
 /// A collector with `config`, started.
-pub fn start(
-    config: CollectorConfig,
-) -> (tempfile::TempDir, tokio::runtime::Runtime, RunningCollector) {
+pub fn start(config: CollectorConfig) -> (Scratch, tokio::runtime::Runtime, RunningCollector) {
     let (dir, settings) = prepare(config);
     let (rt, running) = run(&settings);
     (dir, rt, running)
