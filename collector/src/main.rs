@@ -83,6 +83,20 @@ enum Command {
         #[arg(long)]
         store_url: Option<String>,
     },
+    /// Move the store into PostgreSQL: every table of the data directory's SQLite store is
+    /// copied into the (empty) PostgreSQL database at URL in one transaction and checked
+    /// (row counts and a digest of every table), then collector.toml says
+    /// `[store] engine = "postgres"`. Stop the collector first. The SQLite file is left as
+    /// it was.
+    Migrate {
+        #[command(flatten)]
+        location: Location,
+        /// The engine to move to (postgres).
+        #[arg(long, value_parser = ["postgres"])]
+        to: String,
+        /// postgresql://user@host:port/database
+        url: String,
+    },
     /// Run the collector until SIGINT or SIGTERM.
     Run {
         #[command(flatten)]
@@ -398,6 +412,53 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         Command::Users { command } => users(command)?,
         Command::Peer { command } => peer_cli::peer(command).await?,
         Command::Indicators { command } => peer_cli::indicators(command)?,
+        Command::Migrate {
+            location,
+            to: _,
+            url,
+        } => {
+            let config = location.config()?;
+            let settings = config.validate()?;
+            if !matches!(
+                settings.store,
+                lindi_collector::config::StoreTarget::Sqlite(_)
+            ) {
+                anyhow::bail!("this collector's store is already on PostgreSQL");
+            }
+            let target: postgres::Config = url.parse().context("the PostgreSQL URL")?;
+            let source = lindi_collector::store_path(&settings.data_dir);
+            let reports = lindi_collector::store::transfer::sqlite_to_postgres(
+                &source,
+                &target,
+                lindi_collector::now_ns(),
+            )?;
+            for r in &reports {
+                println!(
+                    "{:<28} {:>12} rows  digest {:016x}",
+                    r.table, r.rows, r.digest
+                );
+            }
+            let file = match &location.config {
+                Some(f) => f.clone(),
+                None => settings
+                    .data_dir
+                    .join(lindi_collector::config::CONFIG_FILE_NAME),
+            };
+            let mut moved = config.clone();
+            moved.store.engine = lindi_collector::config::StoreEngine::Postgres;
+            moved.store.url = Some(url);
+            let text = format!(
+                "# Rewritten by `lindi-collector migrate --to postgres`; see packaging/collector.toml for every field.\n{}",
+                toml::to_string(&moved)?
+            );
+            std::fs::write(&file, text).with_context(|| format!("write {}", file.display()))?;
+            println!(
+                "moved {} tables from {} into PostgreSQL, each checked; {} now says engine = \"postgres\"",
+                reports.len(),
+                source.display(),
+                file.display()
+            );
+        }
         Command::Openapi => println!("{}", lindi_collector::api::openapi::document()),
         Command::CheckConfig { config } => {
             let settings = CollectorConfig::load(&config)?.validate()?;

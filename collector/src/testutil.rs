@@ -56,6 +56,51 @@ impl Fixture {
         }
     }
 
+    /// Enroll `agent` in constituency `c` as enrollment leaves it (a used token, the agent).
+    pub fn enroll(&self, c: &str, agent: &str) {
+        let token = crate::store::TokenRecord {
+            token_id: format!("t-{agent}"),
+            secret_sha256: "aa".into(),
+            constituency: c.into(),
+            group: String::new(),
+            created_at_s: 0,
+            expires_at_s: i64::MAX / 2,
+            used_at_s: None,
+        };
+        self.store.insert_token(&token).unwrap();
+        let record = crate::store::AgentRecord {
+            agent_id: agent.into(),
+            constituency: c.into(),
+            group: String::new(),
+            host_name: format!("{agent}.example"),
+            cert_serial: "01".into(),
+            cert_fingerprint: "ff".into(),
+            enrolled_at_s: 100,
+            revoked_at_s: None,
+            last_seen_at_s: None,
+            agent_version: "0.1.0".into(),
+            spool_dropped_events: 0,
+            spool_dropped_batches: 0,
+            batches_rejected: 0,
+        };
+        self.store
+            .redeem_token(&token.token_id, "aa", 10, &mut |_| Ok(record.clone()))
+            .unwrap()
+            .unwrap();
+    }
+
+    /// A fixture on SQLite whatever `LINDI_TEST_STORE` says (the source of a transfer).
+    pub fn sqlite() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::open(&dir.path().join("t.db"), Synchronous::Normal).unwrap();
+        Fixture {
+            store: Arc::new(store),
+            _db: None,
+            _dir: dir,
+            seq: 0,
+        }
+    }
+
     /// Make the store refuse `event` (INSERT, UPDATE) of rows of `table` for which
     /// `condition` holds, as a corrupt row would make it fail.
     pub fn refuse(&self, event: &str, table: &str, condition: &str) {

@@ -29,6 +29,7 @@ pub mod profile;
 pub mod relay;
 pub mod reports;
 pub mod search;
+pub mod transfer;
 pub mod triage;
 
 use std::path::{Path, PathBuf};

@@ -310,9 +310,28 @@ pub fn table_exists(conn: &Connection, name: &str) -> db::Result<bool> {
 /// Make the day partitions from yesterday to [`DAYS_AHEAD`] days ahead of `now_ns` that are
 /// missing, moving their rows out of the default partition.
 pub fn ensure_event_partitions(conn: &mut Connection, now_ns: i64) -> Result<u32, StoreError> {
-    let today = now_ns.div_euclid(DAY_NS);
+    ensure_event_partitions_between(
+        conn,
+        now_ns - DAY_NS,
+        now_ns + DAYS_AHEAD * DAY_NS,
+        DAYS_AHEAD as u32 + 2,
+    )
+}
+
+/// Make the day partitions missing from the day of `from_ns` to that of `to_ns`, at most the
+/// last `max_days` of them.
+pub fn ensure_event_partitions_between(
+    conn: &mut Connection,
+    from_ns: i64,
+    to_ns: i64,
+    max_days: u32,
+) -> Result<u32, StoreError> {
+    let last = to_ns.div_euclid(DAY_NS);
+    let first = from_ns
+        .div_euclid(DAY_NS)
+        .max(last - i64::from(max_days) + 1);
     let mut made = 0;
-    for day in today - 1..=today + DAYS_AHEAD {
+    for day in first..=last {
         let name = partition_name(day);
         if table_exists(conn, &name)? {
             continue;
