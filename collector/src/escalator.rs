@@ -29,6 +29,7 @@ use serde_json::json;
 use crate::monitor::Monitor;
 use crate::notify::{self, ChannelConfig, ChannelKind, Message};
 use crate::pipeline::PipelineHandle;
+use crate::scheduler::SchedulerLease;
 use crate::store::escalation::{
     DueClimb, EscalationTx, NewNotification, SlaDue, TicketBrief, Unstarted,
 };
@@ -460,9 +461,15 @@ impl Escalator {
 
     /// Run on its own thread until `stop`, with the monitors every their interval; `wake`
     /// makes it look at once. Alarms wake the pipeline, pages wake the notifier.
+    /// Run on its own thread until `stop`, while this node holds the scheduler `lease` (it
+    /// renews it every tick), with the monitors every their interval; `wake` makes it look
+    /// at once. Alarms wake the pipeline, pages wake the notifier. On a clean stop the lease
+    /// is given up.
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         self,
         monitor: Monitor,
+        lease: Arc<SchedulerLease>,
         pipeline: Arc<PipelineHandle>,
         stop: Arc<AtomicBool>,
         wake: std::sync::mpsc::Receiver<()>,
@@ -473,6 +480,19 @@ impl Escalator {
             .spawn(move || {
                 let mut next_monitor = std::time::Instant::now();
                 while !stop.load(Ordering::Acquire) {
+                    match lease.hold(crate::now_ns()) {
+                        Ok(Some(_)) => {}
+                        Ok(None) => {
+                            let _ = wake.recv_timeout(self.settings.tick);
+                            continue;
+                        }
+                        Err(e) => {
+                            bump(&self.stats.errors, 1);
+                            tracing::error!("scheduler lease: {e}; retrying");
+                            let _ = wake.recv_timeout(self.settings.tick);
+                            continue;
+                        }
+                    }
                     if std::time::Instant::now() >= next_monitor {
                         next_monitor += monitor.interval();
                         match monitor.run_once(crate::now_ns()) {
@@ -497,6 +517,7 @@ impl Escalator {
                     }
                     let _ = wake.recv_timeout(self.settings.tick);
                 }
+                lease.release();
             })
             .expect("spawn the escalator thread")
     }
@@ -507,6 +528,7 @@ pub struct Notifier {
     settings: Arc<EscalationSettings>,
     stats: Arc<EscalationStats>,
     sender_name: String,
+    lease: Arc<SchedulerLease>,
 }
 
 impl Notifier {
@@ -515,19 +537,31 @@ impl Notifier {
         settings: Arc<EscalationSettings>,
         stats: Arc<EscalationStats>,
         sender_name: String,
+        lease: Arc<SchedulerLease>,
     ) -> Notifier {
         Notifier {
             store,
             settings,
             stats,
             sender_name,
+            lease,
         }
     }
 
-    /// Deliver what is due; returns how many it tried.
+    /// Deliver what is due while this node holds the scheduler lease; returns how many it
+    /// tried. Each is claimed first under the lease's epoch, so a node that lost the lease
+    /// sends nothing.
     pub fn run_once(&self, now_ns: i64) -> Result<usize, StoreError> {
+        let Some(epoch) = self.lease.hold(now_ns)? else {
+            return Ok(0);
+        };
         let due = self.store.due_notifications(now_ns, STEP_LIMIT)?;
+        let mut tried = 0;
         for n in &due {
+            if !self.lease.claim(n.id, epoch, now_ns)? {
+                continue;
+            }
+            tried += 1;
             let outcome = match self.settings.channels.get(&n.channel) {
                 None => Err(format!("channel {} is no longer configured", n.channel)),
                 Some(ch) => notify::send(
@@ -572,7 +606,7 @@ impl Notifier {
                 next,
             )?;
         }
-        Ok(due.len())
+        Ok(tried)
     }
 
     pub fn spawn(
@@ -603,9 +637,11 @@ impl Notifier {
 mod tests {
     use super::*;
     use crate::pipeline::TriageSection;
+    use crate::store::escalation::NotificationRecord;
     use crate::testutil::{Fixture, as_user, drain_at};
     use lindi_shared::access::Viewer;
     use lindi_shared::escalation::EscalationLevelConfig;
+    use std::collections::HashMap;
 
     const S: i64 = 1_000_000_000;
     const T0: i64 = 1_800_000_000 * S;
@@ -665,6 +701,14 @@ mod tests {
         drain_at(&mut f.pipeline(&TriageSection::default()), T0);
         let id = f.tickets("bank-a")[0].id;
         (f, id)
+    }
+
+    fn lease(f: &Fixture) -> Arc<SchedulerLease> {
+        Arc::new(SchedulerLease::new(
+            f.store.clone(),
+            "test",
+            crate::scheduler::LEASE_TTL_NS,
+        ))
     }
 
     fn escalator(f: &Fixture, s: &EscalationSection) -> Escalator {
@@ -784,6 +828,159 @@ mod tests {
         assert_eq!(e.run_once(T0 + 1).unwrap(), 0);
     }
 
+    /// A webhook receiver on loopback that answers 200 and counts each delivery id.
+    fn webhook_sink() -> (String, Arc<std::sync::Mutex<HashMap<String, u32>>>) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", l.local_addr().unwrap());
+        let seen: Arc<std::sync::Mutex<HashMap<String, u32>>> = Arc::default();
+        let counts = seen.clone();
+        std::thread::spawn(move || {
+            for conn in l.incoming().take(200) {
+                let Ok(mut s) = conn else { continue };
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let (mut id, mut length) = (String::new(), 0usize);
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("x-lindi-delivery:") {
+                        id = v.trim().to_string();
+                    }
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length.min(1 << 20)];
+                let _ = r.read_exact(&mut body);
+                *counts.lock().unwrap().entry(id).or_default() += 1;
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            }
+        });
+        (url, seen)
+    }
+
+    /// One collector node's scheduler duties, as its escalator thread runs them each tick.
+    struct Node {
+        escalator: Escalator,
+        notifier: Notifier,
+        lease: Arc<SchedulerLease>,
+    }
+
+    impl Node {
+        fn new(f: &Fixture, name: &str, settings: &Arc<EscalationSettings>) -> Node {
+            let lease = Arc::new(SchedulerLease::new(
+                f.store.clone(),
+                name,
+                crate::scheduler::LEASE_TTL_NS,
+            ));
+            let escalator = Escalator::new(f.store.clone(), settings.clone());
+            let notifier = Notifier::new(
+                f.store.clone(),
+                settings.clone(),
+                escalator.stats.clone(),
+                name.into(),
+                lease.clone(),
+            );
+            Node {
+                escalator,
+                notifier,
+                lease,
+            }
+        }
+
+        /// Returns whether this node held the lease and did the work.
+        fn tick(&self, now: i64) -> bool {
+            if self.lease.hold(now).unwrap().is_none() {
+                return false;
+            }
+            self.escalator.run_once(now).unwrap();
+            self.notifier.run_once(now).unwrap();
+            true
+        }
+    }
+
+    #[test]
+    fn the_scheduler_fails_over_and_the_next_level_is_paged_once_on_time() {
+        let (f, t) = with_ticket();
+        let (url, deliveries) = webhook_sink();
+        let settings = Arc::new(EscalationSettings::new(&section(&url)).unwrap());
+        let a = Node::new(&f, "node-a", &settings);
+        let b = Node::new(&f, "node-b", &settings);
+        // A holds the scheduler and pages level 1; B, beside it, does nothing.
+        assert!(a.tick(T0));
+        assert!(!b.tick(T0 + S));
+        let hook = |level: u32| -> Vec<NotificationRecord> {
+            f.store
+                .escalation(t)
+                .unwrap()
+                .unwrap()
+                .notifications
+                .into_iter()
+                .filter(|n| n.channel == "hook" && n.level == level)
+                .collect()
+        };
+        assert_eq!(hook(0).len(), 2);
+        assert!(hook(0).iter().all(|n| n.state == "delivered"));
+        // A claims an e-mail retry, then dies before sending it (no more ticks from A).
+        let retry = f
+            .store
+            .escalation(t)
+            .unwrap()
+            .unwrap()
+            .notifications
+            .into_iter()
+            .find(|n| n.channel == "mail" && n.state == "pending")
+            .expect("a failed e-mail waits for its retry");
+        assert!(a.lease.claim(retry.id, 1, T0 + 2 * S).unwrap());
+        // Within the lease B still waits; once it has expired, B takes over between levels.
+        assert!(!b.tick(T0 + 5 * S));
+        assert!(b.tick(T0 + 13 * S));
+        assert_eq!(b.lease.takeovers.load(Ordering::Relaxed), 1);
+        assert_eq!(b.lease.orphaned_claims.load(Ordering::Relaxed), 1);
+        let settled = f.store.escalation(t).unwrap().unwrap();
+        let orphan = settled
+            .notifications
+            .iter()
+            .find(|n| n.id == retry.id)
+            .unwrap();
+        assert_eq!(orphan.state, "uncertain", "{orphan:?}");
+        // Level 2 is due at +600 s: B pages it at its first tick after, once.
+        assert!(b.tick(T0 + 599 * S));
+        assert!(hook(1).is_empty());
+        assert!(b.tick(T0 + 601 * S));
+        let level2 = hook(1);
+        assert_eq!(level2.len(), 2);
+        for n in &level2 {
+            assert_eq!(n.state, "delivered");
+            assert_eq!(n.created_at_ns, T0 + 601 * S, "on time");
+        }
+        // A comes back (it was paused, not dead): it no longer holds the lease, and a claim
+        // under its old epoch is refused, so it cannot send anything twice.
+        assert!(!a.tick(T0 + 602 * S));
+        for n in &level2 {
+            assert!(!a.lease.claim(n.id, 1, T0 + 602 * S).unwrap());
+        }
+        assert!(b.tick(T0 + 700 * S));
+        let counts = deliveries.lock().unwrap().clone();
+        assert_eq!(counts.len(), 4, "{counts:?}");
+        assert!(
+            counts.values().all(|&n| n == 1),
+            "each delivered once: {counts:?}"
+        );
+        // The orphaned e-mail was never retried.
+        let log = f.store.escalation(t).unwrap().unwrap();
+        let orphan = log.notifications.iter().find(|n| n.id == retry.id).unwrap();
+        assert_eq!(
+            (orphan.state.as_str(), orphan.attempts),
+            ("uncertain", retry.attempts)
+        );
+    }
+
     #[test]
     fn a_restarted_escalator_continues_on_time_without_resending() {
         let (f, t) = with_ticket();
@@ -863,7 +1060,13 @@ mod tests {
         let settings = Arc::new(EscalationSettings::new(&s).unwrap());
         let e = Escalator::new(f.store.clone(), settings.clone());
         e.run_once(T0).unwrap();
-        let n = Notifier::new(f.store.clone(), settings, e.stats.clone(), "lindi".into());
+        let n = Notifier::new(
+            f.store.clone(),
+            settings,
+            e.stats.clone(),
+            "lindi".into(),
+            lease(&f),
+        );
         // Port 9 on loopback refuses: every attempt fails.
         assert_eq!(n.run_once(T0).unwrap(), 4);
         assert_eq!(n.run_once(T0 + S).unwrap(), 0, "backing off (2 s)");

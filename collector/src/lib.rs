@@ -20,6 +20,7 @@ pub mod monitor;
 pub mod notify;
 pub mod peering;
 pub mod pipeline;
+pub mod scheduler;
 pub mod services;
 pub mod store;
 #[cfg(test)]
@@ -311,17 +312,24 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
     let triage_thread = pipeline.spawn(pipeline_stop.clone());
     let escalator = Escalator::new(store.clone(), settings.escalation.clone());
     let escalation_stats = escalator.stats.clone();
+    let lease = Arc::new(scheduler::SchedulerLease::new(
+        store.clone(),
+        &settings.name,
+        scheduler::LEASE_TTL_NS,
+    ));
     let notifier = Notifier::new(
         store.clone(),
         settings.escalation.clone(),
         escalation_stats.clone(),
         settings.name.clone(),
+        lease.clone(),
     );
     let (escalator_wake, escalator_rx) = std::sync::mpsc::sync_channel(1);
     let (notifier_wake, notifier_rx) = std::sync::mpsc::sync_channel(1);
     let monitor = Monitor::new(store.clone(), settings.monitors.clone());
     let escalator_thread = escalator.spawn(
         monitor,
+        lease,
         pipeline_handle.clone(),
         pipeline_stop.clone(),
         escalator_rx,

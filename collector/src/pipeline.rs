@@ -325,6 +325,10 @@ impl Pipeline {
     pub fn step(&mut self, now_ns: i64) -> Result<usize, StoreError> {
         let limit = if self.row_by_row { 1 } else { CHUNK };
         match self.run_chunk(now_ns, limit) {
+            Err(StoreError::CursorMoved) => {
+                self.catch_up()?;
+                Ok(1)
+            }
             Ok(n) => {
                 if n == 0 {
                     self.row_by_row = false;
@@ -338,7 +342,14 @@ impl Pipeline {
                     return Err(e);
                 }
                 let (_, row) = self.store.pending_detections(self.cursor, 1)?;
-                self.store.write_triage(|tx| tx.set_cursor(row))?;
+                let expected = self.cursor;
+                match self.store.write_triage(|tx| tx.set_cursor(expected, row)) {
+                    Err(StoreError::CursorMoved) => {
+                        self.catch_up()?;
+                        return Ok(1);
+                    }
+                    other => other?,
+                }
                 tracing::error!("triage: detection row {row} set aside: {e}");
                 self.cursor = row;
                 self.handle
@@ -352,7 +363,25 @@ impl Pipeline {
 
     /// Triage one chunk of pending detections; returns how many rows it consumed.
     pub fn run_once(&mut self, now_ns: i64) -> Result<usize, StoreError> {
-        self.run_chunk(now_ns, CHUNK)
+        match self.run_chunk(now_ns, CHUNK) {
+            Err(StoreError::CursorMoved) => {
+                self.catch_up()?;
+                Ok(1)
+            }
+            other => other,
+        }
+    }
+
+    /// Another node triaged past this one's cursor: take the store's cursor, and forget the
+    /// alert windows held in memory (that node may have moved them).
+    fn catch_up(&mut self) -> Result<(), StoreError> {
+        self.cursor = self.store.triage_cursor()?;
+        self.cache.clear();
+        self.handle
+            .stats
+            .cursor
+            .store(self.cursor as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     fn run_chunk(&mut self, now_ns: i64, limit: u32) -> Result<usize, StoreError> {
@@ -405,6 +434,7 @@ impl Pipeline {
 
         let settings = &self.settings;
         let cache = &self.cache;
+        let expected = self.cursor;
         let outcome = self.store.write_triage(|tx| {
             let mut out = ChunkOutcome::default();
             for ((engine, rule), (title, n)) in &unmapped {
@@ -487,7 +517,7 @@ impl Pipeline {
                     out.cache.push((key, l));
                 }
             }
-            tx.set_cursor(last)?;
+            tx.set_cursor(expected, last)?;
             Ok(out)
         })?;
 
@@ -725,6 +755,57 @@ mod tests {
 
     use crate::testutil::{Fixture, MIN, as_user, drain};
     use lindi_shared::access::Viewer;
+
+    #[test]
+    fn pipelines_of_two_nodes_triage_each_detection_once() {
+        // The same detections triaged by one pipeline, and by two racing on one store: the
+        // same alerts with the same occurrences, and the loser of each race catches up.
+        let load = |f: &mut Fixture| {
+            for i in 0..60i64 {
+                let src = format!("10.0.{}.{}", i % 3, i % 7);
+                f.detect("bank-a", "ag1", "1:100", &src, &[i, i + 1]);
+            }
+        };
+        let summary = |f: &Fixture| {
+            let mut a: Vec<(String, u64)> = f
+                .alerts("bank-a")
+                .into_iter()
+                .map(|a| (a.dedup_key, a.occurrences))
+                .collect();
+            a.sort();
+            a
+        };
+        let mut one = Fixture::new();
+        load(&mut one);
+        drain(&mut one.pipeline(&TriageSection::default()));
+
+        let mut two = Fixture::new();
+        load(&mut two);
+        let stuck = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                let mut p = two.pipeline(&TriageSection::default());
+                let stuck = &stuck;
+                scope.spawn(move || {
+                    let mut idle = 0;
+                    for _ in 0..2000 {
+                        match p.step(1).unwrap() {
+                            0 => idle += 1,
+                            _ => idle = 0,
+                        }
+                        if idle > 3 {
+                            return;
+                        }
+                    }
+                    stuck.store(true, std::sync::atomic::Ordering::Relaxed);
+                });
+            }
+        });
+        assert!(!stuck.load(std::sync::atomic::Ordering::Relaxed));
+        assert_eq!(summary(&two), summary(&one));
+        let occurrences: u64 = summary(&two).iter().map(|(_, n)| n).sum();
+        assert_eq!(occurrences, 120);
+    }
 
     #[test]
     fn windows_slide_per_key_and_every_occurrence_is_kept() {

@@ -28,6 +28,7 @@ pub mod postgres_store;
 pub mod profile;
 pub mod relay;
 pub mod reports;
+pub mod scheduler;
 pub mod search;
 pub mod transfer;
 pub mod triage;
@@ -61,6 +62,8 @@ pub enum StoreError {
     },
     #[error("store busy: {0}")]
     Busy(String),
+    #[error("another pipeline moved the triage cursor first")]
+    CursorMoved,
     #[error("the system's random number generator failed")]
     Random,
 }
@@ -385,6 +388,7 @@ CREATE TABLE bundle_rollout (
     reports::REPORTS_SQL,
     peers::BULK_INDICATORS_SQL,
     relay::RELAY_SQL,
+    scheduler::SCHEDULER_SQL,
 ];
 
 /// The search index of event observables ([`search`]) and an index of each agent's health

@@ -517,13 +517,33 @@ impl TriageTx<'_> {
         )
     }
 
-    pub fn set_cursor(&self, last_event_id: i64) -> Result<(), StoreError> {
-        self.tx
+    /// Move the triage cursor from `expected` to `last_event_id`, or fail with
+    /// [`StoreError::CursorMoved`] if another pipeline moved it first (nodes of a cluster
+    /// triage in turn; the loser's transaction rolls back and it reads again).
+    pub fn set_cursor(&self, expected: i64, last_event_id: i64) -> Result<(), StoreError> {
+        let moved = self
+            .tx
             .prepare_cached(
-                "INSERT INTO pipeline_cursors (name, last_event_id) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET last_event_id = ?2",
+                "UPDATE pipeline_cursors SET last_event_id = ?3 WHERE name = ?1 AND last_event_id = ?2",
             )?
-            .execute(params![TRIAGE_CURSOR, last_event_id])?;
-        Ok(())
+            .execute(params![TRIAGE_CURSOR, expected, last_event_id])?;
+        if moved == 1 {
+            return Ok(());
+        }
+        let inserted = if expected == 0 {
+            self.tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO pipeline_cursors (name, last_event_id) VALUES (?1, ?2)",
+                )?
+                .execute(params![TRIAGE_CURSOR, last_event_id])?
+        } else {
+            0
+        };
+        if inserted == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::CursorMoved)
+        }
     }
 }
 
