@@ -979,6 +979,22 @@ mod tests {
             (orphan.state.as_str(), orphan.attempts),
             ("uncertain", retry.attempts)
         );
+        // B restarted (the same node, a new process) takes its lease back at once, in a new
+        // epoch, without waiting for the old one to expire.
+        let b_again = Node::new(&f, "node-b", &settings);
+        assert!(b_again.tick(T0 + 701 * S));
+        assert_eq!(b_again.lease.takeovers.load(Ordering::Relaxed), 1);
+        // (A process re-reads the lease a quarter-lease after its last write, before any
+        // other node could have taken it over; the same node runs one process at a time.)
+        assert!(!b.tick(T0 + 710 * S), "the old process no longer holds it");
+        assert_eq!(
+            f.store
+                .lease(crate::scheduler::LEASE)
+                .unwrap()
+                .unwrap()
+                .epoch,
+            3
+        );
     }
 
     #[test]

@@ -312,9 +312,13 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
     let triage_thread = pipeline.spawn(pipeline_stop.clone());
     let escalator = Escalator::new(store.clone(), settings.escalation.clone());
     let escalation_stats = escalator.stats.clone();
+    let node = scheduler::node_id(&settings.data_dir).map_err(|source| CollectorError::Io {
+        path: settings.data_dir.join("node-id").display().to_string(),
+        source,
+    })?;
     let lease = Arc::new(scheduler::SchedulerLease::new(
         store.clone(),
-        &settings.name,
+        &node,
         scheduler::LEASE_TTL_NS,
     ));
     let notifier = Notifier::new(

@@ -17,10 +17,29 @@ pub const LEASE: &str = "scheduler";
 /// How long a lease lasts unless renewed: how long a dead holder's duties wait at most.
 pub const LEASE_TTL_NS: i64 = 10_000_000_000;
 
+/// This node's identity in a cluster: a random id kept in `node-id` in its data directory
+/// (made on first use), so every node has its own and a restarted node is the same one.
+pub fn node_id(data_dir: &std::path::Path) -> Result<String, std::io::Error> {
+    let path = data_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut random = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random)
+        .map_err(|_| std::io::Error::other("the system's random number generator failed"))?;
+    let id = format!("node-{}", hex::encode(random));
+    std::fs::write(&path, format!("{id}\n"))?;
+    Ok(id)
+}
+
 /// This node's side of the scheduler lease.
 pub struct SchedulerLease {
     store: Arc<SqlStore>,
     holder: String,
+    incarnation: String,
     ttl_ns: i64,
     /// (epoch, when it was last written) while held.
     held: Mutex<Option<(i64, i64)>>,
@@ -30,14 +49,17 @@ pub struct SchedulerLease {
 }
 
 impl SchedulerLease {
-    /// `node` names this collector; the holder id adds the process and a random part, so a
-    /// restarted node is a new holder (and settles what it left open).
+    /// `node` identifies this collector node (its [`node_id`]): the same node restarted
+    /// takes the lease back at once, in a new incarnation (and settles what its previous
+    /// process left open); another node waits for the lease to expire.
     pub fn new(store: Arc<SqlStore>, node: &str, ttl_ns: i64) -> SchedulerLease {
-        let mut random = [0u8; 6];
+        let mut random = [0u8; 8];
         let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);
         SchedulerLease {
             store,
-            holder: format!("{node}/{}/{}", std::process::id(), hex::encode(random)),
+            holder: node.to_string(),
+            // Ordered by start time, so only a later process of this node takes over at once.
+            incarnation: format!("{:020}-{}", crate::now_ns(), hex::encode(random)),
             ttl_ns,
             held: Mutex::new(None),
             takeovers: AtomicU64::new(0),
@@ -60,9 +82,9 @@ impl SchedulerLease {
             return Ok(Some(epoch));
         }
         *held = None;
-        let Some(h) = self
-            .store
-            .hold_lease(LEASE, &self.holder, now_ns, self.ttl_ns)?
+        let Some(h) =
+            self.store
+                .hold_lease(LEASE, &self.holder, &self.incarnation, now_ns, self.ttl_ns)?
         else {
             return Ok(None);
         };
@@ -96,7 +118,9 @@ impl SchedulerLease {
     pub fn release(&self) {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         if held.take().is_some()
-            && let Err(e) = self.store.release_lease(LEASE, &self.holder)
+            && let Err(e) = self
+                .store
+                .release_lease(LEASE, &self.holder, &self.incarnation)
         {
             tracing::warn!("releasing the scheduler lease: {e}");
         }

@@ -4,8 +4,9 @@
 //! Constraints:
 //! 1. One row per lease. A node holds it while `expires_at_ns` is ahead of the clock it
 //!    passes in; it renews by writing a later expiry. Another node takes it only once it has
-//!    expired, and taking it raises `epoch`. Nodes' clocks are assumed to agree to well under
-//!    the lease's length (NTP).
+//!    expired; the same node restarted (same holder, a later incarnation: incarnations
+//!    start with their process's start time) takes it back at once. Taking it raises `epoch`. Nodes' clocks are assumed to
+//!    agree to well under the lease's length (NTP).
 //! 2. A notification is claimed (`state = 'sending'`, `sending_epoch`) in a transaction that
 //!    also checks, under the write lock, that the claimer still holds the lease at its epoch.
 //!    A node that lost the lease (paused, cut off) cannot claim, so it cannot send.
@@ -20,6 +21,7 @@ pub(super) const SCHEDULER_SQL: &str = r#"
 CREATE TABLE scheduler_leases (
     name TEXT PRIMARY KEY,
     holder TEXT NOT NULL,
+    incarnation TEXT NOT NULL,
     epoch INTEGER NOT NULL,
     acquired_at_ns INTEGER NOT NULL,
     expires_at_ns INTEGER NOT NULL
@@ -44,12 +46,13 @@ pub struct LeaseRecord {
 }
 
 impl SqlStore {
-    /// Take or renew lease `name` for `holder` until `now_ns + ttl_ns`; `None` while another
-    /// node holds it.
+    /// Take or renew lease `name` for `holder` (a node) in `incarnation` (its process) until
+    /// `now_ns + ttl_ns`; `None` while another node holds it.
     pub fn hold_lease(
         &self,
         name: &str,
         holder: &str,
+        incarnation: &str,
         now_ns: i64,
         ttl_ns: i64,
     ) -> Result<Option<Held>, StoreError> {
@@ -57,13 +60,14 @@ impl SqlStore {
         let tx = super::write_tx(&mut conn)?;
         let current = tx
             .query_row(
-                "SELECT holder, epoch, expires_at_ns FROM scheduler_leases WHERE name = ?1",
+                "SELECT holder, incarnation, epoch, expires_at_ns FROM scheduler_leases WHERE name = ?1",
                 params![name],
                 |r| {
                     Ok((
                         r.get::<_, String>(0)?,
-                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(1)?,
                         r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
                     ))
                 },
             )
@@ -72,15 +76,15 @@ impl SqlStore {
         let held = match current {
             None => {
                 tx.execute(
-                    "INSERT INTO scheduler_leases (name, holder, epoch, acquired_at_ns, expires_at_ns) VALUES (?1, ?2, 1, ?3, ?4)",
-                    params![name, holder, now_ns, until],
+                    "INSERT INTO scheduler_leases (name, holder, incarnation, epoch, acquired_at_ns, expires_at_ns) VALUES (?1, ?2, ?3, 1, ?4, ?5)",
+                    params![name, holder, incarnation, now_ns, until],
                 )?;
                 Some(Held {
                     epoch: 1,
                     taken: true,
                 })
             }
-            Some((h, epoch, _)) if h == holder => {
+            Some((h, i, epoch, _)) if h == holder && i == incarnation => {
                 tx.execute(
                     "UPDATE scheduler_leases SET expires_at_ns = GREATEST(expires_at_ns, ?2) WHERE name = ?1",
                     params![name, until],
@@ -90,10 +94,13 @@ impl SqlStore {
                     taken: false,
                 })
             }
-            Some((_, epoch, expires)) if expires <= now_ns => {
+            // A later incarnation of the holder (its restarted process) takes it at once.
+            Some((h, i, epoch, expires))
+                if (h == holder && incarnation > i.as_str()) || expires <= now_ns =>
+            {
                 tx.execute(
-                    "UPDATE scheduler_leases SET holder = ?2, epoch = ?3, acquired_at_ns = ?4, expires_at_ns = ?5 WHERE name = ?1",
-                    params![name, holder, epoch + 1, now_ns, until],
+                    "UPDATE scheduler_leases SET holder = ?2, incarnation = ?3, epoch = ?4, acquired_at_ns = ?5, expires_at_ns = ?6 WHERE name = ?1",
+                    params![name, holder, incarnation, epoch + 1, now_ns, until],
                 )?;
                 Some(Held {
                     epoch: epoch + 1,
@@ -107,10 +114,15 @@ impl SqlStore {
     }
 
     /// Give lease `name` up (a clean shutdown), so another node takes it at once.
-    pub fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+    pub fn release_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        incarnation: &str,
+    ) -> Result<(), StoreError> {
         self.writer().execute(
-            "UPDATE scheduler_leases SET expires_at_ns = 0 WHERE name = ?1 AND holder = ?2",
-            params![name, holder],
+            "UPDATE scheduler_leases SET expires_at_ns = 0 WHERE name = ?1 AND holder = ?2 AND incarnation = ?3",
+            params![name, holder, incarnation],
         )?;
         Ok(())
     }
@@ -145,6 +157,8 @@ impl SqlStore {
     ) -> Result<bool, StoreError> {
         let mut conn = self.writer();
         let tx = super::write_tx(&mut conn)?;
+        // The epoch alone identifies the holding: it rises at every change of holder or
+        // incarnation.
         let holds = tx
             .query_row(
                 "SELECT 1 FROM scheduler_leases WHERE name = ?1 AND holder = ?2 AND epoch = ?3 AND expires_at_ns > ?4",
