@@ -66,6 +66,8 @@ pub struct CollectorConfig {
     pub max_connections: usize,
     pub ingest: IngestSection,
     pub store: StoreSection,
+    /// The event bus between ingest and pipeline nodes of a cluster (NATS JetStream).
+    pub bus: BusSection,
     /// Classification, dedup, ticket rules, workflows and task templates (docs/triage.md).
     pub triage: TriageSection,
     /// Constituencies and their assets (with criticality, for priority).
@@ -228,6 +230,7 @@ impl Default for CollectorConfig {
             max_connections: 10_000,
             ingest: IngestSection::default(),
             store: StoreSection::default(),
+            bus: BusSection::default(),
             triage: TriageSection::default(),
             constituencies: vec![],
             escalation: EscalationSection::default(),
@@ -336,6 +339,87 @@ impl StoreSection {
     }
 }
 
+/// `[bus]` in collector.toml.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusSection {
+    /// `none` (ingest stores batches itself) or `nats` (ingest publishes them to NATS
+    /// JetStream and pipeline nodes store them; needs `[store] engine = "postgres"`).
+    /// Default `none`.
+    pub engine: BusEngine,
+    /// NATS server URLs. Default `["nats://127.0.0.1:4222"]`.
+    pub servers: Vec<String>,
+    /// The JetStream stream for batches (made if missing). Default `LINDI_BATCHES`.
+    pub stream: String,
+    /// The stream's size limit in bytes: beyond it ingest tells agents to retry (they keep
+    /// the batches in their spools). Default 1073741824 (1 GiB).
+    pub max_bytes: u64,
+    /// Seconds a pipeline node has to store and ack a batch before another gets it.
+    /// Default 30.
+    pub ack_wait_secs: u64,
+    /// Seconds a batch id is remembered, so a resent batch is held once. Default 600.
+    pub duplicate_window_secs: u64,
+}
+
+/// The bus between ingest and pipeline nodes.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BusEngine {
+    #[default]
+    None,
+    Nats,
+}
+
+impl Default for BusSection {
+    fn default() -> Self {
+        BusSection {
+            engine: BusEngine::None,
+            servers: vec!["nats://127.0.0.1:4222".into()],
+            stream: "LINDI_BATCHES".into(),
+            max_bytes: 1 << 30,
+            ack_wait_secs: 30,
+            duplicate_window_secs: 600,
+        }
+    }
+}
+
+impl BusSection {
+    fn validate(&self, store: &StoreTarget) -> Result<Option<crate::bus::BusSettings>, String> {
+        if self.engine == BusEngine::None {
+            return Ok(None);
+        }
+        if !matches!(store, StoreTarget::Postgres { .. }) {
+            return Err("engine = \"nats\" needs [store] engine = \"postgres\" (every node stores into one database)".into());
+        }
+        if self.servers.is_empty() {
+            return Err("servers: at least one NATS URL".into());
+        }
+        if self.stream.is_empty()
+            || !self
+                .stream
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(format!(
+                "stream {:?}: letters, digits, '-' and '_' only",
+                self.stream
+            ));
+        }
+        if self.ack_wait_secs == 0 || self.duplicate_window_secs == 0 || self.max_bytes == 0 {
+            return Err(
+                "max_bytes, ack_wait_secs and duplicate_window_secs must be above 0".into(),
+            );
+        }
+        Ok(Some(crate::bus::BusSettings {
+            servers: self.servers.clone(),
+            stream: self.stream.clone(),
+            max_bytes: self.max_bytes,
+            ack_wait: std::time::Duration::from_secs(self.ack_wait_secs),
+            duplicate_window: std::time::Duration::from_secs(self.duplicate_window_secs),
+        }))
+    }
+}
+
 /// Where the store is, validated.
 #[derive(Clone, Debug)]
 pub enum StoreTarget {
@@ -363,6 +447,8 @@ pub struct CollectorSettings {
     pub max_streams_per_connection: u32,
     pub limits: BatchLimits,
     pub store: StoreTarget,
+    /// The bus, with `[bus] engine = "nats"`.
+    pub bus: Option<crate::bus::BusSettings>,
     pub triage: Arc<TriageSettings>,
     pub escalation: Arc<EscalationSettings>,
     pub monitors: MonitorSection,
@@ -501,6 +587,7 @@ impl CollectorConfig {
         if self.name.is_empty() {
             return Err(invalid("name", "must not be empty".into()));
         }
+        let store = self.store.validate().map_err(|e| invalid("store", e))?;
         Ok(CollectorSettings {
             data_dir: self
                 .data_dir
@@ -522,7 +609,8 @@ impl CollectorConfig {
                 max_decompressed_bytes: i.max_decompressed_bytes,
                 max_events: i.max_events_per_batch,
             },
-            store: self.store.validate().map_err(|e| invalid("store", e))?,
+            store: store.clone(),
+            bus: self.bus.validate(&store).map_err(|e| invalid("bus", e))?,
             triage: Arc::new(
                 TriageSettings::new(&self.triage, &self.constituencies)
                     .map_err(|e| invalid("triage", e.to_string()))?,

@@ -63,12 +63,15 @@ pub async fn run(data_dir: &Path) -> anyhow::Result<()> {
         )?;
     }
     let agent_bin = agent_binary();
+    let quic_addr = collector
+        .quic_addr
+        .context("the demo collector runs every role, ingest included")?;
     if !agent_dir.join("identity/enrollment.json").exists() {
         let authority = Authority::load(&data_dir)?;
         let token = enrollment::create_token(
             collector.store.as_ref() as &dyn Store,
             &authority,
-            &collector.quic_addr.to_string(),
+            &quic_addr.to_string(),
             "demo",
             "local",
             600,
@@ -115,7 +118,7 @@ pub async fn run(data_dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot run {}", agent_bin.display()))?;
     println!();
     println!("Lindi is running: a collector and a local agent on this machine.");
-    println!("  collector (QUIC, mutual TLS): {}", collector.quic_addr);
+    println!("  collector (QUIC, mutual TLS): {quic_addr}");
     println!("  HTTP API:                     {}", collector.http_url());
     println!("  data directory:               {}", data_dir.display());
     println!("  agent state directory:        {}", agent_dir.display());

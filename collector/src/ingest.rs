@@ -104,6 +104,9 @@ pub struct Ingest {
     anonymous_count: AtomicU64,
     /// Bumped by the API on every bundle push and rollout.
     bundle_generation: tokio::sync::watch::Receiver<u64>,
+    /// With a bus, accepted batches go to it (and pipeline nodes store them); without, to
+    /// the store here.
+    bus: Option<Arc<crate::bus::Bus>>,
 }
 
 /// Longest an agent's bundle sync is held open waiting for a change.
@@ -145,8 +148,10 @@ impl Ingest {
         settings: IngestSettings,
         pipeline: Arc<PipelineHandle>,
         bundle_generation: tokio::sync::watch::Receiver<u64>,
+        bus: Option<Arc<crate::bus::Bus>>,
     ) -> Arc<Self> {
         Arc::new(Ingest {
+            bus,
             store,
             pipeline,
             authority,
@@ -566,6 +571,10 @@ impl Ingest {
                 ),
             );
         }
+        if let Some(bus) = &self.bus {
+            let work = self.publish(bus, agent, batch).await;
+            return self.answer(sequence, work);
+        }
         let store = self.store.clone();
         let limits = self.settings.limits.clone();
         let work = tokio::task::spawn_blocking(move || {
@@ -593,9 +602,48 @@ impl Ingest {
                 Err(e) => Err((AckStatus::Retry, "store_error", e.to_string())),
             }
         })
-        .await;
+        .await
+        .unwrap_or_else(|e| Err((AckStatus::Retry, "internal", e.to_string())));
+        self.answer(sequence, work)
+    }
+
+    /// Check a batch as storing it would, then publish it to the bus; the agent is answered
+    /// after JetStream's acknowledgement (`bus` constraint 1), or told to retry.
+    async fn publish(
+        &self,
+        bus: &crate::bus::Bus,
+        agent: Arc<AgentRecord>,
+        batch: Batch,
+    ) -> Result<(BatchOutcome, usize), (AckStatus, &'static str, String)> {
+        let store = self.store.clone();
+        let limits = self.settings.limits.clone();
+        let (batch, n) = tokio::task::spawn_blocking(move || match decode_batch(&batch, &limits) {
+            Ok(events) => Ok((batch, events.len())),
+            Err(e) => {
+                let _ = store.count_rejected_batch(&batch.agent_id);
+                Err((AckStatus::Rejected, e.code(), e.to_string()))
+            }
+        })
+        .await
+        .unwrap_or_else(|e| Err((AckStatus::Retry, "internal", e.to_string())))?;
+        match bus.publish(&batch, &agent.constituency, now_s()).await {
+            Ok(false) => Ok((BatchOutcome::Stored, n)),
+            Ok(true) => Ok((BatchOutcome::Duplicate, n)),
+            Err(e @ crate::bus::BusError::Full(_)) => {
+                Err((AckStatus::Retry, "bus_full", e.to_string()))
+            }
+            Err(e) => Err((AckStatus::Retry, "bus_unavailable", e.to_string())),
+        }
+    }
+
+    /// The ack frame for a batch's outcome, counted.
+    fn answer(
+        &self,
+        sequence: u64,
+        work: Result<(BatchOutcome, usize), (AckStatus, &'static str, String)>,
+    ) -> ServerFrame {
         match work {
-            Ok(Ok((BatchOutcome::Stored, n))) => {
+            Ok((BatchOutcome::Stored, n)) => {
                 bump(&self.stats.batches_stored);
                 self.pipeline.wake();
                 self.stats
@@ -603,11 +651,11 @@ impl Ingest {
                     .fetch_add(n as u64, Ordering::Relaxed);
                 ack_frame(sequence, AckStatus::Stored, "", String::new())
             }
-            Ok(Ok((BatchOutcome::Duplicate, _))) => {
+            Ok((BatchOutcome::Duplicate, _)) => {
                 bump(&self.stats.batches_duplicate);
                 ack_frame(sequence, AckStatus::Duplicate, "", String::new())
             }
-            Ok(Err((status, code, message))) => {
+            Err((status, code, message)) => {
                 if status == AckStatus::Retry {
                     bump(&self.stats.batches_retry);
                     tracing::error!("batch {sequence}: {message}");
@@ -617,7 +665,6 @@ impl Ingest {
                 }
                 ack_frame(sequence, status, code, message)
             }
-            Err(e) => ack_frame(sequence, AckStatus::Retry, "internal", e.to_string()),
         }
     }
 

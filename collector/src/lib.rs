@@ -10,6 +10,7 @@
 pub mod api;
 pub mod authority;
 pub mod bench;
+pub mod bus;
 pub mod config;
 pub mod enrollment;
 pub mod escalator;
@@ -66,6 +67,8 @@ pub enum CollectorError {
     ApiTls(String),
     #[error(transparent)]
     Peering(#[from] peering::PeeringError),
+    #[error("the bus: {0}")]
+    Bus(String),
 }
 
 /// The API's HTTPS configuration: the configured certificate files, or the collector's own
@@ -198,7 +201,8 @@ pub fn adopt_owner(dir: &Path) -> std::io::Result<()> {
 
 /// A running collector: ingest and API.
 pub struct RunningCollector {
-    pub quic_addr: SocketAddr,
+    /// The agents' QUIC address, on a node that runs ingest.
+    pub quic_addr: Option<SocketAddr>,
     pub http_addr: SocketAddr,
     /// Whether the API serves HTTPS.
     pub https: bool,
@@ -241,8 +245,42 @@ impl RunningCollector {
     }
 }
 
-/// Start ingest and the API from validated settings.
+/// What a collector process runs (`lindi-collector run --role`). Every role serves the API
+/// and console.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Everything: one node, or every node of a cluster alike.
+    #[default]
+    All,
+    /// Accept agents (QUIC): enrollment, bundles, and batches (to the bus, or the store).
+    Ingest,
+    /// Store batches from the bus, triage, and (holding the scheduler lease) escalate,
+    /// notify, monitor; peering, feeds and the intel publisher.
+    Pipeline,
+    /// The API and console only.
+    Api,
+}
+
+impl Role {
+    fn ingest(self) -> bool {
+        matches!(self, Role::All | Role::Ingest)
+    }
+
+    fn pipeline(self) -> bool {
+        matches!(self, Role::All | Role::Pipeline)
+    }
+}
+
+/// Start every part of the collector from validated settings.
 pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, CollectorError> {
+    start_role(settings, Role::All).await
+}
+
+/// Start what `role` runs from validated settings.
+pub async fn start_role(
+    settings: &CollectorSettings,
+    role: Role,
+) -> Result<RunningCollector, CollectorError> {
     let authority = Authority::load(&settings.data_dir)?;
     let https = match &settings.http_tls {
         None => None,
@@ -252,6 +290,14 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
     let pipeline = Pipeline::new(store.clone(), settings.triage.clone())?;
     let pipeline_handle = pipeline.handle();
     let bundle_generation = Arc::new(watch::channel(0u64).0);
+    let bus = match &settings.bus {
+        Some(b) if role.ingest() || role.pipeline() => Some(Arc::new(
+            bus::Bus::connect(b)
+                .await
+                .map_err(|e| CollectorError::Bus(e.to_string()))?,
+        )),
+        _ => None,
+    };
     let ingest = Ingest::new(
         store.clone() as Arc<dyn Store>,
         authority.clone(),
@@ -265,10 +311,15 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
         },
         pipeline_handle.clone(),
         bundle_generation.subscribe(),
+        bus.clone(),
     );
-    let endpoint = ingest.bind()?;
+    let endpoint = if role.ingest() {
+        Some(ingest.bind()?)
+    } else {
+        None
+    };
     let peering = match &settings.peering {
-        Some(p) => {
+        Some(p) if role.pipeline() => {
             let peering = peering::Peering::new(
                 store.clone(),
                 authority.clone(),
@@ -283,7 +334,7 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
             let endpoint = peering.bind()?;
             Some((peering, endpoint))
         }
-        None => None,
+        _ => None,
     };
     let peer_addr = match &peering {
         Some((_, e)) => Some(e.local_addr().map_err(|source| CollectorError::Io {
@@ -292,10 +343,13 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
         })?),
         None => None,
     };
-    let quic_addr = endpoint.local_addr().map_err(|source| CollectorError::Io {
-        path: "QUIC endpoint".into(),
-        source,
-    })?;
+    let quic_addr = match &endpoint {
+        Some(e) => Some(e.local_addr().map_err(|source| CollectorError::Io {
+            path: "QUIC endpoint".into(),
+            source,
+        })?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(settings.http_listen_addr)
         .await
         .map_err(|source| CollectorError::HttpBind {
@@ -309,76 +363,80 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
     let (stop, stop_rx) = watch::channel(false);
 
     let pipeline_stop = Arc::new(AtomicBool::new(false));
-    let triage_thread = pipeline.spawn(pipeline_stop.clone());
     let escalator = Escalator::new(store.clone(), settings.escalation.clone());
     let escalation_stats = escalator.stats.clone();
-    let node = scheduler::node_id(&settings.data_dir).map_err(|source| CollectorError::Io {
-        path: settings.data_dir.join("node-id").display().to_string(),
-        source,
-    })?;
-    let lease = Arc::new(scheduler::SchedulerLease::new(
-        store.clone(),
-        &node,
-        scheduler::LEASE_TTL_NS,
-    ));
-    let notifier = Notifier::new(
-        store.clone(),
-        settings.escalation.clone(),
-        escalation_stats.clone(),
-        settings.name.clone(),
-        lease.clone(),
-    );
-    let (escalator_wake, escalator_rx) = std::sync::mpsc::sync_channel(1);
-    let (notifier_wake, notifier_rx) = std::sync::mpsc::sync_channel(1);
-    let monitor = Monitor::new(store.clone(), settings.monitors.clone());
-    let escalator_thread = escalator.spawn(
-        monitor,
-        lease,
-        pipeline_handle.clone(),
-        pipeline_stop.clone(),
-        escalator_rx,
-        notifier_wake.clone(),
-    );
-    let notifier_thread = notifier.spawn(pipeline_stop.clone(), notifier_rx);
-    let mut threads = vec![triage_thread, escalator_thread, notifier_thread];
-    let mut wakes = vec![escalator_wake, notifier_wake.clone()];
-    if let config::StoreTarget::Postgres {
-        event_retention_days,
-        ..
-    } = &settings.store
-    {
-        let (upkeep_wake, upkeep_rx) = std::sync::mpsc::sync_channel(1);
-        threads.push(spawn_store_upkeep(
+    let mut threads = vec![];
+    let mut wakes = vec![];
+    if role.pipeline() {
+        let triage_thread = pipeline.spawn(pipeline_stop.clone());
+        let node = scheduler::node_id(&settings.data_dir).map_err(|source| CollectorError::Io {
+            path: settings.data_dir.join("node-id").display().to_string(),
+            source,
+        })?;
+        let lease = Arc::new(scheduler::SchedulerLease::new(
             store.clone(),
-            *event_retention_days,
-            pipeline_stop.clone(),
-            upkeep_rx,
+            &node,
+            scheduler::LEASE_TTL_NS,
         ));
-        wakes.push(upkeep_wake);
-    }
-    if !settings.feeds.is_empty() {
-        let (feeds_wake, feeds_rx) = std::sync::mpsc::sync_channel(1);
-        threads.push(feeds::spawn(
+        let notifier = Notifier::new(
             store.clone(),
-            settings.peering.clone(),
-            settings.feeds.clone(),
-            pipeline_stop.clone(),
-            feeds_rx,
-        ));
-        wakes.push(feeds_wake);
-    }
-    if settings.intel.publish {
-        let (intel_wake, intel_rx) = std::sync::mpsc::sync_channel(1);
-        threads.push(intel::spawn(
-            store.clone(),
-            settings.data_dir.clone(),
+            settings.escalation.clone(),
+            escalation_stats.clone(),
             settings.name.clone(),
-            settings.intel.clone(),
+            lease.clone(),
+        );
+        let (escalator_wake, escalator_rx) = std::sync::mpsc::sync_channel(1);
+        let (notifier_wake, notifier_rx) = std::sync::mpsc::sync_channel(1);
+        let monitor = Monitor::new(store.clone(), settings.monitors.clone());
+        let escalator_thread = escalator.spawn(
+            monitor,
+            lease,
+            pipeline_handle.clone(),
             pipeline_stop.clone(),
-            intel_rx,
-            bundle_generation.clone(),
-        ));
-        wakes.push(intel_wake);
+            escalator_rx,
+            notifier_wake.clone(),
+        );
+        let notifier_thread = notifier.spawn(pipeline_stop.clone(), notifier_rx);
+        threads.extend([triage_thread, escalator_thread, notifier_thread]);
+        wakes.extend([escalator_wake, notifier_wake.clone()]);
+        if let config::StoreTarget::Postgres {
+            event_retention_days,
+            ..
+        } = &settings.store
+        {
+            let (upkeep_wake, upkeep_rx) = std::sync::mpsc::sync_channel(1);
+            threads.push(spawn_store_upkeep(
+                store.clone(),
+                *event_retention_days,
+                pipeline_stop.clone(),
+                upkeep_rx,
+            ));
+            wakes.push(upkeep_wake);
+        }
+        if !settings.feeds.is_empty() {
+            let (feeds_wake, feeds_rx) = std::sync::mpsc::sync_channel(1);
+            threads.push(feeds::spawn(
+                store.clone(),
+                settings.peering.clone(),
+                settings.feeds.clone(),
+                pipeline_stop.clone(),
+                feeds_rx,
+            ));
+            wakes.push(feeds_wake);
+        }
+        if settings.intel.publish {
+            let (intel_wake, intel_rx) = std::sync::mpsc::sync_channel(1);
+            threads.push(intel::spawn(
+                store.clone(),
+                settings.data_dir.clone(),
+                settings.name.clone(),
+                settings.intel.clone(),
+                pipeline_stop.clone(),
+                intel_rx,
+                bundle_generation.clone(),
+            ));
+            wakes.push(intel_wake);
+        }
     }
     let api_state = Arc::new(api::ApiState {
         store: store.clone(),
@@ -388,6 +446,7 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
         logins: Default::default(),
         stats: ingest.stats.clone(),
         quic_addr,
+        bus: bus.as_ref().map(|b| b.stats.clone()),
         directory: settings.directory.clone(),
         rotas: settings.escalation.rotas.clone(),
         bundle_keys: settings.bundle_keys.clone(),
@@ -415,7 +474,17 @@ pub async fn start(settings: &CollectorSettings) -> Result<RunningCollector, Col
     if let Some((peering, endpoint)) = peering {
         tasks.push(tokio::spawn(peering.run(endpoint, stop_rx.clone())));
     }
-    tasks.push(tokio::spawn(ingest.clone().serve(endpoint, stop_rx)));
+    if let (Some(bus), true) = (&bus, role.pipeline()) {
+        tasks.push(tokio::spawn(bus.clone().consume(
+            store.clone(),
+            settings.limits.clone(),
+            pipeline_handle.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    if let Some(endpoint) = endpoint {
+        tasks.push(tokio::spawn(ingest.clone().serve(endpoint, stop_rx)));
+    }
     Ok(RunningCollector {
         quic_addr,
         http_addr,

@@ -101,6 +101,11 @@ enum Command {
     Run {
         #[command(flatten)]
         location: Location,
+        /// What this process runs: all (one node, or every node alike), ingest (agents over
+        /// QUIC), pipeline (storing from the bus, triage, the scheduler, peering, feeds) or
+        /// api; every role serves the API and console.
+        #[arg(long, value_enum, default_value = "all")]
+        role: lindi_collector::Role,
     },
     /// Enrollment tokens.
     Token {
@@ -327,12 +332,17 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                 "next: lindi-collector run {at}   and   lindi-collector token create {at} --constituency NAME"
             );
         }
-        Command::Run { location } => {
+        Command::Run { location, role } => {
             let settings = location.settings()?;
-            let running = lindi_collector::start(&settings).await?;
-            println!("lindi-collector {} running", lindi_shared::VERSION);
+            let running = lindi_collector::start_role(&settings, role).await?;
+            println!(
+                "lindi-collector {} running ({role:?})",
+                lindi_shared::VERSION
+            );
             println!("  data directory: {}", settings.data_dir.display());
-            println!("  QUIC (agents):  {}", running.quic_addr);
+            if let Some(q) = running.quic_addr {
+                println!("  QUIC (agents):  {q}");
+            }
             println!("  HTTP API:       {}", running.http_url());
             if let Some(a) = running.peer_addr {
                 println!("  peering:        {a}");

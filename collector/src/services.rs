@@ -1,7 +1,8 @@
-//! The PostgreSQL server that tests and benchmarks run the clustered store on: the one named
-//! by `LINDI_TEST_POSTGRES` (a connection URL), or a private one this module starts on
-//! loopback from Debian's `postgresql` package and leaves running for the next test
-//! process.
+//! The servers that tests and benchmarks run a collector cluster on: PostgreSQL (the one
+//! named by `LINDI_TEST_POSTGRES`, a connection URL, or a private one this module starts on
+//! loopback from Debian's `postgresql` package) and NATS with JetStream (`LINDI_TEST_NATS`,
+//! or a private `nats-server` from Debian's package). Private servers are left running for
+//! the next test process.
 //!
 //! Constraints:
 //! 1. Only loopback: the private server listens on 127.0.0.1:[`PRIVATE_PORT`] with no Unix
@@ -22,6 +23,68 @@ use std::time::{Duration, Instant};
 
 /// The port of the private test server.
 pub const PRIVATE_PORT: u16 = 55_432;
+/// The port of the private NATS server.
+pub const PRIVATE_NATS_PORT: u16 = 54_222;
+
+/// The URL of a NATS server with JetStream for the tests, found or started once per process.
+pub fn test_nats() -> Result<&'static str, Unavailable> {
+    static SERVER: OnceLock<Result<String, Unavailable>> = OnceLock::new();
+    SERVER
+        .get_or_init(|| match std::env::var("LINDI_TEST_NATS") {
+            Ok(url) => Ok(url),
+            Err(_) => start_private_nats(),
+        })
+        .as_ref()
+        .map(String::as_str)
+        .map_err(Clone::clone)
+}
+
+fn nats_answers() -> bool {
+    std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], PRIVATE_NATS_PORT)),
+        Duration::from_secs(1),
+    )
+    .is_ok()
+}
+
+fn start_private_nats() -> Result<String, Unavailable> {
+    let url = format!("nats://127.0.0.1:{PRIVATE_NATS_PORT}");
+    if nats_answers() {
+        return Ok(url);
+    }
+    let root = std::env::temp_dir().join("lindi-test-nats");
+    std::fs::create_dir_all(&root).map_err(|e| Unavailable(format!("{}: {e}", root.display())))?;
+    let _lock = FileLock::take(&root.join("start.lock"))?;
+    if nats_answers() {
+        return Ok(url);
+    }
+    let log = std::fs::File::create(root.join("server.log"))
+        .map_err(|e| Unavailable(format!("{}: {e}", root.display())))?;
+    // Detached: it outlives this test process and serves the next ones.
+    Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &PRIVATE_NATS_PORT.to_string(), "-sd"])
+        .arg(root.join("jetstream"))
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().map_err(|e| Unavailable(e.to_string()))?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| {
+            Unavailable(format!(
+                "nats-server: {e} (install Debian's nats-server package; packaging/dev-setup.sh does) or set LINDI_TEST_NATS"
+            ))
+        })?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !nats_answers() {
+        if Instant::now() > deadline {
+            return Err(Unavailable(format!(
+                "the private NATS server did not answer on 127.0.0.1:{PRIVATE_NATS_PORT} (log: {})",
+                root.join("server.log").display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(url)
+}
 
 /// Why no PostgreSQL is there for the tests.
 #[derive(Clone, Debug)]

@@ -140,13 +140,23 @@ pub const TEST_PASSWORD: &str = "correct horse battery staple";
 impl Collector {
     /// `lindi-collector init` in a fresh temporary directory on free loopback ports.
     pub fn init() -> Collector {
+        Self::init_with(store_on_postgres())
+    }
+
+    /// [`Collector::init`] with the store on PostgreSQL (a schema of its own) whatever
+    /// `LINDI_TEST_STORE` says: the first node of a cluster.
+    pub fn init_postgres() -> Collector {
+        Self::init_with(true)
+    }
+
+    fn init_with(on_postgres: bool) -> Collector {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = tmp.path().join("collector");
         let quic_port = free_port(true);
         let http_port = free_port(false);
-        let postgres = store_on_postgres().then(|| {
+        let postgres = on_postgres.then(|| {
             lindi_collector::services::TestDatabase::new()
-                .unwrap_or_else(|e| panic!("LINDI_TEST_STORE=postgres: {e}"))
+                .unwrap_or_else(|e| panic!("a store on PostgreSQL for the tests: {e}"))
         });
         let mut init = Command::new(bin("lindi-collector"));
         init.arg("init")
@@ -281,6 +291,12 @@ impl Collector {
 
     /// Start `lindi-collector run` and wait until it prints its HTTP URL and answers on it.
     pub fn start(&mut self) {
+        self.start_as("all");
+    }
+
+    /// Start `lindi-collector run --role ROLE` (every role serves the API) and wait until it
+    /// answers.
+    pub fn start_as(&mut self, role: &str) {
         assert!(self.child.is_none(), "collector already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -291,6 +307,7 @@ impl Collector {
             .arg("run")
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(["--role", role])
             .env("LINDI_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -319,6 +336,49 @@ impl Collector {
             wait_until(Duration::from_secs(10), || ureq::get(&url).call().is_ok()),
             "collector API did not answer"
         );
+    }
+
+    /// Another node of this collector's cluster: a data directory of its own with the same CA
+    /// and server certificate and the same settings (store, bus), on ports of its own. Its
+    /// store is this one's (it needs one on PostgreSQL to be a cluster).
+    pub fn node(&self) -> Collector {
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = tmp.path().join("collector");
+        std::fs::create_dir_all(&data_dir).unwrap();
+        for e in std::fs::read_dir(&self.data_dir).unwrap().flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if e.file_type().unwrap().is_file()
+                && (name.ends_with(".crt") || name.ends_with(".key") || name == "collector.toml")
+            {
+                std::fs::copy(e.path(), data_dir.join(&*name)).unwrap();
+            }
+        }
+        let quic_port = free_port(true);
+        let http_port = free_port(false);
+        let path = data_dir.join("collector.toml");
+        let mut table: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+        table.insert("data_dir".into(), data_dir.display().to_string().into());
+        table.insert(
+            "listen_addr".into(),
+            format!("127.0.0.1:{quic_port}").into(),
+        );
+        table.insert(
+            "http_listen_addr".into(),
+            format!("127.0.0.1:{http_port}").into(),
+        );
+        std::fs::write(&path, toml::to_string(&table).unwrap()).unwrap();
+        let log = tmp.path().join("collector.log");
+        Collector {
+            _tmp: tmp,
+            data_dir,
+            quic_port,
+            http_port,
+            admin_token: self.admin_token.clone(),
+            child: None,
+            log,
+            postgres: None,
+        }
     }
 
     /// SIGKILL: no chance to finish anything.
@@ -541,6 +601,27 @@ pub struct Agent {
 }
 
 /// Settings tests use so that failures and recoveries happen in seconds, not minutes.
+/// Agent settings for `total` synthetic events at `per_sec` (0: as fast as it can).
+pub fn synthetic(total: u64, per_sec: u64) -> String {
+    format!(
+        "{FAST_AGENT}\n[sensors.synthetic]\nevents_total = {total}\nevents_per_sec = {per_sec}\n"
+    )
+}
+
+/// Every synthetic index 0..n of `agent` stored exactly once, and no event id twice.
+pub fn assert_exactly_once(collector: &Collector, agent: &Agent, n: u64) {
+    let (ids, mut indexes) = collector.synthetic_events(&agent.agent_id);
+    assert_eq!(ids.len() as u64, n, "rows stored");
+    let distinct: HashSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len(), "an event id was stored twice");
+    indexes.sort_unstable();
+    let expected: Vec<u64> = (0..n).collect();
+    assert!(
+        indexes == expected,
+        "synthetic indexes are not exactly 0..{n} once each"
+    );
+}
+
 pub const FAST_AGENT: &str = r#"
 [shipper]
 flush_interval_ms = 200

@@ -61,7 +61,10 @@ pub struct ApiState {
     pub escalation: Arc<EscalationStats>,
     pub logins: auth::LoginLimiter,
     pub stats: Arc<IngestStats>,
-    pub quic_addr: SocketAddr,
+    /// The agents' QUIC address, on a node that runs ingest.
+    pub quic_addr: Option<SocketAddr>,
+    /// This node's bus counters, with `[bus] engine = "nats"`.
+    pub bus: Option<Arc<crate::bus::BusStats>>,
     pub directory: Arc<directory::Directory>,
     /// Keys whose bundle signatures are accepted.
     pub bundle_keys: Arc<Vec<lindi_shared::bundle::PublicKey>>,
@@ -251,9 +254,10 @@ async fn status(
     let events = store_call(&s, |store| store.count_events()).await?;
     Ok(Json(json!({
         "version": lindi_shared::VERSION,
-        "quic_addr": s.quic_addr.to_string(),
+        "quic_addr": s.quic_addr.map(|a| a.to_string()),
         "events_stored_total": events,
         "ingest": &*s.stats,
+        "bus": s.bus.as_deref(),
     })))
 }
 

@@ -5,27 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use lindi_agent::spool::{Spool, SpoolConfig};
-use lindi_tests::{Agent, Collector, FAST_AGENT, wait_until};
-
-fn synthetic(total: u64, per_sec: u64) -> String {
-    format!(
-        "{FAST_AGENT}\n[sensors.synthetic]\nevents_total = {total}\nevents_per_sec = {per_sec}\n"
-    )
-}
-
-/// Every index 0..n exactly once, and no event id twice.
-fn assert_exactly_once(collector: &Collector, agent: &Agent, n: u64) {
-    let (ids, mut indexes) = collector.synthetic_events(&agent.agent_id);
-    assert_eq!(ids.len() as u64, n, "rows stored");
-    let distinct: HashSet<&String> = ids.iter().collect();
-    assert_eq!(distinct.len(), ids.len(), "an event id was stored twice");
-    indexes.sort_unstable();
-    let expected: Vec<u64> = (0..n).collect();
-    assert!(
-        indexes == expected,
-        "synthetic indexes are not exactly 0..{n} once each"
-    );
-}
+use lindi_tests::{Agent, Collector, FAST_AGENT, assert_exactly_once, synthetic, wait_until};
 
 #[test]
 fn hundred_thousand_events_arrive_exactly_once() {

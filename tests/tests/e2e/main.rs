@@ -4,6 +4,7 @@
 mod api_fuzz;
 mod bundles;
 mod capture;
+mod cluster;
 mod console;
 mod delivery;
 mod enrollment;
