@@ -36,6 +36,10 @@ pub struct AgentConfig {
     pub state_dir: Option<PathBuf>,
     /// Dial this collector address (host:port) instead of the one in the enrollment token.
     pub collector_addr: Option<String>,
+    /// Other ingest nodes of the same collector cluster (host:port), tried in turn when the
+    /// current one cannot be reached; the agent stays with the one that answers. Default:
+    /// none.
+    pub failover_addrs: Vec<String>,
     pub spool: SpoolSection,
     pub shipper: ShipperSection,
     pub health: HealthSection,
@@ -304,6 +308,9 @@ pub struct SyntheticSensorSection {
     pub events_total: u64,
     /// Events per second; 0 is as fast as the pipeline takes them. Default 0.
     pub events_per_sec: u64,
+    /// After every this many events, one detection more (rule `1:9000` from one of eight
+    /// sources), to load triage too. Default 0 (none).
+    pub detection_every: u64,
 }
 
 /// Validated settings, ready to build the running agent from.
@@ -311,6 +318,7 @@ pub struct SyntheticSensorSection {
 pub struct AgentSettings {
     pub state_dir: PathBuf,
     pub collector_addr: Option<String>,
+    pub failover_addrs: Vec<String>,
     pub spool_max_bytes: u64,
     pub spool_fsync: bool,
     pub batch_max_events: u32,
@@ -327,7 +335,8 @@ pub struct AgentSettings {
     pub health_interval: Duration,
     /// The process sensor's mode and poll interval, if enabled.
     pub process: Option<(ProcessMode, Duration)>,
-    pub synthetic: Option<(u64, u64)>,
+    /// (events_total, events_per_sec, detection_every).
+    pub synthetic: Option<(u64, u64, u64)>,
     pub fim: Option<crate::sensors::fim::FimSettings>,
     pub net: Option<crate::sensors::net::NetSettings>,
     pub sigma_rules: Vec<PathBuf>,
@@ -481,6 +490,12 @@ impl AgentConfig {
         {
             return Err(invalid("collector_addr", "must be host:port"));
         }
+        if self.failover_addrs.iter().any(|a| !a.contains(':')) {
+            return Err(invalid("failover_addrs", "each must be host:port"));
+        }
+        if self.failover_addrs.len() > 16 {
+            return Err(invalid("failover_addrs", "at most 16"));
+        }
         let ms = Duration::from_millis;
         let state_dir = state_dir
             .map(Path::to_path_buf)
@@ -565,6 +580,7 @@ impl AgentConfig {
                 .map_err(|e| invalid("detectors.trusted_keys", &e.to_string()))?,
             state_dir,
             collector_addr: self.collector_addr.clone(),
+            failover_addrs: self.failover_addrs.clone(),
             spool_max_bytes: self.spool.max_bytes,
             spool_fsync: self.spool.fsync,
             batch_max_events: s.batch_max_events,
@@ -588,6 +604,7 @@ impl AgentConfig {
             synthetic: (self.sensors.synthetic.events_total > 0).then_some((
                 self.sensors.synthetic.events_total,
                 self.sensors.synthetic.events_per_sec,
+                self.sensors.synthetic.detection_every,
             )),
         })
     }

@@ -159,12 +159,13 @@ impl Agent {
                 stop_rx.clone(),
             )));
         }
-        if let Some((total, rate)) = settings.synthetic {
+        if let Some((total, rate, detection_every)) = settings.synthetic {
             let s = sink("synthetic", &mut all_stats);
             sensor_tasks.push(tokio::spawn(sensors::synthetic::run(
                 s,
                 total,
                 rate,
+                detection_every,
                 stop_rx.clone(),
             )));
         }
@@ -239,7 +240,9 @@ impl Agent {
             settings: ShipperSettings {
                 agent_id: agent_id.clone(),
                 host_name: host.clone(),
-                collector_addr: addr,
+                collector_addrs: std::iter::once(addr)
+                    .chain(settings.failover_addrs.iter().cloned())
+                    .collect(),
                 transport: TransportSettings {
                     keep_alive: settings.keep_alive,
                     idle_timeout: settings.idle_timeout,

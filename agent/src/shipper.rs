@@ -38,8 +38,9 @@ pub struct ShipperStats {
 pub struct ShipperSettings {
     pub agent_id: String,
     pub host_name: String,
-    /// host:port, resolved again on every connection attempt.
-    pub collector_addr: String,
+    /// host:port of the collector, then of other ingest nodes of its cluster; resolved again
+    /// on every connection attempt. After a failed connection or session the next is tried.
+    pub collector_addrs: Vec<String>,
     pub transport: TransportSettings,
     pub window: WindowConfig,
     pub reconnect_base: Duration,
@@ -145,11 +146,14 @@ impl Shipper {
         let mut window = ShipWindow::new(self.settings.window.clone());
         // One endpoint per address family, made when first needed.
         let mut endpoints: Vec<(bool, quinn::Endpoint)> = vec![];
+        let mut current = 0usize;
         loop {
             if *stop.borrow() {
                 return;
             }
-            let result = match self.endpoint_for(&mut endpoints) {
+            let addr =
+                &self.settings.collector_addrs[current % self.settings.collector_addrs.len()];
+            let result = match self.endpoint_for(addr, &mut endpoints) {
                 Ok((endpoint, remote)) => {
                     self.session(&endpoint, remote, &mut window, &mut backoff, &mut stop)
                         .await
@@ -162,9 +166,11 @@ impl Shipper {
                 Ok(()) => return,
                 Err(e) => {
                     let delay = backoff.next_delay(jitter());
+                    current = current.wrapping_add(1);
+                    let next = &self.settings.collector_addrs
+                        [current % self.settings.collector_addrs.len()];
                     tracing::warn!(
-                        "collector {}: {e}; retrying in {} ms",
-                        self.settings.collector_addr,
+                        "collector {addr}: {e}; trying {next} in {} ms",
                         delay.as_millis()
                     );
                     tokio::select! {
@@ -178,9 +184,10 @@ impl Shipper {
 
     fn endpoint_for(
         &self,
+        addr: &str,
         endpoints: &mut Vec<(bool, quinn::Endpoint)>,
     ) -> Result<(quinn::Endpoint, SocketAddr), TransportError> {
-        let remote = transport::resolve(&self.settings.collector_addr)?;
+        let remote = transport::resolve(addr)?;
         if let Some((_, e)) = endpoints.iter().find(|(v6, _)| *v6 == remote.is_ipv6()) {
             return Ok((e.clone(), remote));
         }
@@ -244,8 +251,7 @@ impl Shipper {
         {
             Some(server_frame::Msg::HelloAck(ack)) => {
                 tracing::info!(
-                    "connected to collector {} at {} (version {})",
-                    self.settings.collector_addr,
+                    "connected to collector at {} (version {})",
                     conn.remote_address(),
                     ack.collector_version
                 );

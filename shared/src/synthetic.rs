@@ -13,21 +13,32 @@ pub fn detection(agent: &str, rule_id: &str, src: &str, ts_ns: i64) -> Event {
         host_name: format!("{agent}.example"),
         timestamp_ns: ts_ns,
         sensor: "net".into(),
-        kind: Some(event::Kind::Detection(DetectionEvent {
-            engine: "suricata".into(),
-            rule_id: rule_id.into(),
-            title: format!("rule {rule_id}"),
-            severity: 1,
-            classtype: "trojan-activity".into(),
-            confidence: 100,
-            flow: Some(FlowEvent {
-                src_ip: src.into(),
-                dest_ip: "198.51.100.7".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })),
+        kind: Some(detection_kind(rule_id, src)),
     }
+}
+
+/// The detection of [`detection`]: rule `rule_id` on a flow from `src`.
+pub fn detection_kind(rule_id: &str, src: &str) -> event::Kind {
+    event::Kind::Detection(DetectionEvent {
+        engine: "suricata".into(),
+        rule_id: rule_id.into(),
+        title: format!("rule {rule_id}"),
+        severity: 1,
+        classtype: "trojan-activity".into(),
+        confidence: 100,
+        flow: Some(FlowEvent {
+            src_ip: src.into(),
+            dest_ip: "198.51.100.7".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// The rule and source of the synthetic sensor's detection number `n` (one of eight
+/// sources, so detections fall into eight alerts).
+pub fn sensor_detection(n: u64) -> event::Kind {
+    detection_kind("1:9000", &format!("10.9.0.{}", n % 8))
 }
 
 /// The kind of synthetic event number `index`: a process start whose `pid` is `index`.

@@ -501,7 +501,7 @@ impl Collector {
     pub fn synthetic_events(&self, agent_id: &str) -> (Vec<String>, Vec<u64>) {
         let db = self.db();
         let mut stmt = db
-            .prepare("SELECT body FROM events WHERE agent_id = ?1 AND sensor = 'synthetic'")
+            .prepare("SELECT body FROM events WHERE agent_id = ?1 AND sensor = 'synthetic' AND kind = 'process'")
             .unwrap();
         let mut ids = vec![];
         let mut indexes = vec![];

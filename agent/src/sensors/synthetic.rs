@@ -1,7 +1,8 @@
 //! A load generator for tests and benchmarks: `events_total` numbered, process-like events
 //! ([`lindi_shared::synthetic::kind`]: sensor name `synthetic`, `pid` = the event's number), at `events_per_sec` or as fast
-//! as the pipeline takes them. It waits for room instead of dropping, so every event it makes
-//! reaches the spool.
+//! as the pipeline takes them, with a detection ([`lindi_shared::synthetic::sensor_detection`])
+//! after every `detection_every` of them if asked. It waits for room instead of dropping, so
+//! every event it makes reaches the spool.
 
 use std::time::Duration;
 
@@ -9,7 +10,13 @@ use tokio::sync::watch;
 
 use super::{EventSink, now_ns};
 
-pub async fn run(sink: EventSink, total: u64, per_sec: u64, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    sink: EventSink,
+    total: u64,
+    per_sec: u64,
+    detection_every: u64,
+    mut stop: watch::Receiver<bool>,
+) {
     sink.stats.set_state("running", format!("{total} events"));
     let start = tokio::time::Instant::now();
     for i in 0..total {
@@ -26,6 +33,12 @@ pub async fn run(sink: EventSink, total: u64, per_sec: u64, mut stop: watch::Rec
         let kind = lindi_shared::synthetic::kind(i);
         if !sink.emit_wait(now_ns(), kind).await {
             break;
+        }
+        if detection_every > 0 && (i + 1) % detection_every == 0 {
+            let d = lindi_shared::synthetic::sensor_detection(i / detection_every);
+            if !sink.emit_wait(now_ns(), d).await {
+                break;
+            }
         }
     }
     sink.stats.set_state("finished", format!("{total} events"));
