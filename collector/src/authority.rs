@@ -62,7 +62,50 @@ fn write_private(path: &Path, text: &str) -> Result<(), AuthorityError> {
     f.sync_all().map_err(io(path))
 }
 
+/// The files of an authority, in the order they are written (ca.crt last: its presence marks
+/// a data directory as initialised).
+pub const FILES: [&str; 4] = ["ca.key", "server.key", "server.crt", "ca.crt"];
+
 impl Authority {
+    /// The authority's files as (name, PEM text): what the nodes of a cluster share through
+    /// the store.
+    pub fn files(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("ca.key", self.ca.key_pem.clone()),
+            ("server.key", self.server_key_pem.clone()),
+            ("server.crt", self.server_chain_pem.clone()),
+            ("ca.crt", self.ca.cert_pem.clone()),
+        ]
+    }
+
+    /// Write an authority's `files` (from the store) into `dir`, which has none yet: keys
+    /// 0600, ca.crt last.
+    pub fn restore(dir: &Path, files: &[(String, String)]) -> Result<Authority, AuthorityError> {
+        if Self::exists(dir) {
+            return Err(AuthorityError::AlreadyInitialised(
+                dir.display().to_string(),
+            ));
+        }
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        for name in FILES {
+            let Some((_, body)) = files.iter().find(|(n, _)| n == name) else {
+                return Err(AuthorityError::NotInitialised(format!(
+                    "{} (the store lacks {name})",
+                    dir.display()
+                )));
+            };
+            let p = dir.join(name);
+            if name.ends_with(".key") {
+                // A previous attempt may have left it.
+                let _ = fs::remove_file(&p);
+                write_private(&p, body)?;
+            } else {
+                fs::write(&p, body).map_err(io(&p))?;
+            }
+        }
+        Self::load(dir)
+    }
+
     pub fn exists(dir: &Path) -> bool {
         dir.join("ca.crt").exists()
     }

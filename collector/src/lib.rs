@@ -110,14 +110,50 @@ pub fn store_path(data_dir: &Path) -> std::path::PathBuf {
     data_dir.join("lindi.db")
 }
 
-/// Open the store the settings name: the data directory's SQLite file, or PostgreSQL.
-pub fn open_store(settings: &CollectorSettings) -> Result<Arc<SqlStore>, StoreError> {
+/// Open the store the settings name: the data directory's SQLite file, or PostgreSQL (where
+/// the data directory and the store then share one authority: [`sync_authority`]).
+pub fn open_store(settings: &CollectorSettings) -> Result<Arc<SqlStore>, CollectorError> {
     Ok(Arc::new(match &settings.store {
         config::StoreTarget::Sqlite(synchronous) => {
             SqlStore::open(&store_path(&settings.data_dir), *synchronous)?
         }
-        config::StoreTarget::Postgres { config, .. } => SqlStore::open_postgres(config, now_ns())?,
+        config::StoreTarget::Postgres { config, .. } => {
+            let store = SqlStore::open_postgres(config, now_ns())?;
+            sync_authority(&store, &settings.data_dir)?;
+            store
+        }
     }))
+}
+
+/// A node of a cluster and its store share one authority: a data directory without one gets
+/// the store's (a new node needs only its `collector.toml`); a store without one gets the
+/// data directory's (`init`, `migrate --to postgres`); one with another CA is refused.
+pub fn sync_authority(store: &SqlStore, data_dir: &Path) -> Result<(), CollectorError> {
+    let held = store.authority_files()?;
+    if !Authority::exists(data_dir) {
+        if !held.is_empty() {
+            Authority::restore(data_dir, &held)?;
+            adopt_owner(data_dir).map_err(|source| CollectorError::Io {
+                path: data_dir.display().to_string(),
+                source,
+            })?;
+            tracing::info!("took the cluster's CA and server certificate from the store");
+        }
+        return Ok(());
+    }
+    let ours = Authority::load(data_dir)?;
+    if held.is_empty() {
+        return Ok(store.put_authority_files(&ours.files())?);
+    }
+    match held.iter().find(|(n, _)| n == "ca.crt") {
+        Some((_, ca)) if *ca == ours.ca.cert_pem => Ok(()),
+        _ => Err(CollectorError::Io {
+            path: data_dir.join("ca.crt").display().to_string(),
+            source: std::io::Error::other(
+                "this data directory's CA is not the one the store's cluster uses; remove its ca.*/server.* files to take the cluster's",
+            ),
+        }),
+    }
 }
 
 /// How often the store's upkeep runs (PostgreSQL's event partitions and retention).
@@ -281,12 +317,13 @@ pub async fn start_role(
     settings: &CollectorSettings,
     role: Role,
 ) -> Result<RunningCollector, CollectorError> {
+    // The store first: a new node of a cluster takes its authority from it.
+    let store = open_store(settings)?;
     let authority = Authority::load(&settings.data_dir)?;
     let https = match &settings.http_tls {
         None => None,
         Some(tls) => Some(Arc::new(api_tls(tls, &authority)?)),
     };
-    let store = open_store(settings)?;
     let pipeline = Pipeline::new(store.clone(), settings.triage.clone())?;
     let pipeline_handle = pipeline.handle();
     let bundle_generation = Arc::new(watch::channel(0u64).0);
@@ -499,4 +536,49 @@ pub async fn start_role(
         wakes,
         tasks,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_of_a_cluster_share_one_authority_through_the_store() {
+        let db = match services::TestDatabase::new() {
+            Ok(db) => db,
+            Err(e) if std::env::var("CI").is_err() => {
+                eprintln!("skipped: no PostgreSQL for the tests: {e}");
+                return;
+            }
+            Err(e) => panic!("CI: no PostgreSQL for the tests: {e}"),
+        };
+        let store = SqlStore::open_postgres(db.config(), now_ns()).unwrap();
+        let dirs = tempfile::tempdir().unwrap();
+        let (first, second, other) = (
+            dirs.path().join("first"),
+            dirs.path().join("second"),
+            dirs.path().join("other"),
+        );
+        // The first node's authority goes into the store; a new node takes it from there.
+        let made = Authority::create(&first, "hub", &["127.0.0.1".into()], 1).unwrap();
+        sync_authority(&store, &first).unwrap();
+        sync_authority(&store, &second).unwrap();
+        let taken = Authority::load(&second).unwrap();
+        assert_eq!(taken.ca_fingerprint, made.ca_fingerprint);
+        assert_eq!(taken.server_key_pem, made.server_key_pem);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(second.join("ca.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A node with a CA of its own is refused, and the store keeps the first.
+        Authority::create(&other, "rogue", &["127.0.0.1".into()], 1).unwrap();
+        let refused = sync_authority(&store, &other).unwrap_err();
+        assert!(refused.to_string().contains("not the one"), "{refused}");
+        store
+            .put_authority_files(&Authority::load(&other).unwrap().files())
+            .unwrap();
+        sync_authority(&store, &first).unwrap();
+    }
 }

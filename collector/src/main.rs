@@ -448,6 +448,12 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                     r.table, r.rows, r.digest
                 );
             }
+            // The CA and server certificate go too: other nodes take them from the store.
+            let moved_store = lindi_collector::store::SqlStore::open_postgres(
+                &target,
+                lindi_collector::now_ns(),
+            )?;
+            lindi_collector::sync_authority(&moved_store, &settings.data_dir)?;
             let file = match &location.config {
                 Some(f) => f.clone(),
                 None => settings

@@ -36,6 +36,25 @@ pub fn test_store(dir: &std::path::Path) -> (SqlStore, Option<TestDatabase>) {
     }
 }
 
+/// An agent as enrollment records it, in constituency `c`.
+pub fn agent_record(c: &str, agent: &str) -> crate::store::AgentRecord {
+    crate::store::AgentRecord {
+        agent_id: agent.into(),
+        constituency: c.into(),
+        group: String::new(),
+        host_name: format!("{agent}.example"),
+        cert_serial: "01".into(),
+        cert_fingerprint: "ff".into(),
+        enrolled_at_s: 100,
+        revoked_at_s: None,
+        last_seen_at_s: None,
+        agent_version: "0.1.0".into(),
+        spool_dropped_events: 0,
+        spool_dropped_batches: 0,
+        batches_rejected: 0,
+    }
+}
+
 pub struct Fixture {
     pub store: Arc<SqlStore>,
     // Dropped after the store: its schema goes once the store's connections are closed.
@@ -68,21 +87,7 @@ impl Fixture {
             used_at_s: None,
         };
         self.store.insert_token(&token).unwrap();
-        let record = crate::store::AgentRecord {
-            agent_id: agent.into(),
-            constituency: c.into(),
-            group: String::new(),
-            host_name: format!("{agent}.example"),
-            cert_serial: "01".into(),
-            cert_fingerprint: "ff".into(),
-            enrolled_at_s: 100,
-            revoked_at_s: None,
-            last_seen_at_s: None,
-            agent_version: "0.1.0".into(),
-            spool_dropped_events: 0,
-            spool_dropped_batches: 0,
-            batches_rejected: 0,
-        };
+        let record = agent_record(c, agent);
         self.store
             .redeem_token(&token.token_id, "aa", 10, &mut |_| Ok(record.clone()))
             .unwrap()

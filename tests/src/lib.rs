@@ -338,9 +338,10 @@ impl Collector {
         );
     }
 
-    /// Another node of this collector's cluster: a data directory of its own with the same CA
-    /// and server certificate and the same settings (store, bus), on ports of its own. Its
-    /// store is this one's (it needs one on PostgreSQL to be a cluster).
+    /// Another node of this collector's cluster: a data directory of its own holding only a
+    /// copy of `collector.toml` (the same store and bus) on ports of its own; it takes the
+    /// cluster's CA and server certificate from the store when it starts. The store must be
+    /// on PostgreSQL.
     pub fn node(&self) -> Collector {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = tmp.path().join("collector");
@@ -348,9 +349,7 @@ impl Collector {
         for e in std::fs::read_dir(&self.data_dir).unwrap().flatten() {
             let name = e.file_name();
             let name = name.to_string_lossy();
-            if e.file_type().unwrap().is_file()
-                && (name.ends_with(".crt") || name.ends_with(".key") || name == "collector.toml")
-            {
+            if e.file_type().unwrap().is_file() && name == "collector.toml" {
                 std::fs::copy(e.path(), data_dir.join(&*name)).unwrap();
             }
         }

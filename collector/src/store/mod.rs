@@ -19,6 +19,7 @@
 
 pub mod accounts;
 pub mod bundles;
+pub mod cluster;
 pub mod db;
 pub mod escalation;
 pub mod metrics;
@@ -389,6 +390,7 @@ CREATE TABLE bundle_rollout (
     peers::BULK_INDICATORS_SQL,
     relay::RELAY_SQL,
     scheduler::SCHEDULER_SQL,
+    cluster::CLUSTER_SQL,
 ];
 
 /// The search index of event observables ([`search`]) and an index of each agent's health
@@ -667,8 +669,23 @@ impl SqlStore {
         }
     }
 
+    /// The writer connection; on PostgreSQL a session the server closed (a restart, a
+    /// network cut) is replaced by a new one first, so the store recovers by itself.
     fn writer(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if let (Connection::Postgres(pg), EngineHandle::Postgres { config, .. }) =
+            (&*conn, &self.engine)
+            && pg.is_closed()
+        {
+            match postgres_store::connect(config, false) {
+                Ok(fresh) => {
+                    tracing::warn!("the PostgreSQL session closed; reconnected");
+                    *conn = fresh;
+                }
+                Err(e) => tracing::error!("the PostgreSQL session closed; reconnecting: {e}"),
+            }
+        }
+        conn
     }
 
     /// Run upkeep that only one engine needs: on PostgreSQL, the event partitions ahead of
@@ -1177,21 +1194,7 @@ mod tests {
     use lindi_shared::proto::{ProcessEvent, event};
 
     fn agent(id: &str) -> AgentRecord {
-        AgentRecord {
-            agent_id: id.into(),
-            constituency: "bank-a".into(),
-            group: String::new(),
-            host_name: "h".into(),
-            cert_serial: "01".into(),
-            cert_fingerprint: "ff".into(),
-            enrolled_at_s: 100,
-            revoked_at_s: None,
-            last_seen_at_s: None,
-            agent_version: "0.1.0".into(),
-            spool_dropped_events: 0,
-            spool_dropped_batches: 0,
-            batches_rejected: 0,
-        }
+        crate::testutil::agent_record("bank-a", id)
     }
 
     fn token(id: &str, exp: i64) -> TokenRecord {

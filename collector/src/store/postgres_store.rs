@@ -262,15 +262,8 @@ pub fn insert_events(
 
 /// The civil date (year, month, day) of a day number since 1970-01-01.
 fn civil(day: i64) -> (i64, u32, u32) {
-    let z = day + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+    let c = lindi_shared::duration::Civil::from_unix(day.saturating_mul(86_400));
+    (c.year, c.month, c.day)
 }
 
 /// The partition of day number `day`.
@@ -507,6 +500,32 @@ mod tests {
         let (pending, last) = s.pending_detections(found[0].id, 10).unwrap();
         assert_eq!(pending.len(), 1);
         assert!(last > found[0].id);
+    }
+
+    #[test]
+    fn a_store_whose_session_the_server_closed_reconnects() {
+        let Some(db) = database() else { return };
+        let s = SqlStore::open_postgres(db.config(), NOW).unwrap();
+        let pid: i64 = s
+            .writer()
+            .query_row("SELECT pg_backend_pid()", [], |r| r.get(0))
+            .unwrap();
+        let mut admin = db.config().connect(postgres::NoTls).unwrap();
+        admin
+            .execute("SELECT pg_terminate_backend($1::int)", &[&(pid as i32)])
+            .unwrap();
+        // The call that finds the session gone fails (ingest answers Retry); the next one
+        // runs on a new session.
+        let batch = |seq| {
+            s.insert_batch(
+                &BatchMeta::local("ag1", "bank-a", seq),
+                &detections("ag1", &[NOW]),
+            )
+        };
+        let first = batch(1);
+        let second = batch(if first.is_ok() { 2 } else { 1 });
+        assert!(second.is_ok(), "{second:?}");
+        assert_eq!(s.count_events().unwrap(), 1 + u64::from(first.is_ok()));
     }
 
     #[test]

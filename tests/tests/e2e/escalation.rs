@@ -7,13 +7,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use lindi_collector::store::{BatchMeta, Store};
 use lindi_tests::receivers::{HttpReceiver, SmtpSink};
 use lindi_tests::{Collector, beacon_agent, send_beacon, wait_until};
 use serde_json::json;
 
 const LEVEL_DELAY_SECS: i64 = 4;
 
-fn escalation_config(smtp: &SmtpSink, hook: &HttpReceiver) -> String {
+fn escalation_config(smtp: &SmtpSink, hook: &HttpReceiver, delay_secs: i64) -> String {
     let contact = |name: &str, hooked: bool| {
         format!(
             "[[escalation.contacts]]\nname = \"{name}\"\nemail = \"{name}@bank-a.test\"\nchannels = [{}]\n",
@@ -58,7 +59,7 @@ delay_secs = {d}
         smtp = smtp.addr(),
         hook = hook.url("/lindi"),
         slack = hook.url("/slack"),
-        d = LEVEL_DELAY_SECS,
+        d = delay_secs,
     );
     for (name, hooked) in [
         ("oncall", true),
@@ -108,7 +109,7 @@ fn a_detection_escalates_until_acknowledged_across_a_collector_restart() {
     let smtp = SmtpSink::start();
     let hook = HttpReceiver::start();
     let mut c = Collector::init();
-    c.configure(&escalation_config(&smtp, &hook));
+    c.configure(&escalation_config(&smtp, &hook, LEVEL_DELAY_SECS));
     // A responder of bank-a, who will acknowledge.
     let ana = c.user("ana", "responder", &["bank-a"]);
     c.start();
@@ -257,4 +258,110 @@ fn a_detection_escalates_until_acknowledged_across_a_collector_restart() {
             .all(|n| n["state"] == "delivered"),
         "{esc}"
     );
+}
+
+/// Longer than the scheduler lease (10 s): the lease moves between two levels.
+const CLUSTER_LEVEL_DELAY_SECS: i64 = 14;
+
+#[test]
+fn the_scheduler_moves_to_another_node_when_its_holder_is_killed_and_pages_once_on_time() {
+    let smtp = SmtpSink::start();
+    let hook = HttpReceiver::start();
+    let first = Collector::init_postgres();
+    first.configure(&escalation_config(&smtp, &hook, CLUSTER_LEVEL_DELAY_SECS));
+    let second = first.node();
+    let mut nodes = [first, second];
+    // Two pipeline nodes on one store; the first to start holds the scheduler lease.
+    nodes[0].start_as("pipeline");
+    let store = nodes[0].store();
+    let node_id = |c: &Collector| {
+        std::fs::read_to_string(c.data_dir.join("node-id"))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    let holder = || store.lease("scheduler").unwrap().map(|l| l.holder);
+    assert!(
+        wait_until(Duration::from_secs(20), || holder().is_some()),
+        "nobody took the scheduler lease; log:\n{}",
+        nodes[0].log_text()
+    );
+    nodes[1].start_as("pipeline");
+    assert_eq!(holder().unwrap(), node_id(&nodes[0]));
+    // A detection as ingest stores it: the pipeline opens a ticket, the holder pages level 1.
+    store
+        .insert_batch(
+            &BatchMeta::local("ag-1", "bank-a", 1),
+            &[lindi_shared::synthetic::detection(
+                "ag-1",
+                "1:100",
+                "10.0.0.1",
+                lindi_collector::now_ns(),
+            )],
+        )
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || got_level(
+            &smtp,
+            1,
+            &["oncall", "desk"]
+        )),
+        "level 1 not paged: {:?}\n{}",
+        mails_by_level(&smtp),
+        nodes[0].log_text()
+    );
+    // The holder dies between the levels (SIGKILL); the other node takes the lease within
+    // its length, before level 2 falls due, and pages level 2 once, on time.
+    nodes[0].kill();
+    assert!(
+        wait_until(Duration::from_secs(40), || got_level(
+            &smtp,
+            2,
+            &["manager", "ciso"]
+        )),
+        "level 2 not paged after the failover: {:?}\n{}",
+        mails_by_level(&smtp),
+        nodes[1].log_text()
+    );
+    assert_eq!(holder().unwrap(), node_id(&nodes[1]));
+    // Past level 3's time too, then: every page once.
+    assert!(wait_until(
+        Duration::from_secs(CLUSTER_LEVEL_DELAY_SECS as u64 + 10),
+        || got_level(&smtp, 3, &["director", "board"])
+    ));
+    std::thread::sleep(Duration::from_secs(2));
+    let seen = mails_by_level(&smtp);
+    assert!(
+        seen.values().all(|n| *n == 1),
+        "a page was sent twice: {seen:?}"
+    );
+    let tickets = nodes[1].api_get("/api/v1/tickets?constituency=bank-a");
+    let id = tickets["tickets"][0]["id"].as_i64().unwrap();
+    let esc = &nodes[1].api_get(&format!("/api/v1/tickets/{id}"))["escalation"];
+    let created = |level: u64| {
+        esc["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["level"] == level && n["reason"] == "escalation")
+            .filter_map(|n| n["created_at_ns"].as_i64())
+            .min()
+            .unwrap()
+    };
+    // On time: level 2 came its delay after level 1, not a lease length later.
+    let gap_s = (created(1) - created(0)) as f64 / 1e9;
+    assert!(
+        gap_s >= CLUSTER_LEVEL_DELAY_SECS as f64 && gap_s < CLUSTER_LEVEL_DELAY_SECS as f64 + 3.0,
+        "level 2 came {gap_s:.1} s after level 1"
+    );
+    // The webhook got each delivery once.
+    let mut ids: Vec<String> = hook
+        .requests()
+        .iter()
+        .filter_map(|r| r.header("X-Lindi-Delivery").map(str::to_string))
+        .collect();
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "a webhook delivery came twice");
 }
