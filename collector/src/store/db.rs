@@ -184,6 +184,8 @@ pub enum Connection {
 pub struct PgConnection {
     /// `None` only while dropping (closing the session blocks too).
     client: RefCell<Option<postgres::Client>>,
+    /// Set when a call failed because the session is gone (the client may not know yet).
+    broken: std::cell::Cell<bool>,
     statements: RefCell<HashMap<String, postgres::Statement>>,
 }
 
@@ -208,6 +210,7 @@ impl PgConnection {
     pub fn new(client: postgres::Client) -> PgConnection {
         PgConnection {
             client: RefCell::new(Some(client)),
+            broken: std::cell::Cell::new(false),
             statements: RefCell::new(HashMap::new()),
         }
     }
@@ -217,12 +220,12 @@ impl PgConnection {
             return Ok(s.clone());
         }
         let translated = to_postgres(sql)?;
-        let stmt = off_runtime(|| self.client().prepare(&translated)).map_err(|source| {
-            Error::PostgresStatement {
+        let stmt = self
+            .check(off_runtime(|| self.client().prepare(&translated)))
+            .map_err(|source| Error::PostgresStatement {
                 sql: translated,
                 source,
-            }
-        })?;
+            })?;
         let mut cache = self.statements.borrow_mut();
         if cache.len() >= STATEMENT_CACHE {
             cache.clear();
@@ -241,7 +244,7 @@ impl PgConnection {
             .iter()
             .map(|v| v as &(dyn postgres::types::ToSql + Sync))
             .collect();
-        Ok(off_runtime(|| self.client().query(stmt, &refs))?)
+        Ok(self.check(off_runtime(|| self.client().query(stmt, &refs)))?)
     }
 
     fn execute(&self, stmt: &postgres::Statement, params: &[&dyn ToSql]) -> Result<usize> {
@@ -250,7 +253,7 @@ impl PgConnection {
             .iter()
             .map(|v| v as &(dyn postgres::types::ToSql + Sync))
             .collect();
-        Ok(off_runtime(|| self.client().execute(stmt, &refs))? as usize)
+        Ok(self.check(off_runtime(|| self.client().execute(stmt, &refs)))? as usize)
     }
 
     fn client(&self) -> std::cell::RefMut<'_, postgres::Client> {
@@ -259,14 +262,27 @@ impl PgConnection {
         })
     }
 
-    /// Whether the server closed the session (it is not lent again).
+    /// Whether the server closed the session (it is not lent again; a writer is replaced).
     pub fn is_closed(&self) -> bool {
-        self.client().is_closed()
+        self.broken.get() || self.client().is_closed()
+    }
+
+    /// Note an error that means the session is gone: the connection closed, an I/O error, or
+    /// the server ending it (SQLSTATE classes 08 and 57P).
+    fn check<T>(&self, r: Result<T, postgres::Error>) -> Result<T, postgres::Error> {
+        if let Err(e) = &r {
+            let io = std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
+            let code = e.code().map(|c| c.code()).unwrap_or("");
+            if e.is_closed() || io || code.starts_with("08") || code.starts_with("57P") {
+                self.broken.set(true);
+            }
+        }
+        r
     }
 
     /// Run statements with no parameters, as written (no translation).
     pub fn batch_execute(&self, sql: &str) -> Result<()> {
-        Ok(off_runtime(|| self.client().batch_execute(sql))?)
+        Ok(self.check(off_runtime(|| self.client().batch_execute(sql)))?)
     }
 }
 
