@@ -343,18 +343,7 @@ fn store_message(
             return Ok(());
         }
     };
-    let meta = BatchMeta {
-        agent_id: &batch.agent_id,
-        constituency: &m.constituency,
-        sequence: batch.sequence,
-        compressed_bytes: batch.body.len() as u64,
-        uncompressed_bytes: batch.uncompressed_len,
-        first_ts_ns: batch.first_timestamp_ns,
-        last_ts_ns: batch.last_timestamp_ns,
-        received_at_s: m.received_at_s,
-        spool_dropped_events: batch.spool_dropped_events_total,
-        spool_dropped_batches: batch.spool_dropped_batches_total,
-    };
+    let meta = BatchMeta::of(&batch, &m.constituency, m.received_at_s);
     if store.insert_batch(&meta, &events)? == BatchOutcome::Stored {
         bump(&stats.stored);
     }

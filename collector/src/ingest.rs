@@ -559,6 +559,7 @@ impl Ingest {
         self.stats
             .bytes_received
             .fetch_add(batch.body.len() as u64, Ordering::Relaxed);
+        let constituency = agent.constituency.clone();
         if batch.agent_id != agent.agent_id {
             bump(&self.stats.batches_rejected);
             return ack_frame(
@@ -571,13 +572,12 @@ impl Ingest {
                 ),
             );
         }
-        if let Some(bus) = &self.bus {
-            let work = self.publish(bus, agent, batch).await;
-            return self.answer(sequence, work);
-        }
+        // Decode (with the limits) as storing needs; with a bus, only to check the batch
+        // before it is published, as it was received.
         let store = self.store.clone();
         let limits = self.settings.limits.clone();
-        let work = tokio::task::spawn_blocking(move || {
+        let to_store = self.bus.is_none();
+        let checked = tokio::task::spawn_blocking(move || {
             let events = match decode_batch(&batch, &limits) {
                 Ok(e) => e,
                 Err(e) => {
@@ -585,50 +585,40 @@ impl Ingest {
                     return Err((AckStatus::Rejected, e.code(), e.to_string()));
                 }
             };
-            let meta = BatchMeta {
-                agent_id: &agent.agent_id,
-                constituency: &agent.constituency,
-                sequence,
-                compressed_bytes: batch.body.len() as u64,
-                uncompressed_bytes: batch.uncompressed_len,
-                first_ts_ns: batch.first_timestamp_ns,
-                last_ts_ns: batch.last_timestamp_ns,
-                received_at_s: now_s(),
-                spool_dropped_events: batch.spool_dropped_events_total,
-                spool_dropped_batches: batch.spool_dropped_batches_total,
-            };
+            if !to_store {
+                return Ok((None, events.len(), batch));
+            }
+            let meta = BatchMeta::of(&batch, &agent.constituency, now_s());
             match store.insert_batch(&meta, &events) {
-                Ok(outcome) => Ok((outcome, events.len())),
+                Ok(outcome) => Ok((Some(outcome), events.len(), batch)),
                 Err(e) => Err((AckStatus::Retry, "store_error", e.to_string())),
             }
         })
         .await
         .unwrap_or_else(|e| Err((AckStatus::Retry, "internal", e.to_string())));
+        let work = match checked {
+            Ok((Some(outcome), n, _)) => Ok((outcome, n)),
+            Ok((None, n, batch)) => match &self.bus {
+                Some(bus) => self.publish(bus, &constituency, &batch, n).await,
+                None => Err((AckStatus::Retry, "internal", "no bus to publish to".into())),
+            },
+            Err(e) => Err(e),
+        };
         self.answer(sequence, work)
     }
 
-    /// Check a batch as storing it would, then publish it to the bus; the agent is answered
-    /// after JetStream's acknowledgement (`bus` constraint 1), or told to retry.
+    /// Publish a checked batch to the bus; the agent is answered after JetStream's
+    /// acknowledgement (`bus` constraint 1), or told to retry.
     async fn publish(
         &self,
         bus: &crate::bus::Bus,
-        agent: Arc<AgentRecord>,
-        batch: Batch,
+        constituency: &str,
+        batch: &Batch,
+        events: usize,
     ) -> Result<(BatchOutcome, usize), (AckStatus, &'static str, String)> {
-        let store = self.store.clone();
-        let limits = self.settings.limits.clone();
-        let (batch, n) = tokio::task::spawn_blocking(move || match decode_batch(&batch, &limits) {
-            Ok(events) => Ok((batch, events.len())),
-            Err(e) => {
-                let _ = store.count_rejected_batch(&batch.agent_id);
-                Err((AckStatus::Rejected, e.code(), e.to_string()))
-            }
-        })
-        .await
-        .unwrap_or_else(|e| Err((AckStatus::Retry, "internal", e.to_string())))?;
-        match bus.publish(&batch, &agent.constituency, now_s()).await {
-            Ok(false) => Ok((BatchOutcome::Stored, n)),
-            Ok(true) => Ok((BatchOutcome::Duplicate, n)),
+        match bus.publish(batch, constituency, now_s()).await {
+            Ok(false) => Ok((BatchOutcome::Stored, events)),
+            Ok(true) => Ok((BatchOutcome::Duplicate, events)),
             Err(e @ crate::bus::BusError::Full(_)) => {
                 Err((AckStatus::Retry, "bus_full", e.to_string()))
             }

@@ -544,13 +544,8 @@ mod tests {
 
     #[test]
     fn nodes_of_a_cluster_share_one_authority_through_the_store() {
-        let db = match services::TestDatabase::new() {
-            Ok(db) => db,
-            Err(e) if std::env::var("CI").is_err() => {
-                eprintln!("skipped: no PostgreSQL for the tests: {e}");
-                return;
-            }
-            Err(e) => panic!("CI: no PostgreSQL for the tests: {e}"),
+        let Some(db) = services::or_skip(services::TestDatabase::new(), "PostgreSQL") else {
+            return;
         };
         let store = SqlStore::open_postgres(db.config(), now_ns()).unwrap();
         let dirs = tempfile::tempdir().unwrap();

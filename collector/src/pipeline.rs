@@ -325,10 +325,6 @@ impl Pipeline {
     pub fn step(&mut self, now_ns: i64) -> Result<usize, StoreError> {
         let limit = if self.row_by_row { 1 } else { CHUNK };
         match self.run_chunk(now_ns, limit) {
-            Err(StoreError::CursorMoved) => {
-                self.catch_up()?;
-                Ok(1)
-            }
             Ok(n) => {
                 if n == 0 {
                     self.row_by_row = false;
@@ -343,13 +339,12 @@ impl Pipeline {
                 }
                 let (_, row) = self.store.pending_detections(self.cursor, 1)?;
                 let expected = self.cursor;
-                match self.store.write_triage(|tx| tx.set_cursor(expected, row)) {
-                    Err(StoreError::CursorMoved) => {
-                        self.catch_up()?;
-                        return Ok(1);
-                    }
-                    other => other?,
+                let moved = self.store.write_triage(|tx| tx.set_cursor(expected, row));
+                if let Err(StoreError::CursorMoved) = moved {
+                    self.catch_up()?;
+                    return Ok(1);
                 }
+                moved?;
                 tracing::error!("triage: detection row {row} set aside: {e}");
                 self.cursor = row;
                 self.handle
@@ -363,13 +358,7 @@ impl Pipeline {
 
     /// Triage one chunk of pending detections; returns how many rows it consumed.
     pub fn run_once(&mut self, now_ns: i64) -> Result<usize, StoreError> {
-        match self.run_chunk(now_ns, CHUNK) {
-            Err(StoreError::CursorMoved) => {
-                self.catch_up()?;
-                Ok(1)
-            }
-            other => other,
-        }
+        self.run_chunk(now_ns, CHUNK)
     }
 
     /// Another node triaged past this one's cursor: take the store's cursor, and forget the
@@ -384,7 +373,19 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Triage one chunk; when another node moved the cursor first, catch up instead (and
+    /// report progress, so the caller goes on at once).
     fn run_chunk(&mut self, now_ns: i64, limit: u32) -> Result<usize, StoreError> {
+        match self.triage_chunk(now_ns, limit) {
+            Err(StoreError::CursorMoved) => {
+                self.catch_up()?;
+                Ok(1)
+            }
+            other => other,
+        }
+    }
+
+    fn triage_chunk(&mut self, now_ns: i64, limit: u32) -> Result<usize, StoreError> {
         self.reload_suppressions()?;
         let (rows, last) = self.store.pending_detections(self.cursor, limit)?;
         if last == self.cursor {

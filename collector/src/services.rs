@@ -86,6 +86,24 @@ fn start_private_nats() -> Result<String, Unavailable> {
     Ok(url)
 }
 
+/// Whether the tests run their stores on PostgreSQL (`LINDI_TEST_STORE=postgres`).
+pub fn store_on_postgres() -> bool {
+    std::env::var("LINDI_TEST_STORE").as_deref() == Ok("postgres")
+}
+
+/// A test's server, or `None` with the reason printed where it cannot be had; in CI
+/// (`CI` set) its absence fails the test instead.
+pub fn or_skip<T>(server: Result<T, Unavailable>, what: &str) -> Option<T> {
+    match server {
+        Ok(s) => Some(s),
+        Err(e) if std::env::var("CI").is_err() => {
+            eprintln!("skipped: no {what} for the tests: {e}");
+            None
+        }
+        Err(e) => panic!("CI: no {what} for the tests: {e}"),
+    }
+}
+
 /// Why no PostgreSQL is there for the tests.
 #[derive(Clone, Debug)]
 pub struct Unavailable(pub String);

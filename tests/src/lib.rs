@@ -131,7 +131,7 @@ pub struct Collector {
 /// Whether the end-to-end tests run their collectors on PostgreSQL (`LINDI_TEST_STORE`),
 /// each in a schema of its own on the test server.
 pub fn store_on_postgres() -> bool {
-    std::env::var("LINDI_TEST_STORE").as_deref() == Ok("postgres")
+    lindi_collector::services::store_on_postgres()
 }
 
 /// The password every test user gets.

@@ -483,6 +483,27 @@ impl<'a> BatchMeta<'a> {
             spool_dropped_batches: 0,
         }
     }
+
+    /// What an agent's `batch` says of itself, for `constituency` (from its certificate),
+    /// accepted at `received_at_s`: ingest's and the bus consumer's view alike.
+    pub fn of(
+        batch: &'a lindi_shared::proto::Batch,
+        constituency: &'a str,
+        received_at_s: i64,
+    ) -> BatchMeta<'a> {
+        BatchMeta {
+            agent_id: &batch.agent_id,
+            constituency,
+            sequence: batch.sequence,
+            compressed_bytes: batch.body.len() as u64,
+            uncompressed_bytes: batch.uncompressed_len,
+            first_ts_ns: batch.first_timestamp_ns,
+            last_ts_ns: batch.last_timestamp_ns,
+            received_at_s,
+            spool_dropped_events: batch.spool_dropped_events_total,
+            spool_dropped_batches: batch.spool_dropped_batches_total,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -409,14 +409,7 @@ mod tests {
     /// A schema on the test server, or `None` (with the reason printed) where there is no
     /// PostgreSQL; in CI its absence fails the test.
     fn database() -> Option<TestDatabase> {
-        match TestDatabase::new() {
-            Ok(db) => Some(db),
-            Err(e) if std::env::var("CI").is_err() => {
-                eprintln!("skipped: no PostgreSQL for the tests: {e}");
-                None
-            }
-            Err(e) => panic!("CI: no PostgreSQL for the tests: {e}"),
-        }
+        crate::services::or_skip(TestDatabase::new(), "PostgreSQL")
     }
 
     /// 2026-12-05T12:00:00Z.

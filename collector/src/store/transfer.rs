@@ -301,13 +301,8 @@ mod tests {
 
     #[test]
     fn a_sqlite_store_moves_to_postgres_with_nothing_lost() {
-        let db = match TestDatabase::new() {
-            Ok(db) => db,
-            Err(e) if std::env::var("CI").is_err() => {
-                eprintln!("skipped: no PostgreSQL for the tests: {e}");
-                return;
-            }
-            Err(e) => panic!("CI: no PostgreSQL for the tests: {e}"),
+        let Some(db) = crate::services::or_skip(TestDatabase::new(), "PostgreSQL") else {
+            return;
         };
         // A store with agents, events, alerts, tickets, a changed ticket's audit trail and a
         // user with a token.

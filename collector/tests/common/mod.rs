@@ -36,7 +36,7 @@ pub fn prepare(config: CollectorConfig) -> (Scratch, CollectorSettings) {
         http_listen_addr: "127.0.0.1:0".into(),
         ..config
     };
-    let postgres = (std::env::var("LINDI_TEST_STORE").as_deref() == Ok("postgres")).then(|| {
+    let postgres = lindi_collector::services::store_on_postgres().then(|| {
         let db = lindi_collector::services::TestDatabase::new()
             .unwrap_or_else(|e| panic!("LINDI_TEST_STORE=postgres: {e}"));
         config.store.engine = lindi_collector::config::StoreEngine::Postgres;

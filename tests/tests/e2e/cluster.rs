@@ -9,14 +9,7 @@ use lindi_tests::{Agent, Collector, assert_exactly_once, synthetic, wait_until};
 /// The NATS server for the test, or `None` (with the reason) where there is none; in CI
 /// its absence fails the test.
 fn nats() -> Option<&'static str> {
-    match lindi_collector::services::test_nats() {
-        Ok(url) => Some(url),
-        Err(e) if std::env::var("CI").is_err() => {
-            eprintln!("skipped: no NATS server for the tests: {e}");
-            None
-        }
-        Err(e) => panic!("CI: no NATS server for the tests: {e}"),
-    }
+    lindi_collector::services::or_skip(lindi_collector::services::test_nats(), "NATS server")
 }
 
 /// A stream of its own per test, so tests on one server never share messages.

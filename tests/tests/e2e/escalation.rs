@@ -93,6 +93,18 @@ fn mails_by_level(smtp: &SmtpSink) -> BTreeMap<(u32, String), usize> {
     out
 }
 
+/// When a ticket's escalation first paged `level` (0-based), from its view's `escalation`.
+fn first_page_ns(esc: &serde_json::Value, level: u64) -> i64 {
+    esc["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["level"] == level && n["reason"] == "escalation")
+        .filter_map(|n| n["created_at_ns"].as_i64())
+        .min()
+        .unwrap()
+}
+
 fn got_level(smtp: &SmtpSink, level: u32, who: &[&str]) -> bool {
     let seen = mails_by_level(smtp);
     who.iter()
@@ -183,16 +195,7 @@ fn a_detection_escalates_until_acknowledged_across_a_collector_restart() {
         "a page was sent twice: {seen:?}"
     );
     // Level 2 was created on schedule: at least the delay after level 1 (store times).
-    let created = |level: u64| {
-        esc["notifications"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|n| n["level"] == level && n["reason"] == "escalation")
-            .filter_map(|n| n["created_at_ns"].as_i64())
-            .min()
-            .unwrap()
-    };
+    let created = |level: u64| first_page_ns(esc, level);
     assert!(created(1) - created(0) >= LEVEL_DELAY_SECS * 1_000_000_000);
 
     // The webhook: one request per page of a hooked contact, each delivery id once, with the
@@ -338,16 +341,7 @@ fn the_scheduler_moves_to_another_node_when_its_holder_is_killed_and_pages_once_
     let tickets = nodes[1].api_get("/api/v1/tickets?constituency=bank-a");
     let id = tickets["tickets"][0]["id"].as_i64().unwrap();
     let esc = &nodes[1].api_get(&format!("/api/v1/tickets/{id}"))["escalation"];
-    let created = |level: u64| {
-        esc["notifications"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|n| n["level"] == level && n["reason"] == "escalation")
-            .filter_map(|n| n["created_at_ns"].as_i64())
-            .min()
-            .unwrap()
-    };
+    let created = |level: u64| first_page_ns(esc, level);
     // On time: level 2 came its delay after level 1, not a lease length later.
     let gap_s = (created(1) - created(0)) as f64 / 1e9;
     assert!(
