@@ -135,7 +135,23 @@ impl Bus {
             ..Default::default()
         })
         .await
-        .map_err(|e| stream_err(&e))?;
+        .map_err(|e| {
+            use async_nats::jetstream::{ErrorCode, context::CreateStreamErrorKind};
+            match e.kind() {
+                // JetStream reserves a stream's whole byte limit when it makes the stream.
+                CreateStreamErrorKind::JetStream(j)
+                    if j.error_code() == ErrorCode::STORAGE_RESOURCES_EXCEEDED =>
+                {
+                    stream_err(&format_args!(
+                        "{e}: the server cannot reserve [bus] max_bytes = {} for it; lower \
+                         max_bytes or give JetStream more storage (max_file_store in the \
+                         server's jetstream block, or more free disk)",
+                        settings.max_bytes
+                    ))
+                }
+                _ => stream_err(&e),
+            }
+        })?;
         Ok(Bus {
             js,
             settings: settings.clone(),
@@ -348,4 +364,32 @@ fn store_message(
         bump(&stats.stored);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::services;
+
+    #[tokio::test]
+    async fn a_stream_the_server_cannot_reserve_is_refused_with_the_remedy() {
+        let Some(server) = services::or_skip(services::test_nats(), "NATS server") else {
+            return;
+        };
+        let settings = BusSettings {
+            servers: vec![server.to_string()],
+            stream: format!("LINDI_UNIT_{}", std::process::id()),
+            // An exbibyte: more than any test machine's disk.
+            max_bytes: 1 << 60,
+            ack_wait: Duration::from_secs(3),
+            duplicate_window: Duration::from_secs(60),
+        };
+        let Err(e) = Bus::connect(&settings).await else {
+            panic!("a stream of 1 EiB was made");
+        };
+        let text = e.to_string();
+        assert!(matches!(e, BusError::Stream { .. }), "{text}");
+        assert!(text.contains("max_bytes = 1152921504606846976"), "{text}");
+        assert!(text.contains("max_file_store"), "{text}");
+    }
 }

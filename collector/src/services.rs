@@ -58,12 +58,19 @@ fn start_private_nats() -> Result<String, Unavailable> {
     if nats_answers() {
         return Ok(url);
     }
+    // Streams left by earlier test processes would hold storage reservations (JetStream
+    // reserves a stream's whole byte limit) that nobody will use again.
+    let store_dir = root.join("jetstream");
+    if store_dir.exists() {
+        std::fs::remove_dir_all(&store_dir)
+            .map_err(|e| Unavailable(format!("{}: {e}", store_dir.display())))?;
+    }
     let log = std::fs::File::create(root.join("server.log"))
         .map_err(|e| Unavailable(format!("{}: {e}", root.display())))?;
     // Detached: it outlives this test process and serves the next ones.
     Command::new("nats-server")
         .args(["-js", "-a", "127.0.0.1", "-p", &PRIVATE_NATS_PORT.to_string(), "-sd"])
-        .arg(root.join("jetstream"))
+        .arg(&store_dir)
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone().map_err(|e| Unavailable(e.to_string()))?)
         .stderr(log)

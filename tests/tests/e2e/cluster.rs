@@ -12,24 +12,64 @@ fn nats() -> Option<&'static str> {
     lindi_collector::services::or_skip(lindi_collector::services::test_nats(), "NATS server")
 }
 
-/// A stream of its own per test, so tests on one server never share messages.
-fn stream_name() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "LINDI_T{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+/// A stream of its own per test, so tests on one server never share messages; deleted when
+/// the test ends, since JetStream keeps reserving a stream's byte limit until then.
+struct TestStream {
+    server: String,
+    name: String,
+}
+
+impl TestStream {
+    fn new(server: &str) -> TestStream {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        TestStream {
+            server: server.to_string(),
+            name: format!(
+                "LINDI_T{}_{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ),
+        }
+    }
+
+    /// The collector's `[bus]` section for this stream.
+    fn bus_config(&self, max_bytes: u64) -> String {
+        format!(
+            "[bus]\nengine = \"nats\"\nservers = [\"{}\"]\nstream = \"{}\"\nmax_bytes = {max_bytes}\nack_wait_secs = 3\n",
+            self.server, self.name
+        )
+    }
+}
+
+impl Drop for TestStream {
+    fn drop(&mut self) {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        let deleted = rt.block_on(async {
+            let client = async_nats::connect(self.server.as_str()).await?;
+            async_nats::jetstream::new(client)
+                .delete_stream(&self.name)
+                .await?;
+            Ok::<_, async_nats::Error>(())
+        });
+        if let Err(e) = deleted {
+            eprintln!("could not delete test stream {}: {e}", self.name);
+        }
+    }
 }
 
 #[test]
 fn a_cluster_of_two_ingest_and_two_pipeline_nodes_stores_once_through_kills() {
     let Some(nats) = nats() else { return };
+    // Made first so that it is deleted last, once the nodes have stopped. 64 MiB: ten times
+    // what the test sends, and little to reserve on a small CI disk.
+    let stream = TestStream::new(nats);
     let first = Collector::init_postgres();
-    first.configure(&format!(
-        "[bus]\nengine = \"nats\"\nservers = [\"{nats}\"]\nstream = \"{}\"\nack_wait_secs = 3\n",
-        stream_name()
-    ));
+    first.configure(&stream.bus_config(64 << 20));
     // The other nodes share the first one's CA, store and bus.
     let second = first.node();
     let mut ingest = [first, second];
@@ -123,12 +163,10 @@ fn a_cluster_of_two_ingest_and_two_pipeline_nodes_stores_once_through_kills() {
 #[test]
 fn a_full_bus_slows_agents_down_and_loses_nothing() {
     let Some(nats) = nats() else { return };
-    let mut ingest = Collector::init_postgres();
     // A stream of 256 KiB and, at first, no pipeline node to drain it.
-    ingest.configure(&format!(
-        "[bus]\nengine = \"nats\"\nservers = [\"{nats}\"]\nstream = \"{}\"\nmax_bytes = 262144\nack_wait_secs = 3\n",
-        stream_name()
-    ));
+    let stream = TestStream::new(nats);
+    let mut ingest = Collector::init_postgres();
+    ingest.configure(&stream.bus_config(256 << 10));
     let mut worker = ingest.node();
     ingest.start_as("ingest");
     let mut a = Agent::enroll(&ingest.token("bank-a"));
