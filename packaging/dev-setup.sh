@@ -4,7 +4,8 @@
 set -euo pipefail
 
 # postgresql and nats-server: the clustered store's tests run on real servers on loopback.
-packages=(build-essential pkg-config libpcap-dev ca-certificates curl python3 python3-venv adduser iproute2 tcpreplay chromium postgresql nats-server)
+# nftables: a test blocks the collector inside a network namespace of its own.
+packages=(build-essential pkg-config libpcap-dev ca-certificates curl python3 python3-venv adduser iproute2 tcpreplay chromium postgresql nats-server nftables)
 # Node.js drives the console tests (playwright-core); take Debian's unless one is installed.
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)

@@ -16,6 +16,8 @@ pub mod detectors;
 pub mod enroll;
 pub mod fim;
 pub mod identity;
+pub mod ip_allow;
+pub mod realtime;
 pub mod regular_file;
 pub mod replay;
 pub mod sensors;

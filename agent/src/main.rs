@@ -38,6 +38,29 @@ enum Command {
         /// Enroll again even if already enrolled (discards the unsent spool).
         #[arg(long)]
         force: bool,
+        /// Write the service's IP allow list for the collector to this drop-in [default:
+        /// /etc/systemd/system/lindi-agent.service.d/50-collector-addresses.conf, when run
+        /// as root for /var/lib/lindi where systemd runs and the packaged unit is installed].
+        /// See `ip-allow`.
+        #[arg(long, conflicts_with = "no_ip_allow")]
+        ip_allow_dropin: Option<PathBuf>,
+        /// Do not write the IP allow list drop-in.
+        #[arg(long)]
+        no_ip_allow: bool,
+    },
+    /// Print the systemd drop-in that lets the service reach its collectors (the unit allows
+    /// only localhost): their addresses, resolved now, and the name servers when any is given
+    /// by name. `enroll` writes it; run this with --write when the addresses change.
+    IpAllow {
+        /// State directory [default: state_dir from --config, else /var/lib/lindi].
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Config file (for collector_addr and failover_addrs).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Write it (to this path, or the default drop-in) and reload systemd.
+        #[arg(long, num_args = 0..=1, default_missing_value = lindi_agent::ip_allow::DEFAULT_DROPIN)]
+        write: Option<PathBuf>,
     },
     /// Run the enrolled agent until SIGINT or SIGTERM.
     Run {
@@ -126,6 +149,38 @@ enum FimCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn ip_allow_list(
+    first: String,
+    failover: &[String],
+) -> anyhow::Result<lindi_agent::ip_allow::AllowList> {
+    let collectors: Vec<String> = std::iter::once(first)
+        .chain(failover.iter().cloned())
+        .collect();
+    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    Ok(lindi_agent::ip_allow::allow_list(&collectors, &resolv)?)
+}
+
+fn write_ip_allow(
+    first: String,
+    failover: &[String],
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let list = ip_allow_list(first, failover)?;
+    let reload = lindi_agent::ip_allow::write(&list, path)?;
+    let allowed: Vec<String> = list
+        .addresses
+        .iter()
+        .chain(&list.name_servers)
+        .map(ToString::to_string)
+        .collect();
+    println!(
+        "the service may reach {} (and localhost): {} ({reload})",
+        allowed.join(", "),
+        path.display()
+    );
+    Ok(())
 }
 
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<AgentConfig> {
@@ -243,12 +298,17 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async_main(cli))
+    // Started at real-time priority by the unit, the main thread keeps that for the process
+    // connector's reader and the agent runs on another thread (lindi_agent::realtime).
+    lindi_agent::realtime::serve_on_main_thread(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        runtime.block_on(async_main(cli))
+    })
+    .context("cannot start the agent thread")?
 }
 
 async fn async_main(cli: Cli) -> anyhow::Result<()> {
@@ -259,6 +319,8 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             config,
             collector,
             force,
+            ip_allow_dropin,
+            no_ip_allow,
         } => {
             let cfg = load_config(config.as_ref())?;
             let settings = cfg.validate(state_dir.as_deref())?;
@@ -266,6 +328,15 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             let addr = collector.or(settings.collector_addr.clone());
             let e =
                 enroll::enroll(&token, &settings.state_dir, addr.as_deref(), force, now).await?;
+            let dropin = match ip_allow_dropin {
+                Some(p) => Some(p),
+                None if !no_ip_allow
+                    && lindi_agent::ip_allow::enroll_writes_by_default(&settings.state_dir) =>
+                {
+                    Some(PathBuf::from(lindi_agent::ip_allow::DEFAULT_DROPIN))
+                }
+                None => None,
+            };
             println!(
                 "enrolled as agent {} in constituency {}{} with collector {}",
                 e.agent_id,
@@ -281,7 +352,39 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                 "identity in {}",
                 lindi_agent::identity::identity_dir(&settings.state_dir).display()
             );
+            if let Some(path) = dropin {
+                // The agent dials the config's collector_addr when set, else the enrolled one.
+                let first = settings.collector_addr.clone().unwrap_or(e.collector_addr);
+                write_ip_allow(first, &settings.failover_addrs, &path)?;
+            }
             Ok(())
+        }
+        Command::IpAllow {
+            state_dir,
+            config,
+            write,
+        } => {
+            let cfg = load_config(config.as_ref())?;
+            let settings = cfg.validate(state_dir.as_deref())?;
+            let first = match settings.collector_addr.clone() {
+                Some(a) => a,
+                None => {
+                    lindi_agent::identity::Identity::load(&settings.state_dir)
+                        .context("not enrolled and no collector_addr in the config")?
+                        .enrollment
+                        .collector_addr
+                }
+            };
+            match write {
+                Some(path) => write_ip_allow(first, &settings.failover_addrs, &path),
+                None => {
+                    print!(
+                        "{}",
+                        ip_allow_list(first, &settings.failover_addrs)?.render()
+                    );
+                    Ok(())
+                }
+            }
         }
         Command::Run { state_dir, config } => {
             let cfg = load_config(config.as_ref())?;

@@ -153,8 +153,10 @@ impl Shipper {
             }
             let addr =
                 &self.settings.collector_addrs[current % self.settings.collector_addrs.len()];
+            let mut dialled = None;
             let result = match self.endpoint_for(addr, &mut endpoints) {
                 Ok((endpoint, remote)) => {
+                    dialled = Some(remote);
                     self.session(&endpoint, remote, &mut window, &mut backoff, &mut stop)
                         .await
                 }
@@ -173,6 +175,16 @@ impl Shipper {
                         "collector {addr}: {e}; trying {next} in {} ms",
                         delay.as_millis()
                     );
+                    if let Some(remote) = dialled
+                        && transport::egress_refused(remote)
+                    {
+                        tracing::error!(
+                            "collector {addr}: this host refuses to send to {} (EPERM): the \
+                             service's IP allow list (`lindi-agent ip-allow --write`) or a local \
+                             firewall blocks it",
+                            remote.ip()
+                        );
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = stop.changed() => return,

@@ -63,6 +63,24 @@ pub fn resolve(addr: &str) -> Result<SocketAddr, TransportError> {
         })
 }
 
+/// Whether this host refuses to send to `remote`: a UDP send fails with EPERM when a local
+/// policy drops it (the unit's IP allow list, a firewall's output chain). Sends one empty
+/// datagram, which a QUIC server ignores.
+pub fn egress_refused(remote: SocketAddr) -> bool {
+    let local: SocketAddr = if remote.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    let Ok(socket) = std::net::UdpSocket::bind(local) else {
+        return false;
+    };
+    matches!(
+        socket.send_to(&[], remote),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM)
+    )
+}
+
 /// A client endpoint bound to an ephemeral port of the right address family.
 pub fn client_endpoint(
     tls: rustls::ClientConfig,

@@ -650,6 +650,16 @@ impl Agent {
     }
 
     pub fn try_enroll(token: &str) -> Result<Agent, String> {
+        // Never the host's systemd drop-in, even where the packaged unit is installed.
+        Self::try_enroll_with(token, &["--no-ip-allow"])
+    }
+
+    /// Enroll with more arguments to `lindi-agent enroll`.
+    pub fn enroll_with(token: &str, args: &[&str]) -> Agent {
+        Self::try_enroll_with(token, args).unwrap_or_else(|e| panic!("enroll failed: {e}"))
+    }
+
+    fn try_enroll_with(token: &str, args: &[&str]) -> Result<Agent, String> {
         let tmp = tempfile::tempdir().unwrap();
         let state_dir = tmp.path().join("agent");
         let (ok, out, err) = run(
@@ -658,7 +668,8 @@ impl Agent {
                 .arg("--token")
                 .arg(token)
                 .arg("--state-dir")
-                .arg(&state_dir),
+                .arg(&state_dir)
+                .args(args),
             Duration::from_secs(30),
         );
         if !ok {

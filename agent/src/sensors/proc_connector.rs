@@ -447,18 +447,10 @@ pub fn sha256_reader(mut f: impl Read) -> Option<String> {
 /// OS thread.
 pub fn read_loop(connector: ProcConnector, sink: EventSink, stop: Arc<AtomicBool>) {
     // A short-lived process is gone within a millisecond of its exec: the sooner this thread
-    // runs after the kernel's message, the more of it /proc still shows. Ask for the lowest
-    // real-time priority (the thread sleeps in recv and does bounded work per message), else
-    // a raised nice value; both need CAP_SYS_NICE (or the unit's settings) and are skipped
-    // quietly without it.
-    // SAFETY: sched_setscheduler and setpriority on our own thread with valid arguments.
-    unsafe {
-        let param = libc::sched_param { sched_priority: 1 };
-        if libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) != 0 {
-            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-            libc::setpriority(libc::PRIO_PROCESS, tid, -15);
-        }
-    }
+    // runs after the kernel's message, the more of it /proc still shows (see crate::realtime).
+    // The thread sleeps in recv and does bounded work per message.
+    let priority = crate::realtime::raise_this_thread();
+    tracing::info!("process connector reader runs at {priority} priority");
     let mut reader = ProcReader::new();
     let mut tracked: HashMap<u32, ProcessEvent> = HashMap::new();
     let mut buf = vec![0u8; 64 << 10];

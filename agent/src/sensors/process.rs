@@ -219,12 +219,15 @@ pub async fn run(
                 let reader = {
                     let sink = sink.clone();
                     let flag = flag.clone();
-                    std::thread::Builder::new()
-                        .name("lindi-proc-connector".into())
-                        .spawn(move || super::proc_connector::read_loop(connector, sink, flag))
+                    crate::realtime::spawn("lindi-proc-connector", move || {
+                        super::proc_connector::read_loop(connector, sink, flag)
+                    })
                 };
                 let reader = match reader {
-                    Ok(r) => r,
+                    Ok((r, placement)) => {
+                        tracing::debug!("process connector reader: {placement:?}");
+                        r
+                    }
                     Err(e) => {
                         sink.stats
                             .set_state("failed", format!("cannot start the reader thread: {e}"));

@@ -3,7 +3,9 @@
 //! and hashes files only root may read, and it writes nothing outside its state directory.
 //! Its process sensor sees every process but not the executables of other users' processes,
 //! and says so in its health, until CAP_SYS_PTRACE is added (docs/process-exe.md).
-//! Needs root (to make the user switch, the veth pair and root-only files) and setpriv.
+//! Started as the unit starts it, only the process connector's reader runs at real-time
+//! priority. Needs root (to make the user switch, the veth pair and root-only files), setpriv
+//! and chrt.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -57,6 +59,27 @@ fn root_process_event(c: &Collector, agent_id: &str, marker: &str) -> ProcessEve
         found.is_some()
     });
     found.unwrap_or_else(|| panic!("no start event for /bin/true {marker}"))
+}
+
+/// The threads of `pid` that run under a real-time policy (FIFO or round-robin).
+fn realtime_threads(pid: u32) -> Vec<u32> {
+    let mut out = vec![];
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        // After the command name, in parentheses: fields 3 onwards; the policy is field 41.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let policy: u32 = rest.split(' ').nth(41 - 3).unwrap().parse().unwrap();
+        if policy == 1 || policy == 2 {
+            out.push(t.file_name().to_str().unwrap().parse().unwrap());
+        }
+    }
+    out.sort();
+    out
 }
 
 fn snapshot(dir: &Path, skip: &[PathBuf], out: &mut BTreeMap<PathBuf, (u64, i64)>) {
@@ -196,12 +219,30 @@ fn unprivileged_agent_with_three_capabilities_captures_and_hashes() {
     );
 
     // With CAP_SYS_PTRACE added (the drop-in in docs/process-exe.md) it is whole again.
-    let wrapper = setpriv(CAPS_WITH_PTRACE);
-    a.start_with(&wrapper.iter().map(String::as_str).collect::<Vec<_>>());
+    // Started as the unit starts it: at the lowest real-time priority, reset for every
+    // thread it makes (CPUSchedulingPolicy=fifo, CPUSchedulingResetOnFork=yes), so only the
+    // process connector's reader, on the main thread, keeps it.
+    let mut wrapper = vec!["chrt", "--fifo", "--reset-on-fork", "1"];
+    let dropped = setpriv(CAPS_WITH_PTRACE);
+    wrapper.extend(dropped.iter().map(String::as_str));
+    a.start_with(&wrapper);
     let seen = root_process_event(&c, &agent_id, "lindi-seen");
     assert!(
         seen.exe.ends_with("/true") && seen.exe_sha256.len() == 64,
         "{seen:?}"
+    );
+    let pid = a.pid().unwrap();
+    assert_eq!(
+        realtime_threads(pid),
+        vec![pid],
+        "threads at real-time priority; agent log:\n{}",
+        a.log_text()
+    );
+    assert!(
+        a.log_text()
+            .contains("process connector reader runs at real-time (given at start) priority"),
+        "{}",
+        a.log_text()
     );
     a.stop();
 
@@ -209,4 +250,119 @@ fn unprivileged_agent_with_three_capabilities_captures_and_hashes() {
     snapshot(&sandbox, &skip, &mut after);
     assert_eq!(before, after, "the agent wrote outside its state directory");
     chown_tree(&sandbox, 0);
+}
+
+/// A network namespace with only loopback, removed on drop.
+struct LoopbackNamespace(String);
+
+impl LoopbackNamespace {
+    fn new() -> Result<Self, String> {
+        let ns = format!("lindiip{}", std::process::id() % 100_000);
+        let run = |args: &[&str]| -> Result<(), String> {
+            let out = Command::new(args[0])
+                .args(&args[1..])
+                .output()
+                .map_err(|e| format!("{}: {e}", args[0]))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ))
+            }
+        };
+        run(&["ip", "netns", "add", &ns])?;
+        let guard = LoopbackNamespace(ns.clone());
+        run(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
+        Ok(guard)
+    }
+
+    fn nft(&self, script: &str) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.0, "nft", script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "nft {script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for LoopbackNamespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn enrollment_allows_the_collector_and_a_host_that_refuses_it_is_named() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: a network namespace needs root");
+        return;
+    }
+    if Command::new("nft").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI: nft (nftables) is missing; packaging/dev-setup.sh installs it"
+        );
+        eprintln!("skipping: nft (nftables) is not installed");
+        return;
+    }
+    let mut c = Collector::init();
+    c.start();
+    // Enrollment writes the unit's allow list: the collector's address.
+    let dir = tempfile::tempdir().unwrap();
+    let dropin = dir
+        .path()
+        .join("lindi-agent.service.d/50-collector-addresses.conf");
+    let a = Agent::enroll_with(
+        &c.token("bank-a"),
+        &["--ip-allow-dropin", dropin.to_str().unwrap()],
+    );
+    let text = std::fs::read_to_string(&dropin).unwrap();
+    assert!(
+        text.contains(
+            "[Service]\nIPAddressDeny=any\nIPAddressAllow=localhost\nIPAddressAllow=127.0.0.1\n"
+        ),
+        "{text}"
+    );
+    // `ip-allow` prints the same for the same addresses.
+    let out = Command::new(lindi_tests::bin("lindi-agent"))
+        .args(["ip-allow", "--state-dir"])
+        .arg(&a.state_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), text);
+
+    // On a host that drops what the agent sends to its collector (as the unit does for an
+    // address missing from the list), the agent says so and how to fix it.
+    let ns = match LoopbackNamespace::new() {
+        Ok(ns) => ns,
+        Err(e) => {
+            eprintln!("skipping: cannot make a network namespace here: {e}");
+            return;
+        }
+    };
+    let port = c.quic_addr().rsplit_once(':').unwrap().1.to_string();
+    ns.nft("add table inet lindi");
+    ns.nft("add chain inet lindi out { type filter hook output priority 0 ; policy accept ; }");
+    ns.nft(&format!(
+        "add rule inet lindi out ip daddr 127.0.0.1 udp dport {port} drop"
+    ));
+    let mut a = a;
+    a.start_with(&["ip", "netns", "exec", &ns.0]);
+    let named = wait_until(Duration::from_secs(20), || {
+        a.log_text()
+            .contains("this host refuses to send to 127.0.0.1 (EPERM): the service's IP allow list")
+    });
+    a.stop();
+    assert!(named, "agent log:\n{}", a.log_text());
 }
