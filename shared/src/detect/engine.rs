@@ -4,7 +4,8 @@
 //!
 //! Invariants:
 //! 1. A rule is evaluated only if its prefilter pattern occurs in its buffer (one
-//!    Aho-Corasick pass per buffer for all rules), or if it has no pattern to prefilter on.
+//!    literal-set pass per buffer for all rules: `super::literals`), or if it has no pattern
+//!    to prefilter on.
 //! 2. Rules that set flowbits run before rules that read them, so a packet that both sets and
 //!    tests a bit sees the same result whatever the rule order in the file.
 //! 3. A rule alerts at most once per application transaction.
@@ -13,9 +14,8 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
-
 use super::addr::Vars;
+use super::literals::LiteralSet;
 use super::rule::{
     AppProto, Buffer, Cmp, FlowbitOp, PacketCheck, Proto, Rule, Side, ThresholdKind, Track,
     Unsupported, parse_rule, split_rules,
@@ -281,7 +281,7 @@ fn buckets(r: &Rule, b: Buffer) -> Vec<Bucket> {
 type PatternTable = (Vec<Vec<u8>>, Vec<Vec<u32>>, HashMap<Vec<u8>, usize>);
 
 struct Prefilter {
-    ac: AhoCorasick,
+    literals: LiteralSet,
     /// Pattern index -> rule indexes.
     rules: Vec<Vec<u32>>,
 }
@@ -425,13 +425,14 @@ impl Engine {
         }
         let prefilters: HashMap<(Buffer, Bucket), Prefilter> = patterns
             .into_iter()
-            .filter_map(|(b, (pats, rules, _))| {
-                let ac = AhoCorasickBuilder::new()
-                    .ascii_case_insensitive(true)
-                    .match_kind(MatchKind::Standard)
-                    .build(&pats)
-                    .ok()?;
-                Some((b, Prefilter { ac, rules }))
+            .map(|(b, (pats, rules, _))| {
+                (
+                    b,
+                    Prefilter {
+                        literals: LiteralSet::new(&pats),
+                        rules,
+                    },
+                )
             })
             .collect();
         let n = rules.len();
@@ -534,8 +535,8 @@ impl Engine {
         };
         let scan = |b: (Buffer, Bucket), data: &[u8], out: &mut Vec<u32>, marks: &mut Vec<u32>| {
             if let Some(pf) = self.prefilters.get(&b) {
-                for m in pf.ac.find_overlapping_iter(data) {
-                    for &r in &pf.rules[m.pattern().as_usize()] {
+                pf.literals.for_each_match(data, |pattern| {
+                    for &r in &pf.rules[pattern] {
                         if marks[r as usize] != self.generation
                             && self.app_rule[r as usize] == app_phase
                         {
@@ -543,7 +544,7 @@ impl Engine {
                             out.push(r);
                         }
                     }
-                }
+                });
             }
         };
         let mut marks = std::mem::take(&mut self.marks);

@@ -1,12 +1,13 @@
 //! Suricata-compatible detection: the rule language ([`rule`], with address and port
 //! expressions in [`addr`]), content and PCRE matching ([`search`]) and the engine that runs a
-//! ruleset behind a multi-pattern prefilter ([`engine`]). No I/O: the network pipeline feeds
+//! ruleset behind a multi-pattern prefilter ([`engine`], [`literals`]). No I/O: the network pipeline feeds
 //! it packets, reassembled stream data and application transactions.
 
 pub mod addr;
 pub mod engine;
 pub mod heuristics;
 pub mod ioc;
+pub mod literals;
 pub mod rule;
 pub mod search;
 
