@@ -494,6 +494,14 @@ impl Engine {
             .any(|(r, app)| *app && r.list(Buffer::Payload).is_some())
     }
 
+    /// Some rule reads HTTP response bodies (`file.data`, `http.response_body`), so the parser
+    /// must decompress them.
+    pub fn reads_response_bodies(&self) -> bool {
+        self.rules.iter().any(|r| {
+            r.list(Buffer::FileData).is_some() || r.list(Buffer::HttpResponseBody).is_some()
+        })
+    }
+
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
@@ -894,6 +902,22 @@ mod tests {
             stream_offset: 0,
             no_payload: false,
         }
+    }
+
+    #[test]
+    fn only_body_rules_need_decompressed_bodies() {
+        assert!(
+            !engine(r#"alert tcp any any -> any any (msg:"p"; content:"abc"; sid:1;)"#)
+                .reads_response_bodies()
+        );
+        assert!(
+            !engine(r#"alert http any any -> any any (msg:"u"; http.uri; content:"/x"; sid:1;)"#)
+                .reads_response_bodies()
+        );
+        assert!(
+            engine(r#"alert http any any -> any any (msg:"f"; file.data; content:"MZ"; sid:1;)"#)
+                .reads_response_bodies()
+        );
     }
 
     #[test]

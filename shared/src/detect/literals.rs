@@ -15,43 +15,73 @@
 //! lower case and also merges some other pairs (`@` and `` ` ``, NUL and space): merged pairs
 //! only cost a verification, which compares bytes properly.
 
-/// One literal's window: its folded value, the literal, and where the window starts in it.
+/// One literal's window: its slot in the bit table, its folded value, the literal, and where
+/// the window starts in it. Sorted by slot first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Entry {
+    slot: u16,
     key: u32,
     literal: u32,
     offset: u16,
 }
 
-/// A window table: a bit per (hashed) window value, and the entries sorted by value.
+/// Slots per directory cell.
+const CELL_SHIFT: usize = 4;
+
+/// A window table: a bit per (hashed) window value, and the entries sorted by slot with a
+/// directory from each cell of 16 slots to its entries.
 #[derive(Clone, Debug)]
 struct Table {
-    bits: Box<[u64]>,
+    /// 2^16 bits (fixed, so that indexing needs no bounds check).
+    bits: Box<[u64; 1024]>,
     entries: Vec<Entry>,
+    /// `cells[c]..cells[c + 1]`: the entries of slots `c << CELL_SHIFT` and up.
+    cells: Vec<u32>,
 }
 
 impl Table {
-    fn new(bits: usize) -> Table {
+    fn new() -> Table {
         Table {
-            bits: vec![0u64; bits / 64].into_boxed_slice(),
+            bits: Box::new([0u64; 1024]),
             entries: vec![],
+            cells: vec![],
         }
     }
 
     fn set(&mut self, slot: usize, e: Entry) {
-        self.bits[slot >> 6] |= 1 << (slot & 63);
-        self.entries.push(e);
+        self.bits[(slot >> 6) & 1023] |= 1 << (slot & 63);
+        self.entries.push(Entry {
+            slot: slot as u16,
+            ..e
+        });
+    }
+
+    /// Sort the entries and build the directory; after the last `set`.
+    fn finish(&mut self) {
+        self.entries.sort_unstable();
+        self.entries.dedup();
+        let cells = (1usize << 16) >> CELL_SHIFT;
+        self.cells = Vec::with_capacity(cells + 1);
+        let mut at = 0usize;
+        for c in 0..=cells {
+            while at < self.entries.len() && usize::from(self.entries[at].slot) >> CELL_SHIFT < c {
+                at += 1;
+            }
+            self.cells.push(at as u32);
+        }
     }
 
     fn is_set(&self, slot: usize) -> bool {
-        self.bits[slot >> 6] & (1 << (slot & 63)) != 0
+        self.bits[(slot >> 6) & 1023] & (1 << (slot & 63)) != 0
     }
 
-    /// The entries whose window has this folded value.
-    fn entries_for(&self, key: u32) -> &[Entry] {
-        let start = self.entries.partition_point(|e| e.key < key);
-        let end = start + self.entries[start..].partition_point(|e| e.key == key);
-        &self.entries[start..end]
+    /// The entries of a slot's cell (those of the window itself among them).
+    fn cell(&self, slot: usize) -> &[Entry] {
+        let c = slot >> CELL_SHIFT;
+        match (self.cells.get(c), self.cells.get(c + 1)) {
+            (Some(&a), Some(&b)) => self.entries.get(a as usize..b as usize).unwrap_or(&[]),
+            _ => &[],
+        }
     }
 }
 
@@ -118,9 +148,9 @@ impl LiteralSet {
                 .iter()
                 .map(|l| l.as_ref().to_ascii_lowercase().into_boxed_slice())
                 .collect(),
-            long: Table::new(1 << 16),
-            short: Table::new(1 << 16),
-            one: Table::new(256),
+            long: Table::new(),
+            short: Table::new(),
+            one: Table::new(),
             has_short: false,
             has_one: false,
         };
@@ -133,6 +163,7 @@ impl LiteralSet {
                     set.one.set(
                         key as usize,
                         Entry {
+                            slot: 0,
                             key,
                             literal,
                             offset: 0,
@@ -146,6 +177,7 @@ impl LiteralSet {
                     set.short.set(
                         key as usize,
                         Entry {
+                            slot: 0,
                             key,
                             literal,
                             offset: k as u16,
@@ -159,6 +191,7 @@ impl LiteralSet {
                     set.long.set(
                         slot4(key),
                         Entry {
+                            slot: 0,
                             key,
                             literal,
                             offset: k as u16,
@@ -168,16 +201,18 @@ impl LiteralSet {
             }
         }
         for t in [&mut set.long, &mut set.short, &mut set.one] {
-            t.entries.sort_unstable();
-            t.entries.dedup();
+            t.finish();
         }
         set
     }
 
     /// Heap bytes held.
     pub fn memory_usage(&self) -> usize {
-        let entries = self.long.entries.len() + self.short.entries.len() + self.one.entries.len();
-        (self.long.bits.len() + self.short.bits.len() + self.one.bits.len()) * 8
+        let tables = [&self.long, &self.short, &self.one];
+        let entries: usize = tables.iter().map(|t| t.entries.len()).sum();
+        let cells: usize = tables.iter().map(|t| t.cells.len()).sum();
+        tables.iter().map(|t| t.bits.len()).sum::<usize>() * 8
+            + cells * 4
             + entries * std::mem::size_of::<Entry>()
             + self.literals.iter().map(|l| l.len() + 16).sum::<usize>()
     }
@@ -191,15 +226,14 @@ impl LiteralSet {
         let mut seen = [u32::MAX; 16];
         let mut seen_len = 0usize;
         let mut exhausted = [u32::MAX; 8];
-        let mut verify = |table: &Table, key: u32, at: usize| {
-            let slot = (key as usize ^ (key as usize >> 16)) & 7;
-            if exhausted[slot] == key {
+        let mut verify = |table: &Table, slot: usize, key: u32, at: usize| {
+            let cache = (key as usize ^ (key as usize >> 16)) & 7;
+            if exhausted[cache] == key {
                 return;
             }
-            let entries = table.entries_for(key);
             let mut all_seen = true;
-            for e in entries {
-                if seen[..seen_len].contains(&e.literal) {
+            for e in table.cell(slot) {
+                if e.key != key || seen[..seen_len].contains(&e.literal) {
                     continue;
                 }
                 let hit = at.checked_sub(usize::from(e.offset)).is_some_and(|start| {
@@ -220,7 +254,7 @@ impl LiteralSet {
                 }
             }
             if all_seen {
-                exhausted[slot] = key;
+                exhausted[cache] = key;
             }
         };
         let n = data.len();
@@ -228,19 +262,20 @@ impl LiteralSet {
         if n >= 4 {
             for (i, w) in data.windows(4).enumerate() {
                 let key = u32::from_le_bytes([w[0], w[1], w[2], w[3]]) | FOLD4;
-                if self.long.is_set(slot4(key)) {
-                    verify(&self.long, key, i);
+                let slot = slot4(key);
+                if self.long.is_set(slot) {
+                    verify(&self.long, slot, key, i);
                 }
                 if self.has_short {
                     let key2 = key & 0xffff;
                     if self.short.is_set(key2 as usize) {
-                        verify(&self.short, key2, i);
+                        verify(&self.short, key2 as usize, key2, i);
                     }
                 }
                 if self.has_one {
                     let key1 = key & 0xff;
                     if self.one.is_set(key1 as usize) {
-                        verify(&self.one, key1, i);
+                        verify(&self.one, key1 as usize, key1, i);
                     }
                 }
             }
@@ -250,13 +285,13 @@ impl LiteralSet {
             if self.has_short && i + 2 <= n {
                 let key2 = u32::from(u16::from_le_bytes([data[i], data[i + 1]])) | FOLD2;
                 if self.short.is_set(key2 as usize) {
-                    verify(&self.short, key2, i);
+                    verify(&self.short, key2 as usize, key2, i);
                 }
             }
             if self.has_one {
                 let key1 = u32::from(fold(data[i]));
                 if self.one.is_set(key1 as usize) {
-                    verify(&self.one, key1, i);
+                    verify(&self.one, key1 as usize, key1, i);
                 }
             }
         }

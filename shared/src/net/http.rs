@@ -30,6 +30,9 @@ pub struct HttpConfig {
     pub max_layers: usize,
     /// Transactions kept while waiting for their responses.
     pub max_txs: usize,
+    /// Decompress response bodies. Only rules read them (`file.data`, `http.response_body`):
+    /// without such rules the body is kept as it came (de-chunked).
+    pub decode_bodies: bool,
 }
 
 impl Default for HttpConfig {
@@ -41,6 +44,7 @@ impl Default for HttpConfig {
             decompress_limit: 4 << 20,
             max_layers: 2,
             max_txs: 64,
+            decode_bodies: true,
         }
     }
 }
@@ -105,8 +109,12 @@ pub struct HttpTx {
     pub response_headers_raw: Vec<u8>,
     /// The response body after de-chunking, before decompression.
     pub response_body_raw: Vec<u8>,
-    /// The response body as the client sees it (decompressed).
+    /// The response body as the client sees it (decompressed, unless the parser's
+    /// `decode_bodies` is off).
     pub response_body: Vec<u8>,
+    /// Response body bytes seen after de-chunking, all of them (not only those kept):
+    /// Suricata's `http.length`.
+    pub response_body_len: u64,
     pub response_done: bool,
     // Inspection buffers built once per side.
     req_header_buf: Vec<u8>,
@@ -570,9 +578,13 @@ impl HttpConn {
         if let Some(t) = self.tx_mut(id)
             && !t.response_done
         {
-            t.response_body = decode_body(&t.response_headers, &t.response_body_raw, &cfg);
             // The raw body is not inspected: free it now.
-            t.response_body_raw = Vec::new();
+            let raw = std::mem::take(&mut t.response_body_raw);
+            t.response_body = if cfg.decode_bodies {
+                decode_body(&t.response_headers, &raw, &cfg)
+            } else {
+                raw
+            };
             t.response_done = true;
             ev.push(HttpEvent::Response(id));
         }
@@ -585,6 +597,7 @@ impl HttpConn {
             let body = if to_server {
                 &mut t.request_body
             } else {
+                t.response_body_len += data.len() as u64;
                 &mut t.response_body_raw
             };
             let room = limit.saturating_sub(body.len());
@@ -1421,6 +1434,42 @@ mod tests {
         d.write_all(&zeros).unwrap();
         let bomb = d.finish().unwrap();
         assert_eq!(inflate_lenient(&bomb, 1 << 20).unwrap().len(), 1 << 20);
+    }
+
+    #[test]
+    fn bodies_are_decompressed_only_when_asked_and_their_length_counts_every_byte() {
+        use flate2::Compression;
+        use flate2::write::GzEncoder;
+        let plain = b"hello hello hello hello".to_vec();
+        let mut g = GzEncoder::new(vec![], Compression::default());
+        g.write_all(&plain).unwrap();
+        let gz = g.finish().unwrap();
+        for decode in [true, false] {
+            let mut c = HttpConn::new(HttpConfig {
+                decode_bodies: decode,
+                body_limit: if decode { 1 << 20 } else { 8 },
+                ..Default::default()
+            });
+            c.data(true, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+            let mut resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+                gz.len()
+            )
+            .into_bytes();
+            resp.extend_from_slice(&gz);
+            // The response ends where the connection does.
+            let mut ev = c.data(false, &resp);
+            ev.extend(c.close(false));
+            assert_eq!(ev, vec![HttpEvent::Response(0)]);
+            let t = c.tx(0).unwrap();
+            // Counted whole, and kept up to the body limit.
+            assert_eq!(t.response_body_len, gz.len() as u64);
+            if decode {
+                assert_eq!(t.response_body, plain);
+            } else {
+                assert_eq!(t.response_body, gz[..8]);
+            }
+        }
     }
 
     #[test]

@@ -264,7 +264,7 @@ fn http_summary(tx: &HttpTx) -> HttpSummary {
             .unwrap_or(0),
         user_agent: h("ua"),
         content_type: h("ct"),
-        length: tx.response_body.len() as u64,
+        length: tx.response_body_len,
     }
 }
 
@@ -442,10 +442,13 @@ impl Detector {
     pub fn new(engine: Engine) -> Self {
         let keep_head = engine.needs_stream_head();
         Detector {
+            http_cfg: HttpConfig {
+                decode_bodies: engine.reads_response_bodies(),
+                ..HttpConfig::default()
+            },
             engine,
             flows: HashMap::with_hasher(ahash::RandomState::new()),
             stream_cfg: StreamConfig::default(),
-            http_cfg: HttpConfig::default(),
             iocs: None,
             heuristics: None,
             keep_head,
@@ -464,6 +467,8 @@ impl Detector {
     /// Replace the ruleset (flow state is kept).
     pub fn set_engine(&mut self, engine: Engine) {
         self.keep_head = engine.needs_stream_head();
+        // Flows that start from now on parse for the new rules.
+        self.http_cfg.decode_bodies = engine.reads_response_bodies();
         self.engine = engine;
     }
 
