@@ -494,11 +494,17 @@ impl Engine {
             .any(|(r, app)| *app && r.list(Buffer::Payload).is_some())
     }
 
-    /// Some rule reads HTTP response bodies (`file.data`, `http.response_body`), so the parser
-    /// must decompress them.
-    pub fn reads_response_bodies(&self) -> bool {
+    /// Some rule reads HTTP bodies (`file.data`, `http.request_body`, `http.response_body`),
+    /// so the parser must keep them (and decompress responses).
+    pub fn reads_bodies(&self) -> bool {
         self.rules.iter().any(|r| {
-            r.list(Buffer::FileData).is_some() || r.list(Buffer::HttpResponseBody).is_some()
+            [
+                Buffer::FileData,
+                Buffer::HttpRequestBody,
+                Buffer::HttpResponseBody,
+            ]
+            .iter()
+            .any(|b| r.list(*b).is_some())
         })
     }
 
@@ -905,18 +911,18 @@ mod tests {
     }
 
     #[test]
-    fn only_body_rules_need_decompressed_bodies() {
+    fn only_body_rules_need_the_bodies_kept() {
         assert!(
             !engine(r#"alert tcp any any -> any any (msg:"p"; content:"abc"; sid:1;)"#)
-                .reads_response_bodies()
+                .reads_bodies()
         );
         assert!(
             !engine(r#"alert http any any -> any any (msg:"u"; http.uri; content:"/x"; sid:1;)"#)
-                .reads_response_bodies()
+                .reads_bodies()
         );
         assert!(
             engine(r#"alert http any any -> any any (msg:"f"; file.data; content:"MZ"; sid:1;)"#)
-                .reads_response_bodies()
+                .reads_bodies()
         );
     }
 

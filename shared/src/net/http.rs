@@ -30,9 +30,10 @@ pub struct HttpConfig {
     pub max_layers: usize,
     /// Transactions kept while waiting for their responses.
     pub max_txs: usize,
-    /// Decompress response bodies. Only rules read them (`file.data`, `http.response_body`):
-    /// without such rules the body is kept as it came (de-chunked).
-    pub decode_bodies: bool,
+    /// Keep bodies (and decompress response bodies). Only rules read them (`file.data`,
+    /// `http.request_body`, `http.response_body`): without such rules bodies are only
+    /// counted.
+    pub keep_bodies: bool,
 }
 
 impl Default for HttpConfig {
@@ -44,7 +45,7 @@ impl Default for HttpConfig {
             decompress_limit: 4 << 20,
             max_layers: 2,
             max_txs: 64,
-            decode_bodies: true,
+            keep_bodies: true,
         }
     }
 }
@@ -109,8 +110,8 @@ pub struct HttpTx {
     pub response_headers_raw: Vec<u8>,
     /// The response body after de-chunking, before decompression.
     pub response_body_raw: Vec<u8>,
-    /// The response body as the client sees it (decompressed, unless the parser's
-    /// `decode_bodies` is off).
+    /// The response body as the client sees it (decompressed; empty when the parser's
+    /// `keep_bodies` is off).
     pub response_body: Vec<u8>,
     /// Response body bytes seen after de-chunking, all of them (not only those kept):
     /// Suricata's `http.length`.
@@ -580,24 +581,27 @@ impl HttpConn {
         {
             // The raw body is not inspected: free it now.
             let raw = std::mem::take(&mut t.response_body_raw);
-            t.response_body = if cfg.decode_bodies {
-                decode_body(&t.response_headers, &raw, &cfg)
-            } else {
-                raw
-            };
+            if cfg.keep_bodies {
+                t.response_body = decode_body(&t.response_headers, &raw, &cfg);
+            }
             t.response_done = true;
             ev.push(HttpEvent::Response(id));
         }
     }
 
     fn body_bytes(&mut self, to_server: bool, id: u64, data: &[u8]) {
-        let limit = self.cfg.body_limit;
+        let (keep, limit) = (self.cfg.keep_bodies, self.cfg.body_limit);
         let mut truncated = false;
         if let Some(t) = self.tx_mut(id) {
+            if !to_server {
+                t.response_body_len += data.len() as u64;
+            }
+            if !keep {
+                return;
+            }
             let body = if to_server {
                 &mut t.request_body
             } else {
-                t.response_body_len += data.len() as u64;
                 &mut t.response_body_raw
             };
             let room = limit.saturating_sub(body.len());
@@ -1437,20 +1441,23 @@ mod tests {
     }
 
     #[test]
-    fn bodies_are_decompressed_only_when_asked_and_their_length_counts_every_byte() {
+    fn bodies_are_kept_only_when_asked_and_their_length_counts_every_byte() {
         use flate2::Compression;
         use flate2::write::GzEncoder;
         let plain = b"hello hello hello hello".to_vec();
         let mut g = GzEncoder::new(vec![], Compression::default());
         g.write_all(&plain).unwrap();
         let gz = g.finish().unwrap();
-        for decode in [true, false] {
+        for (keep, limit) in [(true, 1 << 20), (true, 8), (false, 1 << 20)] {
             let mut c = HttpConn::new(HttpConfig {
-                decode_bodies: decode,
-                body_limit: if decode { 1 << 20 } else { 8 },
+                keep_bodies: keep,
+                body_limit: limit,
                 ..Default::default()
             });
-            c.data(true, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+            c.data(
+                true,
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nbody",
+            );
             let mut resp = format!(
                 "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
                 gz.len()
@@ -1462,12 +1469,22 @@ mod tests {
             ev.extend(c.close(false));
             assert_eq!(ev, vec![HttpEvent::Response(0)]);
             let t = c.tx(0).unwrap();
-            // Counted whole, and kept up to the body limit.
+            // Counted whole, whatever is kept.
             assert_eq!(t.response_body_len, gz.len() as u64);
-            if decode {
-                assert_eq!(t.response_body, plain);
-            } else {
-                assert_eq!(t.response_body, gz[..8]);
+            match (keep, limit) {
+                (true, 8) => {
+                    // Too little of the gzip stream to decode: kept as it came.
+                    assert_eq!(t.response_body, gz[..8]);
+                    assert_eq!(c.stats.truncated_bodies, 1);
+                }
+                (true, _) => {
+                    assert_eq!(t.response_body, plain);
+                    assert_eq!(t.request_body, b"body");
+                }
+                (false, _) => {
+                    assert!(t.response_body.is_empty() && t.request_body.is_empty());
+                    assert_eq!(c.stats.truncated_bodies, 0);
+                }
             }
         }
     }

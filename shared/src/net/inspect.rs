@@ -443,7 +443,7 @@ impl Detector {
         let keep_head = engine.needs_stream_head();
         Detector {
             http_cfg: HttpConfig {
-                decode_bodies: engine.reads_response_bodies(),
+                keep_bodies: engine.reads_bodies(),
                 ..HttpConfig::default()
             },
             engine,
@@ -468,7 +468,7 @@ impl Detector {
     pub fn set_engine(&mut self, engine: Engine) {
         self.keep_head = engine.needs_stream_head();
         // Flows that start from now on parse for the new rules.
-        self.http_cfg.decode_bodies = engine.reads_response_bodies();
+        self.http_cfg.keep_bodies = engine.reads_bodies();
         self.engine = engine;
     }
 
@@ -1119,7 +1119,15 @@ mod tests {
 
     #[test]
     fn flows_past_the_memory_cap_give_their_buffers_back() {
-        let mut d = Detector::new(Engine::new(vec![]));
+        // A rule that reads bodies, so that the parser keeps them.
+        let mut rs = crate::detect::RuleSet::default();
+        rs.add(
+            "t",
+            r#"alert http any any -> any any (msg:"body"; file.data; content:"never-there"; sid:1;)"#,
+            &crate::detect::addr::Vars::default(),
+        );
+        assert!(rs.rejected.is_empty(), "{:?}", rs.rejected);
+        let mut d = Detector::new(Engine::new(rs.rules));
         d.set_memcap(600 << 10);
         let mut t = FlowTable::new(FlowConfig::default());
         let body = vec![b'x'; 60_000];
@@ -1155,6 +1163,14 @@ mod tests {
                 ));
             }
         }
+        // Without a rule that reads them, bodies are only counted: the same traffic stays far
+        // under the cap.
+        let mut lean = Detector::new(Engine::new(vec![]));
+        lean.set_memcap(600 << 10);
+        let mut lean_table = FlowTable::new(FlowConfig::default());
+        run(&mut lean, &mut lean_table, &frames);
+        assert_eq!(lean.stats.memcap_shed, 0, "{:?}", lean.stats);
+        assert!(lean.stats.held_bytes < 100 << 10, "{:?}", lean.stats);
         run(&mut d, &mut t, &frames);
         assert!(d.stats.memcap_shed > 0, "{:?}", d.stats);
         assert!(
