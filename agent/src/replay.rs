@@ -60,9 +60,15 @@ fn write_records(
     format: Format,
     records: &[NetRecord],
 ) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
     for r in records {
         let lines = match format {
-            Format::Eve => r.eve(),
+            Format::Eve => {
+                buf.clear();
+                r.write_eve(&mut buf);
+                out.write_all(&buf)?;
+                continue;
+            }
             Format::Jsonl => vec![
                 Event {
                     timestamp_ns: r.timestamp_ns(),

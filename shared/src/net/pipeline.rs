@@ -288,6 +288,24 @@ impl NetRecord {
         }
     }
 
+    /// Suricata EVE-JSON lines for this record, each with its newline. Flow records, which
+    /// there are most of, are written directly; the rest through `eve`.
+    pub fn write_eve(&self, out: &mut Vec<u8>) {
+        match self {
+            NetRecord::Flow(f) => {
+                eve::write_flow_event(f, out);
+                out.push(b'\n');
+            }
+            other => {
+                for v in other.eve() {
+                    // Serializing a Value into a Vec cannot fail.
+                    let _ = serde_json::to_writer(&mut *out, &v);
+                    out.push(b'\n');
+                }
+            }
+        }
+    }
+
     /// Suricata EVE-JSON events for this record.
     pub fn eve(&self) -> Vec<Value> {
         match self {
