@@ -39,20 +39,6 @@ impl Veth {
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = format!("{}{n}", std::process::id() % 100_000);
         let (ns, a, b) = (format!("lindi{id}"), format!("lv{id}a"), format!("lv{id}b"));
-        let ip = |args: &[&str]| -> Result<(), String> {
-            let out = Command::new("ip")
-                .args(args)
-                .output()
-                .map_err(|e| e.to_string())?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "ip {args:?}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                ))
-            }
-        };
         ip(&["netns", "add", &ns])?;
         let v = Veth {
             ns: ns.clone(),
@@ -66,6 +52,50 @@ impl Veth {
         ip(&["link", "set", &a, "up"])?;
         ip(&["netns", "exec", &ns, "ip", "link", "set", &b, "up"])?;
         Ok(v)
+    }
+}
+
+/// Run `ip ARGS`; its error output on failure.
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// A network namespace with only its loopback, up; removed on drop.
+pub struct LoopbackNamespace {
+    pub name: String,
+}
+
+impl LoopbackNamespace {
+    pub fn new() -> Result<Self, String> {
+        let name = format!("lindilo{}", std::process::id() % 100_000);
+        ip(&["netns", "add", &name])?;
+        let ns = LoopbackNamespace { name };
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Run one `nft` command inside the namespace.
+    pub fn nft(&self, command: &str) {
+        if let Err(e) = ip(&["netns", "exec", &self.name, "nft", command]) {
+            panic!("nft {command}: {e}");
+        }
+    }
+}
+
+impl Drop for LoopbackNamespace {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.name]);
     }
 }
 

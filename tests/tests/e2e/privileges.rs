@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use lindi_shared::proto::{ProcessAction, ProcessEvent, event};
-use lindi_tests::netns::{Veth, sample_frames, write_pcap};
+use lindi_tests::netns::{LoopbackNamespace, Veth, sample_frames, write_pcap};
 use lindi_tests::{Agent, Collector, FAST_AGENT, wait_until};
 
 const NOBODY: u32 = 65534;
@@ -252,51 +252,6 @@ fn unprivileged_agent_with_three_capabilities_captures_and_hashes() {
     chown_tree(&sandbox, 0);
 }
 
-/// A network namespace with only loopback, removed on drop.
-struct LoopbackNamespace(String);
-
-impl LoopbackNamespace {
-    fn new() -> Result<Self, String> {
-        let ns = format!("lindiip{}", std::process::id() % 100_000);
-        let run = |args: &[&str]| -> Result<(), String> {
-            let out = Command::new(args[0])
-                .args(&args[1..])
-                .output()
-                .map_err(|e| format!("{}: {e}", args[0]))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{args:?}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                ))
-            }
-        };
-        run(&["ip", "netns", "add", &ns])?;
-        let guard = LoopbackNamespace(ns.clone());
-        run(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
-        Ok(guard)
-    }
-
-    fn nft(&self, script: &str) {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.0, "nft", script])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "nft {script}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for LoopbackNamespace {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
 #[test]
 fn enrollment_allows_the_collector_and_a_host_that_refuses_it_is_named() {
     if unsafe { libc::geteuid() } != 0 {
@@ -358,7 +313,7 @@ fn enrollment_allows_the_collector_and_a_host_that_refuses_it_is_named() {
         "add rule inet lindi out ip daddr 127.0.0.1 udp dport {port} drop"
     ));
     let mut a = a;
-    a.start_with(&["ip", "netns", "exec", &ns.0]);
+    a.start_with(&["ip", "netns", "exec", &ns.name]);
     let named = wait_until(Duration::from_secs(20), || {
         a.log_text()
             .contains("this host refuses to send to 127.0.0.1 (EPERM): the service's IP allow list")
