@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use lindi_shared::detect::Engine;
 use lindi_shared::net::flow::FlowConfig;
+use lindi_shared::net::pcapfile::{Frame, Layout, Reader};
 use lindi_shared::net::pipeline::{NetRecord, Pipeline};
 use lindi_shared::proto::Event;
 use thiserror::Error;
@@ -59,14 +60,14 @@ fn write_records(
     out: &mut dyn Write,
     format: Format,
     records: &[NetRecord],
+    buf: &mut Vec<u8>,
 ) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
     for r in records {
         let lines = match format {
             Format::Eve => {
                 buf.clear();
-                r.write_eve(&mut buf);
-                out.write_all(&buf)?;
+                r.write_eve(buf);
+                out.write_all(buf)?;
                 continue;
             }
             Format::Jsonl => vec![
@@ -85,6 +86,61 @@ fn write_records(
         }
     }
     Ok(())
+}
+
+/// Where frames come from: classic pcap files through our own block reader (one `read` a
+/// megabyte, frames lent from its buffer), anything else (pcapng, libpcap's variants) through
+/// libpcap.
+enum Source {
+    Classic(Box<Reader<std::fs::File>>),
+    Libpcap(pcap::Capture<pcap::Offline>),
+}
+
+impl Source {
+    fn open(path: &Path) -> Result<Source, String> {
+        use std::io::Read;
+        let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+        let mut magic = [0u8; 4];
+        let classic = file.read_exact(&mut magic).is_ok() && Layout::is_classic(&magic);
+        if classic {
+            use std::io::Seek;
+            file.rewind().map_err(|e| e.to_string())?;
+            return Ok(Source::Classic(Box::new(Reader::new(file)?)));
+        }
+        pcap::Capture::from_file_with_precision(path, pcap::Precision::Nano)
+            .map(Source::Libpcap)
+            .map_err(|e| e.to_string())
+    }
+
+    fn linktype(&self) -> i32 {
+        match self {
+            Source::Classic(r) => r.linktype,
+            Source::Libpcap(c) => c.get_datalink().0,
+        }
+    }
+
+    fn next_frame(&mut self) -> Option<Result<Frame<'_>, String>> {
+        match self {
+            Source::Classic(r) => r.next_frame(),
+            Source::Libpcap(c) => match c.next_packet() {
+                Ok(p) => {
+                    // With nanosecond precision, tv_usec holds nanoseconds.
+                    let ts = p.header.ts;
+                    let ts_ns = ts
+                        .tv_sec
+                        .saturating_mul(1_000_000_000)
+                        .saturating_add(ts.tv_usec);
+                    Some(Ok(Frame {
+                        ts_ns,
+                        orig_len: p.header.len,
+                        data: p.data,
+                    }))
+                }
+                Err(pcap::Error::NoMorePackets) => None,
+                Err(e) => Some(Err(e.to_string())),
+            },
+        }
+    }
 }
 
 /// What runs on the traffic besides flows and application metadata.
@@ -133,9 +189,8 @@ pub fn replay_with(
         path: path.display().to_string(),
         detail,
     };
-    let mut cap = pcap::Capture::from_file_with_precision(path, pcap::Precision::Nano)
-        .map_err(|e| open_err(e.to_string()))?;
-    let linktype = cap.get_datalink().0;
+    let mut source = Source::open(path).map_err(open_err)?;
+    let linktype = source.linktype();
     let mut pipeline = Pipeline::new(flow_config);
     if let Some(e) = engine {
         pipeline = pipeline.with_rules(e);
@@ -148,33 +203,28 @@ pub fn replay_with(
     }
     let mut summary = ReplaySummary::default();
     let started = Instant::now();
+    let mut buf = Vec::with_capacity(4096);
     loop {
-        let packet = match cap.next_packet() {
-            Ok(p) => p,
-            Err(pcap::Error::NoMorePackets) => break,
-            Err(e) => {
-                summary.read_error = Some(e.to_string());
+        let frame = match source.next_frame() {
+            None => break,
+            Some(Ok(f)) => f,
+            Some(Err(e)) => {
+                summary.read_error = Some(e);
                 break;
             }
         };
         summary.packets += 1;
-        summary.bytes += packet.header.len as u64;
-        let ts = packet.header.ts;
-        // With nanosecond precision, tv_usec holds nanoseconds.
-        let ts_ns = ts
-            .tv_sec
-            .saturating_mul(1_000_000_000)
-            .saturating_add(ts.tv_usec);
-        let found = pipeline.packet(linktype, ts_ns, packet.data);
+        summary.bytes += frame.orig_len as u64;
+        let found = pipeline.packet(linktype, frame.ts_ns, frame.data);
         summary.flows += found
             .iter()
             .filter(|r| matches!(r, NetRecord::Flow(_)))
             .count() as u64;
-        write_records(out, format, &found)?;
+        write_records(out, format, &found, &mut buf)?;
     }
     let rest = pipeline.drain();
     summary.flows += rest.len() as u64;
-    write_records(out, format, &rest)?;
+    write_records(out, format, &rest, &mut buf)?;
     summary.flows_evicted = pipeline.flows_evicted();
     summary.decode_errors = pipeline.stats.decode_errors;
     summary.dns_messages = pipeline.stats.dns_messages;

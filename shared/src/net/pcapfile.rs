@@ -17,8 +17,7 @@ pub struct Frame<'a> {
 #[derive(Debug)]
 pub struct PcapFile<'a> {
     pub linktype: i32,
-    big_endian: bool,
-    nanos: bool,
+    layout: Layout,
     rest: &'a [u8],
     offset: usize,
 }
@@ -26,13 +25,38 @@ pub struct PcapFile<'a> {
 /// The largest captured frame accepted.
 pub const MAX_FRAME: u32 = 262_144;
 
-impl<'a> PcapFile<'a> {
-    pub fn parse(bytes: &'a [u8]) -> Result<PcapFile<'a>, String> {
-        if bytes.len() < 24 {
+/// How a file's records are laid out, from its 24-byte header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub linktype: i32,
+    big_endian: bool,
+    nanos: bool,
+    /// Frames longer than the file's snapshot length are cut to it, as libpcap does.
+    snaplen: u32,
+}
+
+/// The length of a classic pcap file header, and of each record header.
+pub const FILE_HEADER: usize = 24;
+const RECORD_HEADER: usize = 16;
+
+impl Layout {
+    /// Whether `magic` (a file's first four bytes) is a classic pcap file this module reads.
+    pub fn is_classic(magic: &[u8]) -> bool {
+        matches!(
+            magic,
+            [0xd4, 0xc3, 0xb2, 0xa1]
+                | [0xa1, 0xb2, 0xc3, 0xd4]
+                | [0x4d, 0x3c, 0xb2, 0xa1]
+                | [0xa1, 0xb2, 0x3c, 0x4d]
+        )
+    }
+
+    /// Read a file header (at least 24 bytes).
+    pub fn parse(bytes: &[u8]) -> Result<Layout, String> {
+        if bytes.len() < FILE_HEADER {
             return Err("too short for a pcap file header".into());
         }
-        let magic = [bytes[0], bytes[1], bytes[2], bytes[3]];
-        let (big_endian, nanos) = match magic {
+        let (big_endian, nanos) = match [bytes[0], bytes[1], bytes[2], bytes[3]] {
             [0xd4, 0xc3, 0xb2, 0xa1] => (false, false),
             [0xa1, 0xb2, 0xc3, 0xd4] => (true, false),
             [0x4d, 0x3c, 0xb2, 0xa1] => (false, true),
@@ -45,26 +69,22 @@ impl<'a> PcapFile<'a> {
             }
             _ => return Err("not a pcap file (unknown magic number)".into()),
         };
-        let u32_at = |b: &[u8], at: usize| {
-            let x = [b[at], b[at + 1], b[at + 2], b[at + 3]];
-            if big_endian {
-                u32::from_be_bytes(x)
-            } else {
-                u32::from_le_bytes(x)
-            }
-        };
-        let linktype = (u32_at(bytes, 20) & 0x0fff_ffff) as i32;
-        Ok(PcapFile {
-            linktype,
+        let mut layout = Layout {
+            linktype: 0,
             big_endian,
             nanos,
-            rest: &bytes[24..],
-            offset: 24,
-        })
+            snaplen: MAX_FRAME,
+        };
+        // The low 26 bits, as libpcap reads them (the FCS length sits above).
+        layout.linktype = (layout.u32(&bytes[20..24]) & 0x03ff_ffff) as i32;
+        let snaplen = layout.u32(&bytes[16..20]);
+        if (1..MAX_FRAME).contains(&snaplen) {
+            layout.snaplen = snaplen;
+        }
+        Ok(layout)
     }
 
-    fn u32(&self, at: usize) -> u32 {
-        let b = &self.rest[at..at + 4];
+    fn u32(&self, b: &[u8]) -> u32 {
         let x = [b[0], b[1], b[2], b[3]];
         if self.big_endian {
             u32::from_be_bytes(x)
@@ -73,41 +93,187 @@ impl<'a> PcapFile<'a> {
         }
     }
 
-    /// The next frame, `None` at the end, or why the file cannot be read further.
-    pub fn next_frame(&mut self) -> Option<Result<Frame<'a>, String>> {
-        if self.rest.is_empty() {
-            return None;
-        }
-        if self.rest.len() < 16 {
-            return Some(Err(format!(
-                "truncated record header at byte {}",
-                self.offset
-            )));
-        }
-        let (sec, frac, incl, orig) = (self.u32(0), self.u32(4), self.u32(8), self.u32(12));
+    /// A record header (16 bytes): timestamp, captured length and length on the wire, or why
+    /// the record cannot be read (`offset` is where it starts in the file). Seconds are
+    /// unsigned (the format's definition: files reach past 2038); a fraction out of range is
+    /// added as it stands.
+    fn record(&self, h: &[u8], offset: u64) -> Result<(i64, u32, u32), String> {
+        let (sec, frac, incl, orig) = (
+            self.u32(&h[0..4]),
+            self.u32(&h[4..8]),
+            self.u32(&h[8..12]),
+            self.u32(&h[12..16]),
+        );
         if incl > MAX_FRAME {
-            return Some(Err(format!(
-                "record at byte {} claims {incl} captured bytes (at most {MAX_FRAME})",
-                self.offset
-            )));
+            return Err(format!(
+                "record at byte {offset} claims {incl} captured bytes (at most {MAX_FRAME})"
+            ));
         }
-        let end = 16 + incl as usize;
-        if self.rest.len() < end {
-            return Some(Err(format!("truncated record at byte {}", self.offset)));
-        }
-        let data = &self.rest[16..end];
         let frac_ns = if self.nanos {
             frac as i64
         } else {
             frac as i64 * 1000
         };
+        Ok(((sec as i64) * 1_000_000_000 + frac_ns, incl, orig))
+    }
+}
+
+impl<'a> PcapFile<'a> {
+    pub fn parse(bytes: &'a [u8]) -> Result<PcapFile<'a>, String> {
+        let layout = Layout::parse(bytes)?;
+        Ok(PcapFile {
+            linktype: layout.linktype,
+            layout,
+            rest: &bytes[FILE_HEADER..],
+            offset: FILE_HEADER,
+        })
+    }
+
+    /// The next frame, `None` at the end, or why the file cannot be read further.
+    pub fn next_frame(&mut self) -> Option<Result<Frame<'a>, String>> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        if self.rest.len() < RECORD_HEADER {
+            return Some(Err(format!(
+                "truncated record header at byte {}",
+                self.offset
+            )));
+        }
+        let (ts_ns, incl, orig) = match self.layout.record(self.rest, self.offset as u64) {
+            Ok(r) => r,
+            Err(e) => return Some(Err(e)),
+        };
+        let end = RECORD_HEADER + incl as usize;
+        if self.rest.len() < end {
+            return Some(Err(format!("truncated record at byte {}", self.offset)));
+        }
+        let data =
+            &self.rest[RECORD_HEADER..RECORD_HEADER + incl.min(self.layout.snaplen) as usize];
         self.rest = &self.rest[end..];
         self.offset += end;
         Some(Ok(Frame {
-            ts_ns: (sec as i64) * 1_000_000_000 + frac_ns,
+            ts_ns,
             orig_len: orig,
             data,
         }))
+    }
+}
+
+/// Bytes read from the source at a time (and the least the buffer holds).
+const READ_BLOCK: usize = 1 << 20;
+
+/// A classic pcap file read from a stream in large blocks, each frame lent from the block
+/// buffer (no copy per packet, one `read` per megabyte). Memory is bounded: the buffer holds
+/// one block plus at most one frame of `MAX_FRAME` bytes.
+pub struct Reader<R> {
+    src: R,
+    pub linktype: i32,
+    layout: Layout,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+    /// File offset of `buf[start]`.
+    offset: u64,
+}
+
+impl<R: std::io::Read> Reader<R> {
+    /// Read the file header from `src`.
+    pub fn new(mut src: R) -> Result<Reader<R>, String> {
+        let mut buf = vec![0; READ_BLOCK + RECORD_HEADER + MAX_FRAME as usize];
+        let mut end = 0;
+        let mut eof = false;
+        while end < FILE_HEADER && !eof {
+            let n = read_some(&mut src, &mut buf[end..READ_BLOCK])?;
+            eof = n == 0;
+            end += n;
+        }
+        let layout = Layout::parse(&buf[..end])?;
+        Ok(Reader {
+            src,
+            linktype: layout.linktype,
+            layout,
+            buf,
+            start: FILE_HEADER,
+            end,
+            eof,
+            offset: FILE_HEADER as u64,
+        })
+    }
+
+    /// Have at least `need` bytes from `start` in the buffer, unless the file ends first.
+    fn fill(&mut self, need: usize) -> Result<(), String> {
+        if self.end - self.start >= need || self.eof {
+            return Ok(());
+        }
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        while self.end < need && !self.eof {
+            let room = (self.end + READ_BLOCK).min(self.buf.len());
+            let n = read_some(&mut self.src, &mut self.buf[self.end..room])?;
+            self.eof = n == 0;
+            self.end += n;
+        }
+        Ok(())
+    }
+
+    /// The next frame, `None` at the end, or why the file cannot be read further.
+    pub fn next_frame(&mut self) -> Option<Result<Frame<'_>, String>> {
+        if let Err(e) = self.fill(RECORD_HEADER) {
+            return Some(Err(e));
+        }
+        let have = self.end - self.start;
+        if have == 0 {
+            return None;
+        }
+        if have < RECORD_HEADER {
+            self.start = self.end;
+            return Some(Err(format!(
+                "truncated record header at byte {}",
+                self.offset
+            )));
+        }
+        let (ts_ns, incl, orig) = match self.layout.record(
+            &self.buf[self.start..self.start + RECORD_HEADER],
+            self.offset,
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                self.start = self.end;
+                self.eof = true;
+                return Some(Err(e));
+            }
+        };
+        let len = RECORD_HEADER + incl as usize;
+        if let Err(e) = self.fill(len) {
+            return Some(Err(e));
+        }
+        if self.end - self.start < len {
+            let at = self.offset;
+            self.start = self.end;
+            return Some(Err(format!("truncated record at byte {at}")));
+        }
+        let data_at = self.start + RECORD_HEADER;
+        self.start += len;
+        self.offset += len as u64;
+        Some(Ok(Frame {
+            ts_ns,
+            orig_len: orig,
+            data: &self.buf[data_at..data_at + incl.min(self.layout.snaplen) as usize],
+        }))
+    }
+}
+
+/// One `read`, retried when interrupted; an I/O error as text.
+fn read_some<R: std::io::Read>(src: &mut R, into: &mut [u8]) -> Result<usize, String> {
+    loop {
+        match src.read(into) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("cannot read: {e}")),
+        }
     }
 }
 
@@ -160,6 +326,128 @@ mod tests {
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
         let mut f = PcapFile::parse(&huge).unwrap();
         assert!(f.next_frame().unwrap().is_err());
+    }
+
+    /// Hands out at most `step` bytes per `read`, as a pipe may.
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        step: usize,
+    }
+
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, into: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.step.min(into.len()).min(self.bytes.len());
+            into[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            Ok(n)
+        }
+    }
+
+    /// The frames read (timestamp, length on the wire, bytes) and the error that ended the
+    /// read, if one did.
+    type ReadAll = (Vec<(i64, u32, Vec<u8>)>, Option<String>);
+
+    fn collect<'a>(mut next: impl FnMut() -> Option<Result<Frame<'a>, String>>) -> ReadAll {
+        let mut frames = vec![];
+        while let Some(f) = next() {
+            match f {
+                Ok(f) => frames.push((f.ts_ns, f.orig_len, f.data.to_vec())),
+                Err(e) => return (frames, Some(e)),
+            }
+        }
+        (frames, None)
+    }
+
+    fn stream_all(bytes: &[u8], step: usize) -> ReadAll {
+        match Reader::new(Trickle { bytes, step }) {
+            // Each frame is copied out before the next read, so the borrow ends in time.
+            Ok(mut r) => {
+                let mut frames = vec![];
+                loop {
+                    match r.next_frame() {
+                        None => return (frames, None),
+                        Some(Ok(f)) => frames.push((f.ts_ns, f.orig_len, f.data.to_vec())),
+                        Some(Err(e)) => return (frames, Some(e)),
+                    }
+                }
+            }
+            Err(e) => (vec![], Some(e)),
+        }
+    }
+
+    fn slice_all(bytes: &[u8]) -> ReadAll {
+        match PcapFile::parse(bytes) {
+            Ok(mut r) => collect(|| r.next_frame()),
+            Err(e) => (vec![], Some(e)),
+        }
+    }
+
+    #[test]
+    fn the_stream_reader_reads_what_the_slice_reader_reads() {
+        // Frames of every size up to the largest, so records straddle the block boundary,
+        // read in one go, in odd pieces and byte by byte.
+        let big = vec![0x5a; MAX_FRAME as usize];
+        let mut frames: Vec<(i64, &[u8])> = vec![];
+        for i in 0..300i64 {
+            let len = ((i * 7919) % 9000) as usize;
+            frames.push((i * 1_000_000_123, &big[..len]));
+        }
+        frames.push((5, &big[..]));
+        frames.push((6, b"end"));
+        let bytes = write(113, &frames);
+        let whole = slice_all(&bytes);
+        assert_eq!(whole.0.len(), frames.len());
+        assert!(whole.1.is_none());
+        for step in [usize::MAX, 1 << 20, 4093, 17] {
+            assert_eq!(stream_all(&bytes, step), whole, "step {step}");
+        }
+        assert_eq!(Reader::new(&bytes[..]).unwrap().linktype, 113);
+        // Damage anywhere: the same frames, then an error (or the same clean end).
+        for cut in [
+            0,
+            3,
+            23,
+            24,
+            30,
+            24 + 16 + 3,
+            bytes.len() / 2,
+            bytes.len() - 1,
+        ] {
+            let (a, ea) = stream_all(&bytes[..cut], 4093);
+            let (b, eb) = slice_all(&bytes[..cut]);
+            assert_eq!(a, b, "cut at {cut}");
+            assert_eq!(ea.is_some(), eb.is_some(), "cut at {cut}: {ea:?} {eb:?}");
+        }
+        let mut huge = write(1, &[]);
+        huge.extend_from_slice(&[0; 8]);
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        let (f, e) = stream_all(&huge, 5);
+        assert!(f.is_empty() && e.unwrap().contains("claims"));
+        // Big-endian, nanosecond files as well.
+        let mut be = vec![0xa1, 0xb2, 0x3c, 0x4d, 0, 2, 0, 4];
+        be.extend_from_slice(&[0; 8]);
+        be.extend_from_slice(&65535u32.to_be_bytes());
+        be.extend_from_slice(&1u32.to_be_bytes());
+        be.extend_from_slice(&7u32.to_be_bytes());
+        be.extend_from_slice(&9u32.to_be_bytes());
+        be.extend_from_slice(&2u32.to_be_bytes());
+        be.extend_from_slice(&60u32.to_be_bytes());
+        be.extend_from_slice(b"hi");
+        assert_eq!(
+            stream_all(&be, 3),
+            (vec![(7_000_000_009, 60, b"hi".to_vec())], None)
+        );
+        // A frame longer than the snapshot length is cut to it (as libpcap does), and the
+        // next record is still found.
+        let mut cut = write(1, &[(1_000_000_000, b"abcdef"), (2_000_000_000, b"gh")]);
+        cut[16..20].copy_from_slice(&4u32.to_le_bytes());
+        let want = vec![
+            (1_000_000_000, 6, b"abcd".to_vec()),
+            (2_000_000_000, 2, b"gh".to_vec()),
+        ];
+        assert_eq!(stream_all(&cut, 7), (want.clone(), None));
+        assert_eq!(slice_all(&cut), (want, None));
     }
 
     #[test]
