@@ -3,6 +3,7 @@
 //! as Suricata's EVE `dns` events (version 2 shape) and as Lindi `dns` events.
 
 use hickory_proto::op::{Message, MessageType};
+#[cfg(test)]
 use serde_json::{Value, json};
 
 /// Most answers kept from one response.
@@ -75,8 +76,9 @@ pub fn parse(payload: &[u8]) -> Option<DnsInfo> {
     })
 }
 
-/// Suricata EVE `dns` events for a message: one per question for a query, one for a response.
-/// `base` holds the common fields (timestamp, flow endpoints, proto, community_id).
+/// Suricata EVE `dns` events for a message as the `Value`-building code wrote them, kept to
+/// check `eve::write_dns_events` against. `base` holds the common fields.
+#[cfg(test)]
 pub fn eve_events(info: &DnsInfo, base: &Value) -> Vec<Value> {
     let with = |dns: Value| {
         let mut v = base.clone();

@@ -2,7 +2,9 @@
 //! the same `event_type`s and field names (`src_ip`, `src_port`, `dest_ip`, `dest_port`,
 //! `proto`, `community_id`, `flow.pkts_toserver`...), and Suricata's timestamp format.
 
-use serde_json::{Value, json};
+use serde_json::Value;
+#[cfg(test)]
+use serde_json::json;
 
 use super::flow::FlowRecord;
 
@@ -21,12 +23,74 @@ pub fn proto_name(proto: u8) -> String {
 
 /// `2009-11-24T21:27:09.534255+0000`, from nanoseconds since the Unix epoch (UTC).
 pub fn timestamp(ns: i64) -> String {
+    let mut out = Vec::with_capacity(31);
+    write_timestamp(&mut out, ns);
+    // Only ASCII digits and punctuation were written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// `timestamp`, written into `out` digit by digit (no formatting machinery: there is one or
+/// more per event).
+fn write_timestamp(out: &mut Vec<u8>, ns: i64) {
     let c = crate::duration::Civil::from_unix(ns.div_euclid(1_000_000_000));
     let micros = ns.rem_euclid(1_000_000_000) / 1000;
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{micros:06}+0000",
-        c.year, c.month, c.day, c.hour, c.minute, c.second
-    )
+    // Nanoseconds in an i64 span the years 1677 to 2262: always four digits.
+    let mut fixed = |v: i64, width: usize, after: u8| {
+        let mut d = [b'0'; 6];
+        let mut v = v;
+        for i in (0..width).rev() {
+            d[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        out.extend_from_slice(&d[..width]);
+        out.push(after);
+    };
+    fixed(c.year, 4, b'-');
+    fixed(c.month as i64, 2, b'-');
+    fixed(c.day as i64, 2, b'T');
+    fixed(c.hour as i64, 2, b':');
+    fixed(c.minute as i64, 2, b':');
+    fixed(c.second as i64, 2, b'.');
+    fixed(micros, 6, b'+');
+    out.extend_from_slice(b"0000");
+}
+
+/// An integer in decimal (every caller's value fits 64 bits and a sign).
+fn write_int(out: &mut Vec<u8>, v: i128) {
+    if v < 0 {
+        out.push(b'-');
+    }
+    let mut m = v.unsigned_abs() as u64;
+    let mut d = [0u8; 20];
+    let mut i = d.len();
+    loop {
+        i -= 1;
+        d[i] = b'0' + (m % 10) as u8;
+        m /= 10;
+        if m == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&d[i..]);
+}
+
+/// An address as Rust writes it (IPv6 compressed), IPv4 without the formatting machinery.
+fn write_addr(out: &mut Vec<u8>, a: std::net::IpAddr) {
+    match a {
+        std::net::IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                write_int(out, o as i128);
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            use std::io::Write;
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 /// An address as Suricata writes it: IPv6 in full, lower case.
@@ -40,93 +104,6 @@ pub fn ip(a: std::net::IpAddr) -> String {
             .collect::<Vec<_>>()
             .join(":"),
     }
-}
-
-/// A rule match as a Suricata `alert` event.
-pub fn alert_event(a: &crate::detect::Alert, community_id: &str) -> Value {
-    let mut v = json!({
-        "timestamp": timestamp(a.ts_ns),
-        "event_type": "alert",
-        "src_ip": ip(a.src),
-        "dest_ip": ip(a.dst),
-        "proto": proto_name(a.proto),
-        "community_id": community_id,
-        "alert": {
-            "action": "allowed",
-            "gid": a.gid,
-            "signature_id": a.sid,
-            "rev": a.rev,
-            "signature": a.msg,
-            "category": a.classtype.as_deref().map(classtype_description).unwrap_or(""),
-            "severity": a.priority,
-        },
-    });
-    if matches!(a.proto, 6 | 17 | 132) {
-        v["src_port"] = json!(a.sport);
-        v["dest_port"] = json!(a.dport);
-    } else if matches!(a.proto, 1 | 58) {
-        v["icmp_type"] = json!(a.sport);
-        v["icmp_code"] = json!(a.dport);
-    }
-    if let Some(app) = a.app {
-        v["app_proto"] = json!(app.name());
-    }
-    v
-}
-
-/// HTTP and TLS metadata as Suricata `http` and `tls` events.
-pub fn app_event(r: &super::inspect::AppRecord, community_id: &str) -> Value {
-    use super::inspect::AppRecord;
-    let (ts_ns, ends) = match r {
-        AppRecord::Http { ts_ns, ends, .. } | AppRecord::Tls { ts_ns, ends, .. } => (*ts_ns, ends),
-    };
-    let mut v = json!({
-        "timestamp": timestamp(ts_ns),
-        "src_ip": ip(ends.client),
-        "src_port": ends.client_port,
-        "dest_ip": ip(ends.server),
-        "dest_port": ends.server_port,
-        "proto": "TCP",
-        "community_id": community_id,
-    });
-    match r {
-        AppRecord::Http { tx, .. } => {
-            v["event_type"] = json!("http");
-            v["app_proto"] = json!("http");
-            v["http"] = json!({
-                "hostname": tx.hostname,
-                "url": tx.url,
-                "http_user_agent": tx.user_agent,
-                "http_content_type": tx.content_type,
-                "http_method": tx.method,
-                "protocol": tx.protocol,
-                "status": tx.status,
-                "length": tx.length,
-            });
-        }
-        AppRecord::Tls { client, server, .. } => {
-            v["event_type"] = json!("tls");
-            v["app_proto"] = json!("tls");
-            let mut t = json!({});
-            if let Some(c) = client {
-                if let Some(sni) = &c.sni {
-                    t["sni"] = json!(sni);
-                }
-                t["version"] = json!(c.version);
-                t["ja3"] = json!({"hash": c.ja3_hash, "string": c.ja3});
-                t["ja4"] = json!(c.ja4);
-                if !c.alpn.is_empty() {
-                    t["client_alpns"] = json!(c.alpn);
-                }
-            }
-            if let Some(s) = server {
-                t["version"] = json!(s.version);
-                t["ja3s"] = json!({"hash": s.ja3s_hash, "string": s.ja3s});
-            }
-            v["tls"] = t;
-        }
-    }
-    v
 }
 
 /// The description Suricata's classification.config gives a classtype (EVE's
@@ -184,8 +161,7 @@ fn flags_hex(f: u8) -> String {
     format!("{f:x}")
 }
 
-/// A JSON object written straight into a buffer, for the events there are many of: no
-/// intermediate `Value`, no map of keys.
+/// A JSON object written straight into a buffer: no intermediate `Value`, no map of keys.
 struct Obj<'a> {
     out: &'a mut Vec<u8>,
     first: bool,
@@ -197,13 +173,16 @@ impl<'a> Obj<'a> {
         Obj { out, first: true }
     }
 
+    /// `"k":` (keys are our own constants: nothing in them to escape).
     fn key(&mut self, k: &str) -> &mut Vec<u8> {
+        debug_assert!(!k.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20));
         if !self.first {
             self.out.push(b',');
         }
         self.first = false;
-        json_str(self.out, k);
-        self.out.push(b':');
+        self.out.push(b'"');
+        self.out.extend_from_slice(k.as_bytes());
+        self.out.extend_from_slice(b"\":");
         self.out
     }
 
@@ -212,11 +191,9 @@ impl<'a> Obj<'a> {
         json_str(out, v);
     }
 
-    fn num(&mut self, k: &str, v: impl std::fmt::Display) {
-        use std::io::Write;
+    fn num(&mut self, k: &str, v: impl Into<i128>) {
         let out = self.key(k);
-        // Writing to a Vec cannot fail.
-        let _ = write!(out, "{v}");
+        write_int(out, v.into());
     }
 
     fn bool(&mut self, k: &str, v: bool) {
@@ -224,11 +201,66 @@ impl<'a> Obj<'a> {
             .extend_from_slice(if v { b"true" } else { b"false" });
     }
 
+    fn time(&mut self, k: &str, ns: i64) {
+        let out = self.key(k);
+        out.push(b'"');
+        write_timestamp(out, ns);
+        out.push(b'"');
+    }
+
+    /// An address as Rust writes it.
+    fn addr(&mut self, k: &str, a: std::net::IpAddr) {
+        let out = self.key(k);
+        out.push(b'"');
+        write_addr(out, a);
+        out.push(b'"');
+    }
+
+    /// An address as Suricata writes it (IPv6 in full).
+    fn ip(&mut self, k: &str, a: std::net::IpAddr) {
+        match a {
+            std::net::IpAddr::V4(_) => self.addr(k, a),
+            std::net::IpAddr::V6(_) => self.str(k, &ip(a)),
+        }
+    }
+
     fn obj(&mut self, k: &str, fill: impl FnOnce(&mut Obj)) {
         let out = self.key(k);
         let mut inner = Obj::open(out);
         fill(&mut inner);
         inner.close();
+    }
+
+    fn strs(&mut self, k: &str, items: &[String]) {
+        let out = self.key(k);
+        out.push(b'[');
+        for (i, s) in items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            json_str(out, s);
+        }
+        out.push(b']');
+    }
+
+    /// `[{...},...]`, one object per item.
+    fn objs<T>(&mut self, k: &str, items: &[T], fill: impl Fn(&mut Obj, &T)) {
+        let out = self.key(k);
+        out.push(b'[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let mut inner = Obj::open(out);
+            fill(&mut inner, item);
+            inner.close();
+        }
+        out.push(b']');
+    }
+
+    /// Close the object and end the line.
+    fn line(self) {
+        self.out.extend_from_slice(b"}\n");
     }
 
     fn close(self) {
@@ -263,20 +295,21 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// A flow record as a Suricata `flow` event line (without its newline), in Suricata's field
-/// order.
+/// A flow record as a Suricata `flow` event line, in Suricata's field order.
 pub fn write_flow_event(r: &FlowRecord, out: &mut Vec<u8>) {
     let mut o = Obj::open(out);
-    o.str("timestamp", &timestamp(r.end_ns));
+    o.time("timestamp", r.end_ns);
     o.num("flow_id", r.id);
     o.str("event_type", "flow");
     if let Some(vlan) = r.vlan {
-        o.key("vlan")
-            .extend_from_slice(format!("[{vlan}]").as_bytes());
+        let out = o.key("vlan");
+        out.push(b'[');
+        write_int(out, vlan.into());
+        out.push(b']');
     }
-    o.str("src_ip", &r.src.to_string());
+    o.addr("src_ip", r.src);
     o.num("src_port", r.sport);
-    o.str("dest_ip", &r.dst.to_string());
+    o.addr("dest_ip", r.dst);
     o.num("dest_port", r.dport);
     o.str("proto", &proto_name(r.proto));
     o.str("community_id", &r.community_id);
@@ -285,8 +318,8 @@ pub fn write_flow_event(r: &FlowRecord, out: &mut Vec<u8>) {
         f.num("pkts_toclient", r.pkts_toclient);
         f.num("bytes_toserver", r.bytes_toserver);
         f.num("bytes_toclient", r.bytes_toclient);
-        f.str("start", &timestamp(r.start_ns));
-        f.str("end", &timestamp(r.end_ns));
+        f.time("start", r.start_ns);
+        f.time("end", r.end_ns);
         f.num("age", (r.end_ns - r.start_ns) / 1_000_000_000);
         f.str("state", r.state.name());
         f.str("reason", r.reason.name());
@@ -299,15 +332,170 @@ pub fn write_flow_event(r: &FlowRecord, out: &mut Vec<u8>) {
             t.str("tcp_flags_tc", &flags_hex(r.tcp_flags_tc));
         });
     }
-    o.close();
+    o.line();
+}
+
+/// A rule match as a Suricata `alert` event line.
+pub fn write_alert_event(a: &crate::detect::Alert, community_id: &str, out: &mut Vec<u8>) {
+    let ports = matches!(a.proto, 6 | 17 | 132);
+    let mut o = Obj::open(out);
+    o.time("timestamp", a.ts_ns);
+    o.str("event_type", "alert");
+    o.ip("src_ip", a.src);
+    if ports {
+        o.num("src_port", a.sport);
+    }
+    o.ip("dest_ip", a.dst);
+    if ports {
+        o.num("dest_port", a.dport);
+    }
+    o.str("proto", &proto_name(a.proto));
+    if matches!(a.proto, 1 | 58) {
+        o.num("icmp_type", a.sport);
+        o.num("icmp_code", a.dport);
+    }
+    o.str("community_id", community_id);
+    o.obj("alert", |al| {
+        al.str("action", "allowed");
+        al.num("gid", a.gid);
+        al.num("signature_id", a.sid);
+        al.num("rev", a.rev);
+        al.str("signature", &a.msg);
+        let category = a.classtype.as_deref().map(classtype_description);
+        al.str("category", category.unwrap_or(""));
+        al.num("severity", a.priority);
+    });
+    if let Some(app) = a.app {
+        o.str("app_proto", app.name());
+    }
+    o.line();
+}
+
+/// HTTP and TLS metadata as a Suricata `http` or `tls` event line.
+pub fn write_app_event(r: &super::inspect::AppRecord, community_id: &str, out: &mut Vec<u8>) {
+    use super::inspect::AppRecord;
+    let (ts_ns, ends, kind) = match r {
+        AppRecord::Http { ts_ns, ends, .. } => (*ts_ns, ends, "http"),
+        AppRecord::Tls { ts_ns, ends, .. } => (*ts_ns, ends, "tls"),
+    };
+    let mut o = Obj::open(out);
+    o.time("timestamp", ts_ns);
+    o.str("event_type", kind);
+    o.ip("src_ip", ends.client);
+    o.num("src_port", ends.client_port);
+    o.ip("dest_ip", ends.server);
+    o.num("dest_port", ends.server_port);
+    o.str("proto", "TCP");
+    o.str("community_id", community_id);
+    match r {
+        AppRecord::Http { tx, .. } => o.obj("http", |h| {
+            h.str("hostname", &tx.hostname);
+            h.str("url", &tx.url);
+            h.str("http_user_agent", &tx.user_agent);
+            h.str("http_content_type", &tx.content_type);
+            h.str("http_method", &tx.method);
+            h.str("protocol", &tx.protocol);
+            h.num("status", tx.status);
+            h.num("length", tx.length);
+        }),
+        AppRecord::Tls { client, server, .. } => o.obj("tls", |t| {
+            if let Some(sni) = client.as_ref().and_then(|c| c.sni.as_ref()) {
+                t.str("sni", sni);
+            }
+            // The server's version, when it answered, is the one in use.
+            let version = server.as_ref().map(|s| &s.version);
+            if let Some(v) = version.or(client.as_ref().map(|c| &c.version)) {
+                t.str("version", v);
+            }
+            if let Some(c) = client {
+                t.obj("ja3", |j| {
+                    j.str("hash", &c.ja3_hash);
+                    j.str("string", &c.ja3);
+                });
+                t.str("ja4", &c.ja4);
+                if !c.alpn.is_empty() {
+                    t.strs("client_alpns", &c.alpn);
+                }
+            }
+            if let Some(s) = server {
+                t.obj("ja3s", |j| {
+                    j.str("hash", &s.ja3s_hash);
+                    j.str("string", &s.ja3s);
+                });
+            }
+        }),
+    }
+    o.str("app_proto", kind);
+    o.line();
+}
+
+/// Suricata EVE `dns` event lines for a message seen from `src` to `dst` (version 2 shape):
+/// one per question for a query, one for a response.
+pub fn write_dns_events(
+    info: &super::dns::DnsInfo,
+    ts_ns: i64,
+    (src, sport, dst, dport): (std::net::IpAddr, u16, std::net::IpAddr, u16),
+    community_id: &str,
+    out: &mut Vec<u8>,
+) {
+    let event = |out: &mut Vec<u8>, fill: &dyn Fn(&mut Obj)| {
+        let mut o = Obj::open(out);
+        o.time("timestamp", ts_ns);
+        o.str("event_type", "dns");
+        o.addr("src_ip", src);
+        o.num("src_port", sport);
+        o.addr("dest_ip", dst);
+        o.num("dest_port", dport);
+        o.str("proto", "UDP");
+        o.str("community_id", community_id);
+        o.obj("dns", |d| fill(d));
+        o.line();
+    };
+    if info.response {
+        let (rrname, rrtype) = info
+            .queries
+            .first()
+            .map(|(n, t)| (n.as_str(), t.as_str()))
+            .unwrap_or_default();
+        event(out, &|d| {
+            d.num("version", 2);
+            d.str("type", "answer");
+            d.num("id", info.id);
+            d.str("rrname", rrname);
+            d.str("rrtype", rrtype);
+            d.str("rcode", &info.rcode);
+            if !info.answers.is_empty() {
+                d.objs("answers", &info.answers, |a, ans| {
+                    a.str("rrname", &ans.rrname);
+                    a.str("rrtype", &ans.rrtype);
+                    a.num("ttl", ans.ttl);
+                    a.str("rdata", &ans.rdata);
+                });
+            }
+        });
+    } else {
+        for (rrname, rrtype) in &info.queries {
+            event(out, &|d| {
+                d.str("type", "query");
+                d.num("id", info.id);
+                d.str("rrname", rrname);
+                d.str("rrtype", rrtype);
+                d.num("tx_id", 0);
+            });
+        }
+    }
 }
 
 /// A flow record as a Suricata `flow` event.
 pub fn flow_event(r: &FlowRecord) -> Value {
     let mut line = vec![];
     write_flow_event(r, &mut line);
-    // What write_flow_event writes is JSON by construction.
-    serde_json::from_slice(&line).unwrap_or(Value::Null)
+    parse_line(&line)
+}
+
+/// An event line as a `Value` (what the writers write is JSON by construction).
+pub fn parse_line(line: &[u8]) -> Value {
+    serde_json::from_slice(line).unwrap_or(Value::Null)
 }
 
 /// The `flow` event as the `Value`-building code wrote it, kept to check the direct writer
@@ -346,6 +534,96 @@ fn flow_event_value(r: &FlowRecord) -> Value {
             "tcp_flags_ts": flags_hex(r.tcp_flags_ts),
             "tcp_flags_tc": flags_hex(r.tcp_flags_tc),
         });
+    }
+    v
+}
+
+/// The `alert` event as the `Value`-building code wrote it, kept to check the direct writer
+/// against.
+#[cfg(test)]
+fn alert_event(a: &crate::detect::Alert, community_id: &str) -> Value {
+    let mut v = json!({
+        "timestamp": timestamp(a.ts_ns),
+        "event_type": "alert",
+        "src_ip": ip(a.src),
+        "dest_ip": ip(a.dst),
+        "proto": proto_name(a.proto),
+        "community_id": community_id,
+        "alert": {
+            "action": "allowed",
+            "gid": a.gid,
+            "signature_id": a.sid,
+            "rev": a.rev,
+            "signature": a.msg,
+            "category": a.classtype.as_deref().map(classtype_description).unwrap_or(""),
+            "severity": a.priority,
+        },
+    });
+    if matches!(a.proto, 6 | 17 | 132) {
+        v["src_port"] = json!(a.sport);
+        v["dest_port"] = json!(a.dport);
+    } else if matches!(a.proto, 1 | 58) {
+        v["icmp_type"] = json!(a.sport);
+        v["icmp_code"] = json!(a.dport);
+    }
+    if let Some(app) = a.app {
+        v["app_proto"] = json!(app.name());
+    }
+    v
+}
+
+/// The `http` and `tls` events as the `Value`-building code wrote them (test oracle).
+#[cfg(test)]
+fn app_event(r: &super::inspect::AppRecord, community_id: &str) -> Value {
+    use super::inspect::AppRecord;
+    let (ts_ns, ends) = match r {
+        AppRecord::Http { ts_ns, ends, .. } | AppRecord::Tls { ts_ns, ends, .. } => (*ts_ns, ends),
+    };
+    let mut v = json!({
+        "timestamp": timestamp(ts_ns),
+        "src_ip": ip(ends.client),
+        "src_port": ends.client_port,
+        "dest_ip": ip(ends.server),
+        "dest_port": ends.server_port,
+        "proto": "TCP",
+        "community_id": community_id,
+    });
+    match r {
+        AppRecord::Http { tx, .. } => {
+            v["event_type"] = json!("http");
+            v["app_proto"] = json!("http");
+            v["http"] = json!({
+                "hostname": tx.hostname,
+                "url": tx.url,
+                "http_user_agent": tx.user_agent,
+                "http_content_type": tx.content_type,
+                "http_method": tx.method,
+                "protocol": tx.protocol,
+                "status": tx.status,
+                "length": tx.length,
+            });
+        }
+        AppRecord::Tls { client, server, .. } => {
+            v["event_type"] = json!("tls");
+            v["app_proto"] = json!("tls");
+            let mut t = json!({});
+            if let Some(c) = client {
+                if let Some(sni) = &c.sni {
+                    t["sni"] = json!(sni);
+                }
+                t["version"] = json!(c.version);
+                t["ja3"] = json!({"hash": c.ja3_hash, "string": c.ja3});
+                t["ja4"] = json!(c.ja4);
+                if !c.alpn.is_empty() {
+                    t["client_alpns"] = json!(c.alpn);
+                }
+            }
+            if let Some(s) = server {
+                t["version"] = json!(s.version);
+                t["ja3s"] = json!({"hash": s.ja3s_hash, "string": s.ja3s});
+            }
+            v["tls"] = t;
+        }
     }
     v
 }
@@ -390,6 +668,167 @@ mod tests {
             );
             assert_eq!(flow_event(&r), parsed);
         }
+    }
+
+    /// A line from a direct writer, parsed, and checked to be one line.
+    fn written(write: impl FnOnce(&mut Vec<u8>)) -> Vec<Value> {
+        let mut out = vec![];
+        write(&mut out);
+        assert_eq!(out.last(), Some(&b'\n'));
+        let text = String::from_utf8(out).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect(l))
+            .collect()
+    }
+
+    #[test]
+    fn the_direct_alert_app_and_dns_writers_say_what_the_value_builders_said() {
+        use crate::detect::rule::AppProto;
+        use crate::net::dns::{DnsAnswer, DnsInfo, eve_events};
+        use crate::net::inspect::{AppRecord, Endpoints, HttpSummary};
+        use crate::net::tls::{ClientHello, ServerHello};
+        let v4: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        let v6: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+        let odd = "quote\" back\\ nl\n ctl\u{1} é";
+        let mut alert = crate::detect::Alert {
+            engine: "suricata",
+            ts_ns: -1_000,
+            sid: 2_100_498,
+            gid: 1,
+            rev: 7,
+            msg: odd.into(),
+            classtype: Some("trojan-activity".into()),
+            priority: 1,
+            src: v4,
+            sport: 80,
+            dst: v6,
+            dport: 40_000,
+            proto: 6,
+            app: Some(AppProto::Http),
+            domain: None,
+        };
+        for (proto, classtype, app) in [
+            (6, Some("trojan-activity"), Some(AppProto::Http)),
+            (17, Some("not-a-classtype"), None),
+            (1, None, None),
+            (58, None, Some(AppProto::Dns)),
+            (47, None, None),
+        ] {
+            alert.proto = proto;
+            alert.classtype = classtype.map(String::from);
+            alert.app = app;
+            let lines = written(|o| write_alert_event(&alert, "1:cid", o));
+            assert_eq!(lines, vec![alert_event(&alert, "1:cid")], "proto {proto}");
+        }
+
+        let ends = Endpoints {
+            client: v6,
+            client_port: 50_000,
+            server: v4,
+            server_port: 443,
+        };
+        let http = AppRecord::Http {
+            ts_ns: 1_259_097_229_534_255_000,
+            ends,
+            tx: HttpSummary {
+                hostname: "example.org".into(),
+                url: odd.into(),
+                method: "GET".into(),
+                protocol: "HTTP/1.1".into(),
+                status: 200,
+                user_agent: String::new(),
+                content_type: "text/html".into(),
+                length: u64::MAX,
+            },
+        };
+        let client = ClientHello {
+            sni: Some("example.org".into()),
+            version: "TLS 1.3".into(),
+            alpn: vec!["h2".into(), odd.into()],
+            ja3: "771,4865,0-23,29,0".into(),
+            ja3_hash: "abc".into(),
+            ja4: "t13d1516h2_8daaf6152771_e5627efa2ab1".into(),
+        };
+        let server = ServerHello {
+            version: "TLS 1.2".into(),
+            cipher: 0x1301,
+            ja3s: "771,4865,43".into(),
+            ja3s_hash: "def".into(),
+        };
+        let mut bare = client.clone();
+        bare.sni = None;
+        bare.alpn.clear();
+        let mut records = vec![http];
+        for (client, server) in [
+            (Some(client), Some(server.clone())),
+            (Some(bare), None),
+            (None, Some(server)),
+            (None, None),
+        ] {
+            records.push(AppRecord::Tls {
+                ts_ns: 0,
+                ends,
+                client,
+                server,
+            });
+        }
+        for r in &records {
+            let lines = written(|o| write_app_event(r, "1:cid", o));
+            assert_eq!(lines, vec![app_event(r, "1:cid")], "{r:?}");
+        }
+
+        let mut dns = DnsInfo {
+            id: 0x1234,
+            response: false,
+            rcode: "NOERROR".into(),
+            queries: vec![
+                ("example.org".into(), "A".into()),
+                (odd.into(), "AAAA".into()),
+            ],
+            answers: vec![],
+        };
+        let base = json!({
+            "timestamp": timestamp(5_000_000_000),
+            "src_ip": v6.to_string(),
+            "src_port": 53,
+            "dest_ip": v4.to_string(),
+            "dest_port": 5353,
+            "proto": "UDP",
+            "community_id": "1:cid",
+        });
+        let answer = DnsAnswer {
+            rrname: "example.org".into(),
+            rrtype: "CNAME".into(),
+            ttl: 300,
+            rdata: odd.into(),
+        };
+        for (response, answers) in [
+            (false, vec![]),
+            (true, vec![]),
+            (true, vec![answer.clone(), answer]),
+        ] {
+            dns.response = response;
+            dns.answers = answers;
+            let lines =
+                written(|o| write_dns_events(&dns, 5_000_000_000, (v6, 53, v4, 5353), "1:cid", o));
+            assert_eq!(lines, eve_events(&dns, &base), "{dns:?}");
+        }
+        // A response without a question still names none.
+        dns.queries.clear();
+        let lines = written(|o| write_dns_events(&dns, 0, (v4, 1, v4, 2), "", o));
+        assert_eq!(lines[0]["dns"]["rrname"], "");
+    }
+
+    #[test]
+    fn integers_and_far_timestamps_are_written_whole() {
+        for v in [0i128, 7, -7, 10, 255, u64::MAX as i128, i64::MIN as i128] {
+            let mut out = vec![];
+            write_int(&mut out, v);
+            assert_eq!(String::from_utf8(out).unwrap(), v.to_string());
+        }
+        // Nanoseconds in an i64 stay within four-digit years.
+        assert_eq!(timestamp(i64::MAX), "2262-04-11T23:47:16.854775+0000");
+        assert_eq!(timestamp(i64::MIN), "1677-09-21T00:12:43.145224+0000");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::community_id::community_id_v1;
 use super::defrag::{Defrag, DefragConfig, Fragment};
@@ -288,28 +288,11 @@ impl NetRecord {
         }
     }
 
-    /// Suricata EVE-JSON lines for this record, each with its newline. Flow records, which
-    /// there are most of, are written directly; the rest through `eve`.
+    /// Suricata EVE-JSON lines for this record, each with its newline, written straight into
+    /// `out` (no `Value` in between: there is an event for every few packets).
     pub fn write_eve(&self, out: &mut Vec<u8>) {
         match self {
-            NetRecord::Flow(f) => {
-                eve::write_flow_event(f, out);
-                out.push(b'\n');
-            }
-            other => {
-                for v in other.eve() {
-                    // Serializing a Value into a Vec cannot fail.
-                    let _ = serde_json::to_writer(&mut *out, &v);
-                    out.push(b'\n');
-                }
-            }
-        }
-    }
-
-    /// Suricata EVE-JSON events for this record.
-    pub fn eve(&self) -> Vec<Value> {
-        match self {
-            NetRecord::Flow(f) => vec![eve::flow_event(f)],
+            NetRecord::Flow(f) => eve::write_flow_event(f, out),
             NetRecord::Dns {
                 ts_ns,
                 src,
@@ -318,27 +301,32 @@ impl NetRecord {
                 dport,
                 community_id,
                 info,
-            } => {
-                let base = json!({
-                    "timestamp": eve::timestamp(*ts_ns),
-                    "src_ip": src.to_string(),
-                    "src_port": sport,
-                    "dest_ip": dst.to_string(),
-                    "dest_port": dport,
-                    "proto": "UDP",
-                    "community_id": community_id,
-                });
-                dns::eve_events(info, &base)
-            }
+            } => eve::write_dns_events(
+                info,
+                *ts_ns,
+                (*src, *sport, *dst, *dport),
+                community_id,
+                out,
+            ),
             NetRecord::Alert {
                 alert,
                 community_id,
-            } => vec![eve::alert_event(alert, community_id)],
+            } => eve::write_alert_event(alert, community_id, out),
             NetRecord::App {
                 record,
                 community_id,
-            } => vec![eve::app_event(record, community_id)],
+            } => eve::write_app_event(record, community_id, out),
         }
+    }
+
+    /// Suricata EVE-JSON events for this record, as values.
+    pub fn eve(&self) -> Vec<Value> {
+        let mut out = vec![];
+        self.write_eve(&mut out);
+        out.split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(eve::parse_line)
+            .collect()
     }
 
     /// The Lindi event body for this record.
