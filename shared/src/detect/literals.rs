@@ -4,10 +4,12 @@
 //! more for a thousand patterns, and that walk was most of the engine's time. The prefilter
 //! only needs to know which fast patterns occur, so this uses the idea behind Hyperscan's
 //! FDR instead: each literal is represented by one short window of itself (the rarest
-//! looking), windows are hashed into a bit table that stays in the L1 cache, and a buffer
-//! position is verified only where its window's bit is set.
+//! looking, and among those the ones no other literal took), windows are hashed into a bit
+//! table that stays in the L1 cache, and a buffer position is verified only where its
+//! window's bit is set.
 //!
-//! - Literals of 4 bytes or more: a 4-byte window, 2^16-bit hashed table.
+//! - Literals of 4 bytes or more: a 4-byte window, hashed into a table of 2^16 to 2^18 bits
+//!   (about 256 bits per literal, so that few positions without a literal need verifying).
 //! - 2 and 3 bytes: a 2-byte window, 2^16-bit table indexed directly.
 //! - 1 byte: a 256-bit table.
 //!
@@ -19,39 +21,49 @@
 /// the window starts in it. Sorted by slot first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Entry {
-    slot: u16,
+    slot: u32,
     key: u32,
     literal: u32,
     offset: u16,
 }
 
-/// Slots per directory cell.
-const CELL_SHIFT: usize = 4;
+/// The largest bit table: 2^18 bits, 32 KiB, within the L1 data cache of current cores.
+const MAX_TABLE_BITS: u32 = 18;
+const WORDS: usize = 1 << (MAX_TABLE_BITS - 6);
+/// Directory cells per table (each covers 2^(table bits - 12) slots).
+const CELL_BITS: u32 = 12;
 
 /// A window table: a bit per (hashed) window value, and the entries sorted by slot with a
 /// directory from each cell of 16 slots to its entries.
 #[derive(Clone, Debug)]
 struct Table {
-    /// 2^16 bits (fixed, so that indexing needs no bounds check).
-    bits: Box<[u64; 1024]>,
+    /// A bit per slot: 2^`table_bits` of them used, in an array of the largest size (so
+    /// that indexing needs no bounds check; the pages past the used part are never touched).
+    bits: Box<[u64; WORDS]>,
+    table_bits: u32,
     entries: Vec<Entry>,
-    /// `cells[c]..cells[c + 1]`: the entries of slots `c << CELL_SHIFT` and up.
+    /// `cells[c]..cells[c + 1]`: the entries of slots `c << cell_shift` and up.
     cells: Vec<u32>,
+    cell_shift: u32,
 }
 
 impl Table {
-    fn new() -> Table {
+    fn new(table_bits: u32) -> Table {
+        let bits: Box<[u64]> = vec![0u64; WORDS].into_boxed_slice();
         Table {
-            bits: Box::new([0u64; 1024]),
+            // A Vec of WORDS words always converts; the fallback is never taken.
+            bits: bits.try_into().unwrap_or_else(|_| Box::new([0; WORDS])),
+            table_bits,
             entries: vec![],
             cells: vec![],
+            cell_shift: table_bits.saturating_sub(CELL_BITS),
         }
     }
 
     fn set(&mut self, slot: usize, e: Entry) {
-        self.bits[(slot >> 6) & 1023] |= 1 << (slot & 63);
+        self.bits[(slot >> 6) & (WORDS - 1)] |= 1 << (slot & 63);
         self.entries.push(Entry {
-            slot: slot as u16,
+            slot: slot as u32,
             ..e
         });
     }
@@ -60,11 +72,13 @@ impl Table {
     fn finish(&mut self) {
         self.entries.sort_unstable();
         self.entries.dedup();
-        let cells = (1usize << 16) >> CELL_SHIFT;
+        let cells = (1usize << self.table_bits) >> self.cell_shift;
         self.cells = Vec::with_capacity(cells + 1);
         let mut at = 0usize;
         for c in 0..=cells {
-            while at < self.entries.len() && usize::from(self.entries[at].slot) >> CELL_SHIFT < c {
+            while at < self.entries.len()
+                && ((self.entries[at].slot >> self.cell_shift) as usize) < c
+            {
                 at += 1;
             }
             self.cells.push(at as u32);
@@ -72,12 +86,12 @@ impl Table {
     }
 
     fn is_set(&self, slot: usize) -> bool {
-        self.bits[(slot >> 6) & 1023] & (1 << (slot & 63)) != 0
+        self.bits[(slot >> 6) & (WORDS - 1)] & (1 << (slot & 63)) != 0
     }
 
     /// The entries of a slot's cell (those of the window itself among them).
     fn cell(&self, slot: usize) -> &[Entry] {
-        let c = slot >> CELL_SHIFT;
+        let c = slot >> self.cell_shift;
         match (self.cells.get(c), self.cells.get(c + 1)) {
             (Some(&a), Some(&b)) => self.entries.get(a as usize..b as usize).unwrap_or(&[]),
             _ => &[],
@@ -92,28 +106,35 @@ fn fold(b: u8) -> u8 {
     b | 0x20
 }
 
-/// The 16-bit slot of a folded 4-byte window.
-fn slot4(key: u32) -> usize {
-    (key.wrapping_mul(0x9E37_79B1) >> 16) as usize
+/// The slot of a folded 4-byte window in a table of 2^(32 - `shift`) bits.
+fn slot4(key: u32, shift: u32) -> usize {
+    (key.wrapping_mul(0x9E37_79B1) >> shift) as usize
 }
 
-/// How common a folded byte looks in traffic (lower is rarer). NUL and space (one folded
-/// value), 0xff, letters, digits, and the punctuation of text protocols and JSON are
-/// everywhere; most control and high bytes and the rarer punctuation are not.
+/// How common a folded byte looks in traffic, roughly the negative log of its frequency
+/// (lower is rarer). Text protocols, markup and JSON concentrate on spaces, lower-case
+/// letters in English order, digits and a few punctuation marks; binary protocols on NUL
+/// (folded with space) and 0xff. Control bytes fold onto punctuation and digits and share
+/// their scores; the high bytes, spread evenly by compression and encryption, are rare.
 fn commonness(b: u8) -> u32 {
     match fold(b) {
-        // NUL and space; 0xff.
-        0x20 | 0xff => 8,
-        // Quote, colon, comma, slash, dot, `=`, `&`; `-` with CR, `*` with LF, `!` with 0x01.
-        b'"' | b':' | b',' | b'/' | b'.' | b'=' | b'&' | b'-' | b'*' | b'!' => 5,
-        b'e' | b't' | b'a' | b'o' | b'i' | b'n' | b's' | b'r' | b'h' | b'l' | b'0'..=b'9' => 4,
-        b'a'..=b'z' => 3,
+        b' ' => 10,
+        b'e' => 9,
+        b't' | b'a' | b'o' | b'i' | b'n' | b's' | b'r' => 8,
+        0xff | b'l' | b'd' | b'c' | b'0' | b'1' | b'/' | b'.' | b'-' => 7,
+        b'h' | b'u' | b'm' | b'p' | b'2' | b'=' | b':' | b'"' | b'*' => 6,
+        b'f' | b'g' | b'w' | b'y' | b'b' | b'3'..=b'9' | b'&' | b',' | b'%' => 5,
+        b'v' | b'k' | b'_' | b'?' | b';' | b'<' | b'>' | b'+' | b'\'' | b'!' => 4,
+        b'x' | b'(' | b')' | b'#' | b'$' | b'[' | b']' | b'{' | b'}' | b'@' | b'\\' => 3,
+        b'j' | b'q' | b'z' | b'|' | b'~' | b'^' => 2,
         _ => 1,
     }
 }
 
-/// The start of the rarest-looking `width`-byte window of `literal`.
-fn rarest_window(literal: &[u8], width: usize) -> usize {
+/// The start of the rarest-looking `width`-byte window of `literal`; `taken` says how many
+/// literals of the set already stand for a window value (sharing one costs a verification
+/// of each wherever it occurs).
+fn rarest_window(literal: &[u8], width: usize, taken: impl Fn(&[u8]) -> u32) -> usize {
     (0..=literal.len() - width)
         .min_by_key(|&k| {
             let w = &literal[k..k + width];
@@ -123,7 +144,7 @@ fn rarest_window(literal: &[u8], width: usize) -> usize {
             } else {
                 0
             };
-            w.iter().map(|&b| commonness(b)).sum::<u32>() + repeated
+            w.iter().map(|&b| commonness(b)).sum::<u32>() + repeated + 4 * taken(w)
         })
         .unwrap_or(0)
 }
@@ -134,6 +155,8 @@ pub struct LiteralSet {
     /// The literals, lower-cased.
     literals: Vec<Box<[u8]>>,
     long: Table,
+    /// `slot4`'s shift for the long table.
+    long_shift: u32,
     short: Table,
     one: Table,
     has_short: bool,
@@ -148,13 +171,31 @@ impl LiteralSet {
                 .iter()
                 .map(|l| l.as_ref().to_ascii_lowercase().into_boxed_slice())
                 .collect(),
-            long: Table::new(),
-            short: Table::new(),
-            one: Table::new(),
+            long: Table::new(16),
+            long_shift: 16,
+            short: Table::new(16),
+            one: Table::new(16),
             has_short: false,
             has_one: false,
         };
-        for (i, l) in set.literals.iter().enumerate() {
+        // The long table grows with its literals, to keep about one bit in 256 set (fewer
+        // positions to verify where no literal is), up to the largest size.
+        let long = set.literals.iter().filter(|l| l.len() >= 4).count();
+        let bits = (long.max(1) * 256)
+            .next_power_of_two()
+            .trailing_zeros()
+            .clamp(16, MAX_TABLE_BITS);
+        set.long = Table::new(bits);
+        set.long_shift = 32 - bits;
+        // Shortest first: they have the fewest windows to choose from, and the longer ones
+        // then avoid the window values already taken.
+        let mut order: Vec<usize> = (0..set.literals.len()).collect();
+        order.sort_by_key(|&i| set.literals[i].len());
+        let mut taken: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
+        let key2 = |w: &[u8]| u32::from(u16::from_le_bytes([w[0], w[1]])) | FOLD2;
+        let key4 = |w: &[u8]| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) | FOLD4;
+        for i in order {
+            let l = &set.literals[i];
             let literal = i as u32;
             match l.len() {
                 0 => {}
@@ -172,8 +213,9 @@ impl LiteralSet {
                     set.has_one = true;
                 }
                 2 | 3 => {
-                    let k = rarest_window(l, 2);
-                    let key = u32::from(u16::from_le_bytes([l[k], l[k + 1]])) | FOLD2;
+                    let k = rarest_window(l, 2, |w| taken.get(&key2(w)).copied().unwrap_or(0));
+                    let key = key2(&l[k..]);
+                    *taken.entry(key).or_default() += 1;
                     set.short.set(
                         key as usize,
                         Entry {
@@ -186,10 +228,12 @@ impl LiteralSet {
                     set.has_short = true;
                 }
                 _ => {
-                    let k = rarest_window(l, 4).min(usize::from(u16::MAX));
-                    let key = u32::from_le_bytes([l[k], l[k + 1], l[k + 2], l[k + 3]]) | FOLD4;
+                    let k = rarest_window(l, 4, |w| taken.get(&key4(w)).copied().unwrap_or(0))
+                        .min(usize::from(u16::MAX));
+                    let key = key4(&l[k..]);
+                    *taken.entry(key).or_default() += 1;
                     set.long.set(
-                        slot4(key),
+                        slot4(key, set.long_shift),
                         Entry {
                             slot: 0,
                             key,
@@ -262,7 +306,7 @@ impl LiteralSet {
         if n >= 4 {
             for (i, w) in data.windows(4).enumerate() {
                 let key = u32::from_le_bytes([w[0], w[1], w[2], w[3]]) | FOLD4;
-                let slot = slot4(key);
+                let slot = slot4(key, self.long_shift);
                 if self.long.is_set(slot) {
                     verify(&self.long, slot, key, i);
                 }
@@ -370,7 +414,13 @@ mod tests {
         };
         let alphabet = b"aAbB\x00 \xff\r\n@`1";
         for round in 0..200 {
-            let literals: Vec<Vec<u8>> = (0..1 + next() % 40)
+            // Every tenth set is large, so that its long table is of the largest size.
+            let count = if round % 10 == 0 {
+                1000 + next() % 2000
+            } else {
+                1 + next() % 40
+            };
+            let literals: Vec<Vec<u8>> = (0..count)
                 .map(|_| {
                     (0..next() % 9)
                         .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
