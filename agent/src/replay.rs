@@ -204,6 +204,7 @@ pub fn replay_with(
     let mut summary = ReplaySummary::default();
     let started = Instant::now();
     let mut buf = Vec::with_capacity(4096);
+    let mut found = Vec::new();
     loop {
         let frame = match source.next_frame() {
             None => break,
@@ -215,12 +216,13 @@ pub fn replay_with(
         };
         summary.packets += 1;
         summary.bytes += frame.orig_len as u64;
-        let found = pipeline.packet(linktype, frame.ts_ns, frame.data);
+        pipeline.packet_into(linktype, frame.ts_ns, frame.data, &mut found);
         summary.flows += found
             .iter()
             .filter(|r| matches!(r, NetRecord::Flow(_)))
             .count() as u64;
         write_records(out, format, &found, &mut buf)?;
+        found.clear();
     }
     let rest = pipeline.drain();
     summary.flows += rest.len() as u64;

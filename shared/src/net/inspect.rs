@@ -311,6 +311,8 @@ pub struct DetectStats {
 pub struct Detector {
     engine: Engine,
     flows: HashMap<u64, FlowCtx, ahash::RandomState>,
+    /// The stream bytes a packet completed (reused from packet to packet).
+    new_data: Vec<u8>,
     stream_cfg: StreamConfig,
     http_cfg: HttpConfig,
     iocs: Option<std::sync::Arc<IocSet>>,
@@ -448,6 +450,7 @@ impl Detector {
             },
             engine,
             flows: HashMap::with_hasher(ahash::RandomState::new()),
+            new_data: Vec::new(),
             stream_cfg: StreamConfig::default(),
             iocs: None,
             heuristics: None,
@@ -596,7 +599,9 @@ impl Detector {
         }
 
         // Stream reassembly and application parsing.
-        let mut new = vec![];
+        // New stream data, in a buffer kept from packet to packet.
+        let mut new = std::mem::take(&mut self.new_data);
+        new.clear();
         // Data on a RST is not stream data (as Suricata: the packet is inspected, the stream
         // does not take it).
         if tcp && ctx.streams[dir].started() && !ctx.closed[dir] && f & tcp_flags::RST == 0 {
@@ -854,6 +859,7 @@ impl Detector {
             self.account(cur.id, held_before);
             self.stats.alerts += alerts.len() as u64;
             let udp_dns = udp_dns_at.and_then(|i| dns_msgs.into_iter().nth(i));
+            self.new_data = new;
             return Inspected {
                 alerts,
                 records,
@@ -877,6 +883,7 @@ impl Detector {
         self.account(cur.id, held_before);
         self.stats.alerts += alerts.len() as u64;
         let udp_dns = udp_dns_at.and_then(|i| dns_msgs.into_iter().nth(i));
+        self.new_data = new;
         Inspected {
             alerts,
             records,

@@ -172,16 +172,14 @@ impl Pipeline {
     }
 
     /// Flow records, with what detection still had to say about those flows.
-    fn ended(&mut self, flows: Vec<FlowRecord>) -> Vec<NetRecord> {
-        let mut out = vec![];
+    fn ended(&mut self, flows: Vec<FlowRecord>, out: &mut Vec<NetRecord>) {
         for f in flows {
             if let Some(d) = self.detector.as_mut() {
                 let found = d.flow_ended(&f);
-                self.found(found, &mut out);
+                self.found(found, out);
             }
             out.push(NetRecord::Flow(f));
         }
-        out
     }
 
     pub fn flows_open(&self) -> usize {
@@ -194,12 +192,25 @@ impl Pipeline {
 
     /// One captured frame of `linktype` seen at `ts_ns`.
     pub fn packet(&mut self, linktype: i32, ts_ns: i64, frame: &[u8]) -> Vec<NetRecord> {
+        let mut out = vec![];
+        self.packet_into(linktype, ts_ns, frame, &mut out);
+        out
+    }
+
+    /// `packet`, adding what it finds to `out` (a buffer the caller reuses).
+    pub fn packet_into(
+        &mut self,
+        linktype: i32,
+        ts_ns: i64,
+        frame: &[u8],
+        out: &mut Vec<NetRecord>,
+    ) {
         self.stats.packets += 1;
         let (info, payload) = match decode_with_payload(linktype, frame) {
             Ok(d) => d,
             Err(_) => {
                 self.stats.decode_errors += 1;
-                return vec![];
+                return;
             }
         };
         if let Some(frag) = info.frag {
@@ -217,32 +228,30 @@ impl Pipeline {
             );
             let Some(packet) = whole else {
                 self.stats.fragments_held += 1;
-                return vec![];
+                return;
             };
-            return match decode_with_payload(LINKTYPE_RAW, &packet) {
+            match decode_with_payload(LINKTYPE_RAW, &packet) {
                 Ok((mut whole, body)) => {
                     whole.vlan = info.vlan;
-                    self.process(ts_ns, &whole, body)
+                    self.process(ts_ns, &whole, body, out)
                 }
-                Err(_) => {
-                    self.stats.decode_errors += 1;
-                    vec![]
-                }
-            };
+                Err(_) => self.stats.decode_errors += 1,
+            }
+            return;
         }
-        self.process(ts_ns, &info, payload)
+        self.process(ts_ns, &info, payload, out)
     }
 
-    fn process(&mut self, ts_ns: i64, info: &PacketInfo, payload: &[u8]) -> Vec<NetRecord> {
+    fn process(&mut self, ts_ns: i64, info: &PacketInfo, payload: &[u8], out: &mut Vec<NetRecord>) {
         let ended = self.table.packet(ts_ns, info);
-        let mut out = self.ended(ended);
+        self.ended(ended, out);
         let mut udp_dns = None;
         if let Some(d) = self.detector.as_mut()
             && let Some(cur) = self.table.current()
         {
             let mut found = d.packet(ts_ns, info, payload, cur);
             udp_dns = found.udp_dns.take();
-            self.found(found, &mut out);
+            self.found(found, out);
         }
         // The detector parsed the DNS message (once, for its rules and for this record).
         if let Some(msg) = udp_dns {
@@ -259,19 +268,22 @@ impl Pipeline {
                 info: msg,
             });
         }
-        out
     }
 
     /// Flows timed out at `now_ns`.
     pub fn expire(&mut self, now_ns: i64) -> Vec<NetRecord> {
         let ended = self.table.expire(now_ns);
-        self.ended(ended)
+        let mut out = vec![];
+        self.ended(ended, &mut out);
+        out
     }
 
     /// Every flow still open.
     pub fn drain(&mut self) -> Vec<NetRecord> {
         let ended = self.table.drain();
-        self.ended(ended)
+        let mut out = vec![];
+        self.ended(ended, &mut out);
+        out
     }
 }
 
