@@ -163,6 +163,8 @@ pub struct FlowTable {
     next_id: u64,
     last_sweep_ns: i64,
     current: Option<Current>,
+    /// The key of `current`'s flow.
+    current_key: Option<FlowKey>,
     pub stats: FlowStats,
 }
 
@@ -184,6 +186,7 @@ impl FlowTable {
             next_id: 1,
             last_sweep_ns: i64::MIN,
             current: None,
+            current_key: None,
             stats: FlowStats::default(),
         }
     }
@@ -195,6 +198,12 @@ impl FlowTable {
     /// The flow of the packet last passed to [`FlowTable::packet`].
     pub fn current(&self) -> Option<Current> {
         self.current
+    }
+
+    /// The Community ID of the last packet's flow (computed once, when the flow began).
+    pub fn current_community_id(&self) -> Option<&str> {
+        let f = self.flows.get(self.current_key.as_ref()?)?;
+        Some(f.community_id.as_str())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -251,24 +260,25 @@ impl FlowTable {
         {
             out.push(record(&key, old, EndReason::Timeout));
         }
-        if !self.flows.contains_key(&key) {
-            if self.flows.len() >= self.config.max_flows {
-                out.extend(self.evict_oldest());
-            }
-            let id = self.next_id;
-            self.next_id += 1;
-            self.stats.flows_created += 1;
-            let community_id = community_id_v1(
-                p.src,
-                p.dst,
-                p.sport,
-                p.dport,
-                p.proto,
-                self.config.community_id_seed,
-            );
-            self.flows.insert(
-                key,
-                Flow {
+        if self.flows.len() >= self.config.max_flows && !self.flows.contains_key(&key) {
+            out.extend(self.evict_oldest());
+        }
+        // One lookup for the packet's flow, found or made.
+        let f = match self.flows.entry(key) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let id = self.next_id;
+                self.next_id += 1;
+                self.stats.flows_created += 1;
+                let community_id = community_id_v1(
+                    p.src,
+                    p.dst,
+                    p.sport,
+                    p.dport,
+                    p.proto,
+                    self.config.community_id_seed,
+                );
+                v.insert(Flow {
                     id,
                     src: a,
                     dst: b,
@@ -280,10 +290,9 @@ impl FlowTable {
                     last_ns: ts_ns,
                     state: FlowState::New,
                     fin_seen: [false; 2],
-                },
-            );
-        }
-        let f = self.flows.get_mut(&key).expect("inserted above");
+                })
+            }
+        };
         let dir = if (p.src, sport) == f.src { 0 } else { 1 };
         f.pkts[dir] += 1;
         f.bytes[dir] += p.ip_len as u64;
@@ -307,6 +316,7 @@ impl FlowTable {
         } else if f.state == FlowState::New && f.pkts[0] > 0 && f.pkts[1] > 0 {
             f.state = FlowState::Established;
         }
+        self.current_key = Some(key);
         self.current = Some(Current {
             id: f.id,
             to_server: dir == 0,

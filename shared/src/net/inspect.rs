@@ -524,8 +524,9 @@ impl Detector {
     ) -> Inspected {
         let mut alerts = vec![];
         let mut records = vec![];
-        let new_flow = !self.flows.contains_key(&cur.id);
-        let ctx = self.flows.entry(cur.id).or_default();
+        let entry = self.flows.entry(cur.id);
+        let new_flow = matches!(entry, std::collections::hash_map::Entry::Vacant(_));
+        let ctx = entry.or_default();
         let held_before = ctx.held();
         let dir = if cur.to_server { 0 } else { 1 };
         let f = info.tcp_flags;

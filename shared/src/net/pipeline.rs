@@ -129,7 +129,9 @@ impl Pipeline {
         self.detector.as_ref()
     }
 
-    fn found(&mut self, found: Inspected, out: &mut Vec<NetRecord>) {
+    /// Alerts and application records into `out`; `flow_id` is the Community ID of the flow
+    /// the records are about, when the caller has it (else it is computed).
+    fn found(&mut self, found: Inspected, flow_id: Option<&str>, out: &mut Vec<NetRecord>) {
         self.stats.alerts += found.alerts.len() as u64;
         for a in found.alerts {
             out.push(self.alert_record(a));
@@ -138,8 +140,9 @@ impl Pipeline {
             let ends = match &record {
                 AppRecord::Http { ends, .. } | AppRecord::Tls { ends, .. } => *ends,
             };
-            out.push(NetRecord::App {
-                community_id: community_id_v1(
+            let community_id = match flow_id {
+                Some(id) => id.to_string(),
+                None => community_id_v1(
                     ends.client,
                     ends.server,
                     ends.client_port,
@@ -147,6 +150,9 @@ impl Pipeline {
                     6,
                     self.seed,
                 ),
+            };
+            out.push(NetRecord::App {
+                community_id,
                 record,
             });
         }
@@ -176,7 +182,7 @@ impl Pipeline {
         for f in flows {
             if let Some(d) = self.detector.as_mut() {
                 let found = d.flow_ended(&f);
-                self.found(found, out);
+                self.found(found, Some(&f.community_id), out);
             }
             out.push(NetRecord::Flow(f));
         }
@@ -251,7 +257,12 @@ impl Pipeline {
         {
             let mut found = d.packet(ts_ns, info, payload, cur);
             udp_dns = found.udp_dns.take();
-            self.found(found, out);
+            let flow_id = if found.records.is_empty() {
+                None
+            } else {
+                self.table.current_community_id().map(str::to_string)
+            };
+            self.found(found, flow_id.as_deref(), out);
         }
         // The detector parsed the DNS message (once, for its rules and for this record).
         if let Some(msg) = udp_dns {
@@ -262,9 +273,12 @@ impl Pipeline {
                 sport: info.sport,
                 dst: info.dst,
                 dport: info.dport,
-                community_id: community_id_v1(
-                    info.src, info.dst, info.sport, info.dport, 17, self.seed,
-                ),
+                community_id: match self.table.current_community_id() {
+                    Some(id) => id.to_string(),
+                    None => {
+                        community_id_v1(info.src, info.dst, info.sport, info.dport, 17, self.seed)
+                    }
+                },
                 info: msg,
             });
         }
