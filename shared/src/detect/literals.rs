@@ -261,6 +261,35 @@ impl LiteralSet {
             + self.literals.iter().map(|l| l.len() + 16).sum::<usize>()
     }
 
+    /// Every whole 4-byte window of `data` against the tables (`SHORT` and `ONE`: whether
+    /// the 2-byte and 1-byte tables hold anything), `verify` where a bit is set.
+    #[inline(always)]
+    fn windows<const SHORT: bool, const ONE: bool>(
+        &self,
+        data: &[u8],
+        verify: &mut impl FnMut(&Table, usize, u32, usize),
+    ) {
+        for (i, w) in data.windows(4).enumerate() {
+            let key = u32::from_le_bytes([w[0], w[1], w[2], w[3]]) | FOLD4;
+            let slot = slot4(key, self.long_shift);
+            if self.long.is_set(slot) {
+                verify(&self.long, slot, key, i);
+            }
+            if SHORT {
+                let key2 = key & 0xffff;
+                if self.short.is_set(key2 as usize) {
+                    verify(&self.short, key2 as usize, key2, i);
+                }
+            }
+            if ONE {
+                let key1 = key & 0xff;
+                if self.one.is_set(key1 as usize) {
+                    verify(&self.one, key1 as usize, key1, i);
+                }
+            }
+        }
+    }
+
     /// Call `found` with the index of each literal that occurs in `data`, at least once (in
     /// no particular order; a literal that occurs often may be reported more than once).
     pub fn for_each_match(&self, data: &[u8], mut found: impl FnMut(usize)) {
@@ -302,26 +331,14 @@ impl LiteralSet {
             }
         };
         let n = data.len();
-        // Whole 4-byte windows first: the hot loop.
+        // Whole 4-byte windows first: the hot loop, compiled for each combination of tables
+        // in use so that it tests no flag per position.
         if n >= 4 {
-            for (i, w) in data.windows(4).enumerate() {
-                let key = u32::from_le_bytes([w[0], w[1], w[2], w[3]]) | FOLD4;
-                let slot = slot4(key, self.long_shift);
-                if self.long.is_set(slot) {
-                    verify(&self.long, slot, key, i);
-                }
-                if self.has_short {
-                    let key2 = key & 0xffff;
-                    if self.short.is_set(key2 as usize) {
-                        verify(&self.short, key2 as usize, key2, i);
-                    }
-                }
-                if self.has_one {
-                    let key1 = key & 0xff;
-                    if self.one.is_set(key1 as usize) {
-                        verify(&self.one, key1 as usize, key1, i);
-                    }
-                }
+            match (self.has_short, self.has_one) {
+                (false, false) => self.windows::<false, false>(data, &mut verify),
+                (true, false) => self.windows::<true, false>(data, &mut verify),
+                (false, true) => self.windows::<false, true>(data, &mut verify),
+                (true, true) => self.windows::<true, true>(data, &mut verify),
             }
         }
         // The last positions, where fewer than 4 bytes remain (all of them when n < 4).
