@@ -84,18 +84,21 @@ pub struct PacketView<'a> {
 }
 
 /// Application buffers available at an inspection point.
+/// The instances of a buffer: most buffers have none or one, so two are kept inline.
+pub type Parts<'a> = smallvec::SmallVec<[&'a [u8]; 2]>;
+
 pub trait Buffers {
     /// The instances of buffer `b` (several for multi-buffers such as each DNS query name),
     /// or an empty list when it is not available here.
-    fn get(&self, b: Buffer) -> Vec<&[u8]>;
+    fn get(&self, b: Buffer) -> Parts<'_>;
 }
 
 /// No application buffers.
 pub struct NoBuffers;
 
 impl Buffers for NoBuffers {
-    fn get(&self, _: Buffer) -> Vec<&[u8]> {
-        vec![]
+    fn get(&self, _: Buffer) -> Parts<'_> {
+        Parts::new()
     }
 }
 
@@ -321,6 +324,8 @@ pub struct Engine {
     generation: u32,
     /// Length of the longest prefilter pattern, less one.
     max_pattern: usize,
+    /// Candidate lists kept from one inspection to the next (no allocation per packet).
+    scratch: [Vec<u32>; 2],
     pub stats: EngineStats,
 }
 
@@ -466,6 +471,7 @@ impl Engine {
         app_buffers.dedup();
         Engine {
             max_pattern,
+            scratch: Default::default(),
             anchored,
             app_buffers,
             rules,
@@ -512,7 +518,9 @@ impl Engine {
         self.rules.is_empty()
     }
 
-    fn candidates(&mut self, phase: Phase, p: &PacketView, bufs: &dyn Buffers) -> Vec<u32> {
+    /// The rules that could match at this inspection point, sorted, into `out` (cleared).
+    fn candidates(&mut self, phase: Phase, p: &PacketView, bufs: &dyn Buffers, out: &mut Vec<u32>) {
+        out.clear();
         self.generation = self.generation.wrapping_add(1);
         if self.generation == 0 {
             self.marks.iter_mut().for_each(|m| *m = 0);
@@ -530,23 +538,22 @@ impl Engine {
             app: p.app.filter(|_| matches!(transport, T_TCP | T_UDP)),
             port: 0,
         };
-        let mut out: Vec<u32> = if app_phase {
-            let mut v = self.always_app.get(&None).cloned().unwrap_or_default();
+        if app_phase {
+            if let Some(l) = self.always_app.get(&None) {
+                out.extend_from_slice(l);
+            }
             if let Some(a) = p.app
                 && let Some(l) = self.always_app.get(&Some(a))
             {
-                v.extend_from_slice(l);
+                out.extend_from_slice(l);
             }
-            v
         } else {
-            let mut v = vec![];
             for bk in std::iter::once(bucket).chain(port_buckets(p, transport)) {
                 if let Some(l) = self.always_packet.get(&bk) {
-                    v.extend_from_slice(l);
+                    out.extend_from_slice(l);
                 }
             }
-            v
-        };
+        }
         let scan = |b: (Buffer, Bucket), data: &[u8], out: &mut Vec<u32>, marks: &mut Vec<u32>| {
             if let Some(pf) = self.prefilters.get(&b) {
                 pf.literals.for_each_match(data, |pattern| {
@@ -569,17 +576,16 @@ impl Engine {
                     data = bufs.get(Buffer::HttpResponseBody);
                 }
                 for d in data {
-                    scan((b, Bucket::ALL), d, &mut out, &mut marks);
+                    scan((b, Bucket::ALL), d, out, &mut marks);
                 }
             }
         } else if !p.no_payload {
             for bk in std::iter::once(bucket).chain(port_buckets(p, transport)) {
-                scan((Buffer::Payload, bk), p.payload, &mut out, &mut marks);
+                scan((Buffer::Payload, bk), p.payload, out, &mut marks);
             }
         }
         self.marks = marks;
         out.sort_unstable();
-        out
     }
 
     /// Evaluate the rules on one inspection point.
@@ -594,8 +600,11 @@ impl Engine {
         if self.rules.is_empty() {
             return vec![];
         }
-        let cands = self.candidates(phase, p, bufs);
-        self.evaluate(cands, phase, p, bufs, flow)
+        let mut cands = std::mem::take(&mut self.scratch[0]);
+        self.candidates(phase, p, bufs, &mut cands);
+        let alerts = self.evaluate(&cands, phase, p, bufs, flow);
+        self.scratch[0] = cands;
+        alerts
     }
 
     /// A packet and the stream window its payload ends (the window is earlier stream bytes
@@ -612,28 +621,31 @@ impl Engine {
             return vec![];
         }
         self.stats.inspections += 2;
-        let cands = self.candidates(Phase::Packet, p, &NoBuffers);
-        let mut alerts = self.evaluate(cands.clone(), Phase::Packet, p, &NoBuffers, flow);
+        let [mut cands, mut more] = std::mem::take(&mut self.scratch);
+        self.candidates(Phase::Packet, p, &NoBuffers, &mut cands);
+        let mut alerts = self.evaluate(&cands, Phase::Packet, p, &NoBuffers, flow);
         let head = window.len().saturating_sub(p.payload.len());
         let mut v = *p;
-        let more = if head == 0 {
+        if head == 0 {
             // The window is this payload: only stream-only rules are left to run.
-            cands
-                .into_iter()
-                .filter(|r| self.rules[*r as usize].flow.stream == Some(true))
-                .collect()
+            more.clear();
+            more.extend(
+                cands
+                    .iter()
+                    .filter(|r| self.rules[**r as usize].flow.stream == Some(true)),
+            );
         } else {
             v.payload = &window[..(head + self.max_pattern).min(window.len())];
-            let mut more = self.candidates(Phase::Stream, &v, &NoBuffers);
-            more.extend(cands);
+            self.candidates(Phase::Stream, &v, &NoBuffers, &mut more);
+            more.extend_from_slice(&cands);
             more.sort_unstable();
             more.dedup();
-            more
-        };
+        }
         v.payload = window;
         v.stream_offset = window_offset;
         // One alert per rule for this packet, whichever phase matched.
-        let stream = self.evaluate(more, Phase::Stream, &v, &NoBuffers, flow);
+        let stream = self.evaluate(&more, Phase::Stream, &v, &NoBuffers, flow);
+        self.scratch = [cands, more];
         for a in stream {
             if !alerts.iter().any(|b| b.sid == a.sid && b.gid == a.gid) {
                 alerts.push(a);
@@ -644,7 +656,7 @@ impl Engine {
 
     fn evaluate(
         &mut self,
-        cands: Vec<u32>,
+        cands: &[u32],
         phase: Phase,
         p: &PacketView,
         bufs: &dyn Buffers,
@@ -652,7 +664,7 @@ impl Engine {
     ) -> Vec<Alert> {
         self.stats.candidates += cands.len() as u64;
         let mut alerts = vec![];
-        for ri in cands {
+        for &ri in cands {
             let i = ri as usize;
             if let Phase::App { tx, .. } = phase
                 && flow.fired.contains(&(tx, ri))
@@ -983,11 +995,11 @@ alert tcp any any -> any 445 (dsize:>1; sid:4;)"#,
 
     struct Uri(&'static [u8]);
     impl Buffers for Uri {
-        fn get(&self, b: Buffer) -> Vec<&[u8]> {
+        fn get(&self, b: Buffer) -> Parts<'_> {
             if b == Buffer::HttpUri {
-                vec![self.0]
+                smallvec::smallvec![self.0]
             } else {
-                vec![]
+                Parts::new()
             }
         }
     }

@@ -12,5 +12,7 @@ pub mod rule;
 pub mod search;
 
 pub use addr::Vars;
-pub use engine::{Alert, Buffers, Engine, FlowDetect, NoBuffers, PacketView, Phase, RuleSet};
+pub use engine::{
+    Alert, Buffers, Engine, FlowDetect, NoBuffers, PacketView, Parts, Phase, RuleSet,
+};
 pub use rule::{AppProto, Buffer, Rule, Side, Unsupported};

@@ -19,7 +19,7 @@
 use std::collections::VecDeque;
 use std::io::Write;
 
-use crate::detect::{Buffer, Side};
+use crate::detect::{Buffer, Parts, Side};
 
 /// Limits of the parser.
 #[derive(Clone, Copy, Debug)]
@@ -186,37 +186,37 @@ fn build_header_bufs(
     (all, names, start, lines)
 }
 
-fn some(v: &[u8]) -> Vec<&[u8]> {
-    vec![v]
+fn some(v: &[u8]) -> Parts<'_> {
+    smallvec::smallvec![v]
 }
 
 impl HttpTx {
     /// The instances of buffer `b` for an inspection of `side`.
-    pub fn buffer(&self, b: Buffer, side: Side) -> Vec<&[u8]> {
+    pub fn buffer(&self, b: Buffer, side: Side) -> Parts<'_> {
         let resp = side == Side::Response;
-        let hdr = |name: &str| -> Vec<&[u8]> {
+        let hdr = |name: &str| -> Parts {
             let h = if resp {
                 header(&self.response_headers, name)
             } else {
                 header(&self.request_headers, name)
             };
-            h.map(|v| vec![v]).unwrap_or_default()
+            h.map(|v| smallvec::smallvec![v]).unwrap_or_default()
         };
-        let req_hdr = |name: &str| -> Vec<&[u8]> {
+        let req_hdr = |name: &str| -> Parts {
             header(&self.request_headers, name)
-                .map(|v| vec![v])
+                .map(|v| smallvec::smallvec![v])
                 .unwrap_or_default()
         };
-        let resp_hdr = |name: &str| -> Vec<&[u8]> {
+        let resp_hdr = |name: &str| -> Parts {
             if !resp {
-                return vec![];
+                return Parts::new();
             }
             header(&self.response_headers, name)
-                .map(|v| vec![v])
+                .map(|v| smallvec::smallvec![v])
                 .unwrap_or_default()
         };
         if resp && !self.response_done && b.side() == Side::Response {
-            return vec![];
+            return Parts::new();
         }
         match b {
             Buffer::HttpMethod => some(&self.method),
@@ -224,14 +224,14 @@ impl HttpTx {
             Buffer::HttpRawUri => some(&self.uri_raw),
             Buffer::HttpHost => {
                 if self.host_raw.is_empty() {
-                    vec![]
+                    Parts::new()
                 } else {
                     some(&self.host_norm)
                 }
             }
             Buffer::HttpRawHost => {
                 if self.host_raw.is_empty() {
-                    vec![]
+                    Parts::new()
                 } else {
                     some(&self.host_raw)
                 }
@@ -259,7 +259,7 @@ impl HttpTx {
                 } else {
                     &self.req_header_buf
                 };
-                if v.is_empty() { vec![] } else { some(v) }
+                if v.is_empty() { Parts::new() } else { some(v) }
             }
             Buffer::HttpRawHeader => {
                 let v = if resp {
@@ -267,7 +267,7 @@ impl HttpTx {
                 } else {
                     &self.request_headers_raw
                 };
-                if v.is_empty() { vec![] } else { some(v) }
+                if v.is_empty() { Parts::new() } else { some(v) }
             }
             Buffer::HttpHeaderNames => {
                 if resp {
@@ -280,7 +280,7 @@ impl HttpTx {
             Buffer::HttpResponseHeader => self.resp_lines.iter().map(|l| l.as_slice()).collect(),
             Buffer::HttpRequestBody => {
                 if self.request_body.is_empty() {
-                    vec![]
+                    Parts::new()
                 } else {
                     some(&self.request_body)
                 }
@@ -292,7 +292,7 @@ impl HttpTx {
                     &self.request_body
                 };
                 if v.is_empty() || (b == Buffer::HttpResponseBody && !resp) {
-                    vec![]
+                    Parts::new()
                 } else {
                     some(v)
                 }
@@ -307,7 +307,7 @@ impl HttpTx {
                 } else {
                     &self.request_protocol
                 };
-                if v.is_empty() { vec![] } else { some(v) }
+                if v.is_empty() { Parts::new() } else { some(v) }
             }
             Buffer::HttpStart => {
                 if resp {
@@ -316,7 +316,7 @@ impl HttpTx {
                     some(&self.req_start)
                 }
             }
-            _ => vec![],
+            _ => Parts::new(),
         }
     }
 }
@@ -1361,8 +1361,8 @@ mod tests {
         assert_eq!(t.uri_norm, b"/a/cA?x=A");
         assert_eq!(t.host_norm, b"example.com");
         assert_eq!(
-            t.buffer(Buffer::HttpUserAgent, Side::Request),
-            vec![b"t".as_slice()]
+            t.buffer(Buffer::HttpUserAgent, Side::Request).as_slice(),
+            [b"t".as_slice()]
         );
         assert_eq!(t.response_body, b"hello");
         let t = c.tx(1).unwrap();
@@ -1371,8 +1371,8 @@ mod tests {
         assert_eq!(t.status_msg, b"Nope");
         assert_eq!(t.response_body, b"abcde");
         assert_eq!(
-            t.buffer(Buffer::HttpHeaderNames, Side::Response),
-            vec![b"\r\nTransfer-Encoding\r\n\r\n".as_slice()]
+            t.buffer(Buffer::HttpHeaderNames, Side::Response).as_slice(),
+            [b"\r\nTransfer-Encoding\r\n\r\n".as_slice()]
         );
     }
 

@@ -24,7 +24,7 @@ use super::tls::{ClientHello, ServerHello, TlsConn, TlsEvent};
 use crate::detect::heuristics::{Finding, HeuristicConfig, Heuristics};
 use crate::detect::ioc::{Indicator, IocKind, IocSet};
 use crate::detect::{
-    Alert, AppProto, Buffer, Buffers, Engine, FlowDetect, NoBuffers, PacketView, Phase, Side,
+    Alert, AppProto, Buffer, Buffers, Engine, FlowDetect, NoBuffers, PacketView, Parts, Phase, Side,
 };
 
 /// Generator ids of alerts that do not come from rules (EVE `alert.gid`).
@@ -332,7 +332,7 @@ struct HttpBufs<'a> {
 }
 
 impl Buffers for HttpBufs<'_> {
-    fn get(&self, b: Buffer) -> Vec<&[u8]> {
+    fn get(&self, b: Buffer) -> Parts<'_> {
         if b == Buffer::Payload {
             return self
                 .stream
@@ -350,11 +350,11 @@ struct DnsBufs<'a> {
 }
 
 impl Buffers for DnsBufs<'_> {
-    fn get(&self, b: Buffer) -> Vec<&[u8]> {
+    fn get(&self, b: Buffer) -> Parts<'_> {
         if b == Buffer::DnsQuery {
             self.queries.iter().map(|(n, _)| n.as_bytes()).collect()
         } else {
-            vec![]
+            Parts::new()
         }
     }
 }
@@ -367,7 +367,7 @@ struct TlsBufs<'a> {
 }
 
 impl Buffers for TlsBufs<'_> {
-    fn get(&self, b: Buffer) -> Vec<&[u8]> {
+    fn get(&self, b: Buffer) -> Parts<'_> {
         let (c, s, certs) = (
             self.conn.client.as_ref(),
             self.conn.server.as_ref(),
@@ -377,8 +377,9 @@ impl Buffers for TlsBufs<'_> {
                 self.conn.certificates.as_ref()
             },
         );
-        fn one(v: Option<&str>) -> Vec<&[u8]> {
-            v.map(|v| vec![v.as_bytes()]).unwrap_or_default()
+        fn one(v: Option<&str>) -> Parts<'_> {
+            v.map(|v| smallvec::smallvec![v.as_bytes()])
+                .unwrap_or_default()
         }
         match b {
             Buffer::TlsSni => one(c.and_then(|c| c.sni.as_deref())),
@@ -394,7 +395,7 @@ impl Buffers for TlsBufs<'_> {
             Buffer::TlsCerts => certs
                 .map(|c| c.chain.iter().map(|d| d.as_slice()).collect())
                 .unwrap_or_default(),
-            _ => vec![],
+            _ => Parts::new(),
         }
     }
 }
