@@ -283,6 +283,10 @@ fn buckets(r: &Rule, b: Buffer) -> Vec<Bucket> {
 /// Patterns of one buffer: the patterns, the rules of each, and each pattern's index.
 type PatternTable = (Vec<Vec<u8>>, Vec<Vec<u32>>, HashMap<Vec<u8>, usize>);
 
+/// Maps looked up on every inspection, keyed by the engine's own values (not traffic): a
+/// fast hash.
+type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
+
 struct Prefilter {
     literals: LiteralSet,
     /// Pattern index -> rule indexes.
@@ -311,14 +315,14 @@ pub struct Engine {
     /// Rules with payload matches anchored at absolute offsets: not run on stream windows
     /// that do not start at the stream's first byte.
     anchored: Vec<bool>,
-    prefilters: HashMap<(Buffer, Bucket), Prefilter>,
+    prefilters: FastMap<(Buffer, Bucket), Prefilter>,
     /// The application buffers that have a prefilter.
     app_buffers: Vec<Buffer>,
     /// Rules with no prefilter pattern, split by phase kind: [packet rules, app rules].
     /// Rules with no prefilter pattern: packet rules by payload bucket, app rules by the
     /// application protocol they need (None: any).
-    always_packet: HashMap<Bucket, Vec<u32>>,
-    always_app: HashMap<Option<AppProto>, Vec<u32>>,
+    always_packet: FastMap<Bucket, Vec<u32>>,
+    always_app: FastMap<Option<AppProto>, Vec<u32>>,
     thresholds: HashMap<(u32, IpAddr, IpAddr), ThresholdState>,
     marks: Vec<u32>,
     generation: u32,
@@ -381,8 +385,8 @@ impl Engine {
             .map(|r| r.lists.iter().any(|(b, _)| *b != Buffer::Payload))
             .collect();
         let mut patterns: HashMap<(Buffer, Bucket), PatternTable> = HashMap::new();
-        let mut always_packet: HashMap<Bucket, Vec<u32>> = HashMap::new();
-        let mut always_app: HashMap<Option<AppProto>, Vec<u32>> = HashMap::new();
+        let mut always_packet: FastMap<Bucket, Vec<u32>> = FastMap::default();
+        let mut always_app: FastMap<Option<AppProto>, Vec<u32>> = FastMap::default();
         for (i, r) in rules.iter().enumerate() {
             let mut always = |i: usize| {
                 if app_rule[i] {
@@ -428,7 +432,7 @@ impl Engine {
                 None => always(i),
             }
         }
-        let prefilters: HashMap<(Buffer, Bucket), Prefilter> = patterns
+        let prefilters: FastMap<(Buffer, Bucket), Prefilter> = patterns
             .into_iter()
             .map(|(b, (pats, rules, _))| {
                 (
