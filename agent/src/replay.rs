@@ -357,6 +357,83 @@ mod tests {
         out
     }
 
+    /// The same frames as a pcapng file (section header, one Ethernet interface with
+    /// microsecond timestamps, an enhanced packet block per frame).
+    fn pcapng(frames: &[(i64, Vec<u8>)]) -> Vec<u8> {
+        fn block(out: &mut Vec<u8>, kind: u32, body: &[u8]) {
+            let len = 12 + body.len().next_multiple_of(4);
+            out.extend_from_slice(&kind.to_le_bytes());
+            out.extend_from_slice(&(len as u32).to_le_bytes());
+            out.extend_from_slice(body);
+            out.resize(out.len() + body.len().next_multiple_of(4) - body.len(), 0);
+            out.extend_from_slice(&(len as u32).to_le_bytes());
+        }
+        let mut out = vec![];
+        let mut shb = 0x1a2b_3c4du32.to_le_bytes().to_vec();
+        shb.extend_from_slice(&[1, 0, 0, 0]);
+        shb.extend_from_slice(&u64::MAX.to_le_bytes());
+        block(&mut out, 0x0a0d_0d0a, &shb);
+        let mut idb = vec![1, 0, 0, 0];
+        idb.extend_from_slice(&65535u32.to_le_bytes());
+        block(&mut out, 1, &idb);
+        for (ts_s, data) in frames {
+            let us = (*ts_s as u64) * 1_000_000 + 250;
+            let mut epb = 0u32.to_le_bytes().to_vec();
+            epb.extend_from_slice(&((us >> 32) as u32).to_le_bytes());
+            epb.extend_from_slice(&(us as u32).to_le_bytes());
+            epb.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            epb.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            epb.extend_from_slice(data);
+            block(&mut out, 6, &epb);
+        }
+        out
+    }
+
+    #[test]
+    fn classic_pcap_through_our_reader_and_pcapng_through_libpcap_replay_alike() {
+        let frames = vec![
+            (1_000, udp([192, 168, 1, 42], 4242, [8, 8, 8, 8], 53)),
+            (1_000, udp([8, 8, 8, 8], 53, [192, 168, 1, 42], 4242)),
+            (1_001, dns_query("lindi.example.")),
+            (
+                1_002,
+                tcp([10, 0, 0, 9], 40000, [10, 0, 0, 1], 80, true, false),
+            ),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let classic = dir.path().join("t.pcap");
+        let mut bytes = lindi_shared::net::pcapfile::write(1, &[]);
+        for (ts_s, data) in &frames {
+            bytes.extend_from_slice(&(*ts_s as u32).to_le_bytes());
+            bytes.extend_from_slice(&250u32.to_le_bytes());
+            bytes.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(data);
+        }
+        std::fs::write(&classic, bytes).unwrap();
+        let ng = dir.path().join("t.pcapng");
+        std::fs::write(&ng, pcapng(&frames)).unwrap();
+        let run = |path: &Path| {
+            let mut out = vec![];
+            let s = replay(path, Format::Eve, FlowConfig::default(), None, &mut out).unwrap();
+            let mut lines: Vec<String> = String::from_utf8(out)
+                .unwrap()
+                .lines()
+                .map(String::from)
+                .collect();
+            lines.sort();
+            (s.packets, s.flows, s.dns_messages, s.read_error, lines)
+        };
+        let a = run(&classic);
+        assert_eq!((a.0, a.1, a.2), (4, 3, 1));
+        assert!(
+            a.4.iter()
+                .any(|l| l.contains("\"rrname\":\"lindi.example\""))
+        );
+        assert!(a.4[0].contains("T00:16:40.000250+0000"), "{}", a.4[0]);
+        assert_eq!(run(&ng), a);
+    }
+
     #[test]
     fn indicators_and_heuristics_raise_alerts() {
         let dir = tempfile::tempdir().unwrap();
