@@ -293,6 +293,10 @@ struct Prefilter {
     rules: Vec<Vec<u32>>,
 }
 
+/// Most prefilters made of a protocol group's and a port's patterns together (each is about
+/// 100 KiB); past this, such packets are scanned once per set.
+const MAX_COMBINED: usize = 64;
+
 #[derive(Clone, Copy)]
 struct ThresholdState {
     window_start: i64,
@@ -328,6 +332,10 @@ pub struct Engine {
     generation: u32,
     /// Length of the longest prefilter pattern, less one.
     max_pattern: usize,
+    /// The patterns of a payload bucket and of one port's rules in one prefilter, made the
+    /// first time a packet needs them (at most `MAX_COMBINED`): such a packet's payload is
+    /// scanned once instead of once per set.
+    combined: FastMap<(Bucket, u16), Prefilter>,
     /// Candidate lists kept from one inspection to the next (no allocation per packet).
     scratch: [Vec<u32>; 2],
     pub stats: EngineStats,
@@ -476,6 +484,7 @@ impl Engine {
         Engine {
             max_pattern,
             scratch: Default::default(),
+            combined: FastMap::default(),
             anchored,
             app_buffers,
             rules,
@@ -522,6 +531,28 @@ impl Engine {
         self.rules.is_empty()
     }
 
+    /// The port whose patterns are combined with `bucket`'s for this packet's payload scan,
+    /// making the combined prefilter if it is not there yet; `None` when the packet has no
+    /// port with patterns of its own, or there is no room for another combination.
+    fn combine_for(&mut self, bucket: Bucket, p: &PacketView) -> Option<u16> {
+        let main = self.prefilters.get(&(Buffer::Payload, bucket))?;
+        let port = port_buckets(p, bucket.transport)
+            .find(|bk| self.prefilters.contains_key(&(Buffer::Payload, *bk)))?;
+        if self.combined.contains_key(&(bucket, port.port)) {
+            return Some(port.port);
+        }
+        if self.combined.len() >= MAX_COMBINED {
+            return None;
+        }
+        let extra = self.prefilters.get(&(Buffer::Payload, port))?;
+        let both = Prefilter {
+            literals: main.literals.union(&extra.literals),
+            rules: main.rules.iter().chain(&extra.rules).cloned().collect(),
+        };
+        self.combined.insert((bucket, port.port), both);
+        Some(port.port)
+    }
+
     /// The rules that could match at this inspection point, sorted, into `out` (cleared).
     fn candidates(&mut self, phase: Phase, p: &PacketView, bufs: &dyn Buffers, out: &mut Vec<u32>) {
         out.clear();
@@ -542,6 +573,11 @@ impl Engine {
             app: p.app.filter(|_| matches!(transport, T_TCP | T_UDP)),
             port: 0,
         };
+        let combined = if app_phase || p.no_payload {
+            None
+        } else {
+            self.combine_for(bucket, p)
+        };
         if app_phase {
             if let Some(l) = self.always_app.get(&None) {
                 out.extend_from_slice(l);
@@ -558,18 +594,19 @@ impl Engine {
                 }
             }
         }
+        // The rules of a pattern found by prefilter `pf`, each once per inspection.
+        let take = |pf: &Prefilter, pattern: usize, out: &mut Vec<u32>, marks: &mut Vec<u32>| {
+            for &r in &pf.rules[pattern] {
+                if marks[r as usize] != self.generation && self.app_rule[r as usize] == app_phase {
+                    marks[r as usize] = self.generation;
+                    out.push(r);
+                }
+            }
+        };
         let scan = |b: (Buffer, Bucket), data: &[u8], out: &mut Vec<u32>, marks: &mut Vec<u32>| {
             if let Some(pf) = self.prefilters.get(&b) {
-                pf.literals.for_each_match(data, |pattern| {
-                    for &r in &pf.rules[pattern] {
-                        if marks[r as usize] != self.generation
-                            && self.app_rule[r as usize] == app_phase
-                        {
-                            marks[r as usize] = self.generation;
-                            out.push(r);
-                        }
-                    }
-                });
+                pf.literals
+                    .for_each_match(data, |pattern| take(pf, pattern, out, marks));
             }
         };
         let mut marks = std::mem::take(&mut self.marks);
@@ -584,8 +621,21 @@ impl Engine {
                 }
             }
         } else if !p.no_payload {
-            for bk in std::iter::once(bucket).chain(port_buckets(p, transport)) {
-                scan((Buffer::Payload, bk), p.payload, out, &mut marks);
+            let ports = port_buckets(p, transport);
+            match combined.and_then(|port| self.combined.get(&(bucket, port)).map(|c| (port, c))) {
+                // The protocol's and the first port's patterns in one pass.
+                Some((port, both)) => {
+                    both.literals
+                        .for_each_match(p.payload, |pattern| take(both, pattern, out, &mut marks));
+                    for bk in ports.filter(|bk| bk.port != port) {
+                        scan((Buffer::Payload, bk), p.payload, out, &mut marks);
+                    }
+                }
+                None => {
+                    for bk in std::iter::once(bucket).chain(ports) {
+                        scan((Buffer::Payload, bk), p.payload, out, &mut marks);
+                    }
+                }
             }
         }
         self.marks = marks;
@@ -924,6 +974,43 @@ mod tests {
             stream_offset: 0,
             no_payload: false,
         }
+    }
+
+    #[test]
+    fn a_ports_patterns_are_found_with_the_protocols_in_one_scan_or_apart() {
+        // A rule for each of 80 ports (more than MAX_COMBINED: the last ones are scanned
+        // apart), and one for any port.
+        let mut text = String::from(
+            "alert tcp any any -> any any (msg:\"any\"; content:\"everywhere\"; sid:1;)\n",
+        );
+        for port in 1000..1080u16 {
+            text.push_str(&format!(
+                "alert tcp any any -> any {port} (msg:\"p{port}\"; content:\"only-{port}\"; sid:{port};)\n"
+            ));
+        }
+        let mut e = engine(&text);
+        let mut f = FlowDetect::default();
+        let sids = |alerts: Vec<Alert>| {
+            let mut v: Vec<u32> = alerts.iter().map(|a| a.sid).collect();
+            v.sort();
+            v
+        };
+        for round in 0..2 {
+            for port in 1000..1080u16 {
+                let payload = format!("xx everywhere yy only-{port} zz only-{}", port + 1);
+                let mut p = pkt(payload.as_bytes());
+                p.dport = port;
+                let got = sids(e.inspect(Phase::Packet, &p, &NoBuffers, &mut f));
+                assert_eq!(got, vec![1, u32::from(port)], "round {round}, port {port}");
+                // From the port's side: the rule is to the port, so it does not apply.
+                (p.sport, p.dport) = (port, 40_000);
+                assert_eq!(
+                    sids(e.inspect(Phase::Packet, &p, &NoBuffers, &mut f)),
+                    vec![1]
+                );
+            }
+        }
+        assert_eq!(e.combined.len(), MAX_COMBINED);
     }
 
     #[test]

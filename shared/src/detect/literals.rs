@@ -250,6 +250,27 @@ impl LiteralSet {
         set
     }
 
+    /// One set of the literals of this set followed by those of `other` (literal `i` of
+    /// `other` is literal `self.len() + i` of the result).
+    pub fn union(&self, other: &LiteralSet) -> LiteralSet {
+        let all: Vec<&[u8]> = self
+            .literals
+            .iter()
+            .chain(&other.literals)
+            .map(|l| &l[..])
+            .collect();
+        LiteralSet::new(&all)
+    }
+
+    /// How many literals the set holds.
+    pub fn len(&self) -> usize {
+        self.literals.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.literals.is_empty()
+    }
+
     /// Heap bytes held.
     pub fn memory_usage(&self) -> usize {
         let tables = [&self.long, &self.short, &self.one];
