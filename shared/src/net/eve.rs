@@ -74,7 +74,7 @@ fn write_int(out: &mut Vec<u8>, v: i128) {
     out.extend_from_slice(&d[i..]);
 }
 
-/// An address as Rust writes it (IPv6 compressed), IPv4 without the formatting machinery.
+/// An address as Suricata writes it (IPv6 in full, lower case), digit by digit.
 fn write_addr(out: &mut Vec<u8>, a: std::net::IpAddr) {
     match a {
         std::net::IpAddr::V4(v4) => {
@@ -86,24 +86,25 @@ fn write_addr(out: &mut Vec<u8>, a: std::net::IpAddr) {
             }
         }
         std::net::IpAddr::V6(v6) => {
-            use std::io::Write;
-            // Writing to a Vec cannot fail.
-            let _ = write!(out, "{v6}");
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            for (i, seg) in v6.segments().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b':');
+                }
+                for shift in [12, 8, 4, 0] {
+                    out.push(HEX[usize::from((seg >> shift) & 0xf)]);
+                }
+            }
         }
     }
 }
 
 /// An address as Suricata writes it: IPv6 in full, lower case.
 pub fn ip(a: std::net::IpAddr) -> String {
-    match a {
-        std::net::IpAddr::V4(v4) => v4.to_string(),
-        std::net::IpAddr::V6(v6) => v6
-            .segments()
-            .iter()
-            .map(|s| format!("{s:04x}"))
-            .collect::<Vec<_>>()
-            .join(":"),
-    }
+    let mut out = Vec::with_capacity(39);
+    write_addr(&mut out, a);
+    // Only ASCII digits, hex letters and separators were written.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// The description Suricata's classification.config gives a classtype (EVE's
@@ -208,20 +209,12 @@ impl<'a> Obj<'a> {
         out.push(b'"');
     }
 
-    /// An address as Rust writes it.
-    fn addr(&mut self, k: &str, a: std::net::IpAddr) {
+    /// An address as Suricata writes it (IPv6 in full).
+    fn ip(&mut self, k: &str, a: std::net::IpAddr) {
         let out = self.key(k);
         out.push(b'"');
         write_addr(out, a);
         out.push(b'"');
-    }
-
-    /// An address as Suricata writes it (IPv6 in full).
-    fn ip(&mut self, k: &str, a: std::net::IpAddr) {
-        match a {
-            std::net::IpAddr::V4(_) => self.addr(k, a),
-            std::net::IpAddr::V6(_) => self.str(k, &ip(a)),
-        }
     }
 
     fn obj(&mut self, k: &str, fill: impl FnOnce(&mut Obj)) {
@@ -307,9 +300,9 @@ pub fn write_flow_event(r: &FlowRecord, out: &mut Vec<u8>) {
         write_int(out, vlan.into());
         out.push(b']');
     }
-    o.addr("src_ip", r.src);
+    o.ip("src_ip", r.src);
     o.num("src_port", r.sport);
-    o.addr("dest_ip", r.dst);
+    o.ip("dest_ip", r.dst);
     o.num("dest_port", r.dport);
     o.str("proto", &proto_name(r.proto));
     o.str("community_id", &r.community_id);
@@ -442,9 +435,9 @@ pub fn write_dns_events(
         let mut o = Obj::open(out);
         o.time("timestamp", ts_ns);
         o.str("event_type", "dns");
-        o.addr("src_ip", src);
+        o.ip("src_ip", src);
         o.num("src_port", sport);
-        o.addr("dest_ip", dst);
+        o.ip("dest_ip", dst);
         o.num("dest_port", dport);
         o.str("proto", "UDP");
         o.str("community_id", community_id);
@@ -506,9 +499,9 @@ fn flow_event_value(r: &FlowRecord) -> Value {
         "timestamp": timestamp(r.end_ns),
         "flow_id": r.id,
         "event_type": "flow",
-        "src_ip": r.src.to_string(),
+        "src_ip": ip(r.src),
         "src_port": r.sport,
-        "dest_ip": r.dst.to_string(),
+        "dest_ip": ip(r.dst),
         "dest_port": r.dport,
         "proto": proto_name(r.proto),
         "community_id": r.community_id,
@@ -789,9 +782,9 @@ mod tests {
         };
         let base = json!({
             "timestamp": timestamp(5_000_000_000),
-            "src_ip": v6.to_string(),
+            "src_ip": ip(v6),
             "src_port": 53,
-            "dest_ip": v4.to_string(),
+            "dest_ip": ip(v4),
             "dest_port": 5353,
             "proto": "UDP",
             "community_id": "1:cid",
@@ -817,6 +810,14 @@ mod tests {
         dns.queries.clear();
         let lines = written(|o| write_dns_events(&dns, 0, (v4, 1, v4, 2), "", o));
         assert_eq!(lines[0]["dns"]["rrname"], "");
+    }
+
+    #[test]
+    fn addresses_are_written_as_suricata_writes_them() {
+        let v6: std::net::IpAddr = "2001:db8::a:1".parse().unwrap();
+        assert_eq!(ip(v6), "2001:0db8:0000:0000:0000:0000:000a:0001");
+        assert_eq!(ip("10.0.255.1".parse().unwrap()), "10.0.255.1");
+        assert_eq!(ip("::".parse().unwrap()), "0000:".repeat(7) + "0000");
     }
 
     #[test]
