@@ -98,14 +98,17 @@ enum Source {
 
 impl Source {
     fn open(path: &Path) -> Result<Source, String> {
-        use std::io::Read;
-        let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-        let mut magic = [0u8; 4];
-        let classic = file.read_exact(&mut magic).is_ok() && Layout::is_classic(&magic);
-        if classic {
-            use std::io::Seek;
-            file.rewind().map_err(|e| e.to_string())?;
-            return Ok(Source::Classic(Box::new(Reader::new(file)?)));
+        use std::io::{Read, Seek};
+        // Only a regular file is looked into first (it can be read again from its start); a
+        // pipe, a FIFO or `-` (standard input) goes to libpcap as it is.
+        if std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+            let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+            let mut magic = [0u8; 4];
+            let classic = file.read_exact(&mut magic).is_ok() && Layout::is_classic(&magic);
+            if classic {
+                file.rewind().map_err(|e| e.to_string())?;
+                return Ok(Source::Classic(Box::new(Reader::new(file)?)));
+            }
         }
         pcap::Capture::from_file_with_precision(path, pcap::Precision::Nano)
             .map(Source::Libpcap)
@@ -432,6 +435,15 @@ mod tests {
         );
         assert!(a.4[0].contains("T00:16:40.000250+0000"), "{}", a.4[0]);
         assert_eq!(run(&ng), a);
+        // Through a FIFO (not a regular file: libpcap reads it as it comes).
+        let fifo = dir.path().join("t.fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            let (writer_path, data) = (fifo.clone(), std::fs::read(&classic).unwrap());
+            let writer = std::thread::spawn(move || std::fs::write(writer_path, data).unwrap());
+            assert_eq!(run(&fifo), a);
+            writer.join().unwrap();
+        }
     }
 
     #[test]
