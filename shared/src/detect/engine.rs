@@ -83,10 +83,10 @@ pub struct PacketView<'a> {
     pub no_payload: bool,
 }
 
-/// Application buffers available at an inspection point.
 /// The instances of a buffer: most buffers have none or one, so two are kept inline.
 pub type Parts<'a> = smallvec::SmallVec<[&'a [u8]; 2]>;
 
+/// Application buffers available at an inspection point.
 pub trait Buffers {
     /// The instances of buffer `b` (several for multi-buffers such as each DNS query name),
     /// or an empty list when it is not available here.
