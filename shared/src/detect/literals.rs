@@ -34,7 +34,7 @@ const WORDS: usize = 1 << (MAX_TABLE_BITS - 6);
 const CELL_BITS: u32 = 12;
 
 /// A window table: a bit per (hashed) window value, and the entries sorted by slot with a
-/// directory from each cell of 16 slots to its entries.
+/// directory from each cell of slots to its entries.
 #[derive(Clone, Debug)]
 struct Table {
     /// A bit per slot: 2^`table_bits` of them used, in an array of the largest size (so
@@ -60,11 +60,14 @@ impl Table {
         }
     }
 
-    fn set(&mut self, slot: usize, e: Entry) {
+    /// Literal `literal`'s window, of folded value `key`, `offset` bytes into it, in `slot`.
+    fn set(&mut self, slot: usize, key: u32, literal: u32, offset: usize) {
         self.bits[(slot >> 6) & (WORDS - 1)] |= 1 << (slot & 63);
         self.entries.push(Entry {
             slot: slot as u32,
-            ..e
+            key,
+            literal,
+            offset: offset as u16,
         });
     }
 
@@ -166,27 +169,26 @@ pub struct LiteralSet {
 impl LiteralSet {
     /// Empty literals are ignored (they match everywhere; the caller handles them).
     pub fn new<P: AsRef<[u8]>>(literals: &[P]) -> LiteralSet {
-        let mut set = LiteralSet {
-            literals: literals
-                .iter()
-                .map(|l| l.as_ref().to_ascii_lowercase().into_boxed_slice())
-                .collect(),
-            long: Table::new(16),
-            long_shift: 16,
-            short: Table::new(16),
-            one: Table::new(16),
-            has_short: false,
-            has_one: false,
-        };
+        let literals: Vec<Box<[u8]>> = literals
+            .iter()
+            .map(|l| l.as_ref().to_ascii_lowercase().into_boxed_slice())
+            .collect();
         // The long table grows with its literals, to keep about one bit in 256 set (fewer
         // positions to verify where no literal is), up to the largest size.
-        let long = set.literals.iter().filter(|l| l.len() >= 4).count();
+        let long = literals.iter().filter(|l| l.len() >= 4).count();
         let bits = (long.max(1) * 256)
             .next_power_of_two()
             .trailing_zeros()
             .clamp(16, MAX_TABLE_BITS);
-        set.long = Table::new(bits);
-        set.long_shift = 32 - bits;
+        let mut set = LiteralSet {
+            literals,
+            long: Table::new(bits),
+            long_shift: 32 - bits,
+            short: Table::new(16),
+            one: Table::new(8),
+            has_short: false,
+            has_one: false,
+        };
         // Shortest first: they have the fewest windows to choose from, and the longer ones
         // then avoid the window values already taken.
         let mut order: Vec<usize> = (0..set.literals.len()).collect();
@@ -201,30 +203,14 @@ impl LiteralSet {
                 0 => {}
                 1 => {
                     let key = u32::from(fold(l[0]));
-                    set.one.set(
-                        key as usize,
-                        Entry {
-                            slot: 0,
-                            key,
-                            literal,
-                            offset: 0,
-                        },
-                    );
+                    set.one.set(key as usize, key, literal, 0);
                     set.has_one = true;
                 }
                 2 | 3 => {
                     let k = rarest_window(l, 2, |w| taken.get(&key2(w)).copied().unwrap_or(0));
                     let key = key2(&l[k..]);
                     *taken.entry(key).or_default() += 1;
-                    set.short.set(
-                        key as usize,
-                        Entry {
-                            slot: 0,
-                            key,
-                            literal,
-                            offset: k as u16,
-                        },
-                    );
+                    set.short.set(key as usize, key, literal, k);
                     set.has_short = true;
                 }
                 _ => {
@@ -232,15 +218,7 @@ impl LiteralSet {
                         .min(usize::from(u16::MAX));
                     let key = key4(&l[k..]);
                     *taken.entry(key).or_default() += 1;
-                    set.long.set(
-                        slot4(key, set.long_shift),
-                        Entry {
-                            slot: 0,
-                            key,
-                            literal,
-                            offset: k as u16,
-                        },
-                    );
+                    set.long.set(slot4(key, set.long_shift), key, literal, k);
                 }
             }
         }
@@ -251,7 +229,7 @@ impl LiteralSet {
     }
 
     /// One set of the literals of this set followed by those of `other` (literal `i` of
-    /// `other` is literal `self.len() + i` of the result).
+    /// `other` is literal `n + i` of the result, where this set holds `n`).
     pub fn union(&self, other: &LiteralSet) -> LiteralSet {
         let all: Vec<&[u8]> = self
             .literals
@@ -260,15 +238,6 @@ impl LiteralSet {
             .map(|l| &l[..])
             .collect();
         LiteralSet::new(&all)
-    }
-
-    /// How many literals the set holds.
-    pub fn len(&self) -> usize {
-        self.literals.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.literals.is_empty()
     }
 
     /// Heap bytes held.

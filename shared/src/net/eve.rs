@@ -8,8 +8,8 @@ use serde_json::json;
 
 use super::flow::FlowRecord;
 
-/// IANA protocol name as Suricata writes it.
-pub fn proto_name(proto: u8) -> String {
+/// IANA protocol name as Suricata writes it (allocated only for a protocol without one).
+pub fn proto_name(proto: u8) -> std::borrow::Cow<'static, str> {
     match proto {
         1 => "ICMP".into(),
         6 => "TCP".into(),
@@ -17,12 +17,13 @@ pub fn proto_name(proto: u8) -> String {
         58 => "IPv6-ICMP".into(),
         132 => "SCTP".into(),
         47 => "GRE".into(),
-        other => other.to_string(),
+        other => other.to_string().into(),
     }
 }
 
 /// `2009-11-24T21:27:09.534255+0000`, from nanoseconds since the Unix epoch (UTC).
-pub fn timestamp(ns: i64) -> String {
+#[cfg(test)]
+fn timestamp(ns: i64) -> String {
     let mut out = Vec::with_capacity(31);
     write_timestamp(&mut out, ns);
     // Only ASCII digits and punctuation were written.
@@ -100,7 +101,8 @@ fn write_addr(out: &mut Vec<u8>, a: std::net::IpAddr) {
 }
 
 /// An address as Suricata writes it: IPv6 in full, lower case.
-pub fn ip(a: std::net::IpAddr) -> String {
+#[cfg(test)]
+fn ip(a: std::net::IpAddr) -> String {
     let mut out = Vec::with_capacity(39);
     write_addr(&mut out, a);
     // Only ASCII digits, hex letters and separators were written.
@@ -158,6 +160,7 @@ pub fn classtype_description(c: &str) -> &str {
     }
 }
 
+#[cfg(test)]
 fn flags_hex(f: u8) -> String {
     format!("{f:x}")
 }
@@ -195,6 +198,18 @@ impl<'a> Obj<'a> {
     fn num(&mut self, k: &str, v: impl Into<i128>) {
         let out = self.key(k);
         write_int(out, v.into());
+    }
+
+    /// A byte in lower-case hex without leading zeros, as a string (`"1b"`).
+    fn hex(&mut self, k: &str, v: u8) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let out = self.key(k);
+        out.push(b'"');
+        if v >= 16 {
+            out.push(HEX[usize::from(v >> 4)]);
+        }
+        out.push(HEX[usize::from(v & 0xf)]);
+        out.push(b'"');
     }
 
     fn bool(&mut self, k: &str, v: bool) {
@@ -320,9 +335,9 @@ pub fn write_flow_event(r: &FlowRecord, out: &mut Vec<u8>) {
     });
     if r.proto == 6 {
         o.obj("tcp", |t| {
-            t.str("tcp_flags", &flags_hex(r.tcp_flags_ts | r.tcp_flags_tc));
-            t.str("tcp_flags_ts", &flags_hex(r.tcp_flags_ts));
-            t.str("tcp_flags_tc", &flags_hex(r.tcp_flags_tc));
+            t.hex("tcp_flags", r.tcp_flags_ts | r.tcp_flags_tc);
+            t.hex("tcp_flags_ts", r.tcp_flags_ts);
+            t.hex("tcp_flags_tc", r.tcp_flags_tc);
         });
     }
     o.line();
@@ -477,13 +492,6 @@ pub fn write_dns_events(
             });
         }
     }
-}
-
-/// A flow record as a Suricata `flow` event.
-pub fn flow_event(r: &FlowRecord) -> Value {
-    let mut line = vec![];
-    write_flow_event(r, &mut line);
-    parse_line(&line)
 }
 
 /// An event line as a `Value` (what the writers write is JSON by construction).
@@ -659,7 +667,8 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(&line)
             );
-            assert_eq!(flow_event(&r), parsed);
+            let record = crate::net::pipeline::NetRecord::Flow(r.clone());
+            assert_eq!(record.eve(), vec![parsed]);
         }
     }
 

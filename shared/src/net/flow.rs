@@ -382,7 +382,7 @@ impl FlowRecord {
             src_port: self.sport as u32,
             dest_ip: self.dst.to_string(),
             dest_port: self.dport as u32,
-            proto: super::eve::proto_name(self.proto),
+            proto: super::eve::proto_name(self.proto).into_owned(),
             community_id: self.community_id.clone(),
             pkts_toserver: self.pkts_toserver,
             pkts_toclient: self.pkts_toclient,

@@ -200,11 +200,11 @@ impl HttpTx {
             } else {
                 header(&self.request_headers, name)
             };
-            h.map(|v| smallvec::smallvec![v]).unwrap_or_default()
+            h.map(some).unwrap_or_default()
         };
         let req_hdr = |name: &str| -> Parts {
             header(&self.request_headers, name)
-                .map(|v| smallvec::smallvec![v])
+                .map(some)
                 .unwrap_or_default()
         };
         let resp_hdr = |name: &str| -> Parts {
@@ -212,7 +212,7 @@ impl HttpTx {
                 return Parts::new();
             }
             header(&self.response_headers, name)
-                .map(|v| smallvec::smallvec![v])
+                .map(some)
                 .unwrap_or_default()
         };
         if resp && !self.response_done && b.side() == Side::Response {

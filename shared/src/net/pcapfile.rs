@@ -116,6 +116,29 @@ impl Layout {
         };
         Ok(((sec as i64) * 1_000_000_000 + frac_ns, incl, orig))
     }
+
+    /// The record at the start of `rest` (which begins at byte `offset` of the file) and the
+    /// bytes it takes; `None` when `rest` is empty, or why the record cannot be read.
+    fn split<'b>(&self, rest: &'b [u8], offset: u64) -> Result<Option<(Frame<'b>, usize)>, String> {
+        if rest.is_empty() {
+            return Ok(None);
+        }
+        if rest.len() < RECORD_HEADER {
+            return Err(format!("truncated record header at byte {offset}"));
+        }
+        let (ts_ns, incl, orig) = self.record(rest, offset)?;
+        let len = RECORD_HEADER + incl as usize;
+        if rest.len() < len {
+            return Err(format!("truncated record at byte {offset}"));
+        }
+        let data = &rest[RECORD_HEADER..RECORD_HEADER + incl.min(self.snaplen) as usize];
+        let frame = Frame {
+            ts_ns,
+            orig_len: orig,
+            data,
+        };
+        Ok(Some((frame, len)))
+    }
 }
 
 impl<'a> PcapFile<'a> {
@@ -131,32 +154,15 @@ impl<'a> PcapFile<'a> {
 
     /// The next frame, `None` at the end, or why the file cannot be read further.
     pub fn next_frame(&mut self) -> Option<Result<Frame<'a>, String>> {
-        if self.rest.is_empty() {
-            return None;
+        match self.layout.split(self.rest, self.offset as u64) {
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+            Ok(Some((frame, len))) => {
+                self.rest = &self.rest[len..];
+                self.offset += len;
+                Some(Ok(frame))
+            }
         }
-        if self.rest.len() < RECORD_HEADER {
-            return Some(Err(format!(
-                "truncated record header at byte {}",
-                self.offset
-            )));
-        }
-        let (ts_ns, incl, orig) = match self.layout.record(self.rest, self.offset as u64) {
-            Ok(r) => r,
-            Err(e) => return Some(Err(e)),
-        };
-        let end = RECORD_HEADER + incl as usize;
-        if self.rest.len() < end {
-            return Some(Err(format!("truncated record at byte {}", self.offset)));
-        }
-        let data =
-            &self.rest[RECORD_HEADER..RECORD_HEADER + incl.min(self.layout.snaplen) as usize];
-        self.rest = &self.rest[end..];
-        self.offset += end;
-        Some(Ok(Frame {
-            ts_ns,
-            orig_len: orig,
-            data,
-        }))
     }
 }
 
@@ -221,48 +227,33 @@ impl<R: std::io::Read> Reader<R> {
 
     /// The next frame, `None` at the end, or why the file cannot be read further.
     pub fn next_frame(&mut self) -> Option<Result<Frame<'_>, String>> {
+        // The record header, then the whole record, in the buffer (unless the file ends).
         if let Err(e) = self.fill(RECORD_HEADER) {
             return Some(Err(e));
         }
-        let have = self.end - self.start;
-        if have == 0 {
-            return None;
-        }
-        if have < RECORD_HEADER {
-            self.start = self.end;
-            return Some(Err(format!(
-                "truncated record header at byte {}",
-                self.offset
-            )));
-        }
-        let (ts_ns, incl, orig) = match self.layout.record(
-            &self.buf[self.start..self.start + RECORD_HEADER],
-            self.offset,
-        ) {
-            Ok(r) => r,
-            Err(e) => {
-                self.start = self.end;
-                self.eof = true;
-                return Some(Err(e));
-            }
-        };
-        let len = RECORD_HEADER + incl as usize;
-        if let Err(e) = self.fill(len) {
+        if let Some(head) = self.buf[self.start..self.end].get(..RECORD_HEADER)
+            && let Ok((_, incl, _)) = self.layout.record(head, self.offset)
+            && let Err(e) = self.fill(RECORD_HEADER + incl as usize)
+        {
             return Some(Err(e));
         }
-        if self.end - self.start < len {
-            let at = self.offset;
-            self.start = self.end;
-            return Some(Err(format!("truncated record at byte {at}")));
+        match self
+            .layout
+            .split(&self.buf[self.start..self.end], self.offset)
+        {
+            Ok(None) => None,
+            Err(e) => {
+                // Nothing after a damaged record is read.
+                self.start = self.end;
+                self.eof = true;
+                Some(Err(e))
+            }
+            Ok(Some((frame, len))) => {
+                self.start += len;
+                self.offset += len as u64;
+                Some(Ok(frame))
+            }
         }
-        let data_at = self.start + RECORD_HEADER;
-        self.start += len;
-        self.offset += len as u64;
-        Some(Ok(Frame {
-            ts_ns,
-            orig_len: orig,
-            data: &self.buf[data_at..data_at + incl.min(self.layout.snaplen) as usize],
-        }))
     }
 }
 

@@ -396,7 +396,7 @@ impl NetRecord {
                     src_port: alert.sport as u32,
                     dest_ip: alert.dst.to_string(),
                     dest_port: alert.dport as u32,
-                    proto: eve::proto_name(alert.proto),
+                    proto: eve::proto_name(alert.proto).into_owned(),
                     community_id: community_id.clone(),
                     ..Default::default()
                 }),
