@@ -24,6 +24,12 @@ use super::search::match_list;
 
 const MAX_THRESHOLD_ENTRIES: usize = 65_536;
 const NS: i64 = 1_000_000_000;
+/// The prefilter looks for the first this many bytes of a rule's fast pattern. The rule's
+/// own evaluation checks the whole pattern, so a shorter literal only adds a candidate where
+/// a long pattern's start occurs without the rest. It keeps the stream seam short: the
+/// earlier stream bytes are rescanned only as far as a literal could straddle into the new
+/// data.
+const PREFILTER_PREFIX: usize = 32;
 
 /// A rules file, loaded: what runs and what does not, with why.
 #[derive(Debug, Default)]
@@ -330,7 +336,7 @@ pub struct Engine {
     thresholds: HashMap<(u32, IpAddr, IpAddr), ThresholdState>,
     marks: Vec<u32>,
     generation: u32,
-    /// Length of the longest prefilter pattern, less one.
+    /// Length of the longest prefilter literal (at most `PREFILTER_PREFIX`), less one.
     max_pattern: usize,
     /// The patterns of a payload bucket and of one port's rules in one prefilter, made the
     /// first time a packet needs them (at most `MAX_COMBINED`): such a packet's payload is
@@ -426,7 +432,7 @@ impl Engine {
                         always(i);
                         continue;
                     }
-                    let key = p.to_ascii_lowercase();
+                    let key = p[..p.len().min(PREFILTER_PREFIX)].to_ascii_lowercase();
                     for bk in buckets(r, *b) {
                         let e = patterns.entry((scanned_as(*b), bk)).or_default();
                         let at = *e.2.entry(key.clone()).or_insert_with(|| {
@@ -458,6 +464,7 @@ impl Engine {
             .filter_map(|r| r.prefilter.as_ref().map(|(_, p, _)| p.len()))
             .max()
             .unwrap_or(1)
+            .min(PREFILTER_PREFIX)
             .saturating_sub(1);
         let anchored: Vec<bool> = rules
             .iter()
