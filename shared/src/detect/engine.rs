@@ -114,7 +114,26 @@ pub struct FlowDetect {
     bits: Vec<u32>,
     /// (transaction, rule index) pairs that already alerted.
     fired: Vec<(u64, u32)>,
+    /// Per direction (to client, to server): the rules whose patterns occur in the part of
+    /// the last stream window that the next one keeps.
+    carry: [Carry; 2],
 }
+
+/// The rules whose patterns occur in the stream bytes that the next window keeps, so that
+/// those bytes need not be scanned again when the window comes back with new data.
+#[derive(Clone, Debug, Default)]
+struct Carry {
+    /// (rule, the last stream offset its pattern may start at).
+    rules: Vec<(u32, u64)>,
+    /// The stream offset where the window they were found in ended; `None` when there are
+    /// none to trust (no window yet, too many rules, or the flow's application changed).
+    end: Option<u64>,
+    app: Option<AppProto>,
+}
+
+/// The most rules a flow direction carries from one window to the next; past that, the next
+/// window's earlier bytes are scanned again.
+const MAX_CARRY: usize = 512;
 
 impl FlowDetect {
     fn isset(&self, b: u32) -> bool {
@@ -344,6 +363,8 @@ pub struct Engine {
     combined: FastMap<(Bucket, u16), Prefilter>,
     /// Candidate lists kept from one inspection to the next (no allocation per packet).
     scratch: [Vec<u32>; 2],
+    /// Rules found where the next stream window starts, reused between packets.
+    tail: Vec<u32>,
     pub stats: EngineStats,
 }
 
@@ -491,6 +512,7 @@ impl Engine {
         Engine {
             max_pattern,
             scratch: Default::default(),
+            tail: vec![],
             combined: FastMap::default(),
             anchored,
             app_buffers,
@@ -560,8 +582,18 @@ impl Engine {
         Some(port.port)
     }
 
-    /// The rules that could match at this inspection point, sorted, into `out` (cleared).
-    fn candidates(&mut self, phase: Phase, p: &PacketView, bufs: &dyn Buffers, out: &mut Vec<u32>) {
+    /// The rules that could match at this inspection point, sorted, into `out` (cleared);
+    /// and into `tail` the rules whose pattern occurs in the payload starting at `split` or
+    /// later (not sorted, maybe more than once; nothing when `split` is past the end).
+    fn candidates(
+        &mut self,
+        phase: Phase,
+        p: &PacketView,
+        bufs: &dyn Buffers,
+        out: &mut Vec<u32>,
+        split: usize,
+        tail: &mut Vec<u32>,
+    ) {
         out.clear();
         self.generation = self.generation.wrapping_add(1);
         if self.generation == 0 {
@@ -602,18 +634,35 @@ impl Engine {
             }
         }
         // The rules of a pattern found by prefilter `pf`, each once per inspection.
-        let take = |pf: &Prefilter, pattern: usize, out: &mut Vec<u32>, marks: &mut Vec<u32>| {
+        let take = |pf: &Prefilter,
+                    pattern: usize,
+                    later: bool,
+                    out: &mut Vec<u32>,
+                    marks: &mut Vec<u32>,
+                    tail: &mut Vec<u32>| {
             for &r in &pf.rules[pattern] {
-                if marks[r as usize] != self.generation && self.app_rule[r as usize] == app_phase {
+                if self.app_rule[r as usize] != app_phase {
+                    continue;
+                }
+                if later {
+                    tail.push(r);
+                }
+                if marks[r as usize] != self.generation {
                     marks[r as usize] = self.generation;
                     out.push(r);
                 }
             }
         };
-        let scan = |b: (Buffer, Bucket), data: &[u8], out: &mut Vec<u32>, marks: &mut Vec<u32>| {
+        let scan = |b: (Buffer, Bucket),
+                    data: &[u8],
+                    split: usize,
+                    out: &mut Vec<u32>,
+                    marks: &mut Vec<u32>,
+                    tail: &mut Vec<u32>| {
             if let Some(pf) = self.prefilters.get(&b) {
-                pf.literals
-                    .for_each_match(data, |pattern| take(pf, pattern, out, marks));
+                pf.literals.for_each_match(data, split, |pattern, later| {
+                    take(pf, pattern, later, out, marks, tail)
+                });
             }
         };
         let mut marks = std::mem::take(&mut self.marks);
@@ -624,7 +673,7 @@ impl Engine {
                     data = bufs.get(Buffer::HttpResponseBody);
                 }
                 for d in data {
-                    scan((b, Bucket::ALL), d, out, &mut marks);
+                    scan((b, Bucket::ALL), d, usize::MAX, out, &mut marks, tail);
                 }
             }
         } else if !p.no_payload {
@@ -633,14 +682,30 @@ impl Engine {
                 // The protocol's and the first port's patterns in one pass.
                 Some((port, both)) => {
                     both.literals
-                        .for_each_match(p.payload, |pattern| take(both, pattern, out, &mut marks));
+                        .for_each_match(p.payload, split, |pattern, later| {
+                            take(both, pattern, later, out, &mut marks, tail)
+                        });
                     for bk in ports.filter(|bk| bk.port != port) {
-                        scan((Buffer::Payload, bk), p.payload, out, &mut marks);
+                        scan(
+                            (Buffer::Payload, bk),
+                            p.payload,
+                            split,
+                            out,
+                            &mut marks,
+                            tail,
+                        );
                     }
                 }
                 None => {
                     for bk in std::iter::once(bucket).chain(ports) {
-                        scan((Buffer::Payload, bk), p.payload, out, &mut marks);
+                        scan(
+                            (Buffer::Payload, bk),
+                            p.payload,
+                            split,
+                            out,
+                            &mut marks,
+                            tail,
+                        );
                     }
                 }
             }
@@ -662,20 +727,23 @@ impl Engine {
             return vec![];
         }
         let mut cands = std::mem::take(&mut self.scratch[0]);
-        self.candidates(phase, p, bufs, &mut cands);
+        self.candidates(phase, p, bufs, &mut cands, usize::MAX, &mut vec![]);
         let alerts = self.evaluate(&cands, phase, p, bufs, flow);
         self.scratch[0] = cands;
         alerts
     }
 
     /// A packet and the stream window its payload ends (the window is earlier stream bytes
-    /// followed by exactly this payload): the payload is scanned once, and only the bytes where
-    /// a pattern could straddle the boundary are scanned again for the window.
+    /// followed by exactly this payload; the next window will keep its last `keep` bytes):
+    /// the payload is scanned once. For the window, only the bytes where a pattern could
+    /// straddle into the payload are scanned again, when the rules found in the earlier bytes
+    /// were carried from the window before; else all the earlier bytes are.
     pub fn inspect_packet_and_stream(
         &mut self,
         p: &PacketView,
         window: &[u8],
         window_offset: u64,
+        keep: usize,
         flow: &mut FlowDetect,
     ) -> Vec<Alert> {
         if self.rules.is_empty() {
@@ -683,9 +751,24 @@ impl Engine {
         }
         self.stats.inspections += 2;
         let [mut cands, mut more] = std::mem::take(&mut self.scratch);
-        self.candidates(Phase::Packet, p, &NoBuffers, &mut cands);
-        let mut alerts = self.evaluate(&cands, Phase::Packet, p, &NoBuffers, flow);
+        let mut tail = std::mem::take(&mut self.tail);
+        tail.clear();
         let head = window.len().saturating_sub(p.payload.len());
+        let end = window_offset + window.len() as u64;
+        // Where the next window starts, in this payload and in the stream.
+        let kept = end - window.len().min(keep) as u64;
+        let payload_at = window_offset + head as u64;
+        self.candidates(
+            Phase::Packet,
+            p,
+            &NoBuffers,
+            &mut cands,
+            kept.saturating_sub(payload_at) as usize,
+            &mut tail,
+        );
+        let mut alerts = self.evaluate(&cands, Phase::Packet, p, &NoBuffers, flow);
+        let carry = &mut flow.carry[usize::from(p.to_server)];
+        let carried = carry.end == Some(payload_at) && carry.app == p.app;
         let mut v = *p;
         if head == 0 {
             // The window is this payload: only stream-only rules are left to run.
@@ -696,12 +779,45 @@ impl Engine {
                     .filter(|r| self.rules[**r as usize].flow.stream == Some(true)),
             );
         } else {
-            v.payload = &window[..(head + self.max_pattern).min(window.len())];
-            self.candidates(Phase::Stream, &v, &NoBuffers, &mut more);
+            // A pattern found earlier that may still be in the window's earlier bytes.
+            let from = if carried {
+                head.saturating_sub(self.max_pattern)
+            } else {
+                0
+            };
+            v.payload = &window[from..(head + self.max_pattern).min(window.len())];
+            let split = kept.saturating_sub(window_offset + from as u64) as usize;
+            self.candidates(Phase::Stream, &v, &NoBuffers, &mut more, split, &mut tail);
+            if carried {
+                more.extend(
+                    carry
+                        .rules
+                        .iter()
+                        .filter(|(_, last)| *last >= window_offset)
+                        .map(|(r, _)| *r),
+                );
+            }
             more.extend_from_slice(&cands);
             more.sort_unstable();
             more.dedup();
         }
+        // What the next window keeps: the rules carried that may still be there, and those
+        // found there now (their pattern may occur again up to the end).
+        if !carried {
+            carry.rules.clear();
+        }
+        carry.rules.retain(|(_, last)| *last >= kept);
+        tail.sort_unstable();
+        tail.dedup();
+        if carry.rules.len() + tail.len() <= MAX_CARRY {
+            carry.rules.extend(tail.iter().map(|&r| (r, end - 1)));
+            carry.end = Some(end);
+        } else {
+            carry.rules.clear();
+            carry.end = None;
+        }
+        carry.app = p.app;
+        self.tail = tail;
         v.payload = window;
         v.stream_offset = window_offset;
         // One alert per rule for this packet, whichever phase matched.
@@ -1089,6 +1205,58 @@ alert tcp any any -> any 445 (dsize:>1; sid:4;)"#,
         assert_eq!(sids, vec![3]);
         (p.sport, p.dport) = (1, 2);
         assert!(e.inspect(Phase::Packet, &p, &NoBuffers, &mut f).is_empty());
+    }
+
+    #[test]
+    fn patterns_in_the_kept_stream_bytes_are_carried_instead_of_rescanned() {
+        // A rule whose fast pattern comes a segment or more before its other content, and one
+        // with a single pattern, over a stream cut at uneven places.
+        let text = r#"alert tcp any any -> any any (msg:"split"; content:"marker-one"; fast_pattern; content:"second-part"; distance:0; sid:1;)
+alert tcp any any -> any any (msg:"whole"; content:"needle"; sid:2;)"#;
+        let mut carried = engine(text);
+        let mut rescanned = engine(text);
+        let mut f = FlowDetect::default();
+        let words: [&[u8]; 6] = [
+            b"xx marker-one yy ",
+            b"filler filler ",
+            b"second-part ",
+            b"a needle ",
+            b"zz ",
+            b"MARKER-ONE ",
+        ];
+        let mut text = vec![];
+        for i in 0..60usize {
+            text.extend_from_slice(words[(i * 7 + i / 3) % words.len()]);
+        }
+        let keep = 48;
+        let (mut at, mut gap, mut i) = (0usize, 0u64, 0usize);
+        let mut alerted = 0;
+        while at < text.len() {
+            let end = (at + 1 + (i * 13) % 29).min(text.len());
+            // Once, the stream jumps ahead: the carry must not be trusted across it.
+            if i == 20 {
+                gap = 1000;
+            }
+            let from = at.saturating_sub(keep);
+            let p = pkt(&text[at..end]);
+            let offset = from as u64 + if i >= 20 { gap } else { 0 };
+            let sids = |a: Vec<Alert>| a.iter().map(|a| a.sid).collect::<Vec<u32>>();
+            let a =
+                sids(carried.inspect_packet_and_stream(&p, &text[from..end], offset, keep, &mut f));
+            // A new flow state each time: nothing carried, the earlier bytes scanned again.
+            let b = sids(rescanned.inspect_packet_and_stream(
+                &p,
+                &text[from..end],
+                offset,
+                keep,
+                &mut FlowDetect::default(),
+            ));
+            assert_eq!(a, b, "segment {i} ({at}..{end})");
+            alerted += a.iter().filter(|s| **s == 1).count();
+            (at, i) = (end, i + 1);
+        }
+        assert!(alerted > 3, "the split rule alerted {alerted} times");
+        assert!(f.carry[1].end.is_some(), "a carry was kept");
     }
 
     struct Uri(&'static [u8]);

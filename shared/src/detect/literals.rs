@@ -164,6 +164,8 @@ pub struct LiteralSet {
     one: Table,
     has_short: bool,
     has_one: bool,
+    /// The largest distance from a literal's start to its window.
+    max_offset: usize,
 }
 
 impl LiteralSet {
@@ -188,6 +190,7 @@ impl LiteralSet {
             one: Table::new(8),
             has_short: false,
             has_one: false,
+            max_offset: 0,
         };
         // Shortest first: they have the fewest windows to choose from, and the longer ones
         // then avoid the window values already taken.
@@ -224,6 +227,8 @@ impl LiteralSet {
         }
         for t in [&mut set.long, &mut set.short, &mut set.one] {
             t.finish();
+            let far = t.entries.iter().map(|e| usize::from(e.offset)).max();
+            set.max_offset = set.max_offset.max(far.unwrap_or(0));
         }
         set
     }
@@ -280,34 +285,55 @@ impl LiteralSet {
         }
     }
 
-    /// Call `found` with the index of each literal that occurs in `data`, at least once (in
-    /// no particular order; a literal that occurs often may be reported more than once).
-    pub fn for_each_match(&self, data: &[u8], mut found: impl FnMut(usize)) {
-        // Literals found in this buffer (the first few), and window values all of whose
-        // literals were: in a run of one byte, or a repeated header, the same window comes
-        // back at every position and needs no verification after the first.
+    /// Call `found` with the index of each literal that occurs in `data`, at least once, and
+    /// whether that occurrence starts at `split` or later; a literal that occurs on both
+    /// sides of `split` is reported for each side (in no particular order; a literal that
+    /// occurs often may be reported more than once). `split` past the end: one side.
+    pub fn for_each_match(&self, data: &[u8], split: usize, mut found: impl FnMut(usize, bool)) {
+        // Literals found in this buffer (the first few, tagged with their side of `split`),
+        // and window values all of whose literals were: in a run of one byte, or a repeated
+        // header, the same window comes back at every position and needs no verification
+        // after the first.
         let mut seen = [u32::MAX; 16];
         let mut seen_len = 0usize;
-        let mut exhausted = [u32::MAX; 8];
+        let mut exhausted = [u64::MAX; 8];
+        let max_offset = self.max_offset;
         let mut verify = |table: &Table, slot: usize, key: u32, at: usize| {
+            // Every literal of this window starts between `at - max_offset` and `at`: when
+            // those are on one side of `split`, so are all of its literals.
+            let side = if at < split {
+                Some(0u64)
+            } else if at - split >= max_offset {
+                Some(1u64)
+            } else {
+                None
+            };
             let cache = (key as usize ^ (key as usize >> 16)) & 7;
-            if exhausted[cache] == key {
+            if side.is_some_and(|s| exhausted[cache] == u64::from(key) | s << 32) {
                 return;
             }
             let mut all_seen = true;
             for e in table.cell(slot) {
-                if e.key != key || seen[..seen_len].contains(&e.literal) {
+                if e.key != key {
                     continue;
                 }
-                let hit = at.checked_sub(usize::from(e.offset)).is_some_and(|start| {
-                    let l = &self.literals[e.literal as usize];
-                    data.get(start..start + l.len())
-                        .is_some_and(|d| d.eq_ignore_ascii_case(l))
-                });
+                let Some(start) = at.checked_sub(usize::from(e.offset)) else {
+                    all_seen = false;
+                    continue;
+                };
+                let later = start >= split;
+                let tag = e.literal | u32::from(later) << 31;
+                if seen[..seen_len].contains(&tag) {
+                    continue;
+                }
+                let l = &self.literals[e.literal as usize];
+                let hit = data
+                    .get(start..start + l.len())
+                    .is_some_and(|d| d.eq_ignore_ascii_case(l));
                 if hit {
-                    found(e.literal as usize);
+                    found(e.literal as usize, later);
                     if seen_len < seen.len() {
-                        seen[seen_len] = e.literal;
+                        seen[seen_len] = tag;
                         seen_len += 1;
                     } else {
                         all_seen = false;
@@ -316,8 +342,8 @@ impl LiteralSet {
                     all_seen = false;
                 }
             }
-            if all_seen {
-                exhausted[cache] = key;
+            if all_seen && let Some(s) = side {
+                exhausted[cache] = u64::from(key) | s << 32;
             }
         };
         let n = data.len();
@@ -372,7 +398,8 @@ mod tests {
 
     fn found(set: &LiteralSet, data: &[u8]) -> BTreeSet<usize> {
         let mut out = BTreeSet::new();
-        set.for_each_match(data, |l| {
+        set.for_each_match(data, usize::MAX, |l, later| {
+            assert!(!later);
             out.insert(l);
         });
         out
@@ -429,22 +456,50 @@ mod tests {
             };
             let literals: Vec<Vec<u8>> = (0..count)
                 .map(|_| {
-                    (0..next() % 9)
+                    // Mostly short, some longer than a window with room to choose.
+                    let len = if next() % 8 == 0 {
+                        next() % 40
+                    } else {
+                        next() % 9
+                    };
+                    (0..len)
                         .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
                         .collect()
                 })
                 .collect();
-            let data: Vec<u8> = (0..next() % 300)
-                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
-                .collect();
+            // Random bytes with some of the literals put in, in either case.
+            let mut data: Vec<u8> = vec![];
+            let target = (next() % 300) as usize;
+            while data.len() < target {
+                if next() % 4 == 0 {
+                    let l = &literals[(next() % count) as usize];
+                    data.extend(l.iter().map(|b| {
+                        if next() % 2 == 0 {
+                            b.to_ascii_uppercase()
+                        } else {
+                            *b
+                        }
+                    }));
+                } else {
+                    data.push(alphabet[(next() % alphabet.len() as u64) as usize]);
+                }
+            }
             let refs: Vec<&[u8]> = literals.iter().map(Vec::as_slice).collect();
             let set = LiteralSet::new(&refs);
+            // Each literal found on each side of a split point that occurs on it.
+            let split = (next() % (data.len() as u64 + 2)) as usize;
             let mut got = BTreeSet::new();
-            set.for_each_match(&data, |l| {
-                got.insert(l);
+            set.for_each_match(&data, split, |l, later| {
+                got.insert((l, later));
             });
-            let expect: BTreeSet<usize> = naive(&refs, &data).into_iter().map(|(l, _)| l).collect();
-            assert_eq!(got, expect, "round {round}: {literals:?} in {data:?}");
+            let expect: BTreeSet<(usize, bool)> = naive(&refs, &data)
+                .into_iter()
+                .map(|(l, start)| (l, start >= split))
+                .collect();
+            assert_eq!(
+                got, expect,
+                "round {round} split {split}: {literals:?} in {data:?}"
+            );
         }
     }
 }

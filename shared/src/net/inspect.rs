@@ -855,6 +855,7 @@ impl Detector {
                 &view,
                 &ctx.window[dir],
                 ctx.window_start[dir],
+                STREAM_TAIL,
                 &mut ctx.detect,
             ));
             name_alerts(&mut alerts, ctx);
