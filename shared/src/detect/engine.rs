@@ -677,37 +677,29 @@ impl Engine {
                 }
             }
         } else if !p.no_payload {
-            let ports = port_buckets(p, transport);
-            match combined.and_then(|port| self.combined.get(&(bucket, port)).map(|c| (port, c))) {
-                // The protocol's and the first port's patterns in one pass.
-                Some((port, both)) => {
-                    both.literals
-                        .for_each_match(p.payload, split, |pattern, later| {
-                            take(both, pattern, later, out, &mut marks, tail)
-                        });
-                    for bk in ports.filter(|bk| bk.port != port) {
-                        scan(
-                            (Buffer::Payload, bk),
-                            p.payload,
-                            split,
-                            out,
-                            &mut marks,
-                            tail,
-                        );
-                    }
-                }
-                None => {
-                    for bk in std::iter::once(bucket).chain(ports) {
-                        scan(
-                            (Buffer::Payload, bk),
-                            p.payload,
-                            split,
-                            out,
-                            &mut marks,
-                            tail,
-                        );
-                    }
-                }
+            // The protocol's and the first port's patterns in one pass where they are
+            // combined; the other buckets apart.
+            let both =
+                combined.and_then(|port| self.combined.get(&(bucket, port)).map(|c| (port, c)));
+            if let Some((_, both)) = both {
+                both.literals
+                    .for_each_match(p.payload, split, |pattern, later| {
+                        take(both, pattern, later, out, &mut marks, tail)
+                    });
+            }
+            let done = both.map(|(port, _)| port);
+            let apart = std::iter::once(bucket)
+                .filter(|_| done.is_none())
+                .chain(port_buckets(p, transport).filter(|bk| Some(bk.port) != done));
+            for bk in apart {
+                scan(
+                    (Buffer::Payload, bk),
+                    p.payload,
+                    split,
+                    out,
+                    &mut marks,
+                    tail,
+                );
             }
         }
         self.marks = marks;
