@@ -1302,14 +1302,34 @@ pub fn inflate_lenient(data: &[u8], limit: usize) -> Option<Vec<u8>> {
 
 /// Decompress; returns the output and whether the stream ended properly (or hit the limit).
 fn inflate(data: &[u8], zlib: bool, limit: usize) -> (Vec<u8>, bool) {
-    let mut d = flate2::Decompress::new(zlib);
+    // The decompressor's state (its 32 KiB window and tables) and the output chunk are made
+    // once per thread: made and freed for each body, they were most of the page faults of a
+    // replay with rules, the freed memory going back to the system and coming back faulted.
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Option<(flate2::Decompress, Vec<u8>)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let (d, chunk) =
+            s.get_or_insert_with(|| (flate2::Decompress::new(zlib), vec![0u8; 32 << 10]));
+        d.reset(zlib);
+        inflate_with(d, chunk, data, limit)
+    })
+}
+
+fn inflate_with(
+    d: &mut flate2::Decompress,
+    chunk: &mut [u8],
+    data: &[u8],
+    limit: usize,
+) -> (Vec<u8>, bool) {
     let mut out: Vec<u8> = Vec::with_capacity(data.len().saturating_mul(4).min(limit));
     let mut input = data;
-    let mut chunk = vec![0u8; 32 << 10];
     loop {
         let before_in = d.total_in();
         let before_out = d.total_out();
-        let r = d.decompress(input, &mut chunk, flate2::FlushDecompress::None);
+        let r = d.decompress(input, chunk, flate2::FlushDecompress::None);
         let used = (d.total_in() - before_in) as usize;
         let made = (d.total_out() - before_out) as usize;
         let room = limit.saturating_sub(out.len());
