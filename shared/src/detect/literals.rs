@@ -25,6 +25,24 @@ struct Entry {
     key: u32,
     literal: u32,
     offset: u16,
+    /// The literal's length and its first 8 bytes folded (zero past its end): most window
+    /// matches are not literal matches, and these reject them without reading the literal.
+    len: u16,
+    head: u64,
+}
+
+/// `bytes` (at most 8) folded, as a little-endian word, zero past them.
+fn head(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .take(8)
+        .rev()
+        .fold(0u64, |h, &b| (h << 8) | u64::from(fold(b)))
+}
+
+/// The mask of a head's first `len` bytes.
+fn head_mask(len: usize) -> u64 {
+    u64::MAX >> (8 * (8 - len.min(8)))
 }
 
 /// The largest bit table: 2^18 bits, 32 KiB, within the L1 data cache of current cores.
@@ -61,13 +79,15 @@ impl Table {
     }
 
     /// Literal `literal`'s window, of folded value `key`, `offset` bytes into it, in `slot`.
-    fn set(&mut self, slot: usize, key: u32, literal: u32, offset: usize) {
+    fn set(&mut self, slot: usize, key: u32, literal: (u32, &[u8]), offset: usize) {
         self.bits[(slot >> 6) & (WORDS - 1)] |= 1 << (slot & 63);
         self.entries.push(Entry {
             slot: slot as u32,
             key,
-            literal,
+            literal: literal.0,
             offset: offset as u16,
+            len: literal.1.len().min(usize::from(u16::MAX)) as u16,
+            head: head(literal.1),
         });
     }
 
@@ -103,6 +123,7 @@ impl Table {
 }
 
 const FOLD4: u32 = 0x2020_2020;
+const FOLD8: u64 = 0x2020_2020_2020_2020;
 const FOLD2: u32 = 0x2020;
 
 fn fold(b: u8) -> u8 {
@@ -206,14 +227,14 @@ impl LiteralSet {
                 0 => {}
                 1 => {
                     let key = u32::from(fold(l[0]));
-                    set.one.set(key as usize, key, literal, 0);
+                    set.one.set(key as usize, key, (literal, l), 0);
                     set.has_one = true;
                 }
                 2 | 3 => {
                     let k = rarest_window(l, 2, |w| taken.get(&key2(w)).copied().unwrap_or(0));
                     let key = key2(&l[k..]);
                     *taken.entry(key).or_default() += 1;
-                    set.short.set(key as usize, key, literal, k);
+                    set.short.set(key as usize, key, (literal, l), k);
                     set.has_short = true;
                 }
                 _ => {
@@ -221,7 +242,8 @@ impl LiteralSet {
                         .min(usize::from(u16::MAX));
                     let key = key4(&l[k..]);
                     *taken.entry(key).or_default() += 1;
-                    set.long.set(slot4(key, set.long_shift), key, literal, k);
+                    set.long
+                        .set(slot4(key, set.long_shift), key, (literal, l), k);
                 }
             }
         }
@@ -326,10 +348,17 @@ impl LiteralSet {
                 if seen[..seen_len].contains(&tag) {
                     continue;
                 }
+                // The first 8 bytes folded first (where 8 remain), then the literal itself.
+                let near = data.get(start..start + 8).is_none_or(|w| {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(w);
+                    (u64::from_le_bytes(b) | FOLD8) & head_mask(usize::from(e.len)) == e.head
+                });
                 let l = &self.literals[e.literal as usize];
-                let hit = data
-                    .get(start..start + l.len())
-                    .is_some_and(|d| d.eq_ignore_ascii_case(l));
+                let hit = near
+                    && data
+                        .get(start..start + l.len())
+                        .is_some_and(|d| d.eq_ignore_ascii_case(l));
                 if hit {
                     found(e.literal as usize, later);
                     if seen_len < seen.len() {
