@@ -247,8 +247,9 @@ fn port_buckets(p: &PacketView, transport: u8) -> impl Iterator<Item = Bucket> {
         })
 }
 
-/// The payload buckets a rule's patterns go into.
-fn buckets(r: &Rule, b: Buffer) -> Vec<Bucket> {
+/// The payload buckets a rule's patterns go into (`few`: up to how many ports a rule may be
+/// for to go into each of their buckets instead of its protocol's).
+fn buckets(r: &Rule, b: Buffer, few: usize) -> Vec<Bucket> {
     if b != Buffer::Payload {
         return vec![Bucket::ALL];
     }
@@ -262,15 +263,26 @@ fn buckets(r: &Rule, b: Buffer) -> Vec<Bucket> {
             })
             .collect()
     };
+    // `ip_proto` says which of the transports the rule can match at all.
+    let ip_proto = r.checks.iter().find_map(|c| match c {
+        PacketCheck::IpProto(n) => Some(match n {
+            6 => T_TCP,
+            17 => T_UDP,
+            1 | 58 => T_ICMP,
+            _ => T_OTHER,
+        }),
+        _ => None,
+    });
     match r.proto {
         Proto::Ip => [T_TCP, T_UDP, T_ICMP, T_OTHER]
             .into_iter()
+            .filter(|t| ip_proto.is_none_or(|p| p == *t))
             .flat_map(on)
             .collect(),
         Proto::Tcp | Proto::Udp => {
             let t = if r.proto == Proto::Tcp { T_TCP } else { T_UDP };
             // A rule for a few ports only goes into those ports' automata.
-            let few = |s: &super::addr::PortSet| s.few(8);
+            let few = |s: &super::addr::PortSet| s.few(few);
             let ports = match (few(&r.dport), few(&r.sport)) {
                 (Some(d), Some(s)) => Some(d.into_iter().chain(s).collect::<Vec<u16>>()),
                 (Some(d), None) if r.sport.is_any() || !r.bidirectional => Some(d),
@@ -427,7 +439,8 @@ impl Engine {
                 if app_rule[i] {
                     always_app.entry(r.app()).or_default().push(i as u32);
                 } else {
-                    for bk in buckets(r, Buffer::Payload) {
+                    // A rule with no pattern costs only its place in each port's list.
+                    for bk in buckets(r, Buffer::Payload, 64) {
                         always_packet.entry(bk).or_default().push(i as u32);
                     }
                 }
@@ -454,7 +467,7 @@ impl Engine {
                         continue;
                     }
                     let key = p[..p.len().min(PREFILTER_PREFIX)].to_ascii_lowercase();
-                    for bk in buckets(r, *b) {
+                    for bk in buckets(r, *b, 8) {
                         let e = patterns.entry((scanned_as(*b), bk)).or_default();
                         let at = *e.2.entry(key.clone()).or_insert_with(|| {
                             e.0.push(key.clone());
@@ -1249,6 +1262,29 @@ alert tcp any any -> any any (msg:"whole"; content:"needle"; sid:2;)"#;
         }
         assert!(alerted > 3, "the split rule alerted {alerted} times");
         assert!(f.carry[1].end.is_some(), "a carry was kept");
+    }
+
+    #[test]
+    fn rules_without_patterns_are_candidates_only_where_their_protocol_and_ports_can_be() {
+        let mut e = engine(
+            r#"alert ip any any -> any any (msg:"6in4"; ip_proto:41; sid:1;)
+alert tcp any any -> any 5800:5820 (msg:"vnc"; flow:to_server; flags:S,12; sid:2;)"#,
+        );
+        let mut f = FlowDetect::default();
+        let mut p = pkt(b"");
+        p.tcp_flags = 0x02;
+        assert!(e.inspect(Phase::Packet, &p, &NoBuffers, &mut f).is_empty());
+        assert_eq!(
+            e.stats.candidates, 0,
+            "neither rule is evaluated on TCP port 80"
+        );
+        p.dport = 5810;
+        let a = e.inspect(Phase::Packet, &p, &NoBuffers, &mut f);
+        assert_eq!(a.iter().map(|a| a.sid).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(e.stats.candidates, 1);
+        (p.proto, p.sport, p.dport) = (41, 0, 0);
+        let a = e.inspect(Phase::Packet, &p, &NoBuffers, &mut f);
+        assert_eq!(a.iter().map(|a| a.sid).collect::<Vec<_>>(), vec![1]);
     }
 
     struct Uri(&'static [u8]);
