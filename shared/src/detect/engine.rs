@@ -318,7 +318,41 @@ fn buckets(r: &Rule, b: Buffer, few: usize) -> Vec<Bucket> {
 }
 
 /// Patterns of one buffer: the patterns, the rules of each, and each pattern's index.
-type PatternTable = (Vec<Vec<u8>>, Vec<Vec<u32>>, HashMap<Vec<u8>, usize>);
+/// A prefilter being built: its literals with their latest starts, the rules of each, and
+/// where each (literal, latest start) is.
+type PatternTable = (
+    Vec<(Vec<u8>, u32)>,
+    Vec<Vec<u32>>,
+    HashMap<(Vec<u8>, u32), usize>,
+);
+
+/// The latest start in its buffer at which a rule's prefilter pattern can occur for the rule
+/// to match: its content's `startswith`, or `offset` plus `depth` less its length (search's
+/// absolute window); `u32::MAX` where it may occur anywhere. A pattern the rule has more than
+/// once takes the latest.
+fn latest_start(r: &Rule, b: Buffer, pattern: &[u8]) -> u32 {
+    let Some(list) = r.list(b) else {
+        return u32::MAX;
+    };
+    list.iter()
+        .filter_map(|m| match m {
+            super::rule::Matcher::Content(c) if !c.negated && c.pattern == pattern => Some(c),
+            _ => None,
+        })
+        .map(|c| {
+            if c.relative() || c.endswith {
+                u32::MAX
+            } else if c.startswith {
+                0
+            } else {
+                c.depth.map_or(u32::MAX, |d| {
+                    (c.offset.unwrap_or(0).saturating_add(d)).saturating_sub(c.pattern.len() as u32)
+                })
+            }
+        })
+        .max()
+        .unwrap_or(u32::MAX)
+}
 
 /// Maps looked up on every inspection, keyed by the engine's own values (not traffic): a
 /// fast hash.
@@ -466,7 +500,12 @@ impl Engine {
                         always(i);
                         continue;
                     }
-                    let key = p[..p.len().min(PREFILTER_PREFIX)].to_ascii_lowercase();
+                    let key = (
+                        p[..p.len().min(PREFILTER_PREFIX)].to_ascii_lowercase(),
+                        r.prefilter
+                            .as_ref()
+                            .map_or(u32::MAX, |(_, whole, _)| latest_start(r, *b, whole)),
+                    );
                     for bk in buckets(r, *b, 8) {
                         let e = patterns.entry((scanned_as(*b), bk)).or_default();
                         let at = *e.2.entry(key.clone()).or_insert_with(|| {
@@ -486,7 +525,7 @@ impl Engine {
                 (
                     b,
                     Prefilter {
-                        literals: LiteralSet::new(&pats),
+                        literals: LiteralSet::limited(&pats),
                         rules,
                     },
                 )
@@ -1285,6 +1324,29 @@ alert tcp any any -> any 5800:5820 (msg:"vnc"; flow:to_server; flags:S,12; sid:2
         (p.proto, p.sport, p.dport) = (41, 0, 0);
         let a = e.inspect(Phase::Packet, &p, &NoBuffers, &mut f);
         assert_eq!(a.iter().map(|a| a.sid).collect::<Vec<_>>(), vec![1]);
+    }
+
+    #[test]
+    fn anchored_patterns_make_candidates_only_where_they_can_match() {
+        let mut e = engine(
+            r#"alert tcp any any -> any any (msg:"start"; content:"|05 00 00|"; startswith; sid:1;)
+alert tcp any any -> any any (msg:"window"; content:"abcd"; offset:2; depth:6; sid:2;)
+alert tcp any any -> any any (msg:"anywhere"; content:"|05 00 00|"; sid:3;)"#,
+        );
+        let mut f = FlowDetect::default();
+        let mut run = |payload: &[u8]| -> (Vec<u32>, u64) {
+            let before = e.stats.candidates;
+            let a = e.inspect(Phase::Packet, &pkt(payload), &NoBuffers, &mut f);
+            (
+                a.iter().map(|a| a.sid).collect(),
+                e.stats.candidates - before,
+            )
+        };
+        assert_eq!(run(b"\x05\x00\x00xabcd"), (vec![1, 2, 3], 3));
+        // Past where each can match: only the unanchored rule is evaluated.
+        assert_eq!(run(b"xxxxxabcd \x05\x00\x00"), (vec![3], 1));
+        // At the last start the window allows (offset 2 + depth 6 - 4 bytes).
+        assert_eq!(run(b"yyyyabcd"), (vec![2], 1));
     }
 
     struct Uri(&'static [u8]);

@@ -29,6 +29,8 @@ struct Entry {
     /// matches are not literal matches, and these reject them without reading the literal.
     len: u16,
     head: u64,
+    /// The latest start at which the literal counts (`u32::MAX`: anywhere).
+    limit: u32,
 }
 
 /// `bytes` (at most 8) folded, as a little-endian word, zero past them.
@@ -79,7 +81,7 @@ impl Table {
     }
 
     /// Literal `literal`'s window, of folded value `key`, `offset` bytes into it, in `slot`.
-    fn set(&mut self, slot: usize, key: u32, literal: (u32, &[u8]), offset: usize) {
+    fn set(&mut self, slot: usize, key: u32, literal: (u32, &[u8], u32), offset: usize) {
         self.bits[(slot >> 6) & (WORDS - 1)] |= 1 << (slot & 63);
         self.entries.push(Entry {
             slot: slot as u32,
@@ -88,6 +90,7 @@ impl Table {
             offset: offset as u16,
             len: literal.1.len().min(usize::from(u16::MAX)) as u16,
             head: head(literal.1),
+            limit: literal.2,
         });
     }
 
@@ -176,8 +179,9 @@ fn rarest_window(literal: &[u8], width: usize, taken: impl Fn(&[u8]) -> u32) -> 
 /// A set of literals, matched ignoring ASCII case.
 #[derive(Clone, Debug)]
 pub struct LiteralSet {
-    /// The literals, lower-cased.
+    /// The literals, lower-cased, and the latest start at which each counts.
     literals: Vec<Box<[u8]>>,
+    limits: Vec<u32>,
     long: Table,
     /// `slot4`'s shift for the long table.
     long_shift: u32,
@@ -192,9 +196,17 @@ pub struct LiteralSet {
 impl LiteralSet {
     /// Empty literals are ignored (they match everywhere; the caller handles them).
     pub fn new<P: AsRef<[u8]>>(literals: &[P]) -> LiteralSet {
+        let limited: Vec<(&[u8], u32)> = literals.iter().map(|l| (l.as_ref(), u32::MAX)).collect();
+        LiteralSet::limited(&limited)
+    }
+
+    /// A set whose literals count only where they start at or before their limit (`u32::MAX`:
+    /// anywhere), as a pattern anchored by `depth` or `startswith` does.
+    pub fn limited<P: AsRef<[u8]>>(literals: &[(P, u32)]) -> LiteralSet {
+        let limits: Vec<u32> = literals.iter().map(|(_, n)| *n).collect();
         let literals: Vec<Box<[u8]>> = literals
             .iter()
-            .map(|l| l.as_ref().to_ascii_lowercase().into_boxed_slice())
+            .map(|(l, _)| l.as_ref().to_ascii_lowercase().into_boxed_slice())
             .collect();
         // The long table grows with its literals, to keep about one bit in 256 set (fewer
         // positions to verify where no literal is), up to the largest size.
@@ -205,6 +217,7 @@ impl LiteralSet {
             .clamp(16, MAX_TABLE_BITS);
         let mut set = LiteralSet {
             literals,
+            limits,
             long: Table::new(bits),
             long_shift: 32 - bits,
             short: Table::new(16),
@@ -222,19 +235,19 @@ impl LiteralSet {
         let key4 = |w: &[u8]| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) | FOLD4;
         for i in order {
             let l = &set.literals[i];
-            let literal = i as u32;
+            let literal = (i as u32, &l[..], set.limits[i]);
             match l.len() {
                 0 => {}
                 1 => {
                     let key = u32::from(fold(l[0]));
-                    set.one.set(key as usize, key, (literal, l), 0);
+                    set.one.set(key as usize, key, literal, 0);
                     set.has_one = true;
                 }
                 2 | 3 => {
                     let k = rarest_window(l, 2, |w| taken.get(&key2(w)).copied().unwrap_or(0));
                     let key = key2(&l[k..]);
                     *taken.entry(key).or_default() += 1;
-                    set.short.set(key as usize, key, (literal, l), k);
+                    set.short.set(key as usize, key, literal, k);
                     set.has_short = true;
                 }
                 _ => {
@@ -242,8 +255,7 @@ impl LiteralSet {
                         .min(usize::from(u16::MAX));
                     let key = key4(&l[k..]);
                     *taken.entry(key).or_default() += 1;
-                    set.long
-                        .set(slot4(key, set.long_shift), key, (literal, l), k);
+                    set.long.set(slot4(key, set.long_shift), key, literal, k);
                 }
             }
         }
@@ -258,13 +270,14 @@ impl LiteralSet {
     /// One set of the literals of this set followed by those of `other` (literal `i` of
     /// `other` is literal `n + i` of the result, where this set holds `n`).
     pub fn union(&self, other: &LiteralSet) -> LiteralSet {
-        let all: Vec<&[u8]> = self
+        let all: Vec<(&[u8], u32)> = self
             .literals
             .iter()
-            .chain(&other.literals)
-            .map(|l| &l[..])
+            .zip(&self.limits)
+            .chain(other.literals.iter().zip(&other.limits))
+            .map(|(l, n)| (&l[..], *n))
             .collect();
-        LiteralSet::new(&all)
+        LiteralSet::limited(&all)
     }
 
     /// Heap bytes held.
@@ -275,7 +288,7 @@ impl LiteralSet {
         tables.iter().map(|t| t.bits.len()).sum::<usize>() * 8
             + cells * 4
             + entries * std::mem::size_of::<Entry>()
-            + self.literals.iter().map(|l| l.len() + 16).sum::<usize>()
+            + self.literals.iter().map(|l| l.len() + 20).sum::<usize>()
     }
 
     /// Every whole 4-byte window of `data` against the tables (`SHORT` and `ONE`: whether
@@ -339,7 +352,10 @@ impl LiteralSet {
                 if e.key != key {
                     continue;
                 }
-                let Some(start) = at.checked_sub(usize::from(e.offset)) else {
+                let Some(start) = at
+                    .checked_sub(usize::from(e.offset))
+                    .filter(|s| *s <= e.limit as usize)
+                else {
                     all_seen = false;
                     continue;
                 };
@@ -514,7 +530,19 @@ mod tests {
                 }
             }
             let refs: Vec<&[u8]> = literals.iter().map(Vec::as_slice).collect();
-            let set = LiteralSet::new(&refs);
+            // A third of the literals count only up to some start, as anchored patterns do.
+            let limits: Vec<u32> = refs
+                .iter()
+                .map(|_| {
+                    if next() % 3 == 0 {
+                        (next() % 64) as u32
+                    } else {
+                        u32::MAX
+                    }
+                })
+                .collect();
+            let limited: Vec<(&[u8], u32)> = refs.iter().copied().zip(limits.clone()).collect();
+            let set = LiteralSet::limited(&limited);
             // Each literal found on each side of a split point that occurs on it.
             let split = (next() % (data.len() as u64 + 2)) as usize;
             let mut got = BTreeSet::new();
@@ -523,6 +551,7 @@ mod tests {
             });
             let expect: BTreeSet<(usize, bool)> = naive(&refs, &data)
                 .into_iter()
+                .filter(|&(l, start)| start as u64 <= u64::from(limits[l]))
                 .map(|(l, start)| (l, start >= split))
                 .collect();
             assert_eq!(
