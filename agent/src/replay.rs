@@ -405,15 +405,11 @@ mod tests {
         ];
         let dir = tempfile::tempdir().unwrap();
         let classic = dir.path().join("t.pcap");
-        let mut bytes = lindi_shared::net::pcapfile::write(1, &[]);
-        for (ts_s, data) in &frames {
-            bytes.extend_from_slice(&(*ts_s as u32).to_le_bytes());
-            bytes.extend_from_slice(&250u32.to_le_bytes());
-            bytes.extend_from_slice(&(data.len() as u32).to_le_bytes());
-            bytes.extend_from_slice(&(data.len() as u32).to_le_bytes());
-            bytes.extend_from_slice(data);
-        }
-        std::fs::write(&classic, bytes).unwrap();
+        let records: Vec<(i64, &[u8])> = frames
+            .iter()
+            .map(|(ts_s, data)| (ts_s * 1_000_000_000 + 250_000, data.as_slice()))
+            .collect();
+        std::fs::write(&classic, lindi_shared::net::pcapfile::write(1, &records)).unwrap();
         let ng = dir.path().join("t.pcapng");
         std::fs::write(&ng, pcapng(&frames)).unwrap();
         let run = |path: &Path| {

@@ -247,6 +247,13 @@ fn port_buckets(p: &PacketView, transport: u8) -> impl Iterator<Item = Bucket> {
         })
 }
 
+/// Up to how many ports a rule with patterns may be for to go into each port's bucket instead
+/// of its protocol's: each port with patterns gets a prefilter of its own (tables of tens of
+/// KiB).
+const PATTERN_PORTS: usize = 8;
+/// The same for a rule with no pattern, which costs only its place in each port's list.
+const ALWAYS_PORTS: usize = 64;
+
 /// The payload buckets a rule's patterns go into (`few`: up to how many ports a rule may be
 /// for to go into each of their buckets instead of its protocol's).
 fn buckets(r: &Rule, b: Buffer, few: usize) -> Vec<Bucket> {
@@ -473,8 +480,7 @@ impl Engine {
                 if app_rule[i] {
                     always_app.entry(r.app()).or_default().push(i as u32);
                 } else {
-                    // A rule with no pattern costs only its place in each port's list.
-                    for bk in buckets(r, Buffer::Payload, 64) {
+                    for bk in buckets(r, Buffer::Payload, ALWAYS_PORTS) {
                         always_packet.entry(bk).or_default().push(i as u32);
                     }
                 }
@@ -488,13 +494,13 @@ impl Engine {
                 // The App phase scans application buffers only: an app rule whose pattern is in
                 // the payload is evaluated on every transaction instead.
                 Some((Buffer::Payload, _, _)) if app_rule[i] => always(i),
-                Some((b, p, _)) => {
+                Some((b, whole, _)) => {
                     // On a dotprefix buffer the pattern without its leading dot occurs in the
                     // untransformed buffer wherever the pattern occurs in the transformed one.
                     let p = if transformed {
-                        p.strip_prefix(b".").unwrap_or(p)
+                        whole.strip_prefix(b".").unwrap_or(whole)
                     } else {
-                        p.as_slice()
+                        whole.as_slice()
                     };
                     if p.is_empty() {
                         always(i);
@@ -502,11 +508,9 @@ impl Engine {
                     }
                     let key = (
                         p[..p.len().min(PREFILTER_PREFIX)].to_ascii_lowercase(),
-                        r.prefilter
-                            .as_ref()
-                            .map_or(u32::MAX, |(_, whole, _)| latest_start(r, *b, whole)),
+                        latest_start(r, *b, whole),
                     );
-                    for bk in buckets(r, *b, 8) {
+                    for bk in buckets(r, *b, PATTERN_PORTS) {
                         let e = patterns.entry((scanned_as(*b), bk)).or_default();
                         let at = *e.2.entry(key.clone()).or_insert_with(|| {
                             e.0.push(key.clone());

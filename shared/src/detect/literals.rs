@@ -25,10 +25,11 @@ struct Entry {
     key: u32,
     literal: u32,
     offset: u16,
-    /// The literal's length and its first 8 bytes folded (zero past its end): most window
-    /// matches are not literal matches, and these reject them without reading the literal.
-    len: u16,
+    /// The literal's first 8 bytes folded (zero past its end) and how many there are: most
+    /// window matches are not literal matches, and these reject them without reading the
+    /// literal.
     head: u64,
+    head_len: u8,
     /// The latest start at which the literal counts (`u32::MAX`: anywhere).
     limit: u32,
 }
@@ -42,9 +43,11 @@ fn head(bytes: &[u8]) -> u64 {
         .fold(0u64, |h, &b| (h << 8) | u64::from(fold(b)))
 }
 
-/// The mask of a head's first `len` bytes.
-fn head_mask(len: usize) -> u64 {
-    u64::MAX >> (8 * (8 - len.min(8)))
+/// The mask of a head's first `len` (at most 8) bytes.
+fn head_mask(len: u8) -> u64 {
+    u64::MAX
+        .checked_shr(8 * (8 - u32::from(len.min(8))))
+        .unwrap_or(0)
 }
 
 /// The largest bit table: 2^18 bits, 32 KiB, within the L1 data cache of current cores.
@@ -88,8 +91,8 @@ impl Table {
             key,
             literal: literal.0,
             offset: offset as u16,
-            len: literal.1.len().min(usize::from(u16::MAX)) as u16,
             head: head(literal.1),
+            head_len: literal.1.len().min(8) as u8,
             limit: literal.2,
         });
     }
@@ -368,7 +371,7 @@ impl LiteralSet {
                 let near = data.get(start..start + 8).is_none_or(|w| {
                     let mut b = [0u8; 8];
                     b.copy_from_slice(w);
-                    (u64::from_le_bytes(b) | FOLD8) & head_mask(usize::from(e.len)) == e.head
+                    (u64::from_le_bytes(b) | FOLD8) & head_mask(e.head_len) == e.head
                 });
                 let l = &self.literals[e.literal as usize];
                 let hit = near
