@@ -11,8 +11,9 @@
 //!
 //! Invariants:
 //! 1. Memory is bounded: a header block over `header_limit` ends parsing of that direction
-//!    (counted as failed); bodies are kept up to `body_limit`, decompressed output up to
-//!    `decompress_limit`, at most `max_layers` layers.
+//!    (counted as failed); bodies are kept up to `body_limit`, before and after
+//!    decompression (Suricata's response-body-limit applies to what libhtp decompressed),
+//!    inner layers up to `decompress_limit`, at most `max_layers` layers.
 //! 2. Each transaction is reported once per side, when that side is complete (or when the
 //!    stream ends before it is).
 
@@ -1247,13 +1248,22 @@ fn decode_body(headers: &[(Vec<u8>, Vec<u8>)], body: &[u8], cfg: &HttpConfig) ->
     if layers.is_empty() {
         return body.to_vec();
     }
+    // The decoded body is kept up to `body_limit`, as Suricata keeps what libhtp decompressed
+    // up to its response-body-limit: the last layer stops there.
     let mut data = body.to_vec();
-    for _ in layers.iter().rev().take(cfg.max_layers) {
-        match inflate_lenient(&data, cfg.decompress_limit) {
+    let count = layers.len().min(cfg.max_layers);
+    for k in 0..count {
+        let limit = if k + 1 == count {
+            cfg.body_limit
+        } else {
+            cfg.decompress_limit
+        };
+        match inflate_lenient(&data, limit) {
             Some(d) if !d.is_empty() => data = d,
             _ => break,
         }
     }
+    data.truncate(cfg.body_limit);
     data
 }
 
@@ -1506,6 +1516,43 @@ mod tests {
                     assert_eq!(c.stats.truncated_bodies, 0);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn decompressed_bodies_stop_at_the_body_limit_as_suricatas_do() {
+        use flate2::Compression;
+        use flate2::write::GzEncoder;
+        // Suricata 7 raises a file.data alert on a pattern 50 KB into a gzip body that
+        // decompresses to 170 KB, and none on one 150 KB in: it keeps 100 KB.
+        let mut plain = vec![b'a'; 50_000];
+        plain.extend_from_slice(b"NEAR");
+        plain.resize(150_000, b'b');
+        plain.extend_from_slice(b"FAR");
+        plain.resize(170_000, b'c');
+        let gzip = |data: &[u8]| {
+            let mut g = GzEncoder::new(vec![], Compression::default());
+            g.write_all(data).unwrap();
+            g.finish().unwrap()
+        };
+        let once = gzip(&plain);
+        let twice = gzip(&once);
+        for (encoding, body) in [("gzip", &once), ("gzip, gzip", &twice)] {
+            let mut c = HttpConn::new(HttpConfig::default());
+            c.data(true, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+            let mut resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Encoding: {encoding}\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            resp.extend_from_slice(body);
+            let mut ev = c.data(false, &resp);
+            ev.extend(c.close(false));
+            assert_eq!(ev, vec![HttpEvent::Response(0)]);
+            let t = c.tx(0).unwrap();
+            assert_eq!(t.response_body, plain[..100 << 10], "{encoding}");
+            assert!(contains_nocase(&t.response_body, b"NEAR"));
+            assert!(!contains_nocase(&t.response_body, b"FAR"));
         }
     }
 
