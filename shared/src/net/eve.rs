@@ -396,14 +396,27 @@ pub fn write_app_event(r: &super::inspect::AppRecord, community_id: &str, out: &
     o.str("proto", "TCP");
     o.str("community_id", community_id);
     match r {
+        // Suricata's fields in its order, each left out where the transaction has none.
         AppRecord::Http { tx, .. } => o.obj("http", |h| {
-            h.str("hostname", &tx.hostname);
+            let some = |h: &mut Obj, k: &str, v: &str| {
+                if !v.is_empty() {
+                    h.str(k, v);
+                }
+            };
+            some(h, "hostname", &tx.hostname);
+            if let Some(p) = tx.port {
+                h.num("http_port", p);
+            }
             h.str("url", &tx.url);
-            h.str("http_user_agent", &tx.user_agent);
-            h.str("http_content_type", &tx.content_type);
-            h.str("http_method", &tx.method);
-            h.str("protocol", &tx.protocol);
-            h.num("status", tx.status);
+            some(h, "http_user_agent", &tx.user_agent);
+            some(h, "http_content_type", &tx.content_type);
+            some(h, "http_refer", &tx.referer);
+            some(h, "http_method", &tx.method);
+            some(h, "protocol", &tx.protocol);
+            if tx.status != 0 {
+                h.num("status", tx.status);
+            }
+            some(h, "redirect", &tx.redirect);
             h.num("length", tx.length);
         }),
         AppRecord::Tls { client, server, .. } => o.obj("tls", |t| {
@@ -593,16 +606,28 @@ fn app_event(r: &super::inspect::AppRecord, community_id: &str) -> Value {
         AppRecord::Http { tx, .. } => {
             v["event_type"] = json!("http");
             v["app_proto"] = json!("http");
-            v["http"] = json!({
-                "hostname": tx.hostname,
-                "url": tx.url,
-                "http_user_agent": tx.user_agent,
-                "http_content_type": tx.content_type,
-                "http_method": tx.method,
-                "protocol": tx.protocol,
-                "status": tx.status,
-                "length": tx.length,
-            });
+            let mut h = serde_json::Map::new();
+            let fields = [
+                ("hostname", json!(tx.hostname)),
+                ("http_port", json!(tx.port)),
+                ("url", json!(tx.url)),
+                ("http_user_agent", json!(tx.user_agent)),
+                ("http_content_type", json!(tx.content_type)),
+                ("http_refer", json!(tx.referer)),
+                ("http_method", json!(tx.method)),
+                ("protocol", json!(tx.protocol)),
+                ("status", json!(tx.status)),
+                ("redirect", json!(tx.redirect)),
+                ("length", json!(tx.length)),
+            ];
+            for (k, val) in fields {
+                let absent =
+                    val.is_null() || val == json!("") || (k == "status" && val == json!(0));
+                if k == "url" || k == "length" || !absent {
+                    h.insert(k.into(), val);
+                }
+            }
+            v["http"] = Value::Object(h);
         }
         AppRecord::Tls { client, server, .. } => {
             v["event_type"] = json!("tls");
@@ -740,7 +765,10 @@ mod tests {
                 status: 200,
                 user_agent: String::new(),
                 content_type: "text/html".into(),
+                referer: odd.into(),
+                redirect: String::new(),
                 length: u64::MAX,
+                port: Some(8080),
             },
         };
         let client = ClientHello {
@@ -760,7 +788,27 @@ mod tests {
         let mut bare = client.clone();
         bare.sni = None;
         bare.alpn.clear();
-        let mut records = vec![http];
+        // A transaction with nothing but a URL: the other fields are left out.
+        let empty = AppRecord::Http {
+            ts_ns: 0,
+            ends,
+            tx: HttpSummary {
+                hostname: String::new(),
+                port: None,
+                url: "/".into(),
+                method: String::new(),
+                protocol: String::new(),
+                status: 0,
+                user_agent: String::new(),
+                content_type: String::new(),
+                referer: String::new(),
+                redirect: String::new(),
+                length: 0,
+            },
+        };
+        let bare_http = written(|o| write_app_event(&empty, "1:cid", o));
+        assert_eq!(bare_http[0]["http"], json!({"url": "/", "length": 0}));
+        let mut records = vec![http, empty];
         for (client, server) in [
             (Some(client), Some(server.clone())),
             (Some(bare), None),

@@ -201,12 +201,17 @@ pub struct Endpoints {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HttpSummary {
     pub hostname: String,
+    /// The port written in the Host header, if any.
+    pub port: Option<u16>,
     pub url: String,
     pub method: String,
     pub protocol: String,
     pub status: u16,
     pub user_agent: String,
     pub content_type: String,
+    /// The Referer header of the request and the Location header of the response.
+    pub referer: String,
+    pub redirect: String,
     pub length: u64,
 }
 
@@ -237,24 +242,21 @@ pub struct Inspected {
 
 fn http_summary(tx: &HttpTx) -> HttpSummary {
     let s = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
-    let h = |name: &str| {
-        tx.buffer(
-            match name {
-                "ua" => Buffer::HttpUserAgent,
-                _ => Buffer::HttpContentType,
-            },
-            if name == "ua" {
-                Side::Request
-            } else {
-                Side::Response
-            },
-        )
-        .first()
-        .map(|v| s(v))
-        .unwrap_or_default()
-    };
+    let h = |b: Buffer, side: Side| tx.buffer(b, side).first().map(|v| s(v)).unwrap_or_default();
+    // "host:port" or "[v6]:port"; a bare IPv6 address has colons but no port.
+    let port = tx
+        .host_raw
+        .iter()
+        .rposition(|&b| b == b':')
+        .filter(|&i| {
+            tx.host_raw.iter().filter(|&&b| b == b':').count() == 1
+                || tx.host_raw[..i].ends_with(b"]")
+        })
+        .and_then(|i| std::str::from_utf8(&tx.host_raw[i + 1..]).ok())
+        .and_then(|p| p.trim().parse().ok());
     HttpSummary {
         hostname: s(&tx.host_norm),
+        port,
         url: s(&tx.uri_raw),
         method: s(&tx.method),
         protocol: s(&tx.request_protocol),
@@ -262,8 +264,16 @@ fn http_summary(tx: &HttpTx) -> HttpSummary {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
-        user_agent: h("ua"),
-        content_type: h("ct"),
+        user_agent: h(Buffer::HttpUserAgent, Side::Request),
+        // The media type alone, lower-cased, as libhtp parses the header for Suricata's log.
+        content_type: h(Buffer::HttpContentType, Side::Response)
+            .trim_start()
+            .split([';', ',', ' ', '\t'])
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase(),
+        referer: h(Buffer::HttpReferer, Side::Request),
+        redirect: h(Buffer::HttpLocation, Side::Response),
         length: tx.response_body_len,
     }
 }
@@ -738,9 +748,27 @@ impl Detector {
                 }
                 ctx.domain = Some(host.into());
             }
-            let mut v = view;
-            v.payload = &ctx.window[dir];
-            let stream = [ctx.head[dir].as_slice(), ctx.window[dir].as_slice()];
+            // A transaction side is inspected as its own direction's, also when a packet of
+            // the other direction completes it (a client's RST ends a response held behind a
+            // gap): a to_server rule must not see a response's buffers.
+            let to_server = side == Side::Request;
+            let d = if to_server { 0 } else { 1 };
+            let mut v = if to_server == cur.to_server {
+                view
+            } else {
+                PacketView {
+                    src: view.dst,
+                    dst: view.src,
+                    sport: view.dport,
+                    dport: view.sport,
+                    to_server,
+                    tcp_flags: 0,
+                    dsize: 0,
+                    ..view
+                }
+            };
+            v.payload = &ctx.window[d];
+            let stream = [ctx.head[d].as_slice(), ctx.window[d].as_slice()];
             alerts.extend(self.engine.inspect(
                 Phase::App { tx: id, side },
                 &v,
@@ -1059,6 +1087,9 @@ mod tests {
         if flags & tcp_flags::ACK != 0 {
             b = b.ack(1);
         }
+        if flags & tcp_flags::RST != 0 {
+            b = b.rst();
+        }
         let mut out = vec![];
         b.write(&mut out, data).unwrap();
         out
@@ -1125,6 +1156,94 @@ mod tests {
             .collect();
         assert!(named.contains(&(1, Some("evil.example"))), "{named:?}");
         assert!(named.contains(&(2, Some("evil.example"))), "{named:?}");
+    }
+
+    #[test]
+    fn a_response_ended_by_the_clients_reset_is_inspected_as_a_response() {
+        // The response is held behind a gap until the client resets the connection: its
+        // transaction side is inspected then, on the client's packet, but as the server's
+        // direction. A to_server rule must not see its header names (a false alert on ET's
+        // sid 2018358 in the bench pcap), and a to_client rule must.
+        let mut rs = crate::detect::RuleSet::default();
+        rs.add(
+            "t",
+            "alert http any any -> any any (msg:\"no referer\"; flow:established,to_server; \
+             http.method; content:\"POST\"; http.header_names; content:!\"Referer\"; sid:1;)\n\
+             alert http any any -> any any (msg:\"ok\"; flow:established,to_client; \
+             http.stat_code; content:\"200\"; sid:2;)\n",
+            &crate::detect::addr::Vars::default(),
+        );
+        assert!(rs.rejected.is_empty(), "{:?}", rs.rejected);
+        let mut d = Detector::new(Engine::new(rs.rules));
+        let mut t = FlowTable::new(FlowConfig::default());
+        let (c, s) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+        let req: &[u8] = b"POST /up HTTP/1.1\r\nHost: 10.0.0.2\r\nReferer: http://10.0.0.2/\r\n\
+            Content-Length: 4\r\n\r\nbody";
+        let resp: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npart";
+        let frames = [
+            seg(c, 40000, s, 80, 0, tcp_flags::SYN, b""),
+            seg(s, 80, c, 40000, 0, tcp_flags::SYN | tcp_flags::ACK, b""),
+            seg(c, 40000, s, 80, 1, tcp_flags::ACK, b""),
+            seg(c, 40000, s, 80, 1, tcp_flags::ACK, req),
+            seg(s, 80, c, 40000, 1, tcp_flags::ACK, resp),
+            seg(
+                s,
+                80,
+                c,
+                40000,
+                1 + resp.len() as u32 + 50,
+                tcp_flags::ACK,
+                b"later",
+            ),
+            seg(
+                c,
+                40000,
+                s,
+                80,
+                1 + req.len() as u32,
+                tcp_flags::RST | tcp_flags::ACK,
+                b"",
+            ),
+        ];
+        let mut alerts = vec![];
+        for (i, f) in frames.iter().enumerate() {
+            let (info, payload) = decode_with_payload(1, f).unwrap();
+            t.packet(i as i64, &info);
+            let cur = t.current().unwrap();
+            alerts.extend(d.packet(i as i64, &info, payload, cur).alerts);
+        }
+        let seen: Vec<_> = alerts.iter().map(|a| (a.sid, a.sport, a.dport)).collect();
+        assert_eq!(seen, vec![(2, 80, 40000)]);
+    }
+
+    #[test]
+    fn http_records_carry_what_suricata_logs_port_referer_redirect_media_type() {
+        use crate::net::http::{HttpConfig, HttpConn};
+        for (host, port) in [
+            ("example.org:8080", Some(8080)),
+            ("example.org", None),
+            ("[2001:db8::1]:8443", Some(8443)),
+            ("2001:db8::1", None),
+        ] {
+            let mut c = HttpConn::new(HttpConfig::default());
+            c.data(
+                true,
+                format!("GET /a HTTP/1.1\r\nHost: {host}\r\nReferer: http://r.example/\r\n\r\n")
+                    .as_bytes(),
+            );
+            c.data(
+                false,
+                b"HTTP/1.1 302 Found\r\nLocation: /b\r\nContent-Type: Text/HTML; charset=UTF-8\r\n\
+                  Content-Length: 0\r\n\r\n",
+            );
+            c.close(false);
+            let s = http_summary(c.tx(0).unwrap());
+            assert_eq!(s.port, port, "{host}");
+            assert_eq!(s.referer, "http://r.example/");
+            assert_eq!(s.redirect, "/b");
+            assert_eq!(s.status, 302);
+            assert_eq!(s.content_type, "text/html");
+        }
     }
 
     #[test]
