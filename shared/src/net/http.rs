@@ -1150,8 +1150,14 @@ fn normalize_host(h: &[u8]) -> Vec<u8> {
 }
 
 fn uri_authority(uri: &[u8]) -> Option<&[u8]> {
-    let i = memchr::memmem::find(uri, b"://")?;
-    let rest = &uri[i + 3..];
+    // As libhtp: only an absolute URI names a host, a scheme up to the first colon and then
+    // "//". A target that starts with "/" names none, whatever its query holds
+    // ("/c.gif?tp=http://other.example/").
+    if uri.first() == Some(&b'/') {
+        return None;
+    }
+    let colon = memchr::memchr(b':', uri)?;
+    let rest = uri[colon + 1..].strip_prefix(b"//")?;
     let end = rest
         .iter()
         .position(|b| matches!(b, b'/' | b'?' | b'#'))
@@ -1404,6 +1410,22 @@ mod tests {
             t.buffer(Buffer::HttpHeaderNames, Side::Response).as_slice(),
             [b"\r\nTransfer-Encoding\r\n\r\n".as_slice()]
         );
+    }
+
+    #[test]
+    fn only_an_absolute_target_names_the_host() {
+        for (target, host) in [
+            ("http://abs.example:81/x", "abs.example"),
+            ("/c.gif?tp=http://other.example/", "c.example"),
+            ("//index.php?page=x", "c.example"),
+            ("/plain", "c.example"),
+        ] {
+            let mut c = HttpConn::new(HttpConfig::default());
+            let req = format!("GET {target} HTTP/1.1\r\nHost: C.example\r\n\r\n");
+            assert_eq!(c.data(true, req.as_bytes()), vec![HttpEvent::Request(0)]);
+            let t = c.tx(0).unwrap();
+            assert_eq!(t.host_norm, host.as_bytes(), "{target}");
+        }
     }
 
     #[test]
