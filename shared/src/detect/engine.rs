@@ -20,7 +20,7 @@ use super::rule::{
     AppProto, Buffer, Cmp, FlowbitOp, PacketCheck, Proto, Rule, Side, ThresholdKind, Track,
     Unsupported, parse_rule, split_rules,
 };
-use super::search::match_list;
+use super::search::{match_list, match_list_reaching};
 
 const MAX_THRESHOLD_ENTRIES: usize = 65_536;
 const NS: i64 = 1_000_000_000;
@@ -418,6 +418,11 @@ pub struct Engine {
     scratch: [Vec<u32>; 2],
     /// Rules found where the next stream window starts, reused between packets.
     tail: Vec<u32>,
+    /// Where the bytes not inspected before start in the stream window being evaluated (0:
+    /// all of it is new): a stream match must reach them.
+    stream_fresh: usize,
+    /// The rules that matched in the last `evaluate`, in candidate order.
+    matched: Vec<u32>,
     pub stats: EngineStats,
 }
 
@@ -569,6 +574,8 @@ impl Engine {
             max_pattern,
             scratch: Default::default(),
             tail: vec![],
+            stream_fresh: 0,
+            matched: vec![],
             combined: FastMap::default(),
             anchored,
             app_buffers,
@@ -815,6 +822,9 @@ impl Engine {
             &mut tail,
         );
         let mut alerts = self.evaluate(&cands, Phase::Packet, p, &NoBuffers, flow);
+        // A rule that matched the packet is done with it: evaluated again on the stream it
+        // would count twice towards its threshold and apply its flowbits twice.
+        let matched = std::mem::take(&mut self.matched);
         let carry = &mut flow.carry[usize::from(p.to_server)];
         let carried = carry.end == Some(payload_at) && carry.app == p.app;
         let mut v = *p;
@@ -849,6 +859,8 @@ impl Engine {
             more.sort_unstable();
             more.dedup();
         }
+        more.retain(|r| matched.binary_search(r).is_err());
+        self.matched = matched;
         // What the next window keeps: the rules carried that may still be there, and those
         // found there now (their pattern may occur again up to the end).
         if !carried {
@@ -868,8 +880,12 @@ impl Engine {
         self.tail = tail;
         v.payload = window;
         v.stream_offset = window_offset;
-        // One alert per rule for this packet, whichever phase matched.
+        // One alert per rule for this packet, whichever phase matched. The window's bytes
+        // before this payload were inspected with the packets before: a match must reach
+        // this payload.
+        self.stream_fresh = head;
         let stream = self.evaluate(&more, Phase::Stream, &v, &NoBuffers, flow);
+        self.stream_fresh = 0;
         self.scratch = [cands, more];
         for a in stream {
             if !alerts.iter().any(|b| b.sid == a.sid && b.gid == a.gid) {
@@ -888,6 +904,7 @@ impl Engine {
         flow: &mut FlowDetect,
     ) -> Vec<Alert> {
         self.stats.candidates += cands.len() as u64;
+        self.matched.clear();
         let mut alerts = vec![];
         for &ri in cands {
             let i = ri as usize;
@@ -899,6 +916,7 @@ impl Engine {
             if !self.matches(i, phase, p, bufs, flow) {
                 continue;
             }
+            self.matched.push(ri);
             // Flowbit actions happen on a match even when the alert is suppressed.
             for &(op, b) in &self.bits[i].actions {
                 match op {
@@ -1029,6 +1047,8 @@ impl Engine {
                     } else {
                         inst.iter().any(|d| match_list(d, list))
                     }
+                } else if matches!(phase, Phase::Stream) {
+                    match_list_reaching(p.payload, list, self.stream_fresh)
                 } else {
                     match_list(p.payload, list)
                 }
@@ -1305,6 +1325,32 @@ alert tcp any any -> any any (msg:"whole"; content:"needle"; sid:2;)"#;
         }
         assert!(alerted > 3, "the split rule alerted {alerted} times");
         assert!(f.carry[1].end.is_some(), "a carry was kept");
+    }
+
+    #[test]
+    fn kept_stream_bytes_do_not_match_again() {
+        // A command in one segment stays in the stream window while the next segments come:
+        // one alert, as Suricata raises, and one count towards a threshold (ET's sid 2000328
+        // counts ten "MAIL FROM:" in 120 s; a session with one had reached ten here).
+        let text = r#"alert tcp any any -> any 80 (msg:"once"; flow:established; content:"mail from|3a|"; nocase; sid:1;)
+alert tcp any any -> any 80 (msg:"counted"; flow:established; content:"mail from|3a|"; nocase; threshold: type threshold, track by_src, count 2, seconds 120; sid:2;)
+alert tcp any any -> any 80 (msg:"straddles"; flow:established; content:"body|0d 0a|RCPT"; sid:3;)"#;
+        let mut e = engine(text);
+        let mut f = FlowDetect::default();
+        let segments: [&[u8]; 4] = [
+            b"MAIL FROM:x\r\n",
+            b"DATA\r\nbody",
+            b"\r\nRCPT TO:y\r\n",
+            b"QUIT\r\n",
+        ];
+        let mut stream = vec![];
+        let mut alerts = vec![];
+        for s in segments {
+            stream.extend_from_slice(s);
+            let a = e.inspect_packet_and_stream(&pkt(s), &stream, 0, 512, &mut f);
+            alerts.push(a.iter().map(|a| a.sid).collect::<Vec<u32>>());
+        }
+        assert_eq!(alerts, vec![vec![1], vec![], vec![3], vec![]]);
     }
 
     #[test]

@@ -72,14 +72,30 @@ const BUDGET: u32 = 3000;
 
 /// Does `list` match `buf`?
 pub fn match_list(buf: &[u8], list: &[Matcher]) -> bool {
-    let mut budget = BUDGET;
+    match_list_reaching(buf, list, 0)
+}
+
+/// Does `list` match `buf` with a match that reaches byte `fresh` or later (the end of its
+/// last content, pcre or jump is past `fresh`)? A stream window holds bytes inspected with the
+/// packets before: a match among those alone was found then, and is not found again.
+pub fn match_list_reaching(buf: &[u8], list: &[Matcher], fresh: usize) -> bool {
+    let mut w = Walk {
+        budget: BUDGET,
+        need: if fresh == 0 { 0 } else { fresh + 1 },
+    };
     if let Some(Matcher::DotPrefix) = list.first() {
         let mut dotted = Vec::with_capacity(buf.len() + 1);
         dotted.push(b'.');
         dotted.extend_from_slice(buf);
-        return step(&dotted, &list[1..], 0, 0, &mut budget);
+        return go(&dotted, &list[1..], 0, 0, 0, &mut w) == Outcome::Match;
     }
-    step(buf, list, 0, 0, &mut budget)
+    go(buf, list, 0, 0, 0, &mut w) == Outcome::Match
+}
+
+/// The state of one list evaluation: the work left, and how far a match must reach (0: any).
+struct Walk {
+    budget: u32,
+    need: usize,
 }
 
 fn is_relative(m: &Matcher) -> bool {
@@ -144,44 +160,56 @@ fn monotone(c: &Content) -> bool {
     !c.relative() || (c.within.is_none() && c.distance.unwrap_or(0) >= 0)
 }
 
-fn step(buf: &[u8], list: &[Matcher], i: usize, prev_end: usize, budget: &mut u32) -> bool {
-    go(buf, list, i, prev_end, budget) == Outcome::Match
-}
-
-fn go(buf: &[u8], list: &[Matcher], i: usize, prev_end: usize, budget: &mut u32) -> Outcome {
+/// Match `list[i..]` with the previous match ending at `prev_end`; `reach` is the furthest
+/// end of a content, pcre or jump so far.
+fn go(
+    buf: &[u8],
+    list: &[Matcher],
+    i: usize,
+    prev_end: usize,
+    reach: usize,
+    w: &mut Walk,
+) -> Outcome {
     use Outcome::*;
     let Some(m) = list.get(i) else {
-        return Match;
+        // Not reaching far enough: a later occurrence of an earlier content may.
+        return if reach >= w.need { Match } else { Retry };
     };
-    if *budget == 0 {
+    if w.budget == 0 {
         return Final;
     }
-    *budget -= 1;
+    w.budget -= 1;
     match m {
         Matcher::Content(c) => {
-            let fail = if monotone(c) { Final } else { Retry };
+            // A later previous match can still reach further when a reach is needed.
+            let fail = if monotone(c) && w.need == 0 {
+                Final
+            } else {
+                Retry
+            };
             let found = window(c, buf.len(), prev_end)
                 .and_then(|(s, e)| c.finder.find(buf, s, e).map(|p| (p, e)));
             if c.negated {
                 return match found {
                     Some(_) => fail,
-                    None => go(buf, list, i + 1, prev_end, budget),
+                    None => go(buf, list, i + 1, prev_end, reach, w),
                 };
             }
             let Some((mut pos, end)) = found else {
                 return fail;
             };
-            let retry = list.get(i + 1).is_some_and(is_relative);
+            let retry = w.need > 0 || list.get(i + 1).is_some_and(is_relative);
             loop {
-                match go(buf, list, i + 1, pos + c.pattern.len(), budget) {
+                let at = pos + c.pattern.len();
+                match go(buf, list, i + 1, at, reach.max(at), w) {
                     Match => return Match,
                     Final => return Final,
                     Retry => {}
                 }
-                if !retry || *budget == 0 {
+                if !retry || w.budget == 0 {
                     return fail;
                 }
-                *budget -= 1;
+                w.budget -= 1;
                 match c.finder.find(buf, pos + 1, end) {
                     Some(p) => pos = p,
                     None => return fail,
@@ -201,9 +229,12 @@ fn go(buf: &[u8], list: &[Matcher], i: usize, prev_end: usize, budget: &mut u32)
             let fail = if *relative { Retry } else { Final };
             match (regex.find(&buf[start..]), negated) {
                 (Some(_), true) => fail,
-                (None, true) => go(buf, list, i + 1, prev_end, budget),
+                (None, true) => go(buf, list, i + 1, prev_end, reach, w),
                 (None, false) => fail,
-                (Some(m), false) => go(buf, list, i + 1, start + m.end(), budget),
+                (Some(m), false) => {
+                    let at = start + m.end();
+                    go(buf, list, i + 1, at, reach.max(at), w)
+                }
             }
         }
         Matcher::IsDataAt {
@@ -219,7 +250,7 @@ fn go(buf: &[u8], list: &[Matcher], i: usize, prev_end: usize, budget: &mut u32)
                 (*n as usize) < buf.len()
             };
             if ok != *negated {
-                go(buf, list, i + 1, prev_end, budget)
+                go(buf, list, i + 1, prev_end, reach, w)
             } else if *relative && *negated {
                 Retry
             } else {
@@ -228,7 +259,7 @@ fn go(buf: &[u8], list: &[Matcher], i: usize, prev_end: usize, budget: &mut u32)
         }
         Matcher::Bsize(c) => {
             if c.test(buf.len() as u64) {
-                go(buf, list, i + 1, prev_end, budget)
+                go(buf, list, i + 1, prev_end, reach, w)
             } else {
                 Final
             }
@@ -236,18 +267,18 @@ fn go(buf: &[u8], list: &[Matcher], i: usize, prev_end: usize, budget: &mut u32)
         Matcher::ByteTest(t) => {
             let fail = if t.read.relative { Retry } else { Final };
             match t.read.read(buf, prev_end) {
-                Some((v, _)) if t.test(v) => go(buf, list, i + 1, prev_end, budget),
+                Some((v, _)) if t.test(v) => go(buf, list, i + 1, prev_end, reach, w),
                 _ => fail,
             }
         }
         Matcher::ByteJump(j) => {
             let fail = if j.read.relative { Retry } else { Final };
             match j.jump(buf, prev_end) {
-                Some(pos) => go(buf, list, i + 1, pos, budget),
+                Some(pos) => go(buf, list, i + 1, pos, reach.max(pos), w),
                 None => fail,
             }
         }
-        Matcher::DotPrefix => go(buf, list, i + 1, prev_end, budget),
+        Matcher::DotPrefix => go(buf, list, i + 1, prev_end, reach, w),
     }
 }
 
@@ -285,6 +316,36 @@ mod tests {
             r#"content:"data|0a 0a|"; startswith; endswith;"#,
             b"data\n\nx"
         ));
+    }
+
+    #[test]
+    fn a_stream_match_must_reach_the_new_bytes() {
+        let reaching = |opts: &str, buf: &[u8], fresh: usize| {
+            let r = parse_rule(
+                &format!("alert tcp any any -> any any ({opts} sid:1;)"),
+                &Vars::default(),
+            )
+            .unwrap();
+            match_list_reaching(buf, r.list(Buffer::Payload).unwrap(), fresh)
+        };
+        // "MAIL FROM:" inspected with an earlier packet, new bytes after offset 12.
+        let buf = b"MAIL FROM:x\r\nRCPT TO:y\r\n";
+        assert!(!reaching(r#"content:"mail from|3a|"; nocase;"#, buf, 12));
+        assert!(reaching(r#"content:"mail from|3a|"; nocase;"#, buf, 0));
+        assert!(reaching(r#"content:"rcpt"; nocase;"#, buf, 12));
+        // A pattern that straddles the seam reaches the new bytes.
+        assert!(reaching(r#"content:"x|0d 0a|RCPT";"#, buf, 12));
+        // A later occurrence of a content is found when the first is all old.
+        assert!(reaching(r#"content:"ab";"#, b"ab--ab", 3));
+        // Two contents, the first old and the second new, with and without distance.
+        assert!(reaching(r#"content:"MAIL"; content:"RCPT";"#, buf, 12));
+        assert!(reaching(
+            r#"content:"MAIL"; content:"RCPT"; distance:0;"#,
+            buf,
+            12
+        ));
+        // Both old: the second's only occurrence is old and the first's later one too.
+        assert!(!reaching(r#"content:"MAIL"; content:"FROM";"#, buf, 12));
     }
 
     #[test]
