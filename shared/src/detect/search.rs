@@ -231,9 +231,22 @@ fn go(
                 (Some(_), true) => fail,
                 (None, true) => go(buf, list, i + 1, prev_end, reach, w),
                 (None, false) => fail,
-                (Some(m), false) => {
-                    let at = start + m.end();
-                    go(buf, list, i + 1, at, reach.max(at), w)
+                (Some(first), false) => {
+                    // Where a reach is needed, the later matches too (one step each).
+                    let hay = &buf[start..];
+                    let mut m = first;
+                    loop {
+                        let at = start + m.end();
+                        let r = go(buf, list, i + 1, at, reach.max(at), w);
+                        if r != Retry || w.need == 0 || w.budget == 0 || m.start() >= hay.len() {
+                            return r;
+                        }
+                        w.budget -= 1;
+                        match regex.find_at(hay, m.start() + 1) {
+                            Some(next) => m = next,
+                            None => return Retry,
+                        }
+                    }
                 }
             }
         }
@@ -346,6 +359,9 @@ mod tests {
         ));
         // Both old: the second's only occurrence is old and the first's later one too.
         assert!(!reaching(r#"content:"MAIL"; content:"FROM";"#, buf, 12));
+        // A pcre's later match is tried when its first is all old.
+        assert!(reaching(r#"pcre:"/[A-Z]{4}/";"#, buf, 12));
+        assert!(!reaching(r#"pcre:"/FROM/";"#, buf, 12));
     }
 
     #[test]
