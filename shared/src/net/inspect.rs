@@ -1107,6 +1107,18 @@ mod tests {
         }
     }
 
+    /// The alerts of frames fed through a flow table and a detector, packet by packet.
+    fn alerts_of(d: &mut Detector, t: &mut FlowTable, frames: &[Vec<u8>]) -> Vec<Alert> {
+        let mut alerts = vec![];
+        for (i, f) in frames.iter().enumerate() {
+            let (info, payload) = decode_with_payload(1, f).unwrap();
+            t.packet(i as i64, &info);
+            let cur = t.current().unwrap();
+            alerts.extend(d.packet(i as i64, &info, payload, cur).alerts);
+        }
+        alerts
+    }
+
     #[test]
     fn alerts_carry_the_name_their_flow_was_for() {
         let mut rs = crate::detect::RuleSet::default();
@@ -1143,13 +1155,7 @@ mod tests {
                 b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nsecret-data",
             ),
         ];
-        let mut alerts = vec![];
-        for (i, f) in frames.iter().enumerate() {
-            let (info, payload) = decode_with_payload(1, f).unwrap();
-            t.packet(i as i64, &info);
-            let cur = t.current().unwrap();
-            alerts.extend(d.packet(i as i64, &info, payload, cur).alerts);
-        }
+        let alerts = alerts_of(&mut d, &mut t, &frames);
         let named: Vec<_> = alerts
             .iter()
             .map(|a| (a.sid, a.domain.as_deref()))
@@ -1205,13 +1211,7 @@ mod tests {
                 b"",
             ),
         ];
-        let mut alerts = vec![];
-        for (i, f) in frames.iter().enumerate() {
-            let (info, payload) = decode_with_payload(1, f).unwrap();
-            t.packet(i as i64, &info);
-            let cur = t.current().unwrap();
-            alerts.extend(d.packet(i as i64, &info, payload, cur).alerts);
-        }
+        let alerts = alerts_of(&mut d, &mut t, &frames);
         let seen: Vec<_> = alerts.iter().map(|a| (a.sid, a.sport, a.dport)).collect();
         assert_eq!(seen, vec![(2, 80, 40000)]);
     }
