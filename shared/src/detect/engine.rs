@@ -56,8 +56,9 @@ impl RuleSet {
 pub enum Phase {
     /// One packet and its own payload.
     Packet,
-    /// Reassembled stream data of the packet's direction.
-    Stream,
+    /// Reassembled stream data of the packet's direction. Its bytes before `fresh` were
+    /// inspected with earlier packets: a match must reach past them (0: all of it is new).
+    Stream { fresh: usize },
     /// An application transaction (request or response side complete).
     App { tx: u64, side: Side },
 }
@@ -87,6 +88,26 @@ pub struct PacketView<'a> {
     /// Payload content is not inspected (an encrypted TLS session, as Suricata's default
     /// `encryption-handling`).
     pub no_payload: bool,
+}
+
+impl<'a> PacketView<'a> {
+    /// The same inspection point as the given direction's: addresses and ports swapped when
+    /// it is the other one, which has no packet of its own here (no flags, no size).
+    pub fn toward(self, to_server: bool) -> PacketView<'a> {
+        if to_server == self.to_server {
+            return self;
+        }
+        PacketView {
+            src: self.dst,
+            dst: self.src,
+            sport: self.dport,
+            dport: self.sport,
+            to_server,
+            tcp_flags: 0,
+            dsize: 0,
+            ..self
+        }
+    }
 }
 
 /// The instances of a buffer: most buffers have none or one, so two are kept inline.
@@ -418,9 +439,6 @@ pub struct Engine {
     scratch: [Vec<u32>; 2],
     /// Rules found where the next stream window starts, reused between packets.
     tail: Vec<u32>,
-    /// Where the bytes not inspected before start in the stream window being evaluated (0:
-    /// all of it is new): a stream match must reach them.
-    stream_fresh: usize,
     /// The rules that matched in the last `evaluate`, in candidate order.
     matched: Vec<u32>,
     pub stats: EngineStats,
@@ -574,7 +592,6 @@ impl Engine {
             max_pattern,
             scratch: Default::default(),
             tail: vec![],
-            stream_fresh: 0,
             matched: vec![],
             combined: FastMap::default(),
             anchored,
@@ -788,6 +805,41 @@ impl Engine {
         alerts
     }
 
+    /// A packet, then stream data it completed that is not its own payload (segments that
+    /// filled a gap, or none: `window` empty): `window`'s bytes before `fresh` were inspected
+    /// before. A rule that matched the packet is not evaluated again on the stream (one
+    /// alert, one count towards its threshold, its flowbits once), as in
+    /// `inspect_packet_and_stream`.
+    pub fn inspect_packet_then_stream(
+        &mut self,
+        p: &PacketView,
+        window: &[u8],
+        window_offset: u64,
+        fresh: usize,
+        flow: &mut FlowDetect,
+    ) -> Vec<Alert> {
+        let mut alerts = self.inspect(Phase::Packet, p, &NoBuffers, flow);
+        if window.is_empty() {
+            return alerts;
+        }
+        self.stats.inspections += 1;
+        if self.rules.is_empty() {
+            return alerts;
+        }
+        let matched = std::mem::take(&mut self.matched);
+        let mut v = *p;
+        v.payload = window;
+        v.stream_offset = window_offset;
+        let phase = Phase::Stream { fresh };
+        let mut cands = std::mem::take(&mut self.scratch[0]);
+        self.candidates(phase, &v, &NoBuffers, &mut cands, usize::MAX, &mut vec![]);
+        cands.retain(|r| matched.binary_search(r).is_err());
+        self.matched = matched;
+        alerts.extend(self.evaluate(&cands, phase, &v, &NoBuffers, flow));
+        self.scratch[0] = cands;
+        alerts
+    }
+
     /// A packet and the stream window its payload ends (the window is earlier stream bytes
     /// followed by exactly this payload; the next window will keep its last `keep` bytes):
     /// the payload is scanned once. For the window, only the bytes where a pattern could
@@ -845,7 +897,14 @@ impl Engine {
             };
             v.payload = &window[from..(head + self.max_pattern).min(window.len())];
             let split = kept.saturating_sub(window_offset + from as u64) as usize;
-            self.candidates(Phase::Stream, &v, &NoBuffers, &mut more, split, &mut tail);
+            self.candidates(
+                Phase::Stream { fresh: 0 },
+                &v,
+                &NoBuffers,
+                &mut more,
+                split,
+                &mut tail,
+            );
             if carried {
                 more.extend(
                     carry
@@ -880,18 +939,10 @@ impl Engine {
         self.tail = tail;
         v.payload = window;
         v.stream_offset = window_offset;
-        // One alert per rule for this packet, whichever phase matched. The window's bytes
-        // before this payload were inspected with the packets before: a match must reach
-        // this payload.
-        self.stream_fresh = head;
-        let stream = self.evaluate(&more, Phase::Stream, &v, &NoBuffers, flow);
-        self.stream_fresh = 0;
+        // The window's bytes before this payload were inspected with the packets before.
+        let stream = self.evaluate(&more, Phase::Stream { fresh: head }, &v, &NoBuffers, flow);
         self.scratch = [cands, more];
-        for a in stream {
-            if !alerts.iter().any(|b| b.sid == a.sid && b.gid == a.gid) {
-                alerts.push(a);
-            }
-        }
+        alerts.extend(stream);
         alerts
     }
 
@@ -985,19 +1036,19 @@ impl Engine {
         {
             return false;
         }
-        if phase == Phase::Stream && p.stream_offset > 0 && self.anchored[i] {
+        if matches!(phase, Phase::Stream { .. }) && p.stream_offset > 0 && self.anchored[i] {
             return false;
         }
         match (r.flow.stream, phase) {
             (Some(true), Phase::Packet) if p.proto == 6 => return false,
-            (Some(false), Phase::Stream) => return false,
+            (Some(false), Phase::Stream { .. }) => return false,
             _ => {}
         }
         for c in &r.checks {
             let ok = match c {
                 // Suricata never matches `dsize:!N` on a packet without payload.
                 PacketCheck::Dsize(cmp) => {
-                    phase != Phase::Stream
+                    !matches!(phase, Phase::Stream { .. })
                         && cmp.test(p.dsize as u64)
                         && !(matches!(cmp, Cmp::Ne(_)) && p.dsize == 0)
                 }
@@ -1047,8 +1098,8 @@ impl Engine {
                     } else {
                         inst.iter().any(|d| match_list(d, list))
                     }
-                } else if matches!(phase, Phase::Stream) {
-                    match_list_reaching(p.payload, list, self.stream_fresh)
+                } else if let Phase::Stream { fresh } = phase {
+                    match_list_reaching(p.payload, list, fresh)
                 } else {
                     match_list(p.payload, list)
                 }
@@ -1351,6 +1402,32 @@ alert tcp any any -> any 80 (msg:"straddles"; flow:established; content:"body|0d
             alerts.push(a.iter().map(|a| a.sid).collect::<Vec<u32>>());
         }
         assert_eq!(alerts, vec![vec![1], vec![], vec![3], vec![]]);
+    }
+
+    #[test]
+    fn a_packet_then_stream_it_did_not_carry_counts_once() {
+        // Segments that filled a gap complete the stream under a packet that is not them.
+        let mut e = engine(
+            r#"alert tcp any any -> any 80 (msg:"counted"; content:"mail from|3a|"; nocase; threshold: type threshold, track by_src, count 2, seconds 120; sid:1;)"#,
+        );
+        let mut f = FlowDetect::default();
+        let window = b"MAIL FROM:x\r\nDATA\r\n";
+        // Found in the packet and in the stream's new bytes: one count, no alert yet.
+        let p = pkt(b"MAIL FROM:x\r\n");
+        assert!(
+            e.inspect_packet_then_stream(&p, window, 0, 0, &mut f)
+                .is_empty()
+        );
+        // In the stream's old bytes only: no count.
+        let p = pkt(b"DATA\r\n");
+        assert!(
+            e.inspect_packet_then_stream(&p, window, 0, 13, &mut f)
+                .is_empty()
+        );
+        // A second occurrence: the second count, the alert.
+        let p = pkt(b"mail from:y");
+        let a = e.inspect_packet_then_stream(&p, &[], 0, 0, &mut f);
+        assert_eq!(a.iter().map(|a| a.sid).collect::<Vec<_>>(), vec![1]);
     }
 
     #[test]

@@ -280,28 +280,24 @@ fn http_summary(tx: &HttpTx) -> HttpSummary {
 
 /// A view of a flow that ended, in one direction, for what is inspected at its end.
 fn record_view<'a>(rec: &FlowRecord, to_server: bool, payload: &'a [u8]) -> PacketView<'a> {
-    let (src, sport, dst, dport) = if to_server {
-        (rec.src, rec.sport, rec.dst, rec.dport)
-    } else {
-        (rec.dst, rec.dport, rec.src, rec.sport)
-    };
     PacketView {
         ts_ns: rec.end_ns,
-        src,
-        dst,
-        sport,
-        dport,
+        src: rec.src,
+        dst: rec.dst,
+        sport: rec.sport,
+        dport: rec.dport,
         proto: rec.proto,
         ttl: 0,
         tcp_flags: 0,
         payload,
         dsize: 0,
-        to_server,
+        to_server: true,
         established: false,
         app: None,
         stream_offset: 0,
         no_payload: false,
     }
+    .toward(to_server)
 }
 
 /// Counters of detection.
@@ -753,20 +749,7 @@ impl Detector {
             // gap): a to_server rule must not see a response's buffers.
             let to_server = side == Side::Request;
             let d = if to_server { 0 } else { 1 };
-            let mut v = if to_server == cur.to_server {
-                view
-            } else {
-                PacketView {
-                    src: view.dst,
-                    dst: view.src,
-                    sport: view.dport,
-                    dport: view.sport,
-                    to_server,
-                    tcp_flags: 0,
-                    dsize: 0,
-                    ..view
-                }
-            };
+            let mut v = view.toward(to_server);
             v.payload = &ctx.window[d];
             let stream = [ctx.head[d].as_slice(), ctx.window[d].as_slice()];
             alerts.extend(self.engine.inspect(
@@ -897,19 +880,20 @@ impl Detector {
                 udp_dns,
             };
         }
-        alerts.extend(
-            self.engine
-                .inspect(Phase::Packet, &view, &NoBuffers, &mut ctx.detect),
-        );
-        if !new.is_empty() && ctx.window[dir].as_slice() != payload {
-            let mut v = view;
-            v.payload = &ctx.window[dir];
-            v.stream_offset = ctx.window_start[dir];
-            alerts.extend(
-                self.engine
-                    .inspect(Phase::Stream, &v, &NoBuffers, &mut ctx.detect),
-            );
-        }
+        // The stream window where there is new data that is not this payload (the window
+        // ends with the new data; what comes before it was inspected before).
+        let window: &[u8] = if !new.is_empty() && ctx.window[dir].as_slice() != payload {
+            &ctx.window[dir]
+        } else {
+            &[]
+        };
+        alerts.extend(self.engine.inspect_packet_then_stream(
+            &view,
+            window,
+            ctx.window_start[dir],
+            window.len().saturating_sub(new.len()),
+            &mut ctx.detect,
+        ));
         name_alerts(&mut alerts, ctx);
         self.account(cur.id, held_before);
         self.stats.alerts += alerts.len() as u64;
@@ -997,10 +981,12 @@ impl Detector {
                 no_payload: matches!(&ctx.app, App::Tls(t) if t.encrypted),
                 ..record_view(rec, to_server, &flushed[d])
             };
-            alerts.extend(
-                self.engine
-                    .inspect(Phase::Stream, &view, &NoBuffers, &mut ctx.detect),
-            );
+            alerts.extend(self.engine.inspect(
+                Phase::Stream { fresh: 0 },
+                &view,
+                &NoBuffers,
+                &mut ctx.detect,
+            ));
         }
         name_alerts(&mut alerts, &ctx);
         let App::Http(conn) = &mut ctx.app else {
